@@ -1,7 +1,7 @@
 -- Sluice's buffer: every captured change, once per consumer, until it is acked.
 -- Lives in its own schema so that a publication of user tables never includes it.
 
-CREATE SCHEMA IF NOT EXISTS sluice;
+-- (the schema itself is created by the migrator, which keeps its table there)
 
 -- Sources: databases Sluice captures from. `config` holds the declared settings
 -- (connection URL with ${VAR} references kept as written, tables, slot, ...).

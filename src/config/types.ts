@@ -1,0 +1,80 @@
+// The validated, defaulted configuration: what src/config/load.ts returns after
+// reading config/sluice.yaml (or an API-created resource), substituting ${VAR}s
+// and checking it against src/config/schema.ts. Durations are milliseconds here.
+
+export interface SluiceConfig {
+  /** Where the buffer lives. Unset url: the embedded Postgres (npm start / tests). */
+  buffer: { url?: string };
+  http: { host: string; port: number; body_limit_bytes: number };
+  auth: { admin_token?: string };
+  sources: SourceConfig[];
+  consumers: ConsumerConfig[];
+}
+
+export interface SourceConfig {
+  name: string;
+  /** Connection string; defaults to the buffer's database. */
+  url?: string;
+  /** Qualified table names ("public.orders") captured by this source. */
+  tables: string[];
+  /** Whole schemas captured (FOR TABLES IN SCHEMA). */
+  schemas: string[];
+  publication: string;
+  slot: string;
+  /** Create the publication and slot when they are missing (else: error naming the fix). */
+  create_if_missing: boolean;
+  /** pg_logical_emit_message heartbeat period, so a quiet database's slot advances. */
+  heartbeat_interval_ms: number;
+  /** Warn when the slot retains more WAL than this. */
+  lag_warning_bytes: number;
+  /** Largest number of changes held in memory before a chunk is written to the buffer. */
+  max_batch_changes: number;
+}
+
+export type ConsumerKind = 'pull' | 'webhook';
+
+export interface ConsumerConfig {
+  name: string;
+  source: string;
+  kind: ConsumerKind;
+  /** Qualified table names; must be captured by the source. */
+  tables: string[];
+  /**
+   * Per-group ordering. `true` (default): group by each table's primary key.
+   * `false`: no grouping. Or per table, the columns that form the group key.
+   */
+  group_by: boolean | Record<string, string[]>;
+  /** Dead letters keep blocking their group (default false: move on). */
+  dead_letter_blocks_group: boolean;
+  annotations: Record<string, unknown>;
+  pull?: PullSettings;
+  webhook?: WebhookSettings;
+}
+
+export interface PullSettings {
+  ack_wait_ms: number;
+  max_ack_pending: number;
+  max_waiting: number;
+  max_deliver?: number;
+}
+
+export interface WebhookSettings {
+  url: string;
+  headers: Record<string, string>;
+  /** whsec_… secrets; the first signs, others keep signing until their expiry. */
+  secrets: string[];
+  batch_size: number;
+  batch_timeout_ms: number;
+  max_in_flight: number;
+  timeout_ms: number;
+  max_response_bytes: number;
+  retry: {
+    initial_ms: number;
+    factor: number;
+    cap_ms: number;
+    max_attempts?: number;
+    max_age_ms?: number;
+  };
+  /** CIDR ranges the SSRF guard lets through (e.g. "127.0.0.0/8"). */
+  allow_private_ranges: string[];
+}
