@@ -1,0 +1,28 @@
+// What the fastify app needs from the composition root (src/gateway.ts).
+// The app itself never opens pools or listens; tests build it with real pools
+// and drive it with app.inject or a real listen on 127.0.0.1:0.
+import type { ConsumerRegistry } from '../buffer/consumers.js';
+import type { Pool } from '../db/pool.js';
+
+export interface SourceStatus {
+  name: string;
+  /** Capture connected and streaming. */
+  running: boolean;
+  slot: string;
+  lag_bytes: number | null;
+  last_error: string | null;
+}
+
+export interface AppDeps {
+  /** The buffer database. */
+  pool: Pool;
+  consumers: ConsumerRegistry;
+  /** Running capture, for /ready and status; absent when this process does not capture. */
+  capture?: { status(): SourceStatus[] };
+  /** Bootstrap admin token (env SLUICE_ADMIN_TOKEN or config auth.admin_token). */
+  adminToken?: string;
+  /** Unique per gateway process (host:pid:random), for leases and logs. */
+  instanceId: string;
+  bodyLimitBytes?: number;
+  logger?: boolean | Record<string, unknown>;
+}
