@@ -1,0 +1,156 @@
+// Turns pgoutput row events into buffer rows: one JSON payload per change
+// (shared/spec/message.md), fanned out to every consumer of the change's table.
+// Payloads are built as JSON text, column by column, so no value passes through
+// a JS number or a JSON.parse/stringify round trip.
+import { idempotencyKey } from '../buffer/message.js';
+import type { BufferRow } from '../buffer/writer.js';
+import { isoFromMicros } from './commit-time.js';
+import type { Relation, ReplicationEvent, Tuple } from './replication.js';
+import { encodeValue, unknownType, type TypeInfo, type TypeLookup } from './values.js';
+
+/** Where a table's changes go: one route per consumer. */
+export interface Route {
+  consumerId: string;
+  /** null: group by primary key; false: no grouping; else these columns. */
+  groupColumns: string[] | null | false;
+}
+
+interface ColumnPlan {
+  name: string;
+  keyJson: string;
+  type: TypeInfo;
+}
+
+interface RelationPlan {
+  qualified: string;
+  /** Columns whose values make record_pks (primary key, else the replica identity key). */
+  pkColumns: string[];
+  columns: ColumnPlan[];
+  /** `"table_schema":"…","table_name":"…",` */
+  tableJson: string;
+  routes: Route[];
+}
+
+export interface DecoderDeps {
+  databaseName: string;
+  types: { ensure(oids: number[]): Promise<void>; get(oid: number): TypeInfo | undefined };
+  primaryKey(relationOid: number): Promise<string[]>;
+  routesFor(qualifiedTable: string): Route[];
+}
+
+type RowEvent = Extract<ReplicationEvent, { tag: 'insert' | 'update' | 'delete' }>;
+
+export class ChangeDecoder {
+  private plans = new Map<number, RelationPlan>();
+  private commitLsn = 0n;
+  private commitJson = '';
+  private idx = 0;
+  private readonly lookup: TypeLookup;
+  private readonly dbJson: string;
+
+  constructor(private readonly deps: DecoderDeps) {
+    this.lookup = (oid) => deps.types.get(oid);
+    this.dbJson = JSON.stringify(deps.databaseName);
+  }
+
+  async onRelation(rel: Relation): Promise<void> {
+    await this.deps.types.ensure(rel.columns.map((c) => c.typeOid));
+    let pk = await this.deps.primaryKey(rel.oid);
+    if (pk.length === 0) pk = rel.columns.filter((c) => c.isKey).map((c) => c.name);
+    const qualified = `${rel.schema}.${rel.name}`;
+    this.plans.set(rel.oid, {
+      qualified,
+      pkColumns: pk,
+      columns: rel.columns.map((c) => ({
+        name: c.name,
+        keyJson: JSON.stringify(c.name) + ':',
+        type: this.deps.types.get(c.typeOid) ?? unknownType(c.typeOid),
+      })),
+      tableJson: `"table_schema":${JSON.stringify(rel.schema)},"table_name":${JSON.stringify(rel.name)},`,
+      routes: this.deps.routesFor(qualified),
+    });
+  }
+
+  /** Consumers changed: recompute every known table's routes. */
+  refreshRoutes(): void {
+    for (const plan of this.plans.values()) plan.routes = this.deps.routesFor(plan.qualified);
+  }
+
+  begin(commitLsn: bigint, commitTimeMicros: bigint): void {
+    this.commitLsn = commitLsn;
+    this.idx = 0;
+    this.commitJson = `"commit_timestamp":"${isoFromMicros(commitTimeMicros)}","commit_lsn":${commitLsn},`;
+  }
+
+  /** Appends this change's rows (one per routed consumer) to `out`. */
+  change(e: RowEvent, out: BufferRow[]): void {
+    const plan = this.plans.get(e.relationOid);
+    if (!plan) throw new Error(`change for relation ${e.relationOid} before its relation message`);
+    const commitIdx = this.idx++;
+    if (plan.routes.length === 0) return;
+
+    let record: Tuple;
+    let changes = 'null';
+    if (e.tag === 'insert') record = e.new;
+    else if (e.tag === 'update') {
+      record = e.new;
+      changes = this.changesJson(plan, e.old ?? e.key, e.new);
+    } else record = (e.old ?? e.key)!;
+
+    const omitted: string[] = [];
+    const recordJson = this.tupleJson(plan, record, omitted);
+    const pks = plan.pkColumns.map((c) => record[c] ?? '');
+    const meta =
+      '"metadata":{' +
+      plan.tableJson +
+      this.commitJson +
+      `"commit_idx":${commitIdx},"idempotency_key":"${idempotencyKey(this.commitLsn, commitIdx)}",` +
+      `"record_pks":${JSON.stringify(pks)},"database_name":${this.dbJson},` +
+      (omitted.length ? `"unchanged_toast_columns":${JSON.stringify(omitted)},` : '') +
+      '"transaction_annotations":null}}';
+    const payload = `{"record":${recordJson},"changes":${changes},"action":"${e.tag}",${meta}`;
+
+    let pkGroup: string | undefined;
+    for (const route of plan.routes) {
+      let groupKey: string | null;
+      if (route.groupColumns === false) groupKey = null;
+      else if (route.groupColumns === null || !route.groupColumns.every((c) => record[c] !== undefined)) {
+        // Default, and the fallback when a delete's key tuple lacks the group columns.
+        groupKey = pkGroup ??= plan.qualified + ':' + JSON.stringify(pks);
+      } else groupKey = plan.qualified + ':' + JSON.stringify(route.groupColumns.map((c) => record[c]));
+      out.push({ consumerId: route.consumerId, commitLsn: this.commitLsn, commitIdx, groupKey, payload });
+    }
+  }
+
+  private tupleJson(plan: RelationPlan, t: Tuple, omitted: string[]): string {
+    let s = '{';
+    let first = true;
+    for (const col of plan.columns) {
+      const v = t[col.name];
+      if (v === undefined) {
+        // Not in the tuple: an unchanged TOAST value (or, for a key-only delete,
+        // a column that is not part of the key — not reported as TOAST).
+        if (col.name in t) omitted.push(col.name);
+        continue;
+      }
+      s += (first ? '' : ',') + col.keyJson + encodeValue(v, col.type, this.lookup);
+      first = false;
+    }
+    return s + '}';
+  }
+
+  /** Previous values of the columns that changed; {} when the old row is unknown. */
+  private changesJson(plan: RelationPlan, old: Tuple | null, next: Tuple): string {
+    if (!old) return '{}';
+    let s = '{';
+    let first = true;
+    for (const col of plan.columns) {
+      if (!(col.name in old)) continue;
+      const before = old[col.name];
+      if (before === undefined || before === next[col.name]) continue;
+      s += (first ? '' : ',') + col.keyJson + encodeValue(before, col.type, this.lookup);
+      first = false;
+    }
+    return s + '}';
+  }
+}

@@ -1,0 +1,98 @@
+// Catalog reads done before capture starts (SQL with $n parameters only).
+import type pg from 'pg';
+
+type Q = Pick<pg.Pool, 'query'>;
+
+export async function walLevel(db: Q): Promise<string> {
+  return (await db.query<{ wal_level: string }>('SHOW wal_level')).rows[0].wal_level;
+}
+
+export async function roleCanReplicate(db: Q): Promise<{ role: string; ok: boolean }> {
+  const { rows } = await db.query<{ role: string; ok: boolean }>(
+    `SELECT rolname AS role, (rolreplication OR rolsuper) AS ok FROM pg_roles WHERE rolname = current_user`,
+  );
+  return rows[0];
+}
+
+export interface TableInfo {
+  qualified: string;
+  exists: boolean;
+  replident: 'd' | 'n' | 'f' | 'i' | null;
+  has_pk: boolean;
+}
+
+/** One row per requested table, plus every table of the requested schemas. */
+export async function tableInfo(db: Q, tables: string[], schemas: string[]): Promise<TableInfo[]> {
+  const { rows } = await db.query<TableInfo>(
+    `WITH wanted AS (
+       SELECT t AS qualified FROM unnest($1::text[]) t
+       UNION
+       SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = ANY($2::text[]) AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+     )
+     SELECT w.qualified, c.oid IS NOT NULL AS exists, c.relreplident::text AS replident,
+            EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) AS has_pk
+       FROM wanted w
+       LEFT JOIN pg_namespace n ON n.nspname = split_part(w.qualified, '.', 1)
+       LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = substr(w.qualified, length(split_part(w.qualified, '.', 1)) + 2)
+      ORDER BY 1`,
+    [tables, schemas],
+  );
+  return rows;
+}
+
+export async function publicationInfo(db: Q, name: string): Promise<{ exists: boolean; allTables: boolean; tables: string[] }> {
+  const pub = await db.query<{ puballtables: boolean }>('SELECT puballtables FROM pg_publication WHERE pubname = $1', [name]);
+  if (pub.rowCount === 0) return { exists: false, allTables: false, tables: [] };
+  const t = await db.query<{ t: string }>(
+    `SELECT schemaname || '.' || tablename AS t FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1`,
+    [name],
+  );
+  return { exists: true, allTables: pub.rows[0].puballtables, tables: t.rows.map((r) => r.t) };
+}
+
+export async function slotInfo(
+  db: Q,
+  name: string,
+): Promise<{ exists: boolean; plugin?: string; database?: string; confirmed_flush_lsn?: string | null; active?: boolean }> {
+  const { rows } = await db.query(
+    `SELECT plugin, database, confirmed_flush_lsn::text, active FROM pg_replication_slots WHERE slot_name = $1`,
+    [name],
+  );
+  return rows.length ? { exists: true, ...rows[0] } : { exists: false };
+}
+
+export async function currentDatabase(db: Q): Promise<string> {
+  return (await db.query<{ d: string }>('SELECT current_database() AS d')).rows[0].d;
+}
+
+export async function createSlot(db: Q, name: string): Promise<void> {
+  await db.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [name]);
+}
+
+export async function slotLagBytes(db: Q, name: string): Promise<number | null> {
+  const { rows } = await db.query<{ lag: string | null }>(
+    `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint::text AS lag
+       FROM pg_replication_slots WHERE slot_name = $1`,
+    [name],
+  );
+  return rows.length && rows[0].lag !== null ? Number(rows[0].lag) : null;
+}
+
+/** A transactional logical message: a tiny transaction that lets a quiet slot advance. */
+export async function emitHeartbeat(db: Q): Promise<void> {
+  await db.query(`SELECT pg_logical_emit_message(true, 'sluice_heartbeat', now()::text)`);
+}
+
+/** Primary-key column names of a relation, in key order (empty when it has none). */
+export async function primaryKeyColumns(db: Q, relationOid: number): Promise<string[]> {
+  const { rows } = await db.query<{ attname: string }>(
+    `SELECT a.attname FROM pg_index i
+       JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) ON true
+       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+      WHERE i.indrelid = $1 AND i.indisprimary
+      ORDER BY k.ord`,
+    [relationOid],
+  );
+  return rows.map((r) => r.attname);
+}

@@ -1,0 +1,130 @@
+// Publication and slot: verified, created when allowed, or printed for a DBA.
+// Every refusal is a SetupError whose message names the fix.
+import type pg from 'pg';
+import type { SourceConfig } from '../config/types.js';
+import { quoteIdent, quoteTable } from './sql-ident.js';
+import * as q from './setup-queries.js';
+
+export class SetupError extends Error {
+  override readonly name = 'SetupError';
+  constructor(
+    message: string,
+    /** A problem that will not go away by retrying (the user must act). */
+    readonly permanent = true,
+  ) {
+    super(message);
+  }
+}
+
+/** The SQL a DBA would run instead of letting Sluice create things (`sluice setup --print`). */
+export function setupSql(source: SourceConfig, role = '<sluice_role>'): string {
+  const targets = [
+    ...source.tables.map((t) => `TABLE ${quoteTable(t)}`),
+    ...source.schemas.map((s) => `TABLES IN SCHEMA ${quoteIdent(s)}`),
+  ];
+  return [
+    `-- Source "${source.name}": run as a superuser on the source database.`,
+    `-- 1. wal_level must be logical (needs a restart):`,
+    `ALTER SYSTEM SET wal_level = logical;`,
+    `-- 2. The role Sluice connects as needs REPLICATION:`,
+    `ALTER ROLE ${quoteIdent(role)} WITH REPLICATION;`,
+    `-- 3. The publication (before the slot):`,
+    `CREATE PUBLICATION ${quoteIdent(source.publication)} FOR ${targets.join(', ')};`,
+    `-- 4. The replication slot:`,
+    `SELECT pg_create_logical_replication_slot('${source.slot.replace(/'/g, "''")}', 'pgoutput');`,
+    `-- Tables without a primary key need: ALTER TABLE <table> REPLICA IDENTITY FULL;`,
+    '',
+  ].join('\n');
+}
+
+export interface SetupResult {
+  database: string;
+  createdPublication: boolean;
+  addedTables: string[];
+  createdSlot: boolean;
+  slotConfirmedLsn: string | null;
+}
+
+/**
+ * Verify (and, with create_if_missing, create) what capture needs.
+ * `bufferInSameDatabase`: the buffer's schema must never be published.
+ */
+export async function ensureSource(db: pg.Pool, source: SourceConfig): Promise<SetupResult> {
+  const wal = await q.walLevel(db);
+  if (wal !== 'logical') {
+    throw new SetupError(
+      `source "${source.name}": wal_level is "${wal}", capture needs "logical". ` +
+        `Run ALTER SYSTEM SET wal_level = logical; then restart Postgres.`,
+    );
+  }
+  const role = await q.roleCanReplicate(db);
+  if (!role.ok) {
+    throw new SetupError(
+      `source "${source.name}": role "${role.role}" cannot replicate. Run ALTER ROLE ${quoteIdent(role.role)} WITH REPLICATION; as a superuser.`,
+    );
+  }
+  const tables = await q.tableInfo(db, source.tables, source.schemas);
+  const problems: string[] = [];
+  for (const t of tables) {
+    if (!t.exists) problems.push(`table ${t.qualified} does not exist (create it, or remove it from sources[].tables)`);
+    else if (t.replident === 'n') problems.push(`table ${t.qualified} has REPLICA IDENTITY NOTHING: run ALTER TABLE ${quoteTable(t.qualified)} REPLICA IDENTITY DEFAULT (with a primary key) or FULL`);
+    else if (t.replident === 'd' && !t.has_pk)
+      problems.push(`table ${t.qualified} has no primary key: add one, or run ALTER TABLE ${quoteTable(t.qualified)} REPLICA IDENTITY FULL`);
+    if (t.qualified.startsWith('sluice.')) problems.push(`table ${t.qualified} is Sluice's own buffer and must not be captured`);
+  }
+  if (problems.length) throw new SetupError(`source "${source.name}": ${problems.join('; ')}`);
+
+  const database = await q.currentDatabase(db);
+  const result: SetupResult = { database, createdPublication: false, addedTables: [], createdSlot: false, slotConfirmedLsn: null };
+
+  const pub = await q.publicationInfo(db, source.publication);
+  if (pub.allTables) {
+    throw new SetupError(
+      `source "${source.name}": publication "${source.publication}" is FOR ALL TABLES, which would publish Sluice's own buffer. ` +
+        `Use a publication for the chosen tables (sluice setup --print shows it).`,
+    );
+  }
+  const wanted = tables.map((t) => t.qualified);
+  const missing = wanted.filter((t) => !pub.tables.includes(t));
+  if (!pub.exists || missing.length) {
+    if (!source.create_if_missing) {
+      const fix = pub.exists
+        ? `ALTER PUBLICATION ${quoteIdent(source.publication)} ADD TABLE ${missing.map(quoteTable).join(', ')};`
+        : setupSql(source).split('\n').find((l) => l.startsWith('CREATE PUBLICATION'));
+      throw new SetupError(
+        `source "${source.name}": publication "${source.publication}" ${pub.exists ? `lacks ${missing.join(', ')}` : 'does not exist'}. Run: ${fix}`,
+      );
+    }
+    if (!pub.exists) {
+      const targets = [
+        ...source.tables.map((t) => `TABLE ${quoteTable(t)}`),
+        ...source.schemas.map((s) => `TABLES IN SCHEMA ${quoteIdent(s)}`),
+      ];
+      await db.query(`CREATE PUBLICATION ${quoteIdent(source.publication)} FOR ${targets.join(', ')}`);
+      result.createdPublication = true;
+    } else {
+      await db.query(`ALTER PUBLICATION ${quoteIdent(source.publication)} ADD TABLE ${missing.map(quoteTable).join(', ')}`);
+      result.addedTables = missing;
+    }
+  }
+
+  let slot = await q.slotInfo(db, source.slot);
+  if (slot.exists && (slot.plugin !== 'pgoutput' || slot.database !== database)) {
+    throw new SetupError(
+      `source "${source.name}": slot "${source.slot}" exists but uses plugin ${slot.plugin} on database ${slot.database}; ` +
+        `Sluice needs a pgoutput slot on ${database}. Choose another slot name or drop it: SELECT pg_drop_replication_slot('${source.slot}');`,
+    );
+  }
+  if (!slot.exists) {
+    if (!source.create_if_missing) {
+      throw new SetupError(
+        `source "${source.name}": replication slot "${source.slot}" does not exist. Run: SELECT pg_create_logical_replication_slot('${source.slot}', 'pgoutput');`,
+      );
+    }
+    await q.createSlot(db, source.slot);
+    result.createdSlot = true;
+    slot = await q.slotInfo(db, source.slot);
+  }
+  result.slotConfirmedLsn = slot.confirmed_flush_lsn ?? null;
+  return result;
+}

@@ -1,0 +1,193 @@
+// Captures one source: setup, stream, reconnect with backoff, heartbeat, lag.
+import type { ConsumerRecord, ConsumerRegistry } from '../buffer/consumers.js';
+import { readPosition } from '../buffer/writer.js';
+import type { SourceConfig } from '../config/types.js';
+import { createPool, type Pool } from '../db/pool.js';
+import type { SourceStatus } from '../http/deps.js';
+import { ChangeDecoder, type Route } from './decoder.js';
+import { lsnToBigInt } from './lsn.js';
+import { ReplicationStream } from './replication.js';
+import { CaptureSession } from './session.js';
+import { ensureSource, SetupError } from './setup.js';
+import * as q from './setup-queries.js';
+import { TypeCatalog } from './types-catalog.js';
+
+export interface Logger {
+  info(obj: object | string, msg?: string): void;
+  warn(obj: object | string, msg?: string): void;
+  error(obj: object | string, msg?: string): void;
+}
+
+export interface SourceCaptureDeps {
+  bufferPool: Pool;
+  /** Connection string of the source (resolved: the buffer's when the source has none). */
+  sourceUrl: string;
+  consumers: ConsumerRegistry;
+  log: Logger;
+}
+
+const BACKOFF_MIN_MS = 250;
+const BACKOFF_MAX_MS = 30_000;
+const LAG_POLL_MS = 10_000;
+
+export function routesFor(consumers: ConsumerRecord[], sourceName: string, table: string): Route[] {
+  const routes: Route[] = [];
+  for (const c of consumers) {
+    if (c.source_name !== sourceName || !c.config.tables.includes(table)) continue;
+    const g = c.config.group_by;
+    const groupColumns = g === false ? false : g === true || g === undefined ? null : (g[table] ?? null);
+    routes.push({ consumerId: c.id, groupColumns });
+  }
+  return routes;
+}
+
+export class SourceCapture {
+  private stopped = false;
+  private loop: Promise<void> | null = null;
+  private stream: ReplicationStream | null = null;
+  private session: CaptureSession | null = null;
+  private decoder: ChangeDecoder | null = null;
+  private sourcePool: Pool;
+  private timers: NodeJS.Timeout[] = [];
+  private wake: (() => void) | null = null;
+  private state: SourceStatus;
+  private unsubscribe: (() => void) | null = null;
+  /** Changes written to the buffer by this process (for status and tests). */
+  written = 0;
+  truncatesNotCaptured = 0;
+
+  constructor(
+    readonly source: SourceConfig,
+    private readonly deps: SourceCaptureDeps,
+  ) {
+    this.sourcePool = createPool(deps.sourceUrl, { max: 2, name: 'sluice-capture-meta' });
+    this.state = { name: source.name, running: false, slot: source.slot, lag_bytes: null, last_error: null };
+  }
+
+  status(): SourceStatus {
+    return { ...this.state };
+  }
+
+  start(): void {
+    this.unsubscribe = this.deps.consumers.onChange(() => this.decoder?.refreshRoutes());
+    this.loop = this.run();
+    this.timers.push(setInterval(() => void this.heartbeat(), this.source.heartbeat_interval_ms).unref());
+    this.timers.push(setInterval(() => void this.pollLag(), LAG_POLL_MS).unref());
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const t of this.timers) clearInterval(t);
+    this.unsubscribe?.();
+    this.wake?.();
+    // Stop reading first, then let queued buffer writes finish; what they store
+    // is confirmed on the next start (the position is read back from the buffer).
+    await this.stream?.stop();
+    await this.session?.drain().catch(() => {});
+    await this.loop?.catch(() => {});
+    await this.sourcePool.end().catch(() => {});
+  }
+
+  private async run(): Promise<void> {
+    let attempt = 0;
+    while (!this.stopped) {
+      const startedAt = Date.now();
+      try {
+        await this.streamOnce();
+      } catch (err) {
+        if (this.stopped) break;
+        const e = err as Error;
+        this.state.running = false;
+        this.state.last_error = e.message;
+        this.deps.log.error({ source: this.source.name, err: e.message }, e instanceof SetupError ? 'capture setup failed' : 'capture stream failed; reconnecting');
+      }
+      this.state.running = false;
+      if (this.stopped) break;
+      // A stream that ran for a while resets the backoff.
+      attempt = Date.now() - startedAt > 30_000 ? 0 : attempt + 1;
+      const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** attempt) * (0.5 + Math.random() / 2);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, delay);
+        this.wake = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+    }
+  }
+
+  private async streamOnce(): Promise<void> {
+    const setup = await ensureSource(this.sourcePool, this.source);
+    if (setup.createdPublication || setup.createdSlot || setup.addedTables.length) {
+      this.deps.log.info({ source: this.source.name, ...setup }, 'capture setup created what was missing');
+    }
+    const stored = await readPosition(this.deps.bufferPool, this.source.name);
+    const slotLsn = setup.slotConfirmedLsn ? lsnToBigInt(setup.slotConfirmedLsn) : 0n;
+    // Resume from the buffer's own position: Postgres starts at the later of this
+    // and the slot's confirmed position.
+    const startLsn = stored !== null && stored > slotLsn ? stored : slotLsn;
+    const types = new TypeCatalog((sql, params) => this.sourcePool.query(sql, params));
+    const decoder = new ChangeDecoder({
+      databaseName: setup.database,
+      types,
+      primaryKey: (oid) => q.primaryKeyColumns(this.sourcePool, oid),
+      routesFor: (table) => routesFor(this.deps.consumers.all(), this.source.name, table),
+    });
+    let stream: ReplicationStream | null = null;
+    const session = new CaptureSession({
+      sourceName: this.source.name,
+      bufferPool: this.deps.bufferPool,
+      decoder,
+      maxBatch: this.source.max_batch_changes,
+      durableLsn: startLsn,
+      confirm: (lsn) => stream?.confirm(lsn),
+      onFatal: (err) => stream?.abort(new Error(`buffer write failed: ${err.message}`)),
+      onTruncate: (oids) => {
+        this.truncatesNotCaptured += oids.length;
+        this.deps.log.warn({ source: this.source.name, relations: oids }, 'TRUNCATE is not captured as messages; consumers are not told');
+      },
+      onWritten: (rows) => {
+        this.written += rows;
+      },
+    });
+    stream = new ReplicationStream({
+      url: this.deps.sourceUrl,
+      slot: this.source.slot,
+      publication: this.source.publication,
+      startLsn,
+      onEvent: session.onEvent,
+      durableLsn: () => session.durableLsn(),
+    });
+    this.stream = stream;
+    this.session = session;
+    this.decoder = decoder;
+    this.state.running = true;
+    this.state.last_error = null;
+    this.deps.log.info({ source: this.source.name, slot: this.source.slot, from: startLsn.toString() }, 'capture streaming');
+    try {
+      await stream.run();
+    } finally {
+      this.state.running = false;
+    }
+  }
+
+  private async heartbeat(): Promise<void> {
+    if (!this.state.running) return;
+    try {
+      await q.emitHeartbeat(this.sourcePool);
+    } catch (err) {
+      this.deps.log.warn({ source: this.source.name, err: (err as Error).message }, 'heartbeat failed (grant EXECUTE on pg_logical_emit_message, or the slot may not advance on a quiet database)');
+    }
+  }
+
+  private async pollLag(): Promise<void> {
+    try {
+      this.state.lag_bytes = await q.slotLagBytes(this.sourcePool, this.source.slot);
+      if (this.state.lag_bytes !== null && this.state.lag_bytes > this.source.lag_warning_bytes) {
+        this.deps.log.warn({ source: this.source.name, lag_bytes: this.state.lag_bytes }, 'replication slot lag above lag_warning');
+      }
+    } catch {
+      // The source may be restarting; the stream loop reports that.
+    }
+  }
+}

@@ -1,0 +1,39 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestPg, type TestPg } from './helpers/pg.js';
+import { consumerConfig, eventually, payloads, sourceConfig, sql, startCapture } from './helpers/capture.js';
+
+let pg: TestPg;
+beforeAll(async () => {
+  pg = await startTestPg();
+});
+afterAll(async () => {
+  await pg?.stop();
+});
+
+describe('capture', () => {
+  it('captures insert, update and delete into the buffer with the envelope', async () => {
+    const url = await pg.createDatabase('cap_basic');
+    await sql(url, `CREATE TABLE orders (id bigint PRIMARY KEY, status text, amount numeric(10,2))`);
+    const fx = await startCapture(url, sourceConfig('app', ['public.orders']), [consumerConfig('c1', 'app', ['public.orders'])]);
+    try {
+      await sql(url, `INSERT INTO orders VALUES (42, 'pending', 19.90)`);
+      await sql(url, `UPDATE orders SET status = 'paid' WHERE id = 42`);
+      await sql(url, `DELETE FROM orders WHERE id = 42`);
+      const msgs = await eventually(async () => {
+        const p = await payloads(fx.pool, 'c1');
+        return p.length === 3 ? p : null;
+      });
+      expect(msgs.map((m) => m.action)).toEqual(['insert', 'update', 'delete']);
+      expect(msgs[0].record).toEqual({ id: 42, status: 'pending', amount: '19.90' });
+      expect(msgs[1].changes).toEqual({});
+      expect(msgs[2].record).toEqual({ id: 42 });
+      expect(msgs[0].metadata.table_name).toBe('orders');
+      expect(msgs[0].metadata.record_pks).toEqual(['42']);
+      expect(msgs[0].metadata.commit_timestamp).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/);
+      const m = msgs[0].metadata;
+      expect(Buffer.from(m.idempotency_key, 'base64').toString()).toBe(`${m.commit_lsn}:${m.commit_idx}`);
+    } finally {
+      await fx.stop();
+    }
+  });
+});
