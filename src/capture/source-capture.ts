@@ -1,6 +1,6 @@
 // Captures one source: setup, stream, reconnect with backoff, heartbeat, lag.
 import type { ConsumerRecord, ConsumerRegistry } from '../buffer/consumers.js';
-import { readPosition } from '../buffer/writer.js';
+import { clearTail, readPosition } from '../buffer/writer.js';
 import type { SourceConfig } from '../config/types.js';
 import { createPool, type Pool } from '../db/pool.js';
 import type { SourceStatus } from '../http/deps.js';
@@ -126,6 +126,8 @@ export class SourceCapture {
     // Resume from the buffer's own position: Postgres starts at the later of this
     // and the slot's confirmed position.
     const startLsn = stored !== null && stored > slotLsn ? stored : slotLsn;
+    const cleared = await clearTail(this.deps.bufferPool, this.source.name, startLsn);
+    if (cleared) this.deps.log.info({ source: this.source.name, rows: cleared }, 'removed a partly stored transaction; it is captured again');
     const types = new TypeCatalog((sql, params) => this.sourcePool.query(sql, params));
     const decoder = new ChangeDecoder({
       databaseName: setup.database,

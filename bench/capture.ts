@@ -1,0 +1,137 @@
+// Capture throughput: a backlog of N changes (100-row transactions of ~200-byte
+// rows) drained from the slot into the buffer, beside the ceiling: the same
+// backlog read by the replication library alone, discarding every message.
+// Prints figures; asserts nothing.
+import { mkdtempSync, chmodSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { ConsumerRegistry } from '../src/buffer/consumers.js';
+import { ReplicationStream } from '../src/capture/replication.js';
+import { ensureSource } from '../src/capture/setup.js';
+import * as q from '../src/capture/setup-queries.js';
+import { lsnToBigInt } from '../src/capture/lsn.js';
+import { SourceCapture } from '../src/capture/source-capture.js';
+import { startEmbedded } from '../src/db/embedded.js';
+import { createPool } from '../src/db/pool.js';
+import { migrate } from '../src/db/migrate.js';
+
+const quiet = { info() {}, warn() {}, error() {} };
+
+export interface CaptureBenchResult {
+  changes: number;
+  captureSeconds: number;
+  captureRate: number;
+  ceilingSeconds: number;
+  ceilingRate: number;
+  ratio: number;
+  peakRssMb: number;
+}
+
+function rssSampler() {
+  let peak = process.memoryUsage().rss;
+  const t = setInterval(() => {
+    peak = Math.max(peak, process.memoryUsage().rss);
+  }, 50);
+  return { stop: () => (clearInterval(t), Math.max(peak, process.memoryUsage().rss)) };
+}
+
+export async function runCaptureBench(changes = 1_000_000, log = console.log): Promise<CaptureBenchResult> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'sluice-bench-'));
+  chmodSync(dir, 0o755);
+  const pgh = await startEmbedded({ dataDir: path.join(dir, 'pg'), persistent: false, extraFlags: ['-c', 'max_wal_size=4GB', '-c', 'shared_buffers=512MB', '-c', 'synchronous_commit=on'] });
+  const pool = createPool(pgh.url);
+  try {
+    await migrate(pool);
+    await pool.query(`CREATE TABLE bench_orders (
+      id bigint PRIMARY KEY, customer_id int NOT NULL, status text NOT NULL,
+      amount numeric(12,2) NOT NULL, note text NOT NULL, created_at timestamptz NOT NULL)`);
+    const source = {
+      name: 'bench', tables: ['public.bench_orders'], schemas: [], publication: 'sluice_bench', slot: 'sluice_bench',
+      create_if_missing: true, heartbeat_interval_ms: 3_600_000, lag_warning_bytes: 2 ** 40, max_batch_changes: 5000,
+    };
+    await ensureSource(pool, source);
+    // The ceiling's own slot, at the same starting point.
+    await q.createSlot(pool, 'bench_ceiling');
+    const consumerCfg = { name: 'bench', source: 'bench', kind: 'pull', tables: ['public.bench_orders'], group_by: true,
+      dead_letter_blocks_group: false, annotations: {}, pull: { ack_wait_ms: 30000, max_ack_pending: 10000, max_waiting: 20 } };
+    await pool.query(`INSERT INTO sluice.consumers (name, source_name, kind, config) VALUES ('bench', 'bench', 'pull', $1)`, [JSON.stringify(consumerCfg)]);
+
+    const txs = Math.ceil(changes / 100);
+    log(`capture bench: writing a backlog of ${txs * 100} changes in ${txs} transactions of 100 rows…`);
+    const t0 = Date.now();
+    await pool.query(`DO $$ BEGIN
+      FOR i IN 0..${txs - 1} LOOP
+        INSERT INTO bench_orders
+        SELECT g, g % 1000, 'pending', (g % 100000) / 100.0,
+               repeat('x', 120) || g::text, '2026-11-23 20:15:01.123456+00'::timestamptz + g * interval '1 second'
+          FROM generate_series(i * 100 + 1, i * 100 + 100) g;
+        COMMIT;
+      END LOOP; END $$`);
+    const total = txs * 100;
+    log(`  backlog written in ${((Date.now() - t0) / 1000).toFixed(1)} s; row text ≈ ${(await pool.query(`SELECT avg(length(t::text))::int AS n FROM bench_orders t`)).rows[0].n} bytes`);
+
+    // Ceiling: the library alone, every message discarded.
+    const endLsn = lsnToBigInt((await pool.query(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l);
+    let seen = 0;
+    let ceilingStream: ReplicationStream;
+    const c0 = Date.now();
+    await new Promise<void>((resolve, reject) => {
+      ceilingStream = new ReplicationStream({
+        url: pgh.url, slot: 'bench_ceiling', publication: 'sluice_bench', startLsn: 0n,
+        durableLsn: () => 0n,
+        onEvent: (e) => {
+          if (e.tag === 'insert') seen++;
+          else if (e.tag === 'commit' && (seen >= total || e.endLsn >= endLsn)) resolve();
+        },
+      });
+      ceilingStream.run().catch(reject);
+    });
+    const ceilingSeconds = (Date.now() - c0) / 1000;
+    await ceilingStream!.stop();
+    // The walsender may outlive the client for a moment; the slot is busy until it exits.
+    for (let i = 0; i < 100; i++) {
+      try {
+        await pool.query(`SELECT pg_drop_replication_slot('bench_ceiling')`);
+        break;
+      } catch {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+
+    // Sluice: the same backlog into the buffer.
+    const registry = new ConsumerRegistry(pool);
+    await registry.reload();
+    const rss = rssSampler();
+    const capture = new SourceCapture(source, { bufferPool: pool, sourceUrl: pgh.url, consumers: registry, log: quiet });
+    const s0 = Date.now();
+    capture.start();
+    const deadline = Date.now() + 20 * 60_000;
+    while (capture.written < total && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    const captureSeconds = (Date.now() - s0) / 1000;
+    const peakRssMb = rss.stop() / 1024 / 1024;
+    await capture.stop();
+    const stored = Number((await pool.query(`SELECT count(*) AS n FROM sluice.messages`)).rows[0].n);
+    const result = {
+      changes: total,
+      captureSeconds,
+      captureRate: total / captureSeconds,
+      ceilingSeconds,
+      ceilingRate: seen / ceilingSeconds,
+      ratio: (total / captureSeconds) / (seen / ceilingSeconds),
+      peakRssMb,
+    };
+    log(`  ceiling (library alone, discarding): ${seen} changes in ${ceilingSeconds.toFixed(2)} s = ${Math.round(result.ceilingRate).toLocaleString('en')} changes/s`);
+    log(`  sluice capture into the buffer:      ${total} changes in ${captureSeconds.toFixed(2)} s = ${Math.round(result.captureRate).toLocaleString('en')} changes/s (${stored} rows stored)`);
+    log(`  ratio to ceiling: ${(result.ratio * 100).toFixed(0)}%   peak RSS (Node process): ${peakRssMb.toFixed(0)} MB`);
+    return result;
+  } finally {
+    await pool.end();
+    await pgh.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  await runCaptureBench(Number(process.env.BENCH_CHANGES ?? 1_000_000));
+}
