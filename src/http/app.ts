@@ -1,0 +1,98 @@
+// The fastify app: built here, never listened on here (the server module adds
+// listen, timeouts and graceful close; tests drive it with app.inject).
+//   /health, /ready     open
+//   /api/...            bearer token (src/http/auth.ts); management routes are
+//                       admin-only, pull routes also take consumer-scoped tokens
+//   /api/openapi.json   generated from the route schemas
+import swagger from '@fastify/swagger';
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import { TokenVerifier, requireToken } from './auth.js';
+import type { AppDeps } from './deps.js';
+import { errorHandler, notFoundHandler } from './errors.js';
+import { healthRoutes } from './health.js';
+import { managementRoutes } from './routes/index.js';
+import { schemaCompiler } from './schemas/validator.js';
+
+const DEFAULT_BODY_LIMIT = 1024 * 1024;
+
+// Never log a credential: tokens travel in Authorization; custom webhook
+// headers in request bodies are not logged by fastify's serializers at all.
+const REDACT = ['req.headers.authorization', 'req.headers.cookie'];
+
+function loggerOptions(logger: AppDeps['logger']): FastifyServerOptions['logger'] {
+  if (!logger) return false;
+  const base = logger === true ? {} : logger;
+  return { ...base, redact: { paths: REDACT, censor: '[redacted]' } };
+}
+
+export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: loggerOptions(deps.logger),
+    bodyLimit: deps.bodyLimitBytes ?? DEFAULT_BODY_LIMIT,
+  });
+  const compiler = schemaCompiler();
+  app.setValidatorCompiler(compiler);
+  app.setErrorHandler(errorHandler);
+  app.setNotFoundHandler(notFoundHandler);
+  await registerJsonAnyParser(app);
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'Sluice API',
+        version: '1',
+        description: 'Pull consumers over HTTP (Sequin-compatible) and the management API. See docs/api.md.',
+      },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
+  });
+
+  await app.register(healthRoutes, { deps });
+
+  const verifier = new TokenVerifier(deps.pool, deps.adminToken);
+  // A config change anywhere (this process or another gateway, via the
+  // 'sluice_config' notification that reloads the registry) may be a revoked
+  // token: forget every cached lookup.
+  const unsubscribe = deps.consumers.onChange(() => verifier.clear());
+  app.addHook('onClose', async () => unsubscribe());
+
+  await app.register(
+    async (api) => {
+      requireToken(api, verifier);
+      api.setNotFoundHandler(notFoundHandler);
+      api.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+      await api.register(managementRoutes, { deps, verifier, compiler });
+    },
+    { prefix: '/api' },
+  );
+  await registerPullRoutes(app, deps, verifier);
+  return app;
+}
+
+// The pull routes and the any-content-type JSON parser are written alongside
+// this module; until they exist the app still builds (and says so in its log).
+async function registerJsonAnyParser(app: FastifyInstance) {
+  const mod = (await import(/* @vite-ignore */ './json-any.js' as string).catch(() => null)) as
+    | Record<string, unknown>
+    | null;
+  const fn = mod && Object.values(mod).find((v) => typeof v === 'function');
+  if (typeof fn === 'function') await fn(app);
+  else app.log.warn('src/http/json-any.ts missing: JSON bodies need a JSON content-type');
+}
+
+async function registerPullRoutes(app: FastifyInstance, deps: AppDeps, verifier: TokenVerifier) {
+  const mod = (await import(/* @vite-ignore */ './routes/pull.js' as string).catch(() => null)) as {
+    pullRoutes?: (app: FastifyInstance, opts: { deps: AppDeps }) => Promise<void>;
+  } | null;
+  if (!mod?.pullRoutes) {
+    app.log.warn('src/http/routes/pull.ts missing: pull routes not registered');
+    return;
+  }
+  const pullRoutes = mod.pullRoutes;
+  await app.register(async (pull) => {
+    requireToken(pull, verifier);
+    await pull.register(pullRoutes, { deps });
+  });
+}

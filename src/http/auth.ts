@@ -1,0 +1,113 @@
+// Bearer-token authentication for everything under /api.
+// Two kinds of token: admin (the bootstrap token from the environment, or a
+// stored token with no consumer list) and scoped (a stored token naming the
+// consumers whose pull routes it may call). The hook lives inside the /api
+// context only, so /health and /ready stay open.
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { findTokenByHash } from '../api/tokens.js';
+import type { Pool } from '../db/pool.js';
+import { ApiError } from './errors.js';
+
+export type Principal = { admin: true } | { admin: false; consumers: string[] };
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Who made the request; set by the /api auth hook before any handler runs. */
+    principal?: Principal;
+  }
+}
+
+export const TOKEN_PREFIX = 'slk_';
+
+export function sha256(text: string): Buffer {
+  return createHash('sha256').update(text, 'utf8').digest();
+}
+
+/** A new API token: `slk_` + 32 random bytes, base64url. */
+export function generateToken(): { token: string; hash: Buffer; hint: string } {
+  const token = TOKEN_PREFIX + randomBytes(32).toString('base64url');
+  // Four characters after the prefix tell tokens apart without helping a guesser.
+  return { token, hash: sha256(token), hint: `${token.slice(0, TOKEN_PREFIX.length + 4)}…` };
+}
+
+/** May this principal use the pull routes of this consumer (by name)? */
+export function mayUseConsumer(p: Principal | undefined, consumerName: string): boolean {
+  return !!p && (p.admin || p.consumers.includes(consumerName));
+}
+
+// Pull routes are the only ones a scoped token may reach; each checks the
+// consumer in its path against the token's list itself (mayUseConsumer).
+const PULL_ROUTE_PREFIXES = ['/api/http_pull_consumers/', '/api/sequin_streams/'];
+
+/** Looks tokens up by digest, with a short-lived in-process cache so a busy pull client costs no query per call. */
+export class TokenVerifier {
+  // Stored tokens are re-read after this long, which bounds how long a token
+  // revoked by another gateway process keeps working here (a revoke in this
+  // process evicts at once, and config notifications clear the whole cache).
+  static readonly CACHE_TTL_MS = 10_000;
+  private static readonly CACHE_MAX = 1_000;
+  private cache = new Map<string, { principal: Principal | null; until: number; tokenId?: string }>();
+  private readonly adminDigest?: Buffer;
+
+  constructor(
+    private readonly pool: Pool,
+    adminToken?: string,
+  ) {
+    if (adminToken) this.adminDigest = sha256(adminToken);
+  }
+
+  async verify(token: string): Promise<Principal | null> {
+    const digest = sha256(token);
+    // Same-length digests, so timingSafeEqual never throws and timing says nothing of the admin token.
+    if (this.adminDigest && timingSafeEqual(digest, this.adminDigest)) return { admin: true };
+    const key = digest.toString('hex');
+    const hit = this.cache.get(key);
+    if (hit && hit.until > Date.now()) return hit.principal;
+    const row = await findTokenByHash(this.pool, digest);
+    const principal: Principal | null = !row ? null : row.consumers === null ? { admin: true } : { admin: false, consumers: row.consumers };
+    // Unknown tokens are cached too, so guessing costs no query; a new token's
+    // digest can't be in the cache before it exists, so nothing valid is refused.
+    if (this.cache.size >= TokenVerifier.CACHE_MAX) this.cache.clear();
+    this.cache.set(key, { principal, until: Date.now() + TokenVerifier.CACHE_TTL_MS, tokenId: row?.id });
+    return principal;
+  }
+
+  /** Drop a revoked token from the cache. */
+  evict(tokenId: string): void {
+    for (const [key, entry] of this.cache) if (entry.tokenId === tokenId) this.cache.delete(key);
+  }
+
+  clear(): void {
+    this.cache.clear();
+  }
+}
+
+function bearerToken(request: FastifyRequest): string | undefined {
+  const header = request.headers.authorization;
+  if (!header) return undefined;
+  const m = /^Bearer[ ]+(\S+)\s*$/i.exec(header);
+  return m?.[1];
+}
+
+/** Adds the auth hook to the (encapsulated) /api context it is called on. */
+export function requireToken(app: FastifyInstance, verifier: TokenVerifier): void {
+  app.addHook('onRequest', async (request, reply) => {
+    const token = bearerToken(request);
+    if (!token) {
+      reply.header('www-authenticate', 'Bearer');
+      throw new ApiError(401, 'Missing bearer token: send "Authorization: Bearer <token>".');
+    }
+    const principal = await verifier.verify(token);
+    if (!principal) {
+      reply.header('www-authenticate', 'Bearer error="invalid_token"');
+      throw new ApiError(401, 'Unknown or revoked token.');
+    }
+    request.principal = principal;
+    if (principal.admin) return;
+    const url = request.routeOptions.url ?? '';
+    if (!PULL_ROUTE_PREFIXES.some((p) => url.startsWith(p))) {
+      throw new ApiError(403, 'This token may only call the pull routes of its consumers.');
+    }
+  });
+}

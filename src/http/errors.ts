@@ -1,0 +1,110 @@
+// One error shape for every failure the API reports:
+//   {"summary": "<one clear sentence>", "validation_errors": {"<field path>": ["reason", ...]}}
+// 4xx messages pass through (they are written for the caller); 5xx are masked
+// as "internal error" with the request id, and the real error is logged under
+// that id. No stack trace ever reaches a response.
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { ConfigError } from '../config/load.js';
+
+export type FieldErrors = Record<string, string[]>;
+
+export class ApiError extends Error {
+  constructor(
+    readonly statusCode: number,
+    summary: string,
+    readonly validationErrors?: FieldErrors,
+    readonly code = `SLUICE_${statusCode}`,
+  ) {
+    super(summary);
+    this.name = 'ApiError';
+  }
+}
+
+export const notFound = (what: string) => new ApiError(404, `${what} does not exist.`);
+export const conflict = (summary: string) => new ApiError(409, summary);
+export const invalid = (errors: FieldErrors, summary = summarise(errors)) => new ApiError(422, summary, errors);
+
+/** "Invalid value: url must be a URL (and 2 more)." — the first problem, named. */
+export function summarise(errors: FieldErrors): string {
+  const entries = Object.entries(errors).flatMap(([path, reasons]) => reasons.map((r) => `${path} ${r}`));
+  if (entries.length === 0) return 'The request is invalid.';
+  const more = entries.length > 1 ? ` (and ${entries.length - 1} more)` : '';
+  return `Invalid request: ${entries[0]}${more}.`;
+}
+
+/** The config loader's problems ({path, reason} list), as the API reports them. */
+export function fromConfigError(err: ConfigError): ApiError {
+  const fields: FieldErrors = {};
+  for (const { path, reason } of err.issues) (fields[path] ??= []).push(reason);
+  return invalid(fields);
+}
+
+interface AjvIssue {
+  instancePath?: string;
+  keyword: string;
+  message?: string;
+  params: Record<string, unknown>;
+}
+
+const PART_NAMES: Record<string, string> = { body: 'body', querystring: 'query', params: 'path', headers: 'header' };
+
+/** Ajv errors as {"webhook.url": ["must match format \"uri\""]}. */
+export function fieldErrorsFromAjv(issues: AjvIssue[], part = 'body'): FieldErrors {
+  const out: FieldErrors = {};
+  for (const issue of issues) {
+    const segments = (issue.instancePath ?? '').split('/').filter(Boolean).map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'));
+    let reason = issue.message ?? issue.keyword;
+    if (issue.keyword === 'required') {
+      segments.push(String(issue.params.missingProperty));
+      reason = 'is required';
+    } else if (issue.keyword === 'additionalProperties') {
+      segments.push(String(issue.params.additionalProperty));
+      reason = 'is not a known field';
+    } else if (issue.keyword === 'enum') {
+      reason = `must be one of: ${(issue.params.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`;
+    }
+    const path = segments.length ? segments.join('.') : (PART_NAMES[part] ?? part);
+    (out[path] ??= []).includes(reason) || out[path].push(reason);
+  }
+  return out;
+}
+
+// Fastify's own 4xx whose default wording is worth making clearer.
+const CLEARER: Record<string, string> = {
+  FST_ERR_CTP_INVALID_JSON_BODY: 'The request body is not valid JSON.',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'The request body is empty; send a JSON object.',
+  FST_ERR_CTP_BODY_TOO_LARGE: 'The request body is larger than this server accepts.',
+};
+
+interface ErrorBody {
+  summary: string;
+  validation_errors?: FieldErrors;
+  request_id?: string;
+}
+
+export function errorHandler(error: FastifyError | ApiError | Error, request: FastifyRequest, reply: FastifyReply) {
+  if (error instanceof ConfigError) error = fromConfigError(error);
+  const e = error as Partial<FastifyError> & { validationErrors?: FieldErrors };
+  // Schema validation: the JSON parsed but a value is wrong.
+  if (Array.isArray(e.validation)) {
+    const fields = fieldErrorsFromAjv(e.validation as AjvIssue[], e.validationContext);
+    return reply.status(422).send({ summary: summarise(fields), validation_errors: fields } satisfies ErrorBody);
+  }
+  // A body that does not parse (JSON.parse's SyntaxError, from any content-type parser).
+  if (error instanceof SyntaxError && (e.statusCode === undefined || e.statusCode === 400)) {
+    return reply.status(400).send({ summary: CLEARER.FST_ERR_CTP_INVALID_JSON_BODY } satisfies ErrorBody);
+  }
+  const status = typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 600 ? e.statusCode : 500;
+  if (status < 500) {
+    const body: ErrorBody = { summary: (e.code && CLEARER[e.code]) || error.message || 'The request was refused.' };
+    if (e.validationErrors) body.validation_errors = e.validationErrors;
+    return reply.status(status).send(body);
+  }
+  // fastify's request logger carries reqId, which is what the caller receives.
+  request.log.error({ err: error }, 'request failed');
+  return reply.status(status).send({ summary: 'internal error', request_id: String(request.id) } satisfies ErrorBody);
+}
+
+export function notFoundHandler(request: FastifyRequest, reply: FastifyReply) {
+  return reply.status(404).send({ summary: `No route for ${request.method} ${request.url.split('?')[0]}.` } satisfies ErrorBody);
+}

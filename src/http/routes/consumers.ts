@@ -1,0 +1,112 @@
+// /api/consumers: pull and webhook consumers. Bodies are one entry of the YAML
+// `consumers:` list, validated by the config loader against the stored sources.
+import type { FastifyInstance, FastifySchemaCompiler } from 'fastify';
+import { getConsumer, listConsumers, setConsumerState, type ConsumerRow } from '../../api/consumers.js';
+import { listSources } from '../../api/sources.js';
+import { consumerStats } from '../../buffer/dead-letters.js';
+import { toYamlConsumer, validateConsumer } from '../../config/load.js';
+import * as q from '../../config/queries.js';
+import type { ConsumerConfig } from '../../config/types.js';
+import type { Pool, PoolClient } from '../../db/pool.js';
+import { generateSecret } from '../../signing/secrets.js';
+import type { AppDeps } from '../deps.js';
+import { conflict, invalid, notFound } from '../errors.js';
+import type { SchemaTypes } from '../schemas/from-schema.js';
+import { consumerSchemas } from '../schemas/resources.js';
+import { loaderValidatesBody } from '../schemas/validator.js';
+import { changeConfig } from './config-tx.js';
+import { restoreHeaders, restoreSecrets } from './masking.js';
+import { isObject, mergePatch } from './merge-patch.js';
+import { presentConsumer } from './present.js';
+
+export async function existingConsumer(db: Pool | PoolClient, name: string, forUpdate = false): Promise<ConsumerRow> {
+  const row = await getConsumer(db, name, forUpdate);
+  if (!row) throw notFound(`Consumer "${name}"`);
+  return row;
+}
+
+/** Validated against every stored source, so a wrong source name gets a "did you mean". */
+async function validateAgainstSources(db: PoolClient, body: unknown): Promise<ConsumerConfig> {
+  return validateConsumer(body, { sources: (await listSources(db)).map((s) => s.config) });
+}
+
+export async function consumerRoutes(parent: FastifyInstance, opts: { deps: AppDeps; compiler: FastifySchemaCompiler<unknown> }) {
+  const app = parent.withTypeProvider<SchemaTypes>();
+  const { deps } = opts;
+  const { pool } = deps;
+  const bodyByLoader = loaderValidatesBody(opts.compiler);
+
+  app.get('/consumers', { schema: consumerSchemas.list }, async () => ({ data: (await listConsumers(pool)).map((c) => presentConsumer(c)) }));
+
+  app.get('/consumers/:name', { schema: consumerSchemas.get }, async (request) =>
+    presentConsumer(await existingConsumer(pool, request.params.name)),
+  );
+
+  app.post('/consumers', { schema: consumerSchemas.create, ...bodyByLoader }, async (request, reply) => {
+    const body: unknown = request.body;
+    // A webhook consumer without secrets gets one, shown in this response only.
+    const generated = isObject(body) && body.kind === 'webhook' && isObject(body.webhook) && !body.webhook.secrets;
+    const withSecret = generated ? mergePatch(body, { webhook: { secrets: [generateSecret()] } }) : body;
+    const row = await changeConfig(deps, async (db) => {
+      const config = await validateAgainstSources(db, withSecret);
+      if (await getConsumer(db, config.name)) throw conflict(`A consumer named "${config.name}" already exists.`);
+      await q.insertConsumer(db, config);
+      return existingConsumer(db, config.name);
+    });
+    return reply.status(201).send(presentConsumer(row, generated));
+  });
+
+  app.patch('/consumers/:name', { schema: consumerSchemas.update, ...bodyByLoader }, async (request) => {
+    const { name } = request.params;
+    const patch: unknown = request.body;
+    if (!isObject(patch)) throw invalid({ body: ['must be a JSON object (a merge patch of the consumer)'] });
+    if (patch.name !== undefined && patch.name !== name) throw invalid({ name: ['cannot be changed'] });
+    const row = await changeConfig(deps, async (db) => {
+      const current = await existingConsumer(db, name, true);
+      if (patch.kind !== undefined && patch.kind !== current.config.kind) {
+        throw invalid({ kind: ['cannot be changed; create a new consumer of the other kind'] });
+      }
+      const merged = mergePatch(toYamlConsumer(current.config), patch) as Record<string, unknown>;
+      const stored = current.config.webhook;
+      if (isObject(merged.webhook) && stored) {
+        // Masked values sent back (GET → edit → PATCH) mean "keep what is stored".
+        merged.webhook.secrets = restoreSecrets(merged.webhook.secrets, stored.secrets);
+        merged.webhook.headers = restoreHeaders(merged.webhook.headers, stored.headers);
+      }
+      const config = await validateAgainstSources(db, merged);
+      await q.updateConsumer(db, config);
+      return existingConsumer(db, name);
+    });
+    return presentConsumer(row);
+  });
+
+  app.post('/consumers/:name/pause', { schema: consumerSchemas.pause }, async (request) => {
+    const reason = request.body?.reason ?? 'paused through the API';
+    return presentConsumer(await setState(request.params.name, 'paused', reason));
+  });
+
+  app.post('/consumers/:name/resume', { schema: consumerSchemas.resume }, async (request) =>
+    presentConsumer(await setState(request.params.name, 'active', null)),
+  );
+
+  app.delete('/consumers/:name', { schema: consumerSchemas.delete }, async (request, reply) => {
+    const { name } = request.params;
+    await changeConfig(deps, async (db) => {
+      await existingConsumer(db, name, true);
+      await q.deleteConsumer(db, name);
+    });
+    return reply.status(204).send(null);
+  });
+
+  app.get('/consumers/:name/stats', { schema: consumerSchemas.stats }, async (request) => {
+    const consumer = await existingConsumer(pool, request.params.name);
+    return consumerStats(pool, consumer.id);
+  });
+
+  async function setState(name: string, state: 'active' | 'paused', reason: string | null): Promise<ConsumerRow> {
+    return changeConfig(deps, async (db) => {
+      if (!(await setConsumerState(db, name, state, reason))) throw notFound(`Consumer "${name}"`);
+      return existingConsumer(db, name);
+    });
+  }
+}

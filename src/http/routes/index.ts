@@ -1,0 +1,22 @@
+// The management API, mounted under /api by app.ts (behind the token hook;
+// every route here is admin-only, which the hook enforces for non-pull routes).
+import type { FastifyInstance, FastifySchemaCompiler } from 'fastify';
+import type { TokenVerifier } from '../auth.js';
+import type { AppDeps } from '../deps.js';
+import { consumerRoutes } from './consumers.js';
+import { deadLetterRoutes } from './dead-letters.js';
+import { sourceRoutes } from './sources.js';
+import { tokenRoutes } from './tokens.js';
+
+export interface ManagementOptions {
+  deps: AppDeps;
+  verifier: TokenVerifier;
+  compiler: FastifySchemaCompiler<unknown>;
+}
+
+export async function managementRoutes(app: FastifyInstance, opts: ManagementOptions) {
+  await app.register(sourceRoutes, opts);
+  await app.register(consumerRoutes, opts);
+  await app.register(deadLetterRoutes, opts);
+  await app.register(tokenRoutes, opts);
+}

@@ -1,0 +1,123 @@
+// /api/sources: databases Sluice captures from. Bodies are one entry of the
+// YAML `sources:` list, validated by the config loader.
+import type { FastifyInstance, FastifySchemaCompiler } from 'fastify';
+import { consumersOfSource } from '../../api/consumers.js';
+import { checkSource } from '../../api/source-check.js';
+import { getSource, listSources, type SourceRow } from '../../api/sources.js';
+import { ConfigError, toYamlConsumer, toYamlSource, validateConsumer, validateSource } from '../../config/load.js';
+import * as q from '../../config/queries.js';
+import type { SourceConfig } from '../../config/types.js';
+import type { PoolClient } from '../../db/pool.js';
+import type { AppDeps } from '../deps.js';
+import { conflict, invalid, notFound } from '../errors.js';
+import type { SchemaTypes } from '../schemas/from-schema.js';
+import { sourceSchemas } from '../schemas/resources.js';
+import { loaderValidatesBody } from '../schemas/validator.js';
+import { changeConfig } from './config-tx.js';
+import { restoreUrl, scrubPassword } from './masking.js';
+import { isObject, mergePatch } from './merge-patch.js';
+import { presentSource } from './present.js';
+
+export async function sourceRoutes(parent: FastifyInstance, opts: { deps: AppDeps; compiler: FastifySchemaCompiler<unknown> }) {
+  const app = parent.withTypeProvider<SchemaTypes>();
+  const { deps } = opts;
+  const { pool } = deps;
+  const statusOf = (name: string) => deps.capture?.status().find((s) => s.name === name);
+  const present = (row: SourceRow) => presentSource(row, statusOf(row.name));
+  const bodyByLoader = loaderValidatesBody(opts.compiler);
+
+  async function existing(db: PoolClient | typeof pool, name: string, forUpdate = false): Promise<SourceRow> {
+    const row = await getSource(db, name, forUpdate);
+    if (!row) throw notFound(`Source "${name}"`);
+    return row;
+  }
+
+  app.get('/sources', { schema: sourceSchemas.list }, async () => ({ data: (await listSources(pool)).map(present) }));
+
+  app.get('/sources/:name', { schema: sourceSchemas.get }, async (request) => present(await existing(pool, request.params.name)));
+
+  app.post('/sources', { schema: sourceSchemas.create, ...bodyByLoader }, async (request, reply) => {
+    const config = validateSource(request.body);
+    const row = await changeConfig(deps, async (db) => {
+      if (await getSource(db, config.name)) throw conflict(`A source named "${config.name}" already exists.`);
+      checkSlotFree(config, await listSources(db));
+      await q.insertSource(db, config);
+      return existing(db, config.name);
+    });
+    return reply.status(201).send(present(row));
+  });
+
+  app.patch('/sources/:name', { schema: sourceSchemas.update, ...bodyByLoader }, async (request) => {
+    const { name } = request.params;
+    const patch: unknown = request.body;
+    if (!isObject(patch)) throw invalid({ body: ['must be a JSON object (a merge patch of the source)'] });
+    if (patch.name !== undefined && patch.name !== name) throw invalid({ name: ['cannot be changed'] });
+    const row = await changeConfig(deps, async (db) => {
+      // FOR UPDATE: no consumer attaches while the source's tables are checked.
+      const current = await existing(db, name, true);
+      const merged = mergePatch(toYamlSource(current.config), patch) as Record<string, unknown>;
+      merged.url = restoreUrl(merged.url, current.config.url);
+      const config = validateSource(merged);
+      checkSlotFree(config, await listSources(db));
+      await checkConsumersStillValid(db, config);
+      await q.updateSource(db, config);
+      return existing(db, name);
+    });
+    return present(row);
+  });
+
+  app.delete('/sources/:name', { schema: sourceSchemas.delete }, async (request, reply) => {
+    const { name } = request.params;
+    await changeConfig(deps, async (db) => {
+      await existing(db, name, true);
+      const users = (await consumersOfSource(db, name)).map((c) => c.name);
+      if (users.length) {
+        const them = users.length > 1 ? 'them' : 'it';
+        throw conflict(`Source "${name}" is used by consumer${users.length > 1 ? 's' : ''} ${users.join(', ')}; delete ${them} first.`);
+      }
+      await q.deleteSource(db, name);
+    });
+    return reply.status(204).send(null);
+  });
+
+  app.post('/sources/:name/test', { schema: sourceSchemas.test }, async (request) => {
+    const { config } = await existing(pool, request.params.name);
+    // No url: the source is the buffer's own database.
+    const url = config.url ?? String(pool.options.connectionString);
+    const check = await checkSource(url, config);
+    const problems: string[] = [];
+    if (check.error) problems.push(scrubPassword(check.error, url));
+    if (check.wal_level !== undefined && check.wal_level !== 'logical') {
+      problems.push(`wal_level is "${check.wal_level}"; logical replication needs wal_level = logical (and a server restart)`);
+    }
+    if (check.replication_role === false) problems.push('the role has neither REPLICATION nor superuser (ALTER ROLE … WITH REPLICATION)');
+    if (!config.create_if_missing) {
+      if (check.publication_exists === false) problems.push(`publication "${config.publication}" does not exist and create_if_missing is off`);
+      if (check.slot_exists === false) problems.push(`replication slot "${config.slot}" does not exist and create_if_missing is off`);
+    }
+    const { error: _error, ...facts } = check;
+    return { ok: check.connected && problems.length === 0, ...facts, problems };
+  });
+}
+
+/** Two sources on one database cannot share a replication slot (as the YAML loader checks). */
+function checkSlotFree(config: SourceConfig, sources: SourceRow[]) {
+  const clash = sources.find(
+    (s) => s.name !== config.name && s.config.slot === config.slot && (s.config.url ?? '') === (config.url ?? ''),
+  );
+  if (clash) throw invalid({ slot: [`"${config.slot}" is already used by source "${clash.name}" on the same database`] });
+}
+
+/** A changed source must still capture every table its consumers read. */
+async function checkConsumersStillValid(db: PoolClient, source: SourceConfig) {
+  const problems: string[] = [];
+  for (const c of await consumersOfSource(db, source.name)) {
+    try {
+      validateConsumer(toYamlConsumer(c.config), { sources: [source] });
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      for (const i of err.issues) problems.push(`consumer "${c.name}": ${i.path} ${i.reason}`);
+    }
+  }
+  if (problems.length) throw invalid({ tables: problems }, `The change would break consumers: ${problems[0]}.`);
+}

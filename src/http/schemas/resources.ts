@@ -1,0 +1,171 @@
+// Sources and consumers: the API accepts exactly the YAML shape of one resource,
+// so the body schemas ARE the config loader's schemas (src/config/schema.ts),
+// and the loader validates bodies (see routes/resources-common.ts). Responses
+// are the same shape plus read-only fields, with secrets masked.
+import { consumerSchema, sourceSchema } from '../../config/load.js';
+import { errorResponses, nameParams } from './common.js';
+
+type Schema = Record<string, unknown>;
+
+/** The loader's schema as a route body: without its $id (it is registered with the loader's own ajv). */
+function asBody(schema: Schema, partial = false): Schema {
+  const { $id: _id, required, ...rest } = schema;
+  return partial ? rest : { ...rest, required };
+}
+
+/**
+ * For the response serializer: defaults are input-side, and an object schema
+ * without properties must let its keys through (fast-json-stringify drops keys
+ * a schema does not list, which would empty `annotations`).
+ */
+function asResponse(schema: unknown): unknown {
+  if (Array.isArray(schema)) return schema.map(asResponse);
+  if (!schema || typeof schema !== 'object') return schema;
+  const out: Schema = {};
+  for (const [key, value] of Object.entries(schema)) {
+    if (key === '$id' || key === 'default') continue;
+    out[key] = key === 'properties' ? Object.fromEntries(Object.entries(value as Schema).map(([k, v]) => [k, asResponse(v)])) : asResponse(value);
+  }
+  const types = ([] as unknown[]).concat(out.type);
+  if (types.includes('object') && !out.properties && out.additionalProperties === undefined) out.additionalProperties = true;
+  return out;
+}
+
+const readOnly = {
+  id: { type: 'string', format: 'uuid' },
+  created_at: { type: 'string', format: 'date-time' },
+  updated_at: { type: 'string', format: 'date-time' },
+};
+
+function resource(schema: Schema, extra: Record<string, unknown>, extraRequired: string[]) {
+  const base = asResponse(schema) as Schema;
+  return {
+    ...base,
+    properties: { ...readOnly, ...(base.properties as Schema), ...extra },
+    required: [...((base.required as string[]) ?? []), 'id', 'created_at', 'updated_at', ...extraRequired],
+  };
+}
+
+const sourceStatus = {
+  type: 'object',
+  additionalProperties: false,
+  description: 'Capture status, when this gateway runs capture.',
+  properties: {
+    running: { type: 'boolean' },
+    lag_bytes: { type: ['integer', 'null'] },
+    last_error: { type: ['string', 'null'] },
+  },
+};
+
+export const sourceResponse = resource(sourceSchema, { status: sourceStatus }, []);
+export const consumerResponse = resource(
+  consumerSchema,
+  {
+    state: { type: 'string', enum: ['active', 'paused', 'disabled'] },
+    state_reason: { type: ['string', 'null'] },
+  },
+  ['state', 'state_reason'],
+);
+
+const list = (item: Schema) => ({
+  type: 'object',
+  additionalProperties: false,
+  required: ['data'],
+  properties: { data: { type: 'array', items: item } },
+});
+
+const deleted = { 204: { type: 'null', description: 'Deleted.' }, ...errorResponses };
+
+export const sourceSchemas = {
+  list: { summary: 'List sources', tags: ['sources'], response: { 200: list(sourceResponse), ...errorResponses } },
+  get: { summary: 'Get a source', tags: ['sources'], params: nameParams, response: { 200: sourceResponse, ...errorResponses } },
+  create: {
+    summary: 'Create a source (the YAML shape of one entry of `sources:`)',
+    tags: ['sources'],
+    body: asBody(sourceSchema),
+    response: { 201: sourceResponse, ...errorResponses },
+  },
+  update: {
+    summary: 'Change a source (JSON merge patch of its YAML shape)',
+    tags: ['sources'],
+    params: nameParams,
+    body: asBody(sourceSchema, true),
+    response: { 200: sourceResponse, ...errorResponses },
+  },
+  delete: { summary: 'Delete a source (refused while consumers use it)', tags: ['sources'], params: nameParams, response: deleted },
+  test: {
+    summary: 'Test the connection to a source database',
+    tags: ['sources'],
+    params: nameParams,
+    response: {
+      200: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['ok', 'connected', 'problems'],
+        properties: {
+          ok: { type: 'boolean', description: 'Capture can start with this source as configured.' },
+          connected: { type: 'boolean' },
+          server_version: { type: 'string' },
+          wal_level: { type: 'string' },
+          replication_role: { type: 'boolean', description: 'The role may start replication (REPLICATION or superuser).' },
+          publication_exists: { type: 'boolean' },
+          slot_exists: { type: 'boolean' },
+          problems: { type: 'array', items: { type: 'string' } },
+        },
+      },
+      ...errorResponses,
+    },
+  },
+};
+
+const stateBody = {
+  type: ['object', 'null'],
+  additionalProperties: false,
+  properties: { reason: { type: 'string', maxLength: 500 } },
+} as const;
+
+export const consumerSchemas = {
+  list: { summary: 'List consumers', tags: ['consumers'], response: { 200: list(consumerResponse), ...errorResponses } },
+  get: { summary: 'Get a consumer', tags: ['consumers'], params: nameParams, response: { 200: consumerResponse, ...errorResponses } },
+  create: {
+    summary: 'Create a consumer (the YAML shape of one entry of `consumers:`); a webhook secret is generated when none is given and shown in this response only',
+    tags: ['consumers'],
+    body: asBody(consumerSchema),
+    response: { 201: consumerResponse, ...errorResponses },
+  },
+  update: {
+    summary: 'Change a consumer (JSON merge patch of its YAML shape; masked values sent back unchanged keep their stored value)',
+    tags: ['consumers'],
+    params: nameParams,
+    body: asBody(consumerSchema, true),
+    response: { 200: consumerResponse, ...errorResponses },
+  },
+  pause: {
+    summary: 'Pause delivery',
+    tags: ['consumers'],
+    params: nameParams,
+    body: stateBody,
+    response: { 200: consumerResponse, ...errorResponses },
+  },
+  resume: { summary: 'Resume delivery', tags: ['consumers'], params: nameParams, response: { 200: consumerResponse, ...errorResponses } },
+  delete: { summary: 'Delete a consumer and its buffered messages', tags: ['consumers'], params: nameParams, response: deleted },
+  stats: {
+    summary: 'Message counts of a consumer',
+    tags: ['consumers'],
+    params: nameParams,
+    response: {
+      200: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['pending', 'in_flight', 'dead_lettered', 'oldest_pending_age_ms'],
+        properties: {
+          pending: { type: 'integer', description: 'Waiting to be delivered.' },
+          in_flight: { type: 'integer', description: 'Delivered, not yet acked, visibility timeout running.' },
+          dead_lettered: { type: 'integer' },
+          oldest_pending_age_ms: { type: ['integer', 'null'], description: 'Age of the oldest unacked message (dead letters aside).' },
+        },
+      },
+      ...errorResponses,
+    },
+  },
+};

@@ -1,0 +1,84 @@
+// Shared setup for the API tests: a real embedded Postgres (test/helpers/pg.ts),
+// migrated, a consumer registry, and the app built on them. Capture is a
+// stand-in whose status the test sets (the app only reads status()).
+import type { FastifyInstance, InjectOptions } from 'fastify';
+import { ConsumerRegistry } from '../src/buffer/consumers.js';
+import { migrate } from '../src/db/migrate.js';
+import { createPool, type Pool } from '../src/db/pool.js';
+import { buildApp } from '../src/http/app.js';
+import type { AppDeps, SourceStatus } from '../src/http/deps.js';
+import { startTestPg, type TestPg } from './helpers/pg.js';
+
+export const ADMIN_TOKEN = 'test-admin-token-0123456789';
+
+export interface ApiFixture {
+  pg: TestPg;
+  url: string;
+  pool: Pool;
+  deps: AppDeps;
+  app: FastifyInstance;
+  /** What capture reports; tests change it. */
+  statuses: SourceStatus[];
+  /** app.inject with the admin token (or `token`) and JSON in/out. */
+  call(method: InjectOptions['method'], url: string, body?: unknown, token?: string | null): Promise<{ status: number; body: any; raw: string; headers: Record<string, unknown> }>;
+  stop(): Promise<void>;
+}
+
+export async function startApi(dbName: string): Promise<ApiFixture> {
+  const pg = await startTestPg();
+  const url = await pg.createDatabase(dbName);
+  const pool = createPool(url);
+  await migrate(pool);
+  const consumers = new ConsumerRegistry(pool);
+  await consumers.reload();
+  const statuses: SourceStatus[] = [];
+  const deps: AppDeps = {
+    pool,
+    consumers,
+    capture: { status: () => statuses },
+    adminToken: ADMIN_TOKEN,
+    instanceId: 'test:1',
+    logger: false,
+  };
+  const app = await buildApp(deps);
+  await app.ready();
+  return {
+    pg,
+    url,
+    pool,
+    deps,
+    app,
+    statuses,
+    async call(method, path, body, token = ADMIN_TOKEN) {
+      const res = await app.inject({
+        method,
+        url: path,
+        headers: token === null ? {} : { authorization: `Bearer ${token}` },
+        ...(body !== undefined && { payload: body as object }),
+      });
+      let parsed: unknown;
+      try {
+        parsed = res.body ? JSON.parse(res.body) : undefined;
+      } catch {
+        parsed = undefined;
+      }
+      return { status: res.statusCode, body: parsed, raw: res.body, headers: res.headers };
+    },
+    async stop() {
+      await app.close();
+      await pool.end();
+      await pg.stop();
+    },
+  };
+}
+
+/** A source and a table for it, as the consumer tests need. */
+export const SOURCE = { name: 'main', tables: ['public.orders', 'public.users'] };
+export const PULL_CONSUMER = { name: 'orders-pull', source: 'main', kind: 'pull', tables: ['public.orders'] };
+export const WEBHOOK_CONSUMER = {
+  name: 'orders-hook',
+  source: 'main',
+  kind: 'webhook',
+  tables: ['public.orders'],
+  webhook: { url: 'https://example.com/hook', headers: { 'X-Api-Key': 'super-secret-header-value' } },
+};
