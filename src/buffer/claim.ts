@@ -1,0 +1,151 @@
+// Claim, ack, nack and visibility changes on sluice.messages, for any consumer
+// (pull receives, and the webhook dispatcher). The claim itself is the plpgsql
+// function sluice.claim_messages (migrations/0002_pull.sql): one round trip that
+// locks the consumer, dead-letters exhausted messages, respects max_ack_pending
+// and per-group order, and stamps each delivery with a fresh token.
+import type { Pool } from '../db/pool.js';
+import { ackKeyArrays, encodeAckId } from './ack-id.js';
+
+export interface ClaimOptions {
+  consumerId: string;
+  /** Most messages to hand out (≥ 1). */
+  limit: number;
+  /** How long the claimed messages stay invisible to other claims. */
+  visibilityMs: number;
+  /** In-flight messages (including these) never exceed this; undefined = unlimited. */
+  maxAckPending?: number;
+  /** Deliveries after which an unacked message becomes a dead letter when its visibility ends. */
+  maxDeliver?: number;
+  /** Dead letters keep blocking later messages of their group. */
+  deadLetterBlocksGroup: boolean;
+}
+
+export interface ClaimedMessage {
+  ackId: string;
+  /** int64 as decimal text. */
+  commitLsn: string;
+  commitIdx: number;
+  deliveryToken: number;
+  /** Deliveries so far, this one included. */
+  deliverCount: number;
+  groupKey: string | null;
+  /** Stored JSON text, without metadata.consumer (see withConsumer). */
+  payload: string;
+}
+
+export interface ClaimResult {
+  /** In (commit_lsn, commit_idx) order. */
+  messages: ClaimedMessage[];
+  /**
+   * When nothing was claimed: the earliest moment an in-flight message becomes
+   * visible again (a re-check before then can only succeed through new work,
+   * an ack or a nack). Null when messages were claimed or nothing is in flight.
+   */
+  nextVisibleAt: Date | null;
+}
+
+interface ClaimRow {
+  commit_lsn: string | null;
+  commit_idx: number;
+  delivery_token: number;
+  deliver_count: number;
+  group_key: string | null;
+  payload: string;
+  retry_at: Date | null;
+}
+
+const CLAIM = `SELECT commit_lsn, commit_idx, delivery_token, deliver_count, group_key, payload, retry_at
+  FROM sluice.claim_messages($1, $2, $3, $4, $5, $6)`;
+
+// Ack and nack need no lock: they only ever take messages out of flight, which
+// can't break max_ack_pending or group order. A concurrent claim that re-stamps
+// the row first makes the token comparison fail, as it should.
+const ACK = `DELETE FROM sluice.messages m
+  USING unnest($2::bigint[], $3::int[], $4::int[]) AS a(lsn, idx, token)
+  WHERE m.consumer_id = $1 AND m.commit_lsn = a.lsn AND m.commit_idx = a.idx
+    AND m.delivery_token = a.token AND m.state = 0`;
+
+// The token stays: until the message is handed out again, its ack_id still acks it.
+const NACK = `UPDATE sluice.messages m SET visible_at = now()
+  FROM unnest($2::bigint[], $3::int[], $4::int[]) AS a(lsn, idx, token)
+  WHERE m.consumer_id = $1 AND m.commit_lsn = a.lsn AND m.commit_idx = a.idx
+    AND m.delivery_token = a.token AND m.state = 0 AND m.visible_at > now()`;
+
+// Nack's wake-up for long-pollers in other processes (the payload is the consumer id).
+const NACK_AND_NOTIFY = `WITH n AS (${NACK} RETURNING 1)
+  SELECT count(*)::int AS n, CASE WHEN count(*) > 0 THEN pg_notify('sluice_messages', $1::text) END AS notified FROM n`;
+
+const MODIFY_VISIBILITY = `SELECT sluice.modify_visibility($1, $2::bigint[], $3::int[], $4::int[], $5) AS n`;
+
+export async function claim(pool: Pool, opts: ClaimOptions): Promise<ClaimResult> {
+  const { rows } = await pool.query<ClaimRow>(CLAIM, [
+    opts.consumerId,
+    opts.limit,
+    Math.round(opts.visibilityMs),
+    opts.maxAckPending ?? null,
+    opts.maxDeliver ?? null,
+    opts.deadLetterBlocksGroup,
+  ]);
+  if (rows.length === 1 && rows[0].commit_lsn === null) {
+    return { messages: [], nextVisibleAt: rows[0].retry_at };
+  }
+  const messages = new Array<ClaimedMessage>(rows.length);
+  for (let i = 0; i < rows.length; i++) {
+    const r = rows[i];
+    const lsn = r.commit_lsn as string;
+    messages[i] = {
+      ackId: encodeAckId(lsn, r.commit_idx, r.delivery_token),
+      commitLsn: lsn,
+      commitIdx: r.commit_idx,
+      deliveryToken: r.delivery_token,
+      deliverCount: r.deliver_count,
+      groupKey: r.group_key,
+      payload: r.payload,
+    };
+  }
+  return { messages, nextVisibleAt: null };
+}
+
+/** How many of the ack ids applied, and how many were ignored (unknown, stale, malformed, duplicate). */
+export interface AckOutcome {
+  applied: number;
+  ignored: number;
+}
+
+/** Done with these deliveries: their messages are deleted. */
+export async function ack(pool: Pool, consumerId: string, ackIds: readonly string[]): Promise<AckOutcome> {
+  const k = ackKeyArrays(ackIds);
+  if (k.lsns.length === 0) return { applied: 0, ignored: ackIds.length };
+  const res = await pool.query(ACK, [consumerId, k.lsns, k.idxs, k.tokens]);
+  const applied = res.rowCount ?? 0;
+  return { applied, ignored: ackIds.length - applied };
+}
+
+/** Give these deliveries back: visible to the next claim at once. */
+export async function nack(pool: Pool, consumerId: string, ackIds: readonly string[]): Promise<AckOutcome> {
+  const k = ackKeyArrays(ackIds);
+  if (k.lsns.length === 0) return { applied: 0, ignored: ackIds.length };
+  const { rows } = await pool.query<{ n: number }>(NACK_AND_NOTIFY, [consumerId, k.lsns, k.idxs, k.tokens]);
+  const applied = rows[0].n;
+  return { applied, ignored: ackIds.length - applied };
+}
+
+/** Visibility of in-flight deliveries set to now + ms (0 behaves as a nack, without the wake-up). */
+export async function modifyVisibility(
+  pool: Pool,
+  consumerId: string,
+  ackIds: readonly string[],
+  ms: number,
+): Promise<AckOutcome> {
+  const k = ackKeyArrays(ackIds);
+  if (k.lsns.length === 0) return { applied: 0, ignored: ackIds.length };
+  const { rows } = await pool.query<{ n: number }>(MODIFY_VISIBILITY, [
+    consumerId,
+    k.lsns,
+    k.idxs,
+    k.tokens,
+    Math.round(ms),
+  ]);
+  const applied = rows[0].n;
+  return { applied, ignored: ackIds.length - applied };
+}

@@ -1,0 +1,111 @@
+// Dead letters (state 1) and per-consumer counts, for the management API.
+// A dead letter is named by its commit position, which never changes.
+import type { Pool } from '../db/pool.js';
+import { withTransaction } from '../db/pool.js';
+
+export interface MessageKey {
+  /** int64 as decimal text. */
+  commit_lsn: string;
+  commit_idx: number;
+}
+
+export interface DeadLetter extends MessageKey {
+  group_key: string | null;
+  deliver_count: number;
+  last_delivered_at: Date | null;
+  last_error: string | null;
+  created_at: Date;
+  /** Stored JSON text, without metadata.consumer (see withConsumer). */
+  payload: string;
+}
+
+export interface ConsumerStats {
+  /** Waiting to be delivered (never delivered, nacked, or visibility ran out). */
+  pending: number;
+  /** Delivered and not yet acked, visibility still running. */
+  in_flight: number;
+  dead_lettered: number;
+  /** Age of the oldest message not yet acked (dead letters aside); null when there is none. */
+  oldest_pending_age_ms: number | null;
+}
+
+const LIST = `SELECT commit_lsn, commit_idx, group_key, deliver_count, last_delivered_at, last_error, created_at, payload
+  FROM sluice.messages
+  WHERE consumer_id = $1 AND state = 1 AND (commit_lsn, commit_idx) > ($2::bigint, $3::int)
+  ORDER BY commit_lsn, commit_idx
+  LIMIT $4`;
+
+// Retry must not race a claim: the claim lock (same key as sluice.claim_messages)
+// keeps a claim from handing out a later message of a group while its earlier,
+// just-retried message becomes pending again.
+const LOCK_CLAIMS = `SELECT pg_advisory_xact_lock(736001, hashtext($1::text))`;
+
+const RETRY_KEYS = `UPDATE sluice.messages m
+  SET state = 0, deliver_count = 0, delivery_token = NULL, visible_at = '-infinity', last_error = NULL
+  FROM unnest($2::bigint[], $3::int[]) AS k(lsn, idx)
+  WHERE m.consumer_id = $1 AND m.commit_lsn = k.lsn AND m.commit_idx = k.idx AND m.state = 1`;
+const RETRY_ALL = `UPDATE sluice.messages
+  SET state = 0, deliver_count = 0, delivery_token = NULL, visible_at = '-infinity', last_error = NULL
+  WHERE consumer_id = $1 AND state = 1`;
+const NOTIFY = `SELECT pg_notify('sluice_messages', $1::text)`;
+
+const DISCARD_KEYS = `DELETE FROM sluice.messages m
+  USING unnest($2::bigint[], $3::int[]) AS k(lsn, idx)
+  WHERE m.consumer_id = $1 AND m.commit_lsn = k.lsn AND m.commit_idx = k.idx AND m.state = 1`;
+const DISCARD_ALL = `DELETE FROM sluice.messages WHERE consumer_id = $1 AND state = 1`;
+
+// One pass over the consumer's rows: stats are for dashboards, not the hot path.
+const STATS = `SELECT
+    count(*) FILTER (WHERE state = 0 AND NOT (delivery_token IS NOT NULL AND visible_at > now()))::float8 AS pending,
+    count(*) FILTER (WHERE state = 0 AND delivery_token IS NOT NULL AND visible_at > now())::float8 AS in_flight,
+    count(*) FILTER (WHERE state = 1)::float8 AS dead_lettered,
+    (extract(epoch FROM now() - min(created_at) FILTER (WHERE state = 0)) * 1000)::float8 AS oldest_pending_age_ms
+  FROM sluice.messages WHERE consumer_id = $1`;
+
+export async function listDeadLetters(
+  pool: Pool,
+  consumerId: string,
+  opts: { limit: number; after?: MessageKey },
+): Promise<DeadLetter[]> {
+  // (−2^63, −2^31) precedes every real position, so "no cursor" is the same query.
+  const after = opts.after ?? { commit_lsn: '-9223372036854775808', commit_idx: -2147483648 };
+  const { rows } = await pool.query<DeadLetter>(LIST, [consumerId, after.commit_lsn, after.commit_idx, opts.limit]);
+  return rows;
+}
+
+function keyArrays(keys: readonly MessageKey[]): [string[], number[]] {
+  return [keys.map((k) => k.commit_lsn), keys.map((k) => k.commit_idx)];
+}
+
+/** Back to pending, deliver_count 0, visible at once; returns how many. They keep their commit position, so their order. */
+export async function retryDeadLetters(pool: Pool, consumerId: string, keys: readonly MessageKey[] | 'all'): Promise<number> {
+  return withTransaction(pool, async (c) => {
+    await c.query(LOCK_CLAIMS, [consumerId]);
+    const res =
+      keys === 'all' ? await c.query(RETRY_ALL, [consumerId]) : await c.query(RETRY_KEYS, [consumerId, ...keyArrays(keys)]);
+    const n = res.rowCount ?? 0;
+    // Delivered with the commit: long-pollers in every process re-check.
+    if (n > 0) await c.query(NOTIFY, [consumerId]);
+    return n;
+  });
+}
+
+/** Deletes dead letters; returns how many. */
+export async function discardDeadLetters(pool: Pool, consumerId: string, keys: readonly MessageKey[] | 'all'): Promise<number> {
+  const res =
+    keys === 'all'
+      ? await pool.query(DISCARD_ALL, [consumerId])
+      : await pool.query(DISCARD_KEYS, [consumerId, ...keyArrays(keys)]);
+  return res.rowCount ?? 0;
+}
+
+export async function consumerStats(pool: Pool, consumerId: string): Promise<ConsumerStats> {
+  const { rows } = await pool.query<ConsumerStats>(STATS, [consumerId]);
+  const r = rows[0];
+  return {
+    pending: r.pending,
+    in_flight: r.in_flight,
+    dead_lettered: r.dead_lettered,
+    oldest_pending_age_ms: r.oldest_pending_age_ms === null ? null : Math.max(0, Math.round(r.oldest_pending_age_ms)),
+  };
+}

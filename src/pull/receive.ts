@@ -1,0 +1,187 @@
+// The pull operations on one consumer: receive (with long-polling), ack, nack,
+// modify-visibility. Claims and acks are the buffer's (src/buffer/claim.ts);
+// this module adds the waiting: a receive with wait_for that finds nothing
+// registers as a waiter (max_waiting, across processes through
+// sluice.pull_waiters) and sleeps until a wake-up for its consumer, the moment
+// an in-flight message's visibility ends, or a safety re-check.
+import { randomUUID } from 'node:crypto';
+import { ack, claim, modifyVisibility, nack, type AckOutcome, type ClaimedMessage, type ClaimResult } from '../buffer/claim.js';
+import type { ConsumerRecord, ConsumerRegistry } from '../buffer/consumers.js';
+import { consumerJson, withConsumer } from '../buffer/message.js';
+import { beginWait, endWait } from '../buffer/waiters.js';
+import type { Wakeup } from '../buffer/wakeup.js';
+import type { Pool } from '../db/pool.js';
+import { PullError } from './errors.js';
+import { pullSettings } from './settings.js';
+
+export interface PullServiceOptions {
+  pool: Pool;
+  consumers: ConsumerRegistry;
+  wakeup: Wakeup;
+  instanceId: string;
+  /**
+   * Longest sleep between two checks of the table while long-polling. Wake-ups
+   * make deliveries prompt; this only bounds the delay when one is missed
+   * (e.g. an ack in another process freed a group). 1 s: at 20 waiters per
+   * consumer that is 20 cheap claims a second, nothing like a busy loop.
+   */
+  safetyRecheckMs?: number;
+}
+
+export interface ReceiveOptions {
+  batchSize: number;
+  /** Long-poll up to this long when nothing is deliverable; 0 returns at once. */
+  waitMs: number;
+  signal?: AbortSignal;
+}
+
+export interface ReceiveResult {
+  count: number;
+  /** The response body, `{"data": [{"ack_id": …, "data": <message>}]}`, built as text. */
+  body: string;
+}
+
+// A waiter's row outlives its wait by this much at most if the process dies.
+const WAITER_GRACE_MS = 10_000;
+// Upper bound on re-checks per receive besides the clock, should wake-ups storm.
+const MAX_CHECKS_PER_RECEIVE = 10_000;
+
+export class PullService {
+  /** Claims issued (tests assert long-polls are not busy loops). */
+  readonly counters = { claims: 0, waiting: 0 };
+  private readonly safetyRecheckMs: number;
+  private readonly localWaiting = new Map<string, number>();
+  private readonly consumerJsonCache = new WeakMap<ConsumerRecord, string>();
+  private readonly unsubscribe: () => void;
+
+  constructor(private readonly opts: PullServiceOptions) {
+    this.safetyRecheckMs = opts.safetyRecheckMs ?? 1000;
+    // Paused, resumed or reconfigured consumers: every waiter looks again.
+    this.unsubscribe = opts.consumers.onChange(() => opts.wakeup.notifyAll());
+  }
+
+  close(): void {
+    this.unsubscribe();
+  }
+
+  async receive(consumer: ConsumerRecord, req: ReceiveOptions): Promise<ReceiveResult> {
+    const { wakeup } = this.opts;
+    const id = consumer.id;
+    const deadline = Date.now() + req.waitMs;
+    let epoch = wakeup.epoch(id);
+    let current = consumer;
+    let result = await this.claimFor(current, req.batchSize);
+    if (result.messages.length > 0 || req.waitMs <= 0) return this.body(current, result.messages);
+
+    const waiterId = await this.admitWaiter(current, req.waitMs);
+    try {
+      for (let check = 0; check < MAX_CHECKS_PER_RECEIVE; check++) {
+        const left = deadline - Date.now();
+        if (left <= 0) break;
+        let sleep = Math.min(left, this.safetyRecheckMs);
+        if (result.nextVisibleAt) sleep = Math.min(sleep, Math.max(0, result.nextVisibleAt.getTime() - Date.now()) + 1);
+        if ((await wakeup.wait(id, sleep, req.signal, epoch)) === 'aborted') break;
+        epoch = wakeup.epoch(id);
+        const latest = this.opts.consumers.get(id);
+        if (!latest || latest.kind !== 'pull') break;
+        current = latest;
+        result = await this.claimFor(current, req.batchSize);
+        if (result.messages.length > 0) return this.body(current, result.messages);
+      }
+    } finally {
+      await this.releaseWaiter(id, waiterId);
+    }
+    return this.body(current, []);
+  }
+
+  async ack(consumer: ConsumerRecord, ackIds: readonly string[]): Promise<AckOutcome> {
+    const out = await ack(this.opts.pool, consumer.id, ackIds);
+    // Acks free group heads and max_ack_pending room: local waiters re-check now
+    // (other processes' waiters on their next re-check).
+    if (out.applied > 0) this.opts.wakeup.notify(consumer.id);
+    return out;
+  }
+
+  async nack(consumer: ConsumerRecord, ackIds: readonly string[]): Promise<AckOutcome> {
+    return nack(this.opts.pool, consumer.id, ackIds);
+  }
+
+  async modifyVisibility(consumer: ConsumerRecord, ackIds: readonly string[], ms: number): Promise<AckOutcome> {
+    const out = await modifyVisibility(this.opts.pool, consumer.id, ackIds, ms);
+    if (out.applied > 0 && ms === 0) this.opts.wakeup.notify(consumer.id);
+    return out;
+  }
+
+  private async claimFor(c: ConsumerRecord, batchSize: number): Promise<ClaimResult> {
+    // Paused (or disabled) consumers keep their messages; receive sees none.
+    if (c.state !== 'active') return { messages: [], nextVisibleAt: null };
+    const s = pullSettings(c);
+    this.counters.claims++;
+    return claim(this.opts.pool, {
+      consumerId: c.id,
+      limit: batchSize,
+      visibilityMs: s.ackWaitMs,
+      maxAckPending: s.maxAckPending,
+      maxDeliver: s.maxDeliver,
+      deadLetterBlocksGroup: s.deadLetterBlocksGroup,
+    });
+  }
+
+  private async admitWaiter(c: ConsumerRecord, waitMs: number): Promise<string> {
+    const { maxWaiting } = pullSettings(c);
+    const local = this.localWaiting.get(c.id) ?? 0;
+    // The local count refuses without a query when this process alone is full.
+    if (local >= maxWaiting) throw tooManyWaiting(c, maxWaiting);
+    this.localWaiting.set(c.id, local + 1);
+    this.counters.waiting++;
+    const waiterId = randomUUID();
+    let admitted = false;
+    try {
+      admitted = await beginWait(this.opts.pool, {
+        consumerId: c.id,
+        waiterId,
+        instanceId: this.opts.instanceId,
+        max: maxWaiting,
+        expiresMs: waitMs + WAITER_GRACE_MS,
+      });
+    } finally {
+      if (!admitted) this.decrementLocal(c.id);
+    }
+    if (!admitted) throw tooManyWaiting(c, maxWaiting);
+    return waiterId;
+  }
+
+  private async releaseWaiter(consumerId: string, waiterId: string): Promise<void> {
+    this.decrementLocal(consumerId);
+    // A failure here only leaves the row to expire by itself.
+    await endWait(this.opts.pool, waiterId).catch(() => {});
+  }
+
+  private decrementLocal(consumerId: string): void {
+    this.counters.waiting--;
+    const n = (this.localWaiting.get(consumerId) ?? 1) - 1;
+    if (n <= 0) this.localWaiting.delete(consumerId);
+    else this.localWaiting.set(consumerId, n);
+  }
+
+  private body(c: ConsumerRecord, messages: ClaimedMessage[]): ReceiveResult {
+    if (messages.length === 0) return { count: 0, body: '{"data":[]}' };
+    let cj = this.consumerJsonCache.get(c);
+    if (cj === undefined) this.consumerJsonCache.set(c, (cj = consumerJson(c)));
+    // Payloads are JSON text already; splicing strings avoids a parse and a
+    // stringify per message. ack_ids are base64url: nothing to escape.
+    let out = '{"data":[';
+    for (let i = 0; i < messages.length; i++) {
+      const m = messages[i];
+      out += (i ? ',{"ack_id":"' : '{"ack_id":"') + m.ackId + '","data":' + withConsumer(m.payload, cj) + '}';
+    }
+    return { count: messages.length, body: out + ']}' };
+  }
+}
+
+function tooManyWaiting(c: ConsumerRecord, max: number): PullError {
+  return new PullError(
+    429,
+    `Too many receives are already waiting on consumer "${c.name}" (max_waiting is ${max}); retry later or without wait_for.`,
+  );
+}
