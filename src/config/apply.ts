@@ -1,0 +1,83 @@
+// Config as code: make the buffer database's sources and consumers match a
+// loaded config. Plan first (what would change), apply in one transaction, and
+// only touch rows that really change, so applying the same file twice is a no-op
+// (no writes, updated_at unchanged, no reload signal).
+import { withTransaction, type Pool } from '../db/pool.js';
+import { normaliseConfig } from './normalise.js';
+import { diffConfig, type ConfigPlan, type StoredConfig } from './plan.js';
+import * as q from './queries.js';
+import type { ConsumerConfig, SluiceConfig } from './types.js';
+
+export { formatPlan, maskSecret, type ConfigPlan, type FieldChange, type PlanChange } from './plan.js';
+
+export interface ApplyOptions {
+  /** Delete sources and consumers that the config does not list (default: keep them). */
+  prune?: boolean;
+}
+
+/**
+ * The stored resources. A consumer's name, source, kind and annotations come
+ * from their columns, which win over the copy inside `config`: other writers
+ * (the management API) may update a column alone.
+ */
+async function readStored(db: q.Db): Promise<StoredConfig> {
+  // One after the other: a transaction's client runs one query at a time.
+  const sources = await q.selectSources(db);
+  const consumers = await q.selectConsumers(db);
+  return {
+    sources: sources.map((row) => ({ ...row.config, name: row.name })),
+    consumers: consumers.map(
+      (row): ConsumerConfig => ({
+        ...row.config,
+        name: row.name,
+        source: row.source_name,
+        kind: row.kind,
+        annotations: row.annotations,
+      }),
+    ),
+  };
+}
+
+/** What applyConfig would change, without changing anything. Secrets are masked. */
+export async function planConfig(pool: Pool, config: SluiceConfig, opts: ApplyOptions = {}): Promise<ConfigPlan> {
+  return diffConfig(config, await readStored(pool), opts);
+}
+
+/** Applies the config in one transaction and returns what it changed. */
+export async function applyConfig(pool: Pool, config: SluiceConfig, opts: ApplyOptions = {}): Promise<ConfigPlan> {
+  const sources = new Map(config.sources.map((s) => [s.name, s]));
+  const consumers = new Map(config.consumers.map((c) => [c.name, c]));
+  return withTransaction(pool, async (client) => {
+    // Plan under the lock, so a concurrent apply cannot slip in between.
+    await q.lockConfigApply(client);
+    const plan = diffConfig(config, await readStored(client), opts);
+    // Consumers are deleted before sources and created after them, the order a
+    // reader of the tables (a reloading gateway) can always make sense of.
+    for (const change of plan.filter((c) => c.resource === 'consumer' && c.action === 'delete')) {
+      await q.deleteConsumer(client, change.name);
+    }
+    for (const change of plan.filter((c) => c.resource === 'source')) {
+      if (change.action === 'create') await q.insertSource(client, sources.get(change.name)!);
+      if (change.action === 'update') await q.updateSource(client, sources.get(change.name)!);
+    }
+    for (const change of plan.filter((c) => c.resource === 'consumer')) {
+      if (change.action === 'create') await q.insertConsumer(client, consumers.get(change.name)!);
+      if (change.action === 'update') await q.updateConsumer(client, consumers.get(change.name)!);
+    }
+    for (const change of plan.filter((c) => c.resource === 'source' && c.action === 'delete')) {
+      await q.deleteSource(client, change.name);
+    }
+    if (plan.length > 0) await q.notifyConfigChanged(client);
+    return plan;
+  });
+}
+
+/**
+ * The database's sources and consumers as a config that loadConfig accepts once
+ * serialised (stringifyConfig). Only sources and consumers live in the database;
+ * buffer, http and auth are the defaults.
+ */
+export async function exportConfig(pool: Pool): Promise<SluiceConfig> {
+  const stored = await readStored(pool);
+  return { ...normaliseConfig({}, new Set(), []), sources: stored.sources, consumers: stored.consumers };
+}

@@ -1,0 +1,249 @@
+// From the YAML shape (already schema-valid) to the typed config of types.ts:
+// defaults applied, durations in ms, sizes in bytes, table names qualified. Also
+// the checks a schema cannot express: which block fits which kind, references
+// between resources, duplicates that only appear once names are qualified.
+import { didYouMean, issue, type PathSegment, type RawIssue } from './errors.js';
+import { DEFAULTS, type YamlConfig, type YamlConsumer, type YamlPull, type YamlSource, type YamlWebhook } from './schema.js';
+import type { ConsumerConfig, PullSettings, SluiceConfig, SourceConfig, WebhookSettings } from './types.js';
+import { parseDuration, parseSize } from './units.js';
+
+// Headers Sluice sets itself: overriding them would break signing or framing.
+const RESERVED_HEADERS = new Set([
+  'webhook-id',
+  'webhook-timestamp',
+  'webhook-signature',
+  'content-type',
+  'content-length',
+  'transfer-encoding',
+  'host',
+]);
+
+/** "orders" → "public.orders": unqualified names are in the public schema. */
+export function qualifyTable(name: string): string {
+  return name.includes('.') ? name : `public.${name}`;
+}
+
+/** Default publication and slot: slot names may not contain "-". */
+export function defaultReplicationName(sourceName: string): string {
+  return `sluice_${sourceName.replace(/-/g, '_')}`;
+}
+
+// After schema validation these always parse; a failure here is a bug, not bad input.
+function ms(value: string | number | undefined, fallback: string | number): number {
+  const out = parseDuration(value ?? fallback);
+  if (out === undefined) throw new Error(`unparsed duration ${String(value)}`);
+  return out;
+}
+function bytes(value: string | number | undefined, fallback: string | number): number {
+  const out = parseSize(value ?? fallback);
+  if (out === undefined) throw new Error(`unparsed size ${String(value)}`);
+  return out;
+}
+
+/** An empty string in an optional URL or token means "unset" (so ${VAR:-} can switch it off). */
+const optional = (value: string | undefined) => (value === undefined || value === '' ? undefined : value);
+
+/** Qualifies a list of table names, reporting names that collide once qualified. */
+function qualifyAll(names: string[], at: PathSegment[], issues: RawIssue[]): string[] {
+  const out: string[] = [];
+  names.forEach((name, i) => {
+    const q = qualifyTable(name);
+    if (out.includes(q)) issues.push(issue([...at, i], `lists "${q}" twice`));
+    else out.push(q);
+  });
+  return out;
+}
+
+export function normaliseSource(y: YamlSource, at: PathSegment[], issues: RawIssue[]): SourceConfig {
+  const tables = qualifyAll(y.tables ?? [], [...at, 'tables'], issues);
+  const schemas = y.schemas ?? [];
+  if (tables.length === 0 && schemas.length === 0) {
+    issues.push(issue([...at, 'tables'], 'is empty and so is schemas: a source must capture some tables'));
+  }
+  const derived = defaultReplicationName(y.name);
+  for (const key of ['publication', 'slot'] as const) {
+    if (y[key] === undefined && derived.length > 63) {
+      issues.push(issue([...at, key], `is required: the default "${derived}" is longer than 63 characters`));
+    }
+  }
+  const S = DEFAULTS.source;
+  const url = optional(y.url);
+  return {
+    name: y.name,
+    ...(url !== undefined && { url }),
+    tables,
+    schemas,
+    publication: y.publication ?? derived,
+    slot: y.slot ?? derived,
+    create_if_missing: y.create_if_missing ?? S.create_if_missing,
+    heartbeat_interval_ms: ms(y.heartbeat_interval, S.heartbeat_interval),
+    lag_warning_bytes: bytes(y.lag_warning, S.lag_warning),
+    max_batch_changes: y.max_batch_changes ?? S.max_batch_changes,
+  };
+}
+
+function normalisePull(y: YamlPull): PullSettings {
+  const P = DEFAULTS.pull;
+  return {
+    ack_wait_ms: ms(y.ack_wait, P.ack_wait),
+    max_ack_pending: y.max_ack_pending ?? P.max_ack_pending,
+    max_waiting: y.max_waiting ?? P.max_waiting,
+    ...(y.max_deliver !== undefined && { max_deliver: y.max_deliver }),
+  };
+}
+
+function normaliseWebhook(y: YamlWebhook, at: PathSegment[], issues: RawIssue[]): WebhookSettings {
+  const headers = y.headers ?? {};
+  const seen = new Map<string, string>();
+  for (const name of Object.keys(headers)) {
+    const lower = name.toLowerCase();
+    if (RESERVED_HEADERS.has(lower)) issues.push(issue([...at, 'headers', name], 'is set by Sluice and cannot be overridden'));
+    const earlier = seen.get(lower);
+    if (earlier) issues.push(issue([...at, 'headers', name], `repeats "${earlier}" (header names ignore case)`));
+    seen.set(lower, name);
+  }
+  const W = DEFAULTS.webhook;
+  const R = DEFAULTS.retry;
+  const r = y.retry ?? {};
+  const retry: WebhookSettings['retry'] = {
+    initial_ms: ms(r.initial, R.initial),
+    factor: r.factor ?? R.factor,
+    cap_ms: ms(r.cap, R.cap),
+    ...(r.max_attempts !== undefined && { max_attempts: r.max_attempts }),
+    max_age_ms: ms(r.max_age, R.max_age),
+  };
+  if (retry.cap_ms < retry.initial_ms) issues.push(issue([...at, 'retry', 'cap'], 'must not be shorter than retry.initial'));
+  return {
+    url: y.url,
+    headers,
+    secrets: y.secrets ?? [],
+    batch_size: y.batch_size ?? W.batch_size,
+    batch_timeout_ms: ms(y.batch_timeout, W.batch_timeout),
+    max_in_flight: y.max_in_flight ?? W.max_in_flight,
+    timeout_ms: ms(y.timeout, W.timeout),
+    max_response_bytes: bytes(y.max_response_bytes, W.max_response_bytes),
+    retry,
+    allow_private_ranges: y.allow_private_ranges ?? [],
+  };
+}
+
+export function normaliseConsumer(y: YamlConsumer, at: PathSegment[], issues: RawIssue[]): ConsumerConfig {
+  const tables = qualifyAll(y.tables, [...at, 'tables'], issues);
+  let groupBy: ConsumerConfig['group_by'] = y.group_by ?? DEFAULTS.consumer.group_by;
+  if (typeof groupBy === 'object') {
+    const byTable: Record<string, string[]> = {};
+    for (const [table, columns] of Object.entries(groupBy)) {
+      const q = qualifyTable(table);
+      if (!tables.includes(q)) issues.push(issue([...at, 'group_by', table], `"${q}" is not one of this consumer's tables`));
+      else if (byTable[q]) issues.push(issue([...at, 'group_by', table], `repeats "${q}"`));
+      byTable[q] = columns;
+    }
+    groupBy = byTable;
+  }
+  if (y.kind === 'webhook' && !y.webhook) issues.push(issue([...at, 'webhook'], 'is required for a webhook consumer'));
+  if (y.kind !== 'webhook' && y.webhook) issues.push(issue([...at, 'webhook'], 'is only allowed when kind is webhook'));
+  if (y.kind !== 'pull' && y.pull) issues.push(issue([...at, 'pull'], 'is only allowed when kind is pull'));
+  return {
+    name: y.name,
+    source: y.source,
+    kind: y.kind,
+    tables,
+    group_by: groupBy,
+    dead_letter_blocks_group: y.dead_letter_blocks_group ?? DEFAULTS.consumer.dead_letter_blocks_group,
+    annotations: y.annotations ?? {},
+    ...(y.kind === 'pull' && { pull: normalisePull(y.pull ?? {}) }),
+    ...(y.kind === 'webhook' && y.webhook && { webhook: normaliseWebhook(y.webhook, [...at, 'webhook'], issues) }),
+  };
+}
+
+/**
+ * The consumer's source exists and captures every table it reads. `sources` maps
+ * every declared source name to its config, or to undefined when that source is
+ * itself invalid (then only its existence is checked, to avoid a second error).
+ */
+export function checkConsumerSource(
+  c: ConsumerConfig,
+  sources: Map<string, SourceConfig | undefined>,
+  at: PathSegment[],
+  issues: RawIssue[],
+): void {
+  if (!sources.has(c.source)) {
+    const known = [...sources.keys()];
+    const hint = didYouMean(c.source, known) || (known.length ? ` (sources: ${known.join(', ')})` : ' (no sources are declared)');
+    issues.push(issue([...at, 'source'], `no source named "${c.source}"${hint}`));
+    return;
+  }
+  const source = sources.get(c.source);
+  if (!source) return;
+  c.tables.forEach((table, i) => {
+    if (source.tables.includes(table) || source.schemas.includes(table.split('.')[0])) return;
+    issues.push(issue([...at, 'tables', i], `"${table}" is not captured by source "${source.name}" (add it to the source's tables or schemas)`));
+  });
+}
+
+/** Reports every name used more than once in a list of resources. */
+function checkUnique(items: Array<{ name?: unknown }>, list: 'sources' | 'consumers', issues: RawIssue[]): void {
+  const first = new Map<string, number>();
+  items.forEach((item, i) => {
+    if (typeof item?.name !== 'string') return;
+    const earlier = first.get(item.name);
+    if (earlier === undefined) first.set(item.name, i);
+    else issues.push(issue([list, i, 'name'], `"${item.name}" is already used by ${list}[${earlier}]`));
+  });
+}
+
+/**
+ * Normalises a whole config. `invalid` holds the resources the schema already
+ * rejected ("sources.0"); they are skipped here so one mistake is reported once,
+ * while the valid ones are still checked, so a run lists every problem.
+ */
+export function normaliseConfig(y: YamlConfig, invalid: Set<string>, issues: RawIssue[]): SluiceConfig {
+  // A section the schema rejected as a whole (`sources: 3`) reads as empty.
+  const section = <K extends keyof YamlConfig>(key: K): YamlConfig[K] | undefined => (invalid.has(key) ? undefined : y[key]);
+  const rawSources = section('sources') ?? [];
+  const rawConsumers = section('consumers') ?? [];
+  checkUnique(rawSources, 'sources', issues);
+  checkUnique(rawConsumers, 'consumers', issues);
+
+  const sourcesByName = new Map<string, SourceConfig | undefined>();
+  const sources: SourceConfig[] = [];
+  // Two sources on one database cannot share a replication slot.
+  const slots = new Map<string, number>();
+  rawSources.forEach((raw, i) => {
+    // A repeated name is already reported; checking the copy would only echo it.
+    if (typeof raw?.name === 'string' && sourcesByName.has(raw.name)) return;
+    const source = invalid.has(`sources.${i}`) ? undefined : normaliseSource(raw, ['sources', i], issues);
+    if (typeof raw?.name === 'string') sourcesByName.set(raw.name, source);
+    if (!source) return;
+    sources.push(source);
+    const slotKey = `${source.url ?? ''}\0${source.slot}`;
+    const other = slots.get(slotKey);
+    if (other !== undefined) issues.push(issue(['sources', i, 'slot'], `"${source.slot}" is already used by sources[${other}] on the same database`));
+    slots.set(slotKey, i);
+  });
+
+  const consumers: ConsumerConfig[] = [];
+  rawConsumers.forEach((raw, i) => {
+    if (invalid.has(`consumers.${i}`)) return;
+    const c = normaliseConsumer(raw, ['consumers', i], issues);
+    // With the sources list itself rejected, "no such source" would be noise.
+    if (!invalid.has('sources')) checkConsumerSource(c, sourcesByName, ['consumers', i], issues);
+    consumers.push(c);
+  });
+
+  const H = DEFAULTS.http;
+  const http = section('http') ?? {};
+  const bufferUrl = optional(section('buffer')?.url);
+  const adminToken = optional(section('auth')?.admin_token);
+  return {
+    buffer: bufferUrl !== undefined ? { url: bufferUrl } : {},
+    http: {
+      host: http.host ?? H.host,
+      port: http.port ?? H.port,
+      body_limit_bytes: bytes(http.body_limit, H.body_limit),
+    },
+    auth: adminToken !== undefined ? { admin_token: adminToken } : {},
+    sources,
+    consumers,
+  };
+}

@@ -1,0 +1,85 @@
+// The SQL of config apply/export, and nowhere else. Configs are written as jsonb
+// text parameters (JSON.stringify), never interpolated.
+import type { Pool, PoolClient } from '../db/pool.js';
+import type { ConsumerConfig, ConsumerKind, SourceConfig } from './types.js';
+
+export type Db = Pool | PoolClient;
+
+// Arbitrary constant: "sluice config apply" as an advisory-lock key, so two
+// applies at once plan and write one after the other.
+const APPLY_LOCK_KEY = 7_346_221_002;
+
+export interface SourceRow {
+  name: string;
+  config: SourceConfig;
+}
+
+export interface ConsumerRow {
+  id: string;
+  name: string;
+  source_name: string;
+  kind: ConsumerKind;
+  config: ConsumerConfig;
+  annotations: Record<string, unknown>;
+}
+
+/** Held until the transaction ends. */
+export async function lockConfigApply(db: PoolClient): Promise<void> {
+  await db.query('SELECT pg_advisory_xact_lock($1)', [APPLY_LOCK_KEY]);
+}
+
+export async function selectSources(db: Db): Promise<SourceRow[]> {
+  const { rows } = await db.query<SourceRow>('SELECT name, config FROM sluice.sources ORDER BY name');
+  return rows;
+}
+
+export async function selectConsumers(db: Db): Promise<ConsumerRow[]> {
+  const { rows } = await db.query<ConsumerRow>(
+    'SELECT id, name, source_name, kind, config, annotations FROM sluice.consumers ORDER BY name',
+  );
+  return rows;
+}
+
+export async function insertSource(db: Db, source: SourceConfig): Promise<void> {
+  await db.query('INSERT INTO sluice.sources (name, config) VALUES ($1, $2::jsonb)', [source.name, JSON.stringify(source)]);
+}
+
+export async function updateSource(db: Db, source: SourceConfig): Promise<void> {
+  await db.query('UPDATE sluice.sources SET config = $2::jsonb, updated_at = now() WHERE name = $1', [
+    source.name,
+    JSON.stringify(source),
+  ]);
+}
+
+export async function deleteSource(db: Db, name: string): Promise<void> {
+  await db.query('DELETE FROM sluice.sources WHERE name = $1', [name]);
+}
+
+export async function insertConsumer(db: Db, c: ConsumerConfig): Promise<void> {
+  await db.query(
+    `INSERT INTO sluice.consumers (name, source_name, kind, config, annotations)
+     VALUES ($1, $2, $3, $4::jsonb, $5::jsonb)`,
+    [c.name, c.source, c.kind, JSON.stringify(c), JSON.stringify(c.annotations)],
+  );
+}
+
+/** Keeps the consumer's id (and so its buffered messages); state is the runtime's, not config's. */
+export async function updateConsumer(db: Db, c: ConsumerConfig): Promise<void> {
+  await db.query(
+    `UPDATE sluice.consumers
+     SET source_name = $2, kind = $3, config = $4::jsonb, annotations = $5::jsonb, updated_at = now()
+     WHERE name = $1`,
+    [c.name, c.source, c.kind, JSON.stringify(c), JSON.stringify(c.annotations)],
+  );
+}
+
+/** Its buffered messages first: nothing else would ever ack or delete them. */
+export async function deleteConsumer(db: Db, name: string): Promise<void> {
+  await db.query('DELETE FROM sluice.messages WHERE consumer_id = (SELECT id FROM sluice.consumers WHERE name = $1)', [name]);
+  await db.query('DELETE FROM sluice.consumers WHERE name = $1', [name]);
+}
+
+/** Delivered at commit; running gateways reload their consumers and sources. */
+export async function notifyConfigChanged(db: Db): Promise<void> {
+  await db.query("SELECT pg_notify('sluice_config', '')");
+}

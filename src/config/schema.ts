@@ -1,0 +1,264 @@
+// The JSON schema (ajv 8) of config/sluice.yaml, and of one source or consumer as
+// the management API accepts it: the same resources in the same shape.
+//
+// Keys are snake_case as in types.ts, but durations and sizes are written as
+// people write them ("30s", "64KB") under names without the _ms/_bytes suffix;
+// normalise.ts converts them. Every object rejects unknown keys, so a typo is an
+// error rather than a silently ignored setting. Defaults are declared once, in
+// DEFAULTS, which both the schema (for documentation and editors) and the
+// normaliser (which applies them) read.
+import net from 'node:net';
+import { DURATION_RE, SIZE_RE, parseDuration, parseSize } from './units.js';
+
+export const DEFAULTS = {
+  http: { host: '127.0.0.1', port: 7376, body_limit: '1MB' },
+  source: { create_if_missing: true, heartbeat_interval: '30s', lag_warning: '1GB', max_batch_changes: 5000 },
+  consumer: { group_by: true, dead_letter_blocks_group: false },
+  pull: { ack_wait: '30s', max_ack_pending: 10_000, max_waiting: 20 },
+  webhook: { batch_size: 100, batch_timeout: '50ms', max_in_flight: 4, timeout: '30s', max_response_bytes: '64KB' },
+  retry: { initial: '1s', factor: 2, cap: '1h', max_age: '24h' },
+} as const;
+
+export const NAME_RE = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+// Unquoted-style Postgres identifiers, case kept: names are matched exactly as
+// pgoutput reports them.
+const IDENT = '[A-Za-z_][A-Za-z0-9_$]{0,62}';
+export const TABLE_RE = new RegExp(`^(?:${IDENT}\\.)?${IDENT}$`);
+const IDENT_RE = new RegExp(`^${IDENT}$`);
+/** RFC 7230 token: the characters an HTTP header name may use. */
+export const HEADER_NAME_RE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+export const SECRET_RE = /^whsec_[A-Za-z0-9+/=]+$/;
+
+/** Custom ajv formats; the schema's description says what each one accepts. */
+export const FORMATS: Record<string, (value: string) => boolean> = {
+  duration: (v) => DURATION_RE.test(v),
+  'positive-duration': (v) => (parseDuration(v) ?? 0) > 0,
+  size: (v) => SIZE_RE.test(v.trim()) && (parseSize(v) ?? 0) > 0,
+  'http-url': (v) => urlWithProtocol(v, ['http:', 'https:']),
+  // Empty means "unset" (the buffer's own database), so ${VAR:-} can switch it off.
+  'postgres-url': (v) => v === '' || urlWithProtocol(v, ['postgres:', 'postgresql:']),
+  'webhook-secret': (v) => {
+    if (!SECRET_RE.test(v)) return false;
+    const bytes = Buffer.from(v.slice('whsec_'.length), 'base64').length;
+    return bytes >= 24 && bytes <= 64;
+  },
+  cidr: (v) => {
+    const [addr, prefix, extra] = v.split('/');
+    const family = net.isIP(addr ?? '');
+    if (!family || extra !== undefined || !/^\d{1,3}$/.test(prefix ?? '')) return false;
+    return Number(prefix) <= (family === 4 ? 32 : 128);
+  },
+};
+
+function urlWithProtocol(value: string, protocols: string[]): boolean {
+  try {
+    return protocols.includes(new URL(value).protocol);
+  } catch {
+    return false;
+  }
+}
+
+// Descriptions complete the sentence "<path>: must be …" in error messages.
+const name = {
+  type: 'string',
+  pattern: NAME_RE.source,
+  description: 'a name of lowercase letters, digits, "_" and "-" (1–63 characters, starting with a letter or digit)',
+};
+const table = { type: 'string', pattern: TABLE_RE.source, description: 'a table name such as "public.orders" or "orders"' };
+const identifier = { type: 'string', pattern: IDENT_RE.source, description: 'a Postgres identifier' };
+const postgresUrl = { type: 'string', format: 'postgres-url', description: 'a postgres:// URL, or empty for the buffer database' };
+const int = (minimum: number, extra: object = {}) => ({ type: 'integer', minimum, ...extra });
+const list = (items: object, extra: object = {}) => ({ type: 'array', items, uniqueItems: true, ...extra });
+
+function duration(defaultValue?: string, allowZero = false) {
+  return {
+    type: ['string', 'integer'],
+    format: allowZero ? 'duration' : 'positive-duration',
+    minimum: allowZero ? 0 : 1,
+    ...(defaultValue !== undefined && { default: defaultValue }),
+    description: `a duration such as "30s", "500ms", "5m", "24h", or integer milliseconds${allowZero ? '' : ' above 0'}`,
+  };
+}
+
+function size(defaultValue: string) {
+  return {
+    type: ['string', 'integer'],
+    format: 'size',
+    minimum: 1,
+    default: defaultValue,
+    description: 'a size such as "64KB", "1MB", "1GB" (1KB = 1024 bytes), or integer bytes above 0',
+  };
+}
+
+const object = <E extends object = object>(properties: Record<string, object>, extra: E = {} as E) => ({
+  type: 'object',
+  additionalProperties: false,
+  properties,
+  ...extra,
+});
+
+const S = DEFAULTS.source;
+export const sourceSchema = object(
+  {
+    name,
+    url: postgresUrl,
+    tables: list(table, { default: [] }),
+    schemas: list(identifier, { default: [] }),
+    publication: { type: 'string', pattern: '^[a-z_][a-z0-9_]{0,62}$', description: 'a publication name (lowercase letters, digits, "_")' },
+    slot: { type: 'string', pattern: '^[a-z0-9_]{1,63}$', description: 'a replication slot name (lowercase letters, digits, "_")' },
+    create_if_missing: { type: 'boolean', default: S.create_if_missing },
+    heartbeat_interval: duration(S.heartbeat_interval),
+    lag_warning: size(S.lag_warning),
+    max_batch_changes: int(1, { default: S.max_batch_changes }),
+  },
+  { $id: 'https://sluice.dev/schema/source.json', required: ['name'] },
+);
+
+const P = DEFAULTS.pull;
+const pullSchema = object(
+  {
+    ack_wait: duration(P.ack_wait),
+    max_ack_pending: int(1, { default: P.max_ack_pending }),
+    max_waiting: int(1, { default: P.max_waiting }),
+    max_deliver: int(1),
+  },
+  { default: {} },
+);
+
+const W = DEFAULTS.webhook;
+const R = DEFAULTS.retry;
+const webhookSchema = object(
+  {
+    url: { type: 'string', format: 'http-url', description: 'an http or https URL' },
+    headers: {
+      type: 'object',
+      propertyNames: { pattern: HEADER_NAME_RE.source, description: 'an HTTP header name (RFC 7230 token)' },
+      additionalProperties: { type: 'string', pattern: '^[^\\r\\n]*$', description: 'a string without line breaks' },
+      default: {},
+    },
+    secrets: list(
+      { type: 'string', format: 'webhook-secret', description: 'a secret "whsec_" + base64 of 24–64 bytes' },
+      { default: [] },
+    ),
+    batch_size: int(1, { maximum: 10_000, default: W.batch_size }),
+    batch_timeout: duration(W.batch_timeout, true),
+    max_in_flight: int(1, { maximum: 1000, default: W.max_in_flight }),
+    timeout: duration(W.timeout),
+    max_response_bytes: size(W.max_response_bytes),
+    retry: object(
+      {
+        initial: duration(R.initial),
+        factor: { type: 'number', minimum: 1, default: R.factor },
+        cap: duration(R.cap),
+        max_attempts: int(1),
+        max_age: duration(R.max_age),
+      },
+      { default: {} },
+    ),
+    allow_private_ranges: list(
+      { type: 'string', format: 'cidr', description: 'a CIDR range such as "127.0.0.0/8" or "::1/128"' },
+      { default: [] },
+    ),
+  },
+  { required: ['url'] },
+);
+
+export const consumerSchema = object(
+  {
+    name,
+    source: name,
+    kind: { type: 'string', enum: ['pull', 'webhook'] },
+    tables: list(table, { minItems: 1 }),
+    group_by: {
+      type: ['boolean', 'object'],
+      propertyNames: table,
+      additionalProperties: list(identifier, { minItems: 1 }),
+      default: DEFAULTS.consumer.group_by,
+      description: 'true (group by primary key), false (no grouping), or a map of table → columns',
+    },
+    dead_letter_blocks_group: { type: 'boolean', default: DEFAULTS.consumer.dead_letter_blocks_group },
+    // Free-form user data copied into every message's metadata.consumer.
+    annotations: { type: 'object', default: {} },
+    // Which block is allowed depends on kind; normalise.ts checks it, with a clearer
+    // message than an if/then schema would give.
+    pull: pullSchema,
+    webhook: webhookSchema,
+  },
+  { $id: 'https://sluice.dev/schema/consumer.json', required: ['name', 'source', 'kind', 'tables'] },
+);
+
+const H = DEFAULTS.http;
+export const configSchema = object(
+  {
+    buffer: object({ url: postgresUrl }, { default: {} }),
+    http: object(
+      {
+        host: { type: 'string', minLength: 1, default: H.host },
+        port: int(0, { maximum: 65_535, default: H.port }),
+        body_limit: size(H.body_limit),
+      },
+      { default: {} },
+    ),
+    auth: object({ admin_token: { type: 'string' } }, { default: {} }),
+    sources: { type: 'array', items: { $ref: sourceSchema.$id }, default: [] },
+    consumers: { type: 'array', items: { $ref: consumerSchema.$id }, default: [] },
+  },
+  { $id: 'https://sluice.dev/schema/sluice.json' },
+);
+
+// The YAML shape after schema validation (before normalisation).
+type Duration = string | number;
+type Size = string | number;
+
+export interface YamlSource {
+  name: string;
+  url?: string;
+  tables?: string[];
+  schemas?: string[];
+  publication?: string;
+  slot?: string;
+  create_if_missing?: boolean;
+  heartbeat_interval?: Duration;
+  lag_warning?: Size;
+  max_batch_changes?: number;
+}
+
+export interface YamlPull {
+  ack_wait?: Duration;
+  max_ack_pending?: number;
+  max_waiting?: number;
+  max_deliver?: number;
+}
+
+export interface YamlWebhook {
+  url: string;
+  headers?: Record<string, string>;
+  secrets?: string[];
+  batch_size?: number;
+  batch_timeout?: Duration;
+  max_in_flight?: number;
+  timeout?: Duration;
+  max_response_bytes?: Size;
+  retry?: { initial?: Duration; factor?: number; cap?: Duration; max_attempts?: number; max_age?: Duration };
+  allow_private_ranges?: string[];
+}
+
+export interface YamlConsumer {
+  name: string;
+  source: string;
+  kind: 'pull' | 'webhook';
+  tables: string[];
+  group_by?: boolean | Record<string, string[]>;
+  dead_letter_blocks_group?: boolean;
+  annotations?: Record<string, unknown>;
+  pull?: YamlPull;
+  webhook?: YamlWebhook;
+}
+
+export interface YamlConfig {
+  buffer?: { url?: string };
+  http?: { host?: string; port?: number; body_limit?: Size };
+  auth?: { admin_token?: string };
+  sources?: YamlSource[];
+  consumers?: YamlConsumer[];
+}
