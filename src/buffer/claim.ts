@@ -73,7 +73,7 @@ const NACK = `UPDATE sluice.messages m SET visible_at = now()
 
 // Nack's wake-up for long-pollers in other processes (the payload is the consumer id).
 const NACK_AND_NOTIFY = `WITH n AS (${NACK} RETURNING 1)
-  SELECT count(*)::int AS n, CASE WHEN count(*) > 0 THEN pg_notify('sluice_messages', $1::text) END AS notified FROM n`;
+  SELECT count(*)::int AS n, CASE WHEN count(*) > 0 THEN pg_notify('sluice_messages', $1::uuid::text) END AS notified FROM n`;
 
 const MODIFY_VISIBILITY = `SELECT sluice.modify_visibility($1, $2::bigint[], $3::int[], $4::int[], $5) AS n`;
 
