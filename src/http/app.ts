@@ -10,7 +10,9 @@ import { TokenVerifier, requireToken } from './auth.js';
 import type { AppDeps } from './deps.js';
 import { errorHandler, notFoundHandler } from './errors.js';
 import { healthRoutes } from './health.js';
+import { registerJsonAnyParser } from './json-any.js';
 import { managementRoutes } from './routes/index.js';
+import { pullRoutes } from './routes/pull.js';
 import { schemaCompiler } from './schemas/validator.js';
 
 const DEFAULT_BODY_LIMIT = 1024 * 1024;
@@ -34,7 +36,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.setValidatorCompiler(compiler);
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler(notFoundHandler);
-  await registerJsonAnyParser(app);
+  // JSON whatever the Content-Type (Sequin clients send form types or none);
+  // an empty JSON body means "no parameters", as for a GET.
+  await registerJsonAnyParser(app, { jsonToo: true });
 
   await app.register(swagger, {
     openapi: {
@@ -67,32 +71,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     },
     { prefix: '/api' },
   );
-  await registerPullRoutes(app, deps, verifier);
-  return app;
-}
-
-// The pull routes and the any-content-type JSON parser are written alongside
-// this module; until they exist the app still builds (and says so in its log).
-async function registerJsonAnyParser(app: FastifyInstance) {
-  const mod = (await import(/* @vite-ignore */ './json-any.js' as string).catch(() => null)) as
-    | Record<string, unknown>
-    | null;
-  const fn = mod && Object.values(mod).find((v) => typeof v === 'function');
-  if (typeof fn === 'function') await fn(app);
-  else app.log.warn('src/http/json-any.ts missing: JSON bodies need a JSON content-type');
-}
-
-async function registerPullRoutes(app: FastifyInstance, deps: AppDeps, verifier: TokenVerifier) {
-  const mod = (await import(/* @vite-ignore */ './routes/pull.js' as string).catch(() => null)) as {
-    pullRoutes?: (app: FastifyInstance, opts: { deps: AppDeps }) => Promise<void>;
-  } | null;
-  if (!mod?.pullRoutes) {
-    app.log.warn('src/http/routes/pull.ts missing: pull routes not registered');
-    return;
-  }
-  const pullRoutes = mod.pullRoutes;
+  // The pull routes carry their full /api/... paths, their own error handler
+  // and their own scope check (request.principal); this context adds the token hook.
   await app.register(async (pull) => {
     requireToken(pull, verifier);
-    await pull.register(pullRoutes, { deps });
+    await pull.register(pullRoutes, { deps, wakeup: deps.wakeup });
   });
+  return app;
 }

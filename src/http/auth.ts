@@ -8,6 +8,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { findTokenByHash } from '../api/tokens.js';
 import type { Pool } from '../db/pool.js';
 import { ApiError } from './errors.js';
+import { PULL_PREFIXES } from './routes/pull.js';
 
 export type Principal = { admin: true } | { admin: false; consumers: string[] };
 
@@ -31,14 +32,9 @@ export function generateToken(): { token: string; hash: Buffer; hint: string } {
   return { token, hash: sha256(token), hint: `${token.slice(0, TOKEN_PREFIX.length + 4)}…` };
 }
 
-/** May this principal use the pull routes of this consumer (by name)? */
-export function mayUseConsumer(p: Principal | undefined, consumerName: string): boolean {
-  return !!p && (p.admin || p.consumers.includes(consumerName));
-}
-
 // Pull routes are the only ones a scoped token may reach; each checks the
-// consumer in its path against the token's list itself (mayUseConsumer).
-const PULL_ROUTE_PREFIXES = ['/api/http_pull_consumers/', '/api/sequin_streams/'];
+// consumer in its path against the token's list itself (src/pull/scope.ts).
+const PULL_ROUTE_PREFIXES = PULL_PREFIXES.map((p) => `${p}/`);
 
 /** Looks tokens up by digest, with a short-lived in-process cache so a busy pull client costs no query per call. */
 export class TokenVerifier {

@@ -23,6 +23,8 @@ export class ApiError extends Error {
 export const notFound = (what: string) => new ApiError(404, `${what} does not exist.`);
 export const conflict = (summary: string) => new ApiError(409, summary);
 export const invalid = (errors: FieldErrors, summary = summarise(errors)) => new ApiError(422, summary, errors);
+/** Malformed rather than invalid: the pull routes answer the same (src/pull/http-errors.ts). */
+export const notAnObject = () => new ApiError(400, 'The request body must be a JSON object.');
 
 /** "Invalid value: url must be a URL (and 2 more)." — the first problem, named. */
 export function summarise(errors: FieldErrors): string {
@@ -87,7 +89,11 @@ export function errorHandler(error: FastifyError | ApiError | Error, request: Fa
   const e = error as Partial<FastifyError> & { validationErrors?: FieldErrors };
   // Schema validation: the JSON parsed but a value is wrong.
   if (Array.isArray(e.validation)) {
-    const fields = fieldErrorsFromAjv(e.validation as AjvIssue[], e.validationContext);
+    const issues = e.validation as AjvIssue[];
+    if (e.validationContext === 'body' && issues.some((i) => !i.instancePath && i.keyword === 'type')) {
+      return reply.status(400).send({ summary: notAnObject().message } satisfies ErrorBody);
+    }
+    const fields = fieldErrorsFromAjv(issues, e.validationContext);
     return reply.status(422).send({ summary: summarise(fields), validation_errors: fields } satisfies ErrorBody);
   }
   // A body that does not parse (JSON.parse's SyntaxError, from any content-type parser).

@@ -10,7 +10,7 @@ import type { ConsumerConfig } from '../../config/types.js';
 import type { Pool, PoolClient } from '../../db/pool.js';
 import { generateSecret } from '../../signing/secrets.js';
 import type { AppDeps } from '../deps.js';
-import { conflict, invalid, notFound } from '../errors.js';
+import { conflict, invalid, notAnObject, notFound } from '../errors.js';
 import type { SchemaTypes } from '../schemas/from-schema.js';
 import { consumerSchemas } from '../schemas/resources.js';
 import { loaderValidatesBody } from '../schemas/validator.js';
@@ -44,8 +44,10 @@ export async function consumerRoutes(parent: FastifyInstance, opts: { deps: AppD
 
   app.post('/consumers', { schema: consumerSchemas.create, ...bodyByLoader }, async (request, reply) => {
     const body: unknown = request.body;
+    if (!isObject(body)) throw notAnObject();
     // A webhook consumer without secrets gets one, shown in this response only.
-    const generated = isObject(body) && body.kind === 'webhook' && isObject(body.webhook) && !body.webhook.secrets;
+    const secrets = isObject(body.webhook) ? body.webhook.secrets : null;
+    const generated = body.kind === 'webhook' && (secrets === undefined || (Array.isArray(secrets) && secrets.length === 0));
     const withSecret = generated ? mergePatch(body, { webhook: { secrets: [generateSecret()] } }) : body;
     const row = await changeConfig(deps, async (db) => {
       const config = await validateAgainstSources(db, withSecret);
@@ -59,7 +61,7 @@ export async function consumerRoutes(parent: FastifyInstance, opts: { deps: AppD
   app.patch('/consumers/:name', { schema: consumerSchemas.update, ...bodyByLoader }, async (request) => {
     const { name } = request.params;
     const patch: unknown = request.body;
-    if (!isObject(patch)) throw invalid({ body: ['must be a JSON object (a merge patch of the consumer)'] });
+    if (!isObject(patch)) throw notAnObject();
     if (patch.name !== undefined && patch.name !== name) throw invalid({ name: ['cannot be changed'] });
     const row = await changeConfig(deps, async (db) => {
       const current = await existingConsumer(db, name, true);

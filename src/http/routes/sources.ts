@@ -9,7 +9,7 @@ import * as q from '../../config/queries.js';
 import type { SourceConfig } from '../../config/types.js';
 import type { PoolClient } from '../../db/pool.js';
 import type { AppDeps } from '../deps.js';
-import { conflict, invalid, notFound } from '../errors.js';
+import { conflict, invalid, notAnObject, notFound } from '../errors.js';
 import type { SchemaTypes } from '../schemas/from-schema.js';
 import { sourceSchemas } from '../schemas/resources.js';
 import { loaderValidatesBody } from '../schemas/validator.js';
@@ -37,6 +37,7 @@ export async function sourceRoutes(parent: FastifyInstance, opts: { deps: AppDep
   app.get('/sources/:name', { schema: sourceSchemas.get }, async (request) => present(await existing(pool, request.params.name)));
 
   app.post('/sources', { schema: sourceSchemas.create, ...bodyByLoader }, async (request, reply) => {
+    if (!isObject(request.body)) throw notAnObject();
     const config = validateSource(request.body);
     const row = await changeConfig(deps, async (db) => {
       if (await getSource(db, config.name)) throw conflict(`A source named "${config.name}" already exists.`);
@@ -50,7 +51,7 @@ export async function sourceRoutes(parent: FastifyInstance, opts: { deps: AppDep
   app.patch('/sources/:name', { schema: sourceSchemas.update, ...bodyByLoader }, async (request) => {
     const { name } = request.params;
     const patch: unknown = request.body;
-    if (!isObject(patch)) throw invalid({ body: ['must be a JSON object (a merge patch of the source)'] });
+    if (!isObject(patch)) throw notAnObject();
     if (patch.name !== undefined && patch.name !== name) throw invalid({ name: ['cannot be changed'] });
     const row = await changeConfig(deps, async (db) => {
       // FOR UPDATE: no consumer attaches while the source's tables are checked.
