@@ -2,6 +2,7 @@
 // The app itself never opens pools or listens; tests build it with real pools
 // and drive it with app.inject or a real listen on 127.0.0.1:0.
 import type { ConsumerRegistry } from '../buffer/consumers.js';
+import type { Wakeup } from '../buffer/wakeup.js';
 import type { Pool } from '../db/pool.js';
 
 export interface SourceStatus {
@@ -24,5 +25,7 @@ export interface AppDeps {
   /** Unique per gateway process (host:pid:random), for leases and logs. */
   instanceId: string;
   bodyLimitBytes?: number;
+  /** The process's LISTEN connection for new-message wake-ups (pull long-polls, dispatcher). */
+  wakeup?: Wakeup;
   logger?: boolean | Record<string, unknown>;
 }

@@ -1,0 +1,105 @@
+// The `sluice` command. Errors users can act on are printed as one message
+// and a non-zero exit code; never a stack trace (LOG_LEVEL=debug shows one).
+import { ConfigError } from '../config/load.js';
+import { setupSql } from '../capture/setup.js';
+import { createPool } from '../db/pool.js';
+import { migrate } from '../db/migrate.js';
+import { bufferUrlForCommand, CliError, configPath, parseArgs, readConfig } from './context.js';
+
+const USAGE = `usage: sluice <command> [options]
+
+  start [--config FILE]          run the gateway (embedded Postgres when DATABASE_URL is unset)
+  migrate                        apply pending buffer migrations
+  setup --print [--config FILE]  print the SQL a DBA would run instead of letting Sluice create it
+  status [--json]                sources, slot lag, per-consumer pending counts
+  config export|plan|apply       sources and consumers as YAML, from or to the database
+  tail <consumer> [--ack]        print a pull consumer's messages as they arrive
+  listen [--secret whsec_…]      a local webhook receiver that verifies and prints deliveries
+
+Config: --config FILE, SLUICE_CONFIG, or config/sluice.yaml. Docs: README.md, docs/.`;
+
+async function main(argv: string[]): Promise<void> {
+  const [command, ...rest] = argv;
+  const { positional, flags } = parseArgs(rest);
+  switch (command) {
+    case 'start': {
+      const { startCommand } = await import('./start.js');
+      return startCommand(flags);
+    }
+    case 'migrate': {
+      const config = tryConfig(flags);
+      const pool = createPool(bufferUrlForCommand(config), { max: 1 });
+      try {
+        const applied = await migrate(pool);
+        console.log(applied.length ? `applied: ${applied.join(', ')}` : 'up to date');
+      } finally {
+        await pool.end();
+      }
+      return;
+    }
+    case 'setup': {
+      if (!flags.print) throw new CliError('sluice setup creates nothing by itself: `sluice start` does (create_if_missing); use `sluice setup --print` for the SQL', 2);
+      const config = readConfig(configPath(flags));
+      for (const s of config.sources) console.log(setupSql(s));
+      return;
+    }
+    case 'status': {
+      const config = tryConfig(flags);
+      const url = bufferUrlForCommand(config);
+      const pool = createPool(url, { max: 2 });
+      try {
+        const { statusReport, formatStatus } = await import('./status.js');
+        const report = await statusReport(pool, config, url);
+        console.log(flags.json ? JSON.stringify(report, null, 2) : formatStatus(report));
+      } finally {
+        await pool.end();
+      }
+      return;
+    }
+    case 'config': {
+      const { configCommand } = await import('./config-cmd.js');
+      return configCommand(rest, process.env);
+    }
+    case 'tail': {
+      const { tailCommand } = await import('./tail.js');
+      return tailCommand(positional, flags);
+    }
+    case 'listen': {
+      const mod = (await import(/* @vite-ignore */ './listen.js' as string)) as { listenCommand(args: string[]): Promise<void> };
+      return mod.listenCommand(rest);
+    }
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      console.log(USAGE);
+      return;
+    default:
+      throw new CliError(`unknown command "${command}"\n\n${USAGE}`, 2);
+  }
+}
+
+/** Status and migrate work without a config file too (DATABASE_URL alone). */
+function tryConfig(flags: Record<string, string | true>) {
+  try {
+    return readConfig(configPath(flags));
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    return null;
+  }
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  if (err instanceof ConfigError) {
+    console.error(err.message);
+    process.exit(2);
+  }
+  if (err instanceof CliError) {
+    console.error(err.message);
+    process.exit(err.exitCode);
+  }
+  const e = err as Error & { code?: string };
+  console.error(`sluice: ${e.message}`);
+  if (process.env.LOG_LEVEL === 'debug') console.error(e.stack);
+  process.exit(1);
+});

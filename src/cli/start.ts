@@ -1,0 +1,101 @@
+// `sluice start`: the gateway, and with no DATABASE_URL an embedded Postgres
+// (source and buffer at once) with a demo table, so `npm ci && npm start` on a
+// fresh machine shows a captured insert within a minute.
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { startEmbedded, type EmbeddedHandle } from '../db/embedded.js';
+import { Gateway } from '../gateway.js';
+import { createLogger, maskUrl } from '../log.js';
+import type { SluiceConfig } from '../config/types.js';
+import { configPath, dataDir, readConfig, writeEmbeddedNote } from './context.js';
+
+const DEMO_TABLE = `
+CREATE TABLE IF NOT EXISTS public.demo_orders (
+  id          bigserial PRIMARY KEY,
+  customer_id integer NOT NULL,
+  status      text NOT NULL DEFAULT 'new',
+  amount      numeric(10,2) NOT NULL,
+  created_at  timestamptz NOT NULL DEFAULT now()
+)`;
+
+const EMBEDDED_PORT = 5488;
+
+/** The embedded default's admin token: made once, kept in .sluice/admin-token, printed only when made. */
+function embeddedAdminToken(env: NodeJS.ProcessEnv): { token: string; fresh: boolean } {
+  const file = path.join(dataDir(env), 'admin-token');
+  if (existsSync(file)) return { token: readFileSync(file, 'utf8').trim(), fresh: false };
+  const token = 'slk_' + randomBytes(32).toString('base64url');
+  writeFileSync(file, token + '\n', { mode: 0o600 });
+  return { token, fresh: true };
+}
+
+export async function startCommand(flags: Record<string, string | true>, env = process.env): Promise<void> {
+  const file = configPath(flags, env);
+  const config: SluiceConfig = readConfig(file, env);
+  const log = createLogger();
+  let embedded: EmbeddedHandle | null = null;
+  let bufferUrl = config.buffer.url || env.DATABASE_URL || '';
+  let banner: string[] = [];
+
+  if (!bufferUrl) {
+    const dir = path.join(dataDir(env), 'pg');
+    log.info({ dir }, 'no DATABASE_URL: starting the embedded Postgres');
+    embedded = await startEmbedded({
+      dataDir: dir,
+      port: Number(env.SLUICE_EMBEDDED_PORT ?? EMBEDDED_PORT),
+      persistent: true,
+    }).catch(async () => startEmbedded({ dataDir: dir, port: 0, persistent: true }));
+    bufferUrl = embedded.url;
+    writeEmbeddedNote({ url: bufferUrl, pid: process.pid }, env);
+    const c = new pg.Client({ connectionString: bufferUrl });
+    await c.connect();
+    await c.query(DEMO_TABLE);
+    await c.end();
+    if (!config.auth.admin_token) {
+      const { token, fresh } = embeddedAdminToken(env);
+      config.auth.admin_token = token;
+      banner.push(fresh ? `  Admin token (shown once, kept in .sluice/admin-token): ${token}` : '  Admin token: in .sluice/admin-token');
+    }
+    banner = [
+      '',
+      'Sluice is running on an embedded Postgres (source and buffer).',
+      `  Connect:   psql ${bufferUrl}`,
+      `  Try:       psql ${bufferUrl} -c "INSERT INTO demo_orders (customer_id, amount) VALUES (7, 19.90)"`,
+      '  Then:      npm run sluice -- status',
+      ...banner,
+      '',
+    ];
+  }
+
+  const gateway = new Gateway({
+    config,
+    bufferUrl,
+    log,
+    onStopped: async () => {
+      await embedded?.stop();
+    },
+  });
+
+  let signals = 0;
+  const shutdown = (signal: string) => {
+    if (++signals > 1) process.exit(130);
+    log.info({ signal }, 'shutting down');
+    gateway.stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+
+  try {
+    await gateway.start();
+  } catch (err) {
+    await gateway.stop().catch(() => {});
+    throw err;
+  }
+  log.info({ buffer: maskUrl(bufferUrl), sources: config.sources.map((s) => s.name), http: gateway.httpAddress }, 'sluice started');
+  if (banner.length) process.stdout.write(banner.join('\n') + '\n');
+}

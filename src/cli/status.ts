@@ -1,0 +1,68 @@
+// `sluice status`: per source its durable position, slot lag and capture
+// state; per consumer pending / in flight / dead-lettered.
+import type { Pool } from '../db/pool.js';
+import { createPool } from '../db/pool.js';
+import type { SluiceConfig } from '../config/types.js';
+import { loadConsumers } from '../buffer/consumers.js';
+import { consumerStats } from '../buffer/dead-letters.js';
+import * as q from '../capture/setup-queries.js';
+
+const POSITIONS = `SELECT source_name, confirmed_lsn::text AS lsn, last_commit_at, updated_at FROM sluice.source_positions ORDER BY 1`;
+
+export interface StatusReport {
+  sources: Array<{ name: string; confirmed_lsn: string | null; last_commit_at: string | null; slot_active: boolean | null; lag_bytes: number | null; error?: string }>;
+  consumers: Array<{ name: string; kind: string; state: string; pending: number; in_flight: number; dead_lettered: number; oldest_pending_age_ms: number | null }>;
+}
+
+export async function statusReport(pool: Pool, config: SluiceConfig | null, bufferUrl: string): Promise<StatusReport> {
+  const positions = new Map((await pool.query(POSITIONS)).rows.map((r) => [r.source_name, r]));
+  const sources: StatusReport['sources'] = [];
+  for (const s of config?.sources ?? []) {
+    const pos = positions.get(s.name);
+    const entry: StatusReport['sources'][number] = {
+      name: s.name,
+      confirmed_lsn: pos?.lsn ?? null,
+      last_commit_at: pos?.last_commit_at ? new Date(pos.last_commit_at).toISOString() : null,
+      slot_active: null,
+      lag_bytes: null,
+    };
+    const src = s.url ? createPool(s.url, { max: 1, name: 'sluice-status' }) : pool;
+    try {
+      const slot = await q.slotInfo(src, s.slot);
+      entry.slot_active = slot.exists ? Boolean(slot.active) : null;
+      entry.lag_bytes = await q.slotLagBytes(src, s.slot);
+      if (!slot.exists) entry.error = `slot ${s.slot} does not exist yet (sluice start creates it)`;
+    } catch (err) {
+      entry.error = (err as Error).message;
+    } finally {
+      if (src !== pool) await src.end();
+    }
+    sources.push(entry);
+  }
+  const consumers: StatusReport['consumers'] = [];
+  for (const c of await loadConsumers(pool)) {
+    const st = await consumerStats(pool, c.id);
+    consumers.push({ name: c.name, kind: c.kind, state: c.state, ...st });
+  }
+  void bufferUrl;
+  return { sources, consumers };
+}
+
+export function formatStatus(r: StatusReport): string {
+  const lines = ['Sources:'];
+  for (const s of r.sources) {
+    lines.push(
+      `  ${s.name}: position ${s.confirmed_lsn ?? '-'}, last commit ${s.last_commit_at ?? '-'}, ` +
+        `slot ${s.slot_active === null ? 'missing' : s.slot_active ? 'streaming' : 'idle'}, lag ${s.lag_bytes ?? '-'} bytes` +
+        (s.error ? `\n    ${s.error}` : ''),
+    );
+  }
+  lines.push('Consumers:');
+  for (const c of r.consumers) {
+    lines.push(
+      `  ${c.name} (${c.kind}, ${c.state}): pending ${c.pending}, in flight ${c.in_flight}, dead-lettered ${c.dead_lettered}` +
+        (c.oldest_pending_age_ms !== null ? `, oldest pending ${(c.oldest_pending_age_ms / 1000).toFixed(1)} s` : ''),
+    );
+  }
+  return lines.join('\n');
+}

@@ -1,0 +1,132 @@
+// The composition root: config → buffer pool → migrations → config applied →
+// consumer registry → capture per source → wake-ups → HTTP → dispatcher → jobs.
+// stop() undoes it in reverse order. Nothing else in the code base wires
+// subsystems together.
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { ConfigListener } from './buffer/config-listener.js';
+import { ConsumerRegistry } from './buffer/consumers.js';
+import { Wakeup } from './buffer/wakeup.js';
+import { SourceCapture } from './capture/source-capture.js';
+import { applyConfig } from './config/apply.js';
+import type { SluiceConfig } from './config/types.js';
+import { createPool, type Pool } from './db/pool.js';
+import { migrate } from './db/migrate.js';
+import type { SourceStatus } from './http/deps.js';
+import type { Logger } from './log.js';
+
+export interface Stoppable {
+  stop(): Promise<void>;
+}
+
+export interface GatewayOptions {
+  config: SluiceConfig;
+  /** The buffer database (resolved: config, DATABASE_URL or the embedded server). */
+  bufferUrl: string;
+  log: Logger;
+  /** Listen for HTTP (default true). */
+  http?: boolean;
+  /** Run the webhook dispatcher (default true). */
+  dispatch?: boolean;
+  /** Extra things to stop last (the embedded Postgres). */
+  onStopped?: () => Promise<void>;
+}
+
+export class Gateway {
+  readonly instanceId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+  pool!: Pool;
+  consumers!: ConsumerRegistry;
+  captures: SourceCapture[] = [];
+  httpAddress: string | null = null;
+  private stack: Array<{ name: string; stop: () => Promise<void> }> = [];
+  private stopping: Promise<void> | null = null;
+
+  constructor(private readonly opts: GatewayOptions) {}
+
+  status(): SourceStatus[] {
+    return this.captures.map((c) => c.status());
+  }
+
+  async start(): Promise<void> {
+    const { config, log } = this.opts;
+    this.pool = createPool(this.opts.bufferUrl, { max: 20, name: 'sluice' });
+    this.push('buffer pool', () => this.pool.end());
+
+    const applied = await migrate(this.pool);
+    if (applied.length) log.info({ migrations: applied }, 'migrations applied');
+    const plan = await applyConfig(this.pool, config);
+    if (plan.length) log.info({ changes: plan.map((p) => `${p.action} ${p.resource} ${p.name}`) }, 'config applied');
+
+    this.consumers = new ConsumerRegistry(this.pool);
+    await this.consumers.reload();
+    const listener = new ConfigListener(this.opts.bufferUrl, this.consumers, (err) => log.warn({ err: err.message }, 'config listener'));
+    await listener.start();
+    this.push('config listener', () => listener.stop());
+
+    for (const source of config.sources) {
+      const capture = new SourceCapture(source, {
+        bufferPool: this.pool,
+        sourceUrl: source.url || this.opts.bufferUrl,
+        consumers: this.consumers,
+        log,
+      });
+      capture.start();
+      this.captures.push(capture);
+    }
+    this.push('capture', () => Promise.all(this.captures.map((c) => c.stop())).then(() => {}));
+
+    const wakeup = Wakeup.fromPool(this.pool, { onError: (err) => log.warn({ err: err.message }, 'wakeup listener') });
+    await wakeup.start();
+    this.push('wakeup', () => wakeup.stop());
+
+    if (this.opts.http !== false) await this.startHttp(wakeup);
+    if (this.opts.dispatch !== false) await this.startDispatcher(wakeup);
+  }
+
+  private async startHttp(wakeup: Wakeup): Promise<void> {
+    const { config, log } = this.opts;
+    const { buildApp } = await import('./http/app.js');
+    const app = await buildApp({
+      pool: this.pool,
+      consumers: this.consumers,
+      capture: { status: () => this.status() },
+      adminToken: config.auth.admin_token || undefined,
+      instanceId: this.instanceId,
+      bodyLimitBytes: config.http.body_limit_bytes,
+      wakeup,
+      logger: { level: process.env.LOG_LEVEL ?? 'info' },
+    });
+    this.httpAddress = await app.listen({ host: config.http.host, port: config.http.port });
+    log.info({ address: this.httpAddress }, 'http listening');
+    this.push('http', () => app.close());
+  }
+
+  private async startDispatcher(wakeup: Wakeup): Promise<void> {
+    // The dispatcher module lands separately; until then the gateway only captures and serves pulls.
+    type DispatcherModule = { Dispatcher: new (deps: object) => { start(): void; stop(): Promise<void> } };
+    const mod = (await import(/* @vite-ignore */ './push/dispatcher.js' as string).catch(() => null)) as DispatcherModule | null;
+    if (!mod) return;
+    const dispatcher = new mod.Dispatcher({ pool: this.pool, consumers: this.consumers, wakeup, instanceId: this.instanceId, log: this.opts.log });
+    dispatcher.start();
+    this.push('dispatcher', () => dispatcher.stop());
+  }
+
+  private push(name: string, stop: () => Promise<void>): void {
+    this.stack.push({ name, stop });
+  }
+
+  /** Reverse order of start; each step bounded so a stuck one cannot hang shutdown. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      while (this.stack.length) {
+        const { name, stop } = this.stack.pop()!;
+        await Promise.race([
+          stop().catch((err) => this.opts.log.warn({ err: (err as Error).message }, `stopping ${name}`)),
+          new Promise((r) => setTimeout(r, 10_000).unref()),
+        ]);
+      }
+      await this.opts.onStopped?.();
+    })();
+    return this.stopping;
+  }
+}
