@@ -1,0 +1,163 @@
+// /api/sources against a real buffer database.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PULL_CONSUMER, SOURCE, startApi, type ApiFixture } from './api-fixture.js';
+
+let f: ApiFixture;
+beforeAll(async () => {
+  f = await startApi('api_sources');
+});
+afterAll(async () => {
+  await f?.stop();
+});
+
+const snapshot = async () =>
+  JSON.stringify((await f.pool.query('SELECT name, config, updated_at FROM sluice.sources ORDER BY name')).rows);
+
+describe('sources', () => {
+  it('create: the YAML shape in, defaults filled in, 201', async () => {
+    const r = await f.call('POST', '/api/sources', SOURCE);
+    expect(r.status).toBe(201);
+    expect(r.body).toMatchObject({
+      name: 'main',
+      tables: ['public.orders', 'public.users'],
+      schemas: [],
+      publication: 'sluice_main',
+      slot: 'sluice_main',
+      create_if_missing: true,
+      heartbeat_interval: '30s',
+      lag_warning: '1GB',
+    });
+    expect(r.body.id).toMatch(/^[0-9a-f-]{36}$/);
+    // Stored as config apply stores it: the normalised config.
+    const { rows } = await f.pool.query("SELECT config FROM sluice.sources WHERE name = 'main'");
+    expect(rows[0].config).toMatchObject({ name: 'main', heartbeat_interval_ms: 30_000, lag_warning_bytes: 1024 ** 3 });
+  });
+
+  it('list and get', async () => {
+    const list = await f.call('GET', '/api/sources');
+    expect(list.status).toBe(200);
+    expect(list.body.data.map((s: { name: string }) => s.name)).toEqual(['main']);
+    const one = await f.call('GET', '/api/sources/main');
+    expect(one.status).toBe(200);
+    expect(one.body).toEqual(list.body.data[0]);
+  });
+
+  it('get shows capture status when this gateway captures the source', async () => {
+    f.statuses.splice(0, f.statuses.length, { name: 'main', running: true, slot: 'sluice_main', lag_bytes: 42, last_error: null });
+    const r = await f.call('GET', '/api/sources/main');
+    expect(r.body.status).toEqual({ running: true, lag_bytes: 42, last_error: null });
+    f.statuses.splice(0, f.statuses.length);
+  });
+
+  it('a connection string password is never returned, and a masked one sent back keeps the stored one', async () => {
+    const url = 'postgres://app:s3cret-pw@db.example.com:5432/shop?sslmode=require';
+    const created = await f.call('POST', '/api/sources', { name: 'remote', url, tables: ['orders'] });
+    expect(created.status).toBe(201);
+    expect(created.raw).not.toContain('s3cret-pw');
+    expect(created.body.url).toBe('postgres://app:****@db.example.com:5432/shop?sslmode=require');
+    for (const r of [await f.call('GET', '/api/sources/remote'), await f.call('GET', '/api/sources')]) {
+      expect(r.raw).not.toContain('s3cret-pw');
+    }
+    // GET → edit → PATCH with the masked URL: the password stays.
+    const patched = await f.call('PATCH', '/api/sources/remote', { url: created.body.url, max_batch_changes: 100 });
+    expect(patched.status).toBe(200);
+    expect(patched.body.max_batch_changes).toBe(100);
+    const { rows } = await f.pool.query("SELECT config FROM sluice.sources WHERE name = 'remote'");
+    expect(rows[0].config.url).toBe(url);
+  });
+
+  it('patch is a merge patch: given fields change, null resets to the default', async () => {
+    const r = await f.call('PATCH', '/api/sources/remote', { heartbeat_interval: '10s', tables: ['orders', 'items'] });
+    expect(r.status).toBe(200);
+    expect(r.body).toMatchObject({ heartbeat_interval: '10s', tables: ['public.orders', 'public.items'], max_batch_changes: 100 });
+    const reset = await f.call('PATCH', '/api/sources/remote', { heartbeat_interval: null });
+    expect(reset.body.heartbeat_interval).toBe('30s');
+  });
+
+  it('test connection: reports wal_level, replication, publication and slot', async () => {
+    const r = await f.call('POST', '/api/sources/main/test');
+    expect(r.status).toBe(200);
+    expect(r.body).toMatchObject({
+      ok: true,
+      connected: true,
+      wal_level: 'logical',
+      replication_role: true,
+      publication_exists: false,
+      slot_exists: false,
+      problems: [],
+    });
+  });
+
+  it('test connection: a bad password is reported without the password', async () => {
+    const u = new URL(f.url);
+    u.password = 'wrong-password-xyz';
+    expect((await f.call('POST', '/api/sources', { name: 'badpw', url: u.toString(), tables: ['t'], create_if_missing: false })).status).toBe(201);
+    const r = await f.call('POST', '/api/sources/badpw/test');
+    expect(r.status).toBe(200);
+    expect(r.body.ok).toBe(false);
+    expect(r.body.connected).toBe(false);
+    expect(r.body.problems.length).toBeGreaterThan(0);
+    expect(r.raw).not.toContain('wrong-password-xyz');
+    expect((await f.call('DELETE', '/api/sources/badpw')).status).toBe(204);
+  });
+
+  it('delete is refused with 409 while a consumer uses the source', async () => {
+    expect((await f.call('POST', '/api/consumers', PULL_CONSUMER)).status).toBe(201);
+    const before = await snapshot();
+    const r = await f.call('DELETE', '/api/sources/main');
+    expect(r.status).toBe(409);
+    expect(r.body.summary).toBe('Source "main" is used by consumer orders-pull; delete it first.');
+    expect(await snapshot()).toBe(before);
+  });
+
+  it('a patch that drops a table a consumer reads is refused', async () => {
+    const before = await snapshot();
+    const r = await f.call('PATCH', '/api/sources/main', { tables: ['public.users'] });
+    expect(r.status).toBe(422);
+    expect(r.body.summary).toMatch(/would break consumers: consumer "orders-pull"/);
+    expect(await snapshot()).toBe(before);
+  });
+
+  it('malformed and invalid input: a clear 4xx and nothing changed', async () => {
+    const before = await snapshot();
+    const cases: Array<[string, string, unknown, number, RegExp | Record<string, unknown>]> = [
+      ['POST', '/api/sources', '{not json', 400, /not valid JSON/],
+      ['POST', '/api/sources', [SOURCE], 400, /must be a JSON object/],
+      ['POST', '/api/sources', { ...SOURCE, name: 'Bad Name' }, 422, { name: [expect.stringMatching(/lowercase/)] }],
+      ['POST', '/api/sources', { name: 'x', tables: 'orders' }, 422, { tables: ['must be a list'] }],
+      ['POST', '/api/sources', { name: 'x', tabels: ['orders'] }, 422, { tabels: ['unknown key (did you mean "tables"?)'] }],
+      ['POST', '/api/sources', { name: 'x', tables: ['a'], heartbeat_interval: 'soon' }, 422, /heartbeat_interval/],
+      ['POST', '/api/sources', { name: 'x', url: 'mysql://h/db', tables: ['a'] }, 422, /url/],
+      ['POST', '/api/sources', { name: 'x' }, 422, /tables/],
+      ['POST', '/api/sources', SOURCE, 409, /already exists/],
+      ['POST', '/api/sources', { name: 'other', tables: ['a'], slot: 'sluice_main' }, 422, { slot: [expect.stringMatching(/already used by source "main"/)] }],
+      ['PATCH', '/api/sources/main', { name: 'renamed' }, 422, { name: ['cannot be changed'] }],
+      ['PATCH', '/api/sources/main', { tables: 7 }, 422, /tables/],
+      ['PATCH', '/api/sources/main', 'null', 400, /must be a JSON object/],
+      ['PATCH', '/api/sources/nope', { tables: ['a'] }, 404, /Source "nope" does not exist/],
+      ['GET', '/api/sources/nope', undefined, 404, /Source "nope" does not exist/],
+      ['DELETE', '/api/sources/nope', undefined, 404, /does not exist/],
+      ['POST', '/api/sources/nope/test', undefined, 404, /does not exist/],
+    ];
+    for (const [method, url, body, status, expected] of cases) {
+      const res = await f.app.inject({
+        method: method as 'POST',
+        url,
+        headers: { authorization: 'Bearer test-admin-token-0123456789', 'content-type': 'application/json' },
+        ...(body !== undefined && { payload: typeof body === 'string' ? body : JSON.stringify(body) }),
+      });
+      const label = `${method} ${url} ${JSON.stringify(body)}`;
+      expect(res.statusCode, label).toBe(status);
+      const parsed = res.json();
+      expect(typeof parsed.summary, label).toBe('string');
+      if (expected instanceof RegExp) expect(parsed.summary + JSON.stringify(parsed.validation_errors ?? {}), label).toMatch(expected);
+      else expect(parsed.validation_errors, label).toMatchObject(expected);
+    }
+    expect(await snapshot()).toBe(before);
+  });
+
+  it('delete', async () => {
+    expect((await f.call('DELETE', '/api/sources/remote')).status).toBe(204);
+    expect((await f.call('GET', '/api/sources/remote')).status).toBe(404);
+  });
+});
