@@ -101,6 +101,22 @@ describe('error shape', () => {
     }
   });
 
+  it('a body over the limit is a 413 with a clear summary', async () => {
+    const app = await buildApp({ ...f.deps, bodyLimitBytes: 64 });
+    try {
+      const r = await app.inject({
+        method: 'POST',
+        url: '/api/tokens',
+        headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
+        payload: JSON.stringify({ name: 'x'.repeat(100) }),
+      });
+      expect(r.statusCode).toBe(413);
+      expect(r.json()).toEqual({ summary: 'The request body is larger than this server accepts.' });
+    } finally {
+      await app.close();
+    }
+  });
+
   it('wrong types and unknown fields are 422 with every field named', async () => {
     const r = await f.call('POST', '/api/tokens', { name: 5, consumers: 'x', extra: true });
     expect(r.status).toBe(422);
@@ -189,6 +205,13 @@ describe('OpenAPI', () => {
       ['POST', '/api/tokens'],
       ['GET', '/api/tokens'],
       ['DELETE', '/api/tokens/{id}'],
+      ...['http_pull_consumers', 'sequin_streams'].flatMap((base) => [
+        ['GET', `/api/${base}/{name}/receive`],
+        ['POST', `/api/${base}/{name}/receive`],
+        ['POST', `/api/${base}/{name}/ack`],
+        ['POST', `/api/${base}/{name}/nack`],
+        ['POST', `/api/${base}/{name}/modify-visibility`],
+      ]),
     ].map(([method, url]) => `${method} ${url}`);
     for (const route of routes) expect(listed).toContain(route);
     expect(r.body.components.securitySchemes.bearer).toEqual({ type: 'http', scheme: 'bearer' });

@@ -26,9 +26,9 @@ export const invalid = (errors: FieldErrors, summary = summarise(errors)) => new
 /** Malformed rather than invalid: the pull routes answer the same (src/pull/http-errors.ts). */
 export const notAnObject = () => new ApiError(400, 'The request body must be a JSON object.');
 
-/** "Invalid value: url must be a URL (and 2 more)." — the first problem, named. */
+/** "Invalid request: webhook.url: must be an http or https URL (and 2 more)." — the first problem, named. */
 export function summarise(errors: FieldErrors): string {
-  const entries = Object.entries(errors).flatMap(([path, reasons]) => reasons.map((r) => `${path} ${r}`));
+  const entries = Object.entries(errors).flatMap(([path, reasons]) => reasons.map((r) => `${path}: ${r}`));
   if (entries.length === 0) return 'The request is invalid.';
   const more = entries.length > 1 ? ` (and ${entries.length - 1} more)` : '';
   return `Invalid request: ${entries[0]}${more}.`;

@@ -22,10 +22,3 @@ export const nameParams = {
   required: ['name'],
   properties: { name: { type: 'string', minLength: 1, maxLength: 200 } },
 } as const;
-
-export const okSchema = {
-  type: 'object',
-  additionalProperties: false,
-  required: ['success'],
-  properties: { success: { type: 'boolean' } },
-} as const;

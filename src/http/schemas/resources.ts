@@ -31,17 +31,20 @@ function asResponse(schema: unknown): unknown {
   return out;
 }
 
-const readOnly = {
-  id: { type: 'string', format: 'uuid' },
-  created_at: { type: 'string', format: 'date-time' },
-  updated_at: { type: 'string', format: 'date-time' },
-};
+const timestamp = { type: 'string', format: 'date-time' };
 
+/** The YAML shape plus read-only fields; properties in the order responses show them. */
 function resource(schema: Schema, extra: Record<string, unknown>, extraRequired: string[]) {
   const base = asResponse(schema) as Schema;
   return {
     ...base,
-    properties: { ...readOnly, ...(base.properties as Schema), ...extra },
+    properties: {
+      id: { type: 'string', format: 'uuid' },
+      ...(base.properties as Schema),
+      ...extra,
+      created_at: timestamp,
+      updated_at: timestamp,
+    },
     required: [...((base.required as string[]) ?? []), 'id', 'created_at', 'updated_at', ...extraRequired],
   };
 }
