@@ -71,7 +71,8 @@ export function fieldErrorsFromAjv(issues: AjvIssue[], part = 'body'): FieldErro
   return out;
 }
 
-// Fastify's own 4xx whose default wording is worth making clearer.
+// Fastify's own 4xx whose default wording is worth making clearer (json-any.ts
+// reports unparsable bodies under the first code too).
 const CLEARER: Record<string, string> = {
   FST_ERR_CTP_INVALID_JSON_BODY: 'The request body is not valid JSON.',
   FST_ERR_CTP_EMPTY_JSON_BODY: 'The request body is empty; send a JSON object.',
@@ -95,10 +96,6 @@ export function errorHandler(error: FastifyError | ApiError | Error, request: Fa
     }
     const fields = fieldErrorsFromAjv(issues, e.validationContext);
     return reply.status(422).send({ summary: summarise(fields), validation_errors: fields } satisfies ErrorBody);
-  }
-  // A body that does not parse (JSON.parse's SyntaxError, from any content-type parser).
-  if (error instanceof SyntaxError && (e.statusCode === undefined || e.statusCode === 400)) {
-    return reply.status(400).send({ summary: CLEARER.FST_ERR_CTP_INVALID_JSON_BODY } satisfies ErrorBody);
   }
   const status = typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 600 ? e.statusCode : 500;
   if (status < 500) {
