@@ -1,6 +1,6 @@
 // Dead letters through the management API: paged listing, retry, discard.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PULL_CONSUMER, SOURCE, startApi, type ApiFixture } from './api-fixture.js';
+import { PULL_CONSUMER, SOURCE, expectRejections, startApi, type ApiFixture } from './api-fixture.js';
 
 let f: ApiFixture;
 let consumerId: string;
@@ -72,37 +72,27 @@ describe('dead letters', () => {
   it('malformed selections are refused and change nothing', async () => {
     const before = await deadIds();
     const base = '/api/consumers/orders-pull/dead-letters';
-    const cases: Array<[string, unknown, number, RegExp]> = [
-      [`${base}/retry`, {}, 422, /either/],
-      [`${base}/retry`, { ids: ['1003:3'], all: true }, 422, /either/],
-      [`${base}/retry`, { all: false }, 422, /all/],
-      [`${base}/retry`, { all: 'yes' }, 422, /all/],
-      [`${base}/retry`, { ids: [] }, 422, /ids/],
-      [`${base}/retry`, { ids: ['abc'] }, 422, /ids/],
-      [`${base}/discard`, { ids: ['99999999999999999999:1'] }, 422, /ids/],
-      [`${base}/discard`, { ids: ['9223372036854775808:1'] }, 422, /not a message key/],
-      [`${base}/discard`, { ids: ['1:1'], extra: 1 }, 422, /extra/],
-      [`${base}/discard`, '[]', 400, /must be a JSON object/],
-      [`${base}/discard`, '{', 400, /not valid JSON/],
-      ['/api/consumers/nope/dead-letters/discard', { all: true }, 404, /Consumer "nope" does not exist/],
-    ];
-    for (const [url, body, status, expected] of cases) {
-      const res = await f.app.inject({
-        method: 'POST',
-        url,
-        headers: { authorization: 'Bearer test-admin-token-0123456789' },
-        payload: typeof body === 'string' ? body : JSON.stringify(body),
-      });
-      const label = `${url} ${JSON.stringify(body)}`;
-      expect(res.statusCode, label).toBe(status);
-      const parsed = res.json();
-      expect(parsed.summary + ' ' + JSON.stringify(parsed.validation_errors ?? {}), label).toMatch(expected);
-    }
-    for (const q of ['limit=0', 'limit=abc', 'limit=5000', 'cursor=x', 'other=1']) {
-      const res = await f.call('GET', `${base}?${q}`);
-      expect(res.status, q).toBe(422);
-    }
-    expect((await f.call('GET', '/api/consumers/nope/dead-letters')).status).toBe(404);
+    await expectRejections(f, [
+      ['POST', `${base}/retry`, {}, 422, /either/],
+      ['POST', `${base}/retry`, { ids: ['1003:3'], all: true }, 422, /either/],
+      ['POST', `${base}/retry`, { all: false }, 422, /all/],
+      ['POST', `${base}/retry`, { all: 'yes' }, 422, /all/],
+      ['POST', `${base}/retry`, { ids: [] }, 422, /ids/],
+      ['POST', `${base}/retry`, { ids: ['abc'] }, 422, /ids/],
+      ['POST', `${base}/discard`, { ids: ['99999999999999999999:1'] }, 422, /ids/],
+      ['POST', `${base}/discard`, { ids: ['9223372036854775808:1'] }, 422, /not a message key/],
+      ['POST', `${base}/discard`, { ids: ['1:1'], extra: 1 }, 422, /extra/],
+      ['POST', `${base}/discard`, '[]', 400, /must be a JSON object/],
+      ['POST', `${base}/discard`, '{', 400, /not valid JSON/],
+      ['POST', '/api/consumers/nope/dead-letters/discard', { all: true }, 404, /Consumer "nope" does not exist/],
+      ['GET', `${base}?limit=0`, undefined, 422, /limit/],
+      ['GET', `${base}?limit=abc`, undefined, 422, /limit: must be integer/],
+      ['GET', `${base}?limit=5000`, undefined, 422, /limit/],
+      ['GET', `${base}?cursor=x`, undefined, 422, /cursor/],
+      ['GET', `${base}?cursor=99999999999999999999:0`, undefined, 422, /cursor/],
+      ['GET', `${base}?other=1`, undefined, 422, /other: is not a known field/],
+      ['GET', '/api/consumers/nope/dead-letters', undefined, 404, /Consumer "nope" does not exist/],
+    ]);
     expect(await deadIds()).toEqual(before);
   });
 

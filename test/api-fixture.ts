@@ -2,6 +2,7 @@
 // migrated, a consumer registry, and the app built on them. Capture is a
 // stand-in whose status the test sets (the app only reads status()).
 import type { FastifyInstance, InjectOptions } from 'fastify';
+import { expect } from 'vitest';
 import { ConsumerRegistry } from '../src/buffer/consumers.js';
 import { migrate } from '../src/db/migrate.js';
 import { createPool, type Pool } from '../src/db/pool.js';
@@ -70,6 +71,33 @@ export async function startApi(dbName: string): Promise<ApiFixture> {
       await pg.stop();
     },
   };
+}
+
+/**
+ * [method, url, body (a string is sent as is), status, expected]: each request
+ * must get that status, the error shape, and `expected` must match the summary
+ * and field errors (a RegExp) or be contained in the field errors (an object).
+ */
+export type Rejection = [string, string, unknown, number, RegExp | Record<string, unknown>];
+
+export async function expectRejections(f: ApiFixture, cases: Rejection[]): Promise<void> {
+  for (const [method, url, body, status, expected] of cases) {
+    const res = await f.app.inject({
+      method: method as InjectOptions['method'],
+      url,
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
+      ...(body !== undefined && { payload: typeof body === 'string' ? body : JSON.stringify(body) }),
+    });
+    const label = `${method} ${url} ${JSON.stringify(body)}`;
+    expect(res.statusCode, label).toBe(status);
+    const parsed = res.json();
+    expect(typeof parsed.summary, label).toBe('string');
+    if (expected instanceof RegExp) {
+      expect(`${parsed.summary} ${JSON.stringify(parsed.validation_errors ?? {})}`, label).toMatch(expected);
+    } else {
+      expect(parsed.validation_errors, label).toMatchObject(expected);
+    }
+  }
 }
 
 /** A source and a table for it, as the consumer tests need. */
