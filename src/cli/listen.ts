@@ -156,7 +156,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, opts: ListenOpt
 }
 
 /** The bytes as received, or null past MAX_BODY_BYTES (then the rest is not read). */
-async function readBody(req: IncomingMessage): Promise<Buffer | null> {
+async function readBody(req: IncomingMessage): Promise<Buffer<ArrayBuffer> | null> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req as AsyncIterable<Buffer>) {
@@ -194,7 +194,7 @@ function describeMessage(raw: Message): string {
 }
 
 /** Passes the delivery on unchanged and answers with the target's status (502/504 when it cannot be reached). */
-async function forward(req: IncomingMessage, res: ServerResponse, body: Buffer, url: string): Promise<string> {
+async function forward(req: IncomingMessage, res: ServerResponse, body: Buffer<ArrayBuffer>, url: string): Promise<string> {
   const headers = new Headers();
   for (const [name, values] of Object.entries(req.headersDistinct)) {
     if (!HOP_HEADERS.has(name)) for (const v of values ?? []) headers.append(name, v);
