@@ -77,4 +77,8 @@ export interface WebhookSettings {
   };
   /** CIDR ranges the SSRF guard lets through (e.g. "127.0.0.0/8"). */
   allow_private_ranges: string[];
+  /** false with batch_size 1: the body is the bare message, not {"data": [...]}. Default true. */
+  batched?: boolean;
+  /** Disable the consumer after failing for this long with no success in between. Default 5 days. */
+  disable_after_ms?: number;
 }

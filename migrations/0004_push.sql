@@ -1,0 +1,168 @@
+-- Push delivery (webhooks): batch identity on buffered messages, the batch
+-- claim, the attempt log, endpoint health and rotated-secret expiries.
+--
+-- A batch is a set of one consumer's messages sent as one POST. Its id
+-- (messages.batch_id) is the webhook-id, so it must survive retries, restarts
+-- and hand-over to another gateway process: it lives on the rows themselves.
+-- A claimed batch's rows carry delivery_token (one random per delivery of the
+-- batch) and visible_at (the lease end while in flight, the next attempt time
+-- while backing off); acked rows are deleted, exhausted ones become state 1.
+--
+-- Nothing here touches 0002's objects; claims share its lock (736001 per
+-- consumer), so dead-letter retry (src/buffer/dead-letters.ts) stays atomic
+-- with respect to webhook claims too.
+
+ALTER TABLE sluice.messages
+  ADD COLUMN batch_id uuid,
+  -- When the batch's first attempt started: max_age counts from here.
+  ADD COLUMN first_attempt_at timestamptz;
+
+-- Claims up to p_batches batches of at most p_batch_size messages, in one round
+-- trip. Batches whose lease or backoff ended come first (resent whole, same
+-- batch id); then new batches are formed, each from the heads of their groups.
+--
+-- A new batch may hold several consecutive messages of one group (it is acked
+-- as a whole, in order), so the head-of-group check asks for an earlier row of
+-- the group that is already in some batch (in flight or backing off), not
+-- visible yet, or dead while dead letters block; unbatched earlier rows come
+-- first in commit order and so are in the same batch. Each batch is its own
+-- statement, so the next one sees the rows just batched as blockers: a group
+-- is never in two batches at once.
+--
+-- Returns the claimed rows, batch by batch in commit order. When nothing was
+-- claimed: one row with NULL batch_id whose next_due_at is the earliest moment
+-- a batch's lease or backoff ends (NULL if none).
+CREATE FUNCTION sluice.claim_webhook_batches(
+  p_consumer uuid,
+  p_batches integer,
+  p_batch_size integer,
+  p_lease_ms integer,
+  p_dead_blocks_group boolean
+)
+RETURNS TABLE (batch_id uuid, attempt integer, first_attempt_at timestamptz, delivery_token integer,
+               commit_lsn bigint, commit_idx integer, payload text, next_due_at timestamptz)
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+DECLARE
+  v_now timestamptz;
+  v_batch uuid;
+  v_token integer;
+  v_rows integer;
+  v_claimed integer := 0;
+  v_fresh_left boolean := true;
+BEGIN
+  PERFORM pg_advisory_xact_lock(736001, hashtext(p_consumer::text));
+  v_now := clock_timestamp();
+
+  -- Paused or disabled: no process hands anything out, whatever its cache says.
+  IF EXISTS (SELECT 1 FROM sluice.consumers c WHERE c.id = p_consumer AND c.state = 'active') THEN
+    FOR i IN 1..p_batches LOOP
+      v_token := (floor(random() * 4294967296) - 2147483648)::integer;
+
+      SELECT m.batch_id INTO v_batch FROM sluice.messages m
+      WHERE m.consumer_id = p_consumer AND m.delivery_token IS NOT NULL AND m.visible_at <= v_now
+        AND m.state = 0 AND m.batch_id IS NOT NULL
+      ORDER BY m.visible_at LIMIT 1;
+
+      IF FOUND THEN
+        RETURN QUERY
+        WITH claimed AS (
+          UPDATE sluice.messages u
+          SET delivery_token = v_token, deliver_count = u.deliver_count + 1,
+              visible_at = v_now + p_lease_ms * interval '1 millisecond', last_delivered_at = v_now
+          WHERE u.consumer_id = p_consumer AND u.batch_id = v_batch AND u.state = 0
+            AND u.delivery_token IS NOT NULL AND u.visible_at <= v_now
+          RETURNING u.batch_id, u.deliver_count, u.first_attempt_at, u.delivery_token, u.commit_lsn, u.commit_idx, u.payload
+        )
+        SELECT c.*, NULL::timestamptz FROM claimed c ORDER BY c.commit_lsn, c.commit_idx;
+        GET DIAGNOSTICS v_rows = ROW_COUNT;
+        v_claimed := v_claimed + v_rows;
+        CONTINUE;
+      END IF;
+
+      EXIT WHEN NOT v_fresh_left;
+      v_batch := gen_random_uuid();
+      RETURN QUERY
+      WITH picked AS (
+        SELECT m.commit_lsn, m.commit_idx FROM sluice.messages m
+        WHERE m.consumer_id = p_consumer AND m.state = 0 AND m.batch_id IS NULL AND m.visible_at <= v_now
+          AND (m.group_key IS NULL OR NOT EXISTS (
+            SELECT 1 FROM sluice.messages e
+            WHERE e.consumer_id = p_consumer AND e.group_key = m.group_key
+              AND (e.commit_lsn, e.commit_idx) < (m.commit_lsn, m.commit_idx)
+              AND ((e.state = 0 AND (e.batch_id IS NOT NULL OR e.visible_at > v_now))
+                   OR (p_dead_blocks_group AND e.state = 1))))
+        ORDER BY m.commit_lsn, m.commit_idx
+        LIMIT p_batch_size
+      ), claimed AS (
+        UPDATE sluice.messages u
+        SET batch_id = v_batch, first_attempt_at = v_now, delivery_token = v_token,
+            deliver_count = u.deliver_count + 1,
+            visible_at = v_now + p_lease_ms * interval '1 millisecond', last_delivered_at = v_now
+        FROM picked p
+        WHERE u.consumer_id = p_consumer AND u.commit_lsn = p.commit_lsn AND u.commit_idx = p.commit_idx
+          AND u.state = 0 AND u.batch_id IS NULL
+        RETURNING u.batch_id, u.deliver_count, u.first_attempt_at, u.delivery_token, u.commit_lsn, u.commit_idx, u.payload
+      )
+      SELECT c.*, NULL::timestamptz FROM claimed c ORDER BY c.commit_lsn, c.commit_idx;
+      GET DIAGNOSTICS v_rows = ROW_COUNT;
+      v_claimed := v_claimed + v_rows;
+      -- A short batch means no more eligible rows: later batches would only
+      -- re-scan to find nothing (due batches may still be picked up).
+      IF v_rows < p_batch_size THEN v_fresh_left := false; END IF;
+    END LOOP;
+  END IF;
+
+  IF v_claimed = 0 THEN
+    RETURN QUERY SELECT NULL::uuid, NULL::integer, NULL::timestamptz, NULL::integer, NULL::bigint, NULL::integer,
+      NULL::text,
+      (SELECT min(m.visible_at) FROM sluice.messages m
+       WHERE m.consumer_id = p_consumer AND m.delivery_token IS NOT NULL AND m.visible_at > v_now AND m.state = 0);
+  END IF;
+END $$;
+
+-- Every delivery attempt, for the attempts API and for operators. No foreign
+-- key to consumers on purpose: a key-share lock on the consumer row per insert
+-- (thousands a second) would cost more than orphans, which age out with the
+-- retention prune.
+CREATE TABLE sluice.webhook_attempts (
+  id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  consumer_id      uuid NOT NULL,
+  batch_id         uuid NOT NULL,
+  attempt          integer NOT NULL,
+  started_at       timestamptz NOT NULL,
+  duration_ms      integer NOT NULL,
+  -- HTTP status; NULL when no response (timeout, connection, DNS, refused).
+  status           integer,
+  -- What was decided: delivered (2xx), retry, dead_letter, paused (410).
+  outcome          text NOT NULL CHECK (outcome IN ('delivered', 'retry', 'dead_letter', 'paused')),
+  error            text,
+  -- The first 4 KiB of the response body, as text.
+  response_excerpt text,
+  message_count    integer NOT NULL,
+  instance_id      text
+);
+CREATE INDEX webhook_attempts_consumer_idx ON sluice.webhook_attempts (consumer_id, id);
+CREATE INDEX webhook_attempts_started_idx ON sluice.webhook_attempts (started_at);
+
+-- Endpoint health per webhook consumer. first_failure_at is the start of the
+-- current run of failures (NULL after a success): automatic disabling counts
+-- from it.
+CREATE TABLE sluice.webhook_health (
+  consumer_id          uuid PRIMARY KEY REFERENCES sluice.consumers (id) ON DELETE CASCADE,
+  last_success_at      timestamptz,
+  last_failure_at      timestamptz,
+  first_failure_at     timestamptz,
+  consecutive_failures integer NOT NULL DEFAULT 0,
+  last_error           text
+);
+
+-- When a secret rotated out through the API stops signing. Keyed by the
+-- secret's SHA-256, so this table holds nothing that could sign; the secrets
+-- themselves stay in the consumer's config, newest first.
+CREATE TABLE sluice.webhook_secret_expiries (
+  consumer_id   uuid NOT NULL REFERENCES sluice.consumers (id) ON DELETE CASCADE,
+  secret_sha256 bytea NOT NULL,
+  expires_at    timestamptz NOT NULL,
+  PRIMARY KEY (consumer_id, secret_sha256)
+);

@@ -1,0 +1,155 @@
+// One POST to an endpoint, over a keep-alive undici Pool per origin (and per
+// SSRF allow-list, since the guard lives in the pool's connector). Redirects
+// are never followed (undici only follows them with an interceptor we don't
+// add). The response body is read up to max_response_bytes and then dropped:
+// only its first bytes are kept, for the attempt log.
+import { Pool } from 'undici';
+import { AddressGuard, guardedConnector, SsrfRefusedError, type Lookup } from './ssrf.js';
+
+export const EXCERPT_BYTES = 4096;
+const CONNECT_TIMEOUT_MS = 10_000;
+const KEEP_ALIVE_MS = 30_000;
+
+export interface HttpResult {
+  /** Null when no response arrived. */
+  status: number | null;
+  retryAfter: string | null;
+  /** The first EXCERPT_BYTES of the body as text (null without a response). */
+  excerpt: string | null;
+  /** What went wrong when no response arrived. */
+  error: string | null;
+  /** A socket fault mid-request that an immediate retry is likely to get past. */
+  transient: boolean;
+}
+
+export interface PostOptions {
+  timeoutMs: number;
+  maxResponseBytes: number;
+  /** Aborts the request (gateway shutting down). */
+  signal?: AbortSignal;
+}
+
+// Fault codes worth one quick in-process retry: the peer dropped a connection
+// (typically a keep-alive socket it had just closed) rather than refusing work.
+const TRANSIENT_CODES = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'ECONNABORTED']);
+
+const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
+
+function codes(err: unknown): string[] {
+  const out: string[] = [];
+  for (let e = err as { code?: unknown; cause?: unknown } | undefined, i = 0; e && i < 4; e = e.cause as typeof e, i++) {
+    if (typeof e.code === 'string') out.push(e.code);
+  }
+  return out;
+}
+
+function describe(err: unknown, timeoutMs: number): { error: string; transient: boolean } {
+  if (err instanceof SsrfRefusedError) return { error: err.message, transient: false };
+  const e = err as Error & { code?: string };
+  const cs = codes(err);
+  if (e?.name === 'TimeoutError' || cs.some((c) => TIMEOUT_CODES.has(c))) {
+    return { error: `timeout: no complete response within ${timeoutMs} ms`, transient: false };
+  }
+  if (cs.includes('UND_ERR_CONNECT_TIMEOUT')) return { error: 'timeout: could not connect', transient: false };
+  if (e?.name === 'AbortError') return { error: 'aborted: the gateway is stopping', transient: false };
+  const code = cs.find((c) => c !== 'UND_ERR_SOCKET') ?? cs[0];
+  const message = e?.message ?? String(err);
+  return { error: code && !message.includes(code) ? `${code}: ${message}` : message, transient: cs.some((c) => TRANSIENT_CODES.has(c)) };
+}
+
+/** Reads at most `max` bytes of the body, keeps the first EXCERPT_BYTES. Never throws. */
+async function readCapped(body: AsyncIterable<Buffer> & { destroy?: () => void }, max: number): Promise<string> {
+  const kept: Buffer[] = [];
+  let keptBytes = 0;
+  let total = 0;
+  try {
+    for await (const chunk of body) {
+      if (keptBytes < EXCERPT_BYTES) {
+        const part = chunk.subarray(0, EXCERPT_BYTES - keptBytes);
+        kept.push(part);
+        keptBytes += part.length;
+      }
+      total += chunk.length;
+      // Leaving the loop destroys the stream: the rest is never read.
+      if (total >= max) break;
+    }
+  } catch {
+    // A body that breaks off after the status arrived: the status still counts.
+  }
+  // toString('utf8') replaces a character cut in half; NULs are not valid in Postgres text.
+  return Buffer.concat(kept).toString('utf8').replace(/\u0000/g, '');
+}
+
+export async function postOnce(pool: Pool, url: URL, headers: Record<string, string>, body: Buffer, opts: PostOptions): Promise<HttpResult> {
+  const deadline = AbortSignal.timeout(opts.timeoutMs);
+  const signal = opts.signal ? AbortSignal.any([deadline, opts.signal]) : deadline;
+  try {
+    const res = await pool.request({
+      path: url.pathname + url.search,
+      method: 'POST',
+      headers,
+      body,
+      signal,
+      headersTimeout: opts.timeoutMs,
+      bodyTimeout: opts.timeoutMs,
+    });
+    const retryAfter = res.headers['retry-after'];
+    const excerpt = await readCapped(res.body, opts.maxResponseBytes);
+    return {
+      status: res.statusCode,
+      retryAfter: Array.isArray(retryAfter) ? (retryAfter[0] ?? null) : (retryAfter ?? null),
+      excerpt,
+      error: null,
+      transient: false,
+    };
+  } catch (err) {
+    // signal.reason tells a deadline from a shutdown when undici reports both as aborts.
+    const cause = signal.aborted ? signal.reason : err;
+    return { status: null, retryAfter: null, excerpt: null, ...describe(cause, opts.timeoutMs) };
+  }
+}
+
+/** Pools by origin + allow-list, shared by every consumer that posts there. */
+export class EndpointClients {
+  private readonly pools = new Map<string, Pool>();
+
+  constructor(private readonly lookup?: Lookup) {}
+
+  private static key(url: URL, allow: readonly string[]): string {
+    return `${url.origin} ${[...allow].sort().join(',')}`;
+  }
+
+  get(url: URL, allowPrivateRanges: readonly string[]): Pool {
+    const key = EndpointClients.key(url, allowPrivateRanges);
+    let pool = this.pools.get(key);
+    if (!pool) {
+      const guard = new AddressGuard(allowPrivateRanges, this.lookup);
+      pool = new Pool(url.origin, {
+        connect: guardedConnector(guard, { timeout: CONNECT_TIMEOUT_MS }),
+        keepAliveTimeout: KEEP_ALIVE_MS,
+        pipelining: 1,
+      });
+      this.pools.set(key, pool);
+    }
+    return pool;
+  }
+
+  /** Closes pools no consumer in `inUse` (url + allow lists) needs any more. */
+  async retain(inUse: ReadonlyArray<{ url: URL; allow: readonly string[] }>): Promise<void> {
+    const keep = new Set(inUse.map((u) => EndpointClients.key(u.url, u.allow)));
+    const closing: Promise<void>[] = [];
+    for (const [key, pool] of this.pools) {
+      if (keep.has(key)) continue;
+      this.pools.delete(key);
+      closing.push(pool.close().catch(() => {}));
+    }
+    await Promise.all(closing);
+  }
+
+  async close(): Promise<void> {
+    const all = [...this.pools.values()];
+    this.pools.clear();
+    // destroy, not close: a request that outlived stop() must not hold shutdown.
+    await Promise.all(all.map((p) => p.destroy().catch(() => {})));
+  }
+}

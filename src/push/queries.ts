@@ -1,0 +1,217 @@
+// The webhook dispatcher's SQL on sluice.messages: claim batches, then record an
+// attempt's outcome in the same statement that acks, reschedules, dead-letters
+// or holds the batch (one round trip each). Outcome statements touch a batch's
+// rows only while they still carry the token of this delivery, so a process
+// whose lease ran out (and whose batch another process took over) changes
+// nothing; except acks, which go by batch id: a 2xx for the batch means the
+// endpoint has it, whoever sent it.
+import type { Pool } from '../db/pool.js';
+
+export interface ClaimedBatch {
+  batchId: string;
+  /** 1 for the first attempt; counts every claim of the batch. */
+  attempt: number;
+  firstAttemptAt: Date;
+  token: number;
+  /** Parallel arrays, in commit order. int8 positions as decimal text. */
+  lsns: string[];
+  idxs: number[];
+  payloads: string[];
+}
+
+export interface ClaimOptions {
+  consumerId: string;
+  batches: number;
+  batchSize: number;
+  leaseMs: number;
+  deadLetterBlocksGroup: boolean;
+}
+
+interface ClaimRow {
+  batch_id: string | null;
+  attempt: number;
+  first_attempt_at: Date;
+  delivery_token: number;
+  commit_lsn: string;
+  commit_idx: number;
+  payload: string;
+  next_due_at: Date | null;
+}
+
+const CLAIM = `SELECT batch_id, attempt, first_attempt_at, delivery_token, commit_lsn, commit_idx, payload, next_due_at
+  FROM sluice.claim_webhook_batches($1, $2, $3, $4, $5)`;
+
+/** Batches in claim order; nextDueAt only when nothing was claimed (when a lease or backoff ends next). */
+export async function claimBatches(pool: Pool, o: ClaimOptions): Promise<{ batches: ClaimedBatch[]; nextDueAt: Date | null }> {
+  const { rows } = await pool.query<ClaimRow>(CLAIM, [o.consumerId, o.batches, o.batchSize, Math.round(o.leaseMs), o.deadLetterBlocksGroup]);
+  if (rows.length === 0 || rows[0].batch_id === null) return { batches: [], nextDueAt: rows[0]?.next_due_at ?? null };
+  const batches: ClaimedBatch[] = [];
+  let current: ClaimedBatch | undefined;
+  for (const r of rows) {
+    if (current?.batchId !== r.batch_id) {
+      current = { batchId: r.batch_id!, attempt: r.attempt, firstAttemptAt: r.first_attempt_at, token: r.delivery_token, lsns: [], idxs: [], payloads: [] };
+      batches.push(current);
+    }
+    current.lsns.push(r.commit_lsn);
+    current.idxs.push(r.commit_idx);
+    current.payloads.push(r.payload);
+  }
+  return { batches, nextDueAt: null };
+}
+
+/** The part of an attempt record that is not the batch itself. */
+export interface AttemptFacts {
+  attempt: number;
+  startedAt: Date;
+  durationMs: number;
+  status: number | null;
+  error: string | null;
+  excerpt: string | null;
+}
+
+export interface Delivered {
+  batch: ClaimedBatch;
+  facts: AttemptFacts;
+}
+
+// Health's last_success_at is refreshed at most once a second: under load every
+// ack would otherwise rewrite (and lock) the same row.
+const ACK_MANY = `WITH acked AS (
+    DELETE FROM sluice.messages m
+    USING unnest($2::bigint[], $3::int[], $4::uuid[]) AS k(lsn, idx, batch)
+    WHERE m.consumer_id = $1 AND m.commit_lsn = k.lsn AND m.commit_idx = k.idx AND m.batch_id = k.batch AND m.state = 0
+    RETURNING 1
+  ), logged AS (
+    INSERT INTO sluice.webhook_attempts
+      (consumer_id, batch_id, attempt, started_at, duration_ms, status, outcome, response_excerpt, message_count, instance_id)
+    SELECT $1, a.batch, a.attempt, a.started, a.duration, a.status, 'delivered', a.excerpt, a.n, $12
+    FROM unnest($5::uuid[], $6::int[], $7::timestamptz[], $8::int[], $9::int[], $10::text[], $11::int[])
+      AS a(batch, attempt, started, duration, status, excerpt, n)
+  ), healthy AS (
+    UPDATE sluice.webhook_health h SET last_success_at = now(), consecutive_failures = 0, first_failure_at = NULL
+    WHERE h.consumer_id = $1
+      AND (h.consecutive_failures > 0 OR h.last_success_at IS NULL OR h.last_success_at < now() - interval '1 second')
+  )
+  SELECT count(*)::int AS n FROM acked`;
+
+/** Deletes the batches' rows and logs their attempts; returns how many rows went. */
+export async function ackBatches(pool: Pool, consumerId: string, instanceId: string, done: readonly Delivered[]): Promise<number> {
+  const lsns: string[] = [];
+  const idxs: number[] = [];
+  const keyBatch: string[] = [];
+  for (const { batch } of done) {
+    for (let i = 0; i < batch.lsns.length; i++) {
+      lsns.push(batch.lsns[i]);
+      idxs.push(batch.idxs[i]);
+      keyBatch.push(batch.batchId);
+    }
+  }
+  const { rows } = await pool.query<{ n: number }>(ACK_MANY, [
+    consumerId,
+    lsns,
+    idxs,
+    keyBatch,
+    done.map((d) => d.batch.batchId),
+    done.map((d) => d.facts.attempt),
+    done.map((d) => d.facts.startedAt),
+    done.map((d) => d.facts.durationMs),
+    done.map((d) => d.facts.status),
+    done.map((d) => d.facts.excerpt),
+    done.map((d) => d.batch.lsns.length),
+    instanceId,
+  ]);
+  return rows[0].n;
+}
+
+export type FailureOutcome = 'retry' | 'dead_letter' | 'paused';
+
+// One statement for every failed attempt: the batch's rows rescheduled (retry),
+// made dead letters (batch identity dropped, so a later retry through the API is
+// a new delivery), or held for when the consumer is resumed (paused, 410); the
+// attempt logged; health updated; the consumer paused (410) or disabled (failing
+// for disable_after with no success) with a notification so every gateway
+// reloads its registry.
+const FAIL = `WITH moved AS (
+    UPDATE sluice.messages m SET
+      state = CASE WHEN $6::text = 'dead_letter' THEN 1 ELSE 0 END::smallint,
+      visible_at = CASE $6::text WHEN 'retry' THEN clock_timestamp() + $7::float8 * interval '1 millisecond'
+                           WHEN 'paused' THEN clock_timestamp() ELSE m.visible_at END,
+      batch_id = CASE WHEN $6::text = 'dead_letter' THEN NULL ELSE m.batch_id END,
+      first_attempt_at = CASE WHEN $6::text = 'dead_letter' THEN NULL ELSE m.first_attempt_at END,
+      delivery_token = CASE WHEN $6::text = 'dead_letter' THEN NULL ELSE m.delivery_token END,
+      last_error = $8
+    FROM unnest($2::bigint[], $3::int[]) AS k(lsn, idx)
+    WHERE m.consumer_id = $1 AND m.commit_lsn = k.lsn AND m.commit_idx = k.idx
+      AND m.batch_id = $4 AND m.delivery_token = $5 AND m.state = 0
+    RETURNING 1
+  ), logged AS (
+    INSERT INTO sluice.webhook_attempts
+      (consumer_id, batch_id, attempt, started_at, duration_ms, status, outcome, error, response_excerpt, message_count, instance_id)
+    VALUES ($1, $4, $9, $10, $11, $12, $6, $13, $14, $15, $16)
+  ), health AS (
+    INSERT INTO sluice.webhook_health AS h (consumer_id, last_failure_at, first_failure_at, consecutive_failures, last_error)
+    VALUES ($1, now(), now(), 1, $8)
+    ON CONFLICT (consumer_id) DO UPDATE SET last_failure_at = now(), first_failure_at = coalesce(h.first_failure_at, now()),
+      consecutive_failures = h.consecutive_failures + 1, last_error = $8
+    RETURNING h.first_failure_at
+  ), paused AS (
+    UPDATE sluice.consumers c SET state = 'paused', state_reason = $17, updated_at = now()
+    WHERE c.id = $1 AND $6::text = 'paused' AND c.state = 'active'
+    RETURNING 1
+  ), disabled AS (
+    UPDATE sluice.consumers c SET state = 'disabled', updated_at = now(),
+      state_reason = format('every delivery failed since %s (last: %s); fix the endpoint, then resume the consumer', h.first_failure_at, $8)
+    FROM health h
+    WHERE c.id = $1 AND $6::text <> 'paused' AND c.state = 'active' AND h.first_failure_at <= now() - $18::float8 * interval '1 millisecond'
+    RETURNING 1
+  )
+  SELECT (SELECT count(*) FROM moved)::int AS moved,
+    EXISTS (SELECT 1 FROM paused) AS paused, EXISTS (SELECT 1 FROM disabled) AS disabled,
+    CASE WHEN EXISTS (SELECT 1 FROM paused UNION ALL SELECT 1 FROM disabled) THEN pg_notify('sluice_config', '') END AS notified`;
+
+export interface FailureRecord {
+  outcome: FailureOutcome;
+  /** For 'retry': how long until the next attempt. */
+  delayMs: number;
+  /** Kept on the rows (dead-letter listings show it). */
+  lastError: string;
+  facts: AttemptFacts;
+  /** For 'paused': the consumer's state_reason. */
+  pauseReason: string | null;
+  disableAfterMs: number;
+}
+
+export async function recordFailure(
+  pool: Pool,
+  consumerId: string,
+  instanceId: string,
+  batch: ClaimedBatch,
+  f: FailureRecord,
+): Promise<{ moved: number; paused: boolean; disabled: boolean }> {
+  const { rows } = await pool.query<{ moved: number; paused: boolean; disabled: boolean }>(FAIL, [
+    consumerId,
+    batch.lsns,
+    batch.idxs,
+    batch.batchId,
+    batch.token,
+    f.outcome,
+    Math.round(f.delayMs),
+    f.lastError,
+    f.facts.attempt,
+    f.facts.startedAt,
+    f.facts.durationMs,
+    f.facts.status,
+    f.facts.error,
+    f.facts.excerpt,
+    batch.lsns.length,
+    instanceId,
+    f.pauseReason,
+    f.disableAfterMs,
+  ]);
+  return rows[0];
+}
+
+/** Health starts as a row, so the ack statement can keep it current with a plain UPDATE. */
+export async function ensureHealthRow(pool: Pool, consumerId: string): Promise<void> {
+  await pool.query('INSERT INTO sluice.webhook_health (consumer_id) VALUES ($1) ON CONFLICT DO NOTHING', [consumerId]);
+}

@@ -1,0 +1,239 @@
+// One webhook consumer's dispatch loop in this process: keeps up to
+// max_in_flight batches in flight, claiming the next ones while others are
+// still out, and sleeps until something can have changed: a NOTIFY on
+// sluice_messages (new messages, nack, dead-letter retry), a batch finishing
+// here, the next lease or backoff ending, or the safety poll.
+import type { ConsumerRecord } from '../buffer/consumers.js';
+import { consumerJson } from '../buffer/message.js';
+import type { Wakeup } from '../buffer/wakeup.js';
+import type { WebhookSettings } from '../config/types.js';
+import type { Pool } from '../db/pool.js';
+import { AckQueue } from './ack-queue.js';
+import { baseHeaders, buildBody, deliver, webhookId, type DeliveryResult, type Endpoint } from './deliver.js';
+import type { EndpointClients } from './http.js';
+import { claimBatches, ensureHealthRow, recordFailure, type AttemptFacts, type ClaimedBatch } from './queries.js';
+import { DEFAULT_DISABLE_AFTER_MS, exhausted, retryDelayMs, verdict } from './schedule.js';
+import { loadExpiries, signingState, storedSecrets, type SigningState } from './secrets.js';
+
+export interface Log {
+  info(obj: Record<string, unknown>, msg?: string): void;
+  warn(obj: Record<string, unknown>, msg?: string): void;
+  error(obj: Record<string, unknown>, msg?: string): void;
+}
+
+export interface WorkerDeps {
+  pool: Pool;
+  clients: EndpointClients;
+  wakeup?: Wakeup;
+  instanceId: string;
+  log: Log;
+  /** The consumer was paused or disabled by a delivery outcome. */
+  onStateChange(): void;
+}
+
+/** Re-check the table at least this often, whatever notifications say. */
+export const SAFETY_POLL_MS = 1000;
+/** How long stop() lets in-flight requests finish before aborting them. */
+const STOP_GRACE_MS = 5000;
+// A lease covers the request timeout plus time to record the outcome.
+const leaseFor = (timeoutMs: number) => timeoutMs + 2000 + Math.round(timeoutMs / 10);
+
+export class ConsumerWorker {
+  private running = false;
+  private loopDone: Promise<void> | null = null;
+  private readonly inFlight = new Set<Promise<void>>();
+  private readonly abort = new AbortController();
+  private completions = 0;
+  private wake: (() => void) | null = null;
+  private readonly settings: WebhookSettings;
+  private readonly batchSize: number;
+  private readonly leaseMs: number;
+  private readonly consumerJson: string;
+  private readonly acks: AckQueue;
+  private endpoint: Endpoint | null = null;
+  private signing: SigningState | null = null;
+  private warnedUnsigned = false;
+
+  constructor(
+    readonly consumer: ConsumerRecord,
+    private readonly deps: WorkerDeps,
+  ) {
+    this.settings = consumer.config.webhook!;
+    const batched = this.settings.batched ?? true;
+    this.batchSize = batched ? this.settings.batch_size : 1;
+    this.leaseMs = leaseFor(this.settings.timeout_ms);
+    this.consumerJson = consumerJson({ id: consumer.id, name: consumer.name, annotations: consumer.annotations });
+    this.acks = new AckQueue(deps.pool, consumer.id, deps.instanceId);
+  }
+
+  get inFlightCount(): number {
+    return this.inFlight.size;
+  }
+
+  start(): void {
+    if (this.running || this.loopDone) return;
+    this.running = true;
+    this.loopDone = this.loop().catch((err) => this.deps.log.error({ consumer: this.consumer.name, err: String(err) }, 'webhook dispatch loop failed'));
+  }
+
+  /** Stops claiming; in-flight requests get STOP_GRACE_MS, then are aborted (their leases hand them to others). */
+  async stop(): Promise<void> {
+    this.running = false;
+    this.wake?.();
+    await this.loopDone;
+    const grace = setTimeout(() => this.abort.abort(), STOP_GRACE_MS);
+    await Promise.allSettled([...this.inFlight]);
+    clearTimeout(grace);
+    await this.acks.idle();
+  }
+
+  private log(level: keyof Log, obj: Record<string, unknown>, msg: string) {
+    this.deps.log[level]({ consumer: this.consumer.name, ...obj }, msg);
+  }
+
+  private async loop(): Promise<void> {
+    const { pool, wakeup } = this.deps;
+    const id = this.consumer.id;
+    let dbErrors = 0;
+    while (this.running) {
+      const free = this.settings.max_in_flight - this.inFlight.size;
+      if (free <= 0) {
+        await this.nextEvent(SAFETY_POLL_MS, undefined, this.completions);
+        continue;
+      }
+      const epoch = wakeup?.epoch(id);
+      const seen = this.completions;
+      let claimed: Awaited<ReturnType<typeof claimBatches>>;
+      try {
+        if (!this.endpoint) await this.prepare();
+        claimed = await claimBatches(pool, {
+          consumerId: id,
+          batches: free,
+          batchSize: this.batchSize,
+          leaseMs: this.leaseMs,
+          deadLetterBlocksGroup: this.consumer.config.dead_letter_blocks_group,
+        });
+        dbErrors = 0;
+      } catch (err) {
+        dbErrors++;
+        this.log('warn', { err: String(err) }, 'claiming webhook batches failed; retrying');
+        await this.nextEvent(Math.min(5000, 100 * 2 ** Math.min(dbErrors, 6)), undefined, -1);
+        continue;
+      }
+      for (const b of claimed.batches) this.launch(b);
+      // Every free slot got a batch: there may be more; the top of the loop waits for a slot.
+      if (claimed.batches.length === free) continue;
+      const dueIn = claimed.nextDueAt ? Math.max(0, claimed.nextDueAt.getTime() - Date.now()) : Infinity;
+      const why = await this.nextEvent(Math.min(SAFETY_POLL_MS, dueIn), epoch, seen);
+      // New messages after a quiet spell: give the batch batch_timeout to fill.
+      if (why === 'notified' && this.settings.batch_timeout_ms > 0 && this.running) {
+        await this.nextEvent(this.settings.batch_timeout_ms, undefined, -1);
+      }
+    }
+  }
+
+  /** Resolves on a notification, a batch finishing (unless `seen` is stale already), stop(), or after ms. */
+  private nextEvent(ms: number, epoch: number | undefined, seen: number): Promise<'notified' | 'slot' | 'timeout'> {
+    if (!this.running) return Promise.resolve('slot');
+    if (seen >= 0 && this.completions !== seen) return Promise.resolve('slot');
+    return new Promise((resolve) => {
+      const cancel = new AbortController();
+      let settled = false;
+      const finish = (why: 'notified' | 'slot' | 'timeout') => {
+        if (settled) return;
+        settled = true;
+        if (this.wake === onWake) this.wake = null;
+        clearTimeout(timer);
+        cancel.abort();
+        resolve(why);
+      };
+      const onWake = () => finish('slot');
+      this.wake = onWake;
+      const timer = setTimeout(() => finish('timeout'), ms);
+      if (epoch !== undefined && this.deps.wakeup) {
+        void this.deps.wakeup.wait(this.consumer.id, ms, cancel.signal, epoch).then((r) => r === 'notified' && finish('notified'));
+      }
+    });
+  }
+
+  private async prepare(): Promise<void> {
+    await ensureHealthRow(this.deps.pool, this.consumer.id);
+    await this.refreshSigning();
+    const url = new URL(this.settings.url);
+    this.endpoint = {
+      url,
+      pool: this.deps.clients.get(url, this.settings.allow_private_ranges),
+      headers: baseHeaders(this.settings.headers),
+      sign: null,
+      timeoutMs: this.settings.timeout_ms,
+      maxResponseBytes: this.settings.max_response_bytes,
+    };
+  }
+
+  private async refreshSigning(): Promise<void> {
+    const expiries = await loadExpiries(this.deps.pool, this.consumer.id);
+    this.signing = signingState(storedSecrets(this.settings.secrets, expiries));
+    if (!this.signing.sign && !this.warnedUnsigned) {
+      this.warnedUnsigned = true;
+      this.log('warn', {}, 'webhook consumer has no live secret: deliveries are sent unsigned');
+    }
+  }
+
+  private launch(batch: ClaimedBatch): void {
+    const run = this.send(batch)
+      .catch((err) => this.log('error', { batch: webhookId(batch.batchId), err: String(err) }, 'recording a webhook attempt failed'))
+      .finally(() => {
+        this.inFlight.delete(run);
+        this.completions++;
+        this.wake?.();
+      });
+    this.inFlight.add(run);
+  }
+
+  private async send(batch: ClaimedBatch): Promise<void> {
+    const leaseEndsAt = Date.now() + this.leaseMs;
+    if (this.signing && Date.now() >= this.signing.validUntil) await this.refreshSigning();
+    const body = buildBody(batch.payloads, this.consumerJson, this.settings.batched !== false);
+    const ep: Endpoint = { ...this.endpoint!, sign: this.signing?.sign ?? null };
+    const result = await deliver(ep, batch.batchId, body, { leaseEndsAt, signal: this.abort.signal });
+    const facts: AttemptFacts = {
+      attempt: batch.attempt,
+      startedAt: result.startedAt,
+      durationMs: result.durationMs,
+      status: result.status,
+      error: result.status !== null && result.status >= 300 && result.status < 400 ? 'redirect not followed' : result.error,
+      excerpt: result.excerpt,
+    };
+    const v = verdict(result.status, result.retryAfter);
+    if (v.kind === 'ack') {
+      await this.acks.add({ batch, facts });
+      return;
+    }
+    await this.fail(batch, result, facts, v.kind === 'pause' ? v.reason : null, v.kind === 'fail' ? v.retryAfterMs : null);
+  }
+
+  private async fail(batch: ClaimedBatch, result: DeliveryResult, facts: AttemptFacts, pauseReason: string | null, retryAfterMs: number | null) {
+    const retry = this.settings.retry;
+    const lastError = result.status !== null ? `HTTP ${result.status}${result.excerpt ? ': ' + result.excerpt.slice(0, 200) : ''}` : result.error ?? 'failed';
+    const stopping = this.abort.signal.aborted;
+    const outcome = pauseReason ? 'paused' : !stopping && exhausted(retry, batch.attempt, batch.firstAttemptAt) ? 'dead_letter' : 'retry';
+    // Aborted by shutdown: due at once, for whichever process runs next.
+    const delayMs = outcome === 'retry' && !stopping ? retryDelayMs(retry, batch.attempt, retryAfterMs) : 0;
+    const out = await recordFailure(this.deps.pool, this.consumer.id, this.deps.instanceId, batch, {
+      outcome,
+      delayMs,
+      lastError,
+      facts,
+      pauseReason: pauseReason ? `${pauseReason} (${new Date().toISOString()})` : null,
+      disableAfterMs: this.settings.disable_after_ms ?? DEFAULT_DISABLE_AFTER_MS,
+    });
+    const level = outcome === 'retry' ? 'warn' : 'error';
+    this.log(level, { batch: webhookId(batch.batchId), attempt: batch.attempt, status: result.status, error: result.error, outcome, delay_ms: delayMs }, 'webhook delivery failed');
+    if (out.paused || out.disabled) {
+      this.log('error', { state: out.paused ? 'paused' : 'disabled' }, 'webhook consumer stopped by its endpoint\'s answers');
+      this.running = false;
+      this.wake?.();
+      this.deps.onStateChange();
+    }
+  }
+}
