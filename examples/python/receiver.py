@@ -45,12 +45,10 @@ def decode_secret(secret):
     return key
 
 
-def verify(body, headers, keys, tolerance=TOLERANCE_SECONDS):
-    """Checks the headers, the timestamp window and the signatures; returns the messages."""
-    msg_id = headers.get("webhook-id")  # http.server headers are case-insensitive
-    timestamp = headers.get("webhook-timestamp")
-    # A proxy may split one header into several lines: join them back.
-    signature = " ".join(headers.get_all("webhook-signature") or [])
+def verify(body, msg_id, timestamp, signature, keys, tolerance=TOLERANCE_SECONDS):
+    """Checks the three header values, the timestamp window and the signatures
+    over the raw `body` bytes; returns the messages. Framework-neutral: Django,
+    Flask or anything else passes its own raw body and header values."""
     if not msg_id or not timestamp or not signature:
         raise VerificationError("missing_header", "missing webhook-id, webhook-timestamp or webhook-signature")
     if not re.fullmatch(r"[0-9]{1,15}", timestamp.strip()):
@@ -154,8 +152,11 @@ class WebhookHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             return self.reply(413, {"error": "body_too_large"})
         body = self.rfile.read(int(length))  # the raw bytes: what was signed
+        # self.headers is case-insensitive. A proxy may split one header into
+        # several lines: join the signature lines back with spaces.
+        signature = " ".join(self.headers.get_all("webhook-signature") or [])
         try:
-            messages = verify(body, self.headers, self.keys)
+            messages = verify(body, self.headers.get("webhook-id"), self.headers.get("webhook-timestamp"), signature, self.keys)
         except VerificationError as err:
             log(event="rejected", code=err.code, message=str(err))
             return self.reply(400, {"error": err.code, "message": str(err)})
