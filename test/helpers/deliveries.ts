@@ -140,6 +140,11 @@ export async function startExample(spec: ExampleSpec, env: Record<string, string
     env: { ...process.env, ...env, PORT: '0', HOST: '127.0.0.1', TSX_TSCONFIG_PATH: path.join(ROOT, 'examples/tsconfig.json') },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  // If the test process ends without afterAll (a crash, a timeout), take the
+  // server down with it rather than leave it listening.
+  const reap = () => child.kill('SIGKILL');
+  process.once('exit', reap);
+  child.once('exit', () => process.off('exit', reap));
   const lines: LogLine[] = [];
   let stderr = '';
   let partial = '';
