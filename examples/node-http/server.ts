@@ -26,7 +26,8 @@ function send(res: ServerResponse, status: number, body: unknown): void {
 }
 
 const server = createServer(async (req, res) => {
-  if (req.method !== 'POST' || req.url !== '/webhooks') return send(res, 404, { error: 'not_found' });
+  // The path without its query: a webhook URL may carry one (?source=sluice).
+  if (req.method !== 'POST' || req.url?.split('?')[0] !== '/webhooks') return send(res, 404, { error: 'not_found' });
   try {
     const webhook = verifyWebhook(await readBody(req), req.headers, secrets);
     send(res, 200, handleDelivery(webhook));

@@ -143,7 +143,7 @@ class WebhookHandler(BaseHTTPRequestHandler):
     keys = []
 
     def do_POST(self):
-        if self.path != "/webhooks":
+        if self.path.split("?")[0] != "/webhooks":  # a webhook URL may carry a query
             return self.reply(404, {"error": "not_found"})
         length = self.headers.get("content-length")
         if length is None or not length.isdigit():
