@@ -85,6 +85,11 @@ describe.each(EXAMPLES.map((e) => e.name))('%s example', (name) => {
     expect((await post(ex().url, d)).status).toBe(200);
   });
 
+  it('accepts a webhook URL that carries a query string', async () => {
+    const d = signed(batchOf([orderChange()]), [SECRET]);
+    expect((await post(`${ex().url}?source=sluice`, d)).status).toBe(200);
+  });
+
   const rejects = async (reply: Promise<{ status: number; json: Record<string, unknown> | null }>, code: string) => {
     const r = await reply;
     expect(r.status).toBe(400);
@@ -113,7 +118,7 @@ describe.each(EXAMPLES.map((e) => e.name))('%s example', (name) => {
 
   it('never processed a rejected delivery', () => {
     const processed = ex().lines.filter(is('processed')).length;
-    // 3 + 1 + 1 + 1 (fresh) + 1 (old) + 1 (rotation) accepted messages above.
-    expect(processed).toBe(8);
+    // 3 + 1 + 1 + 1 (fresh) + 1 (old) + 1 (rotation) + 1 (query) accepted messages above.
+    expect(processed).toBe(9);
   });
 });
