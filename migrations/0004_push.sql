@@ -40,7 +40,7 @@ CREATE FUNCTION sluice.claim_webhook_batches(
   p_dead_blocks_group boolean
 )
 RETURNS TABLE (batch_id uuid, attempt integer, first_attempt_at timestamptz, delivery_token integer,
-               commit_lsn bigint, commit_idx integer, payload text, next_due_at timestamptz)
+               commit_lsn bigint, commit_idx integer, group_key text, payload text, next_due_at timestamptz)
 LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 DECLARE
@@ -72,7 +72,7 @@ BEGIN
               visible_at = v_now + p_lease_ms * interval '1 millisecond', last_delivered_at = v_now
           WHERE u.consumer_id = p_consumer AND u.batch_id = v_batch AND u.state = 0
             AND u.delivery_token IS NOT NULL AND u.visible_at <= v_now
-          RETURNING u.batch_id, u.deliver_count, u.first_attempt_at, u.delivery_token, u.commit_lsn, u.commit_idx, u.payload
+          RETURNING u.batch_id, u.deliver_count, u.first_attempt_at, u.delivery_token, u.commit_lsn, u.commit_idx, u.group_key, u.payload
         )
         SELECT c.*, NULL::timestamptz FROM claimed c ORDER BY c.commit_lsn, c.commit_idx;
         GET DIAGNOSTICS v_rows = ROW_COUNT;
@@ -102,7 +102,7 @@ BEGIN
         FROM picked p
         WHERE u.consumer_id = p_consumer AND u.commit_lsn = p.commit_lsn AND u.commit_idx = p.commit_idx
           AND u.state = 0 AND u.batch_id IS NULL
-        RETURNING u.batch_id, u.deliver_count, u.first_attempt_at, u.delivery_token, u.commit_lsn, u.commit_idx, u.payload
+        RETURNING u.batch_id, u.deliver_count, u.first_attempt_at, u.delivery_token, u.commit_lsn, u.commit_idx, u.group_key, u.payload
       )
       SELECT c.*, NULL::timestamptz FROM claimed c ORDER BY c.commit_lsn, c.commit_idx;
       GET DIAGNOSTICS v_rows = ROW_COUNT;
@@ -115,7 +115,7 @@ BEGIN
 
   IF v_claimed = 0 THEN
     RETURN QUERY SELECT NULL::uuid, NULL::integer, NULL::timestamptz, NULL::integer, NULL::bigint, NULL::integer,
-      NULL::text,
+      NULL::text, NULL::text,
       (SELECT min(m.visible_at) FROM sluice.messages m
        WHERE m.consumer_id = p_consumer AND m.delivery_token IS NOT NULL AND m.visible_at > v_now AND m.state = 0);
   END IF;

@@ -3,16 +3,11 @@
 // standardwebhooks and svix libraries), per-group order, batching, rotation.
 import { Webhook as StandardWebhook } from 'standardwebhooks';
 import { Webhook as SvixWebhook } from 'svix';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { ConsumerRegistry } from '../src/buffer/consumers.js';
-import { Wakeup } from '../src/buffer/wakeup.js';
-import { createPool, withTransaction, type Pool } from '../src/db/pool.js';
-import { migrate } from '../src/db/migrate.js';
-import { Dispatcher } from '../src/push/dispatcher.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { withTransaction, type Pool } from '../src/db/pool.js';
 import { USER_AGENT } from '../src/push/deliver.js';
 import { rotateConsumerSecret } from '../src/push/secrets.js';
-import { eventually, quietLog } from './helpers/capture.js';
-import { startTestPg, type TestPg } from './helpers/pg.js';
+import { eventually } from './helpers/capture.js';
 import {
   insertMessages,
   insertWebhookConsumer,
@@ -20,55 +15,18 @@ import {
   seqsByGroup,
   startReceiver,
   TEST_SECRET,
+  usePushEnv,
   webhookSettings,
-  type Receiver,
+  type Script,
 } from './helpers/receiver.js';
 
-let pg: TestPg;
+const env = usePushEnv('push_delivery');
+const { receiver, run } = { receiver: (s?: Script) => env.receiver(s), run: () => env.run() };
+const remaining = (id: string) => env.remaining(id);
 let pool: Pool;
-let registry: ConsumerRegistry;
-let dispatcher: Dispatcher | null = null;
-let wakeup: Wakeup | undefined;
-const receivers: Receiver[] = [];
-
-beforeAll(async () => {
-  pg = await startTestPg();
-  pool = createPool(await pg.createDatabase('push_delivery'));
-  await migrate(pool);
-  registry = new ConsumerRegistry(pool);
+beforeAll(() => {
+  pool = env.pool;
 });
-
-afterEach(async () => {
-  await dispatcher?.stop();
-  dispatcher = null;
-  for (const r of receivers.splice(0)) await r.close();
-  await pool.query('DELETE FROM sluice.messages; DELETE FROM sluice.consumers; DELETE FROM sluice.webhook_attempts');
-});
-
-afterAll(async () => {
-  await wakeup?.stop();
-  await pool?.end();
-  await pg?.stop();
-});
-
-async function receiver(...args: Parameters<typeof startReceiver>) {
-  const r = await startReceiver(...args);
-  receivers.push(r);
-  return r;
-}
-
-async function run(): Promise<Dispatcher> {
-  await registry.reload();
-  // Started first, as the gateway does: its connect-time "re-check everything" is over before dispatch begins.
-  wakeup ??= Wakeup.fromPool(pool);
-  await wakeup.start();
-  dispatcher = new Dispatcher({ pool, consumers: registry, wakeup, instanceId: 'test', log: quietLog });
-  dispatcher.start();
-  return dispatcher;
-}
-
-const remaining = async (consumerId: string) =>
-  (await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM sluice.messages WHERE consumer_id = $1', [consumerId])).rows[0].n;
 
 describe('push delivery', () => {
   it('delivers every message once, in order per group, signed and with the documented headers', async () => {
@@ -142,7 +100,7 @@ describe('push delivery', () => {
     expect(rotated.secret).toMatch(/^whsec_/);
     expect(rotated.secrets[0].expires_at).toBeNull();
     expect(rotated.secrets[1].expires_at).not.toBeNull();
-    await run();
+    const first = await run();
     await insertMessages(pool, id, messagesFor(['r'], 3));
     await eventually(async () => r.accepted().length >= 3);
     for (const d of r.deliveries) {
@@ -155,7 +113,7 @@ describe('push delivery', () => {
 
     // After the overlap the old secret stops signing.
     await pool.query(`UPDATE sluice.webhook_secret_expiries SET expires_at = now() - interval '1 second' WHERE consumer_id = $1`, [id]);
-    await dispatcher!.stop();
+    await first.stop();
     await run();
     const before = r.deliveries.length;
     await insertMessages(pool, id, messagesFor(['s'], 1, 9000));

@@ -16,6 +16,7 @@ export interface ClaimedBatch {
   /** Parallel arrays, in commit order. int8 positions as decimal text. */
   lsns: string[];
   idxs: number[];
+  groups: Array<string | null>;
   payloads: string[];
 }
 
@@ -34,11 +35,12 @@ interface ClaimRow {
   delivery_token: number;
   commit_lsn: string;
   commit_idx: number;
+  group_key: string | null;
   payload: string;
   next_due_at: Date | null;
 }
 
-const CLAIM = `SELECT batch_id, attempt, first_attempt_at, delivery_token, commit_lsn, commit_idx, payload, next_due_at
+const CLAIM = `SELECT batch_id, attempt, first_attempt_at, delivery_token, commit_lsn, commit_idx, group_key, payload, next_due_at
   FROM sluice.claim_webhook_batches($1, $2, $3, $4, $5)`;
 
 /** Batches in claim order; nextDueAt only when nothing was claimed (when a lease or backoff ends next). */
@@ -49,11 +51,12 @@ export async function claimBatches(pool: Pool, o: ClaimOptions): Promise<{ batch
   let current: ClaimedBatch | undefined;
   for (const r of rows) {
     if (current?.batchId !== r.batch_id) {
-      current = { batchId: r.batch_id!, attempt: r.attempt, firstAttemptAt: r.first_attempt_at, token: r.delivery_token, lsns: [], idxs: [], payloads: [] };
+      current = { batchId: r.batch_id!, attempt: r.attempt, firstAttemptAt: r.first_attempt_at, token: r.delivery_token, lsns: [], idxs: [], groups: [], payloads: [] };
       batches.push(current);
     }
     current.lsns.push(r.commit_lsn);
     current.idxs.push(r.commit_idx);
+    current.groups.push(r.group_key);
     current.payloads.push(r.payload);
   }
   return { batches, nextDueAt: null };
@@ -125,7 +128,8 @@ export async function ackBatches(pool: Pool, consumerId: string, instanceId: str
 
 export type FailureOutcome = 'retry' | 'dead_letter' | 'paused';
 
-// One statement for every failed attempt: the batch's rows rescheduled (retry),
+// One statement for every failed attempt: the batch's rows rescheduled (retry,
+// whole or split by group),
 // made dead letters (batch identity dropped, so a later retry through the API is
 // a new delivery), or held for when the consumer is resumed (paused, 410); the
 // attempt logged; health updated; the consumer paused (410) or disabled (failing
@@ -136,11 +140,12 @@ const FAIL = `WITH moved AS (
       state = CASE WHEN $6::text = 'dead_letter' THEN 1 ELSE 0 END::smallint,
       visible_at = CASE $6::text WHEN 'retry' THEN clock_timestamp() + $7::float8 * interval '1 millisecond'
                            WHEN 'paused' THEN clock_timestamp() ELSE m.visible_at END,
-      batch_id = CASE WHEN $6::text = 'dead_letter' THEN NULL ELSE m.batch_id END,
+      -- k.part: the row's batch from now on (its own, or a part of a split; src/push/split.ts).
+      batch_id = CASE WHEN $6::text = 'dead_letter' THEN NULL ELSE k.part END,
       first_attempt_at = CASE WHEN $6::text = 'dead_letter' THEN NULL ELSE m.first_attempt_at END,
       delivery_token = CASE WHEN $6::text = 'dead_letter' THEN NULL ELSE m.delivery_token END,
       last_error = $8
-    FROM unnest($2::bigint[], $3::int[]) AS k(lsn, idx)
+    FROM unnest($2::bigint[], $3::int[], $19::uuid[]) AS k(lsn, idx, part)
     WHERE m.consumer_id = $1 AND m.commit_lsn = k.lsn AND m.commit_idx = k.idx
       AND m.batch_id = $4 AND m.delivery_token = $5 AND m.state = 0
     RETURNING 1
@@ -173,6 +178,8 @@ export interface FailureRecord {
   outcome: FailureOutcome;
   /** For 'retry': how long until the next attempt. */
   delayMs: number;
+  /** Per row (claim order), its batch id from now on: the batch's own, or a split part's. */
+  parts: string[];
   /** Kept on the rows (dead-letter listings show it). */
   lastError: string;
   facts: AttemptFacts;
@@ -207,6 +214,7 @@ export async function recordFailure(
     instanceId,
     f.pauseReason,
     f.disableAfterMs,
+    f.parts,
   ]);
   return rows[0];
 }

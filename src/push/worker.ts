@@ -13,6 +13,7 @@ import { baseHeaders, buildBody, deliver, webhookId, type DeliveryResult, type E
 import type { EndpointClients } from './http.js';
 import { claimBatches, ensureHealthRow, recordFailure, type AttemptFacts, type ClaimedBatch } from './queries.js';
 import { DEFAULT_DISABLE_AFTER_MS, exhausted, retryDelayMs, verdict } from './schedule.js';
+import { partition, splitMode } from './split.js';
 import { loadExpiries, signingState, storedSecrets, type SigningState } from './secrets.js';
 
 export interface Log {
@@ -53,6 +54,8 @@ export class ConsumerWorker {
   private endpoint: Endpoint | null = null;
   private signing: SigningState | null = null;
   private warnedUnsigned = false;
+  /** When a batch of this consumer was last acked here (ms). */
+  private lastSuccessAt = 0;
 
   constructor(
     readonly consumer: ConsumerRecord,
@@ -206,6 +209,7 @@ export class ConsumerWorker {
     };
     const v = verdict(result.status, result.retryAfter);
     if (v.kind === 'ack') {
+      this.lastSuccessAt = Date.now();
       await this.acks.add({ batch, facts });
       return;
     }
@@ -219,16 +223,22 @@ export class ConsumerWorker {
     const outcome = pauseReason ? 'paused' : !stopping && exhausted(retry, batch.attempt, batch.firstAttemptAt) ? 'dead_letter' : 'retry';
     // Aborted by shutdown: due at once, for whichever process runs next.
     const delayMs = outcome === 'retry' && !stopping ? retryDelayMs(retry, batch.attempt, retryAfterMs) : 0;
+    // A retried batch with several groups is split (src/push/split.ts), so a
+    // group the endpoint refuses cannot take the others down with it.
+    const sawSuccess = this.lastSuccessAt > batch.firstAttemptAt.getTime();
+    const split = outcome === 'retry' && !stopping ? splitMode(batch, sawSuccess, retry.max_attempts) : null;
+    if (split) facts = { ...facts, error: `${facts.error ?? `HTTP ${result.status}`}; split (${split}) for the next attempt` };
     const out = await recordFailure(this.deps.pool, this.consumer.id, this.deps.instanceId, batch, {
       outcome,
       delayMs,
+      parts: partition(batch, split),
       lastError,
       facts,
       pauseReason: pauseReason ? `${pauseReason} (${new Date().toISOString()})` : null,
       disableAfterMs: this.settings.disable_after_ms ?? DEFAULT_DISABLE_AFTER_MS,
     });
     const level = outcome === 'retry' ? 'warn' : 'error';
-    this.log(level, { batch: webhookId(batch.batchId), attempt: batch.attempt, status: result.status, error: result.error, outcome, delay_ms: delayMs }, 'webhook delivery failed');
+    this.log(level, { batch: webhookId(batch.batchId), attempt: batch.attempt, status: result.status, error: result.error, outcome, delay_ms: delayMs, split }, 'webhook delivery failed');
     if (out.paused || out.disabled) {
       this.log('error', { state: out.paused ? 'paused' : 'disabled' }, 'webhook consumer stopped by its endpoint\'s answers');
       this.running = false;

@@ -3,13 +3,20 @@
 // (webhook consumers and message rows inserted directly, as capture would).
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import type { ConsumerConfig, WebhookSettings } from '../../src/config/types.js';
+import { afterAll, afterEach, beforeAll } from 'vitest';
+import { ConsumerRegistry } from '../../src/buffer/consumers.js';
 import { idempotencyKey } from '../../src/buffer/message.js';
-import type { Pool } from '../../src/db/pool.js';
-import { consumerConfig, insertConsumer } from './capture.js';
+import { Wakeup } from '../../src/buffer/wakeup.js';
+import type { ConsumerConfig, WebhookSettings } from '../../src/config/types.js';
+import { migrate } from '../../src/db/migrate.js';
+import { createPool, type Pool } from '../../src/db/pool.js';
+import { Dispatcher, type DispatcherDeps } from '../../src/push/dispatcher.js';
+import { consumerConfig, insertConsumer, quietLog } from './capture.js';
+import { startTestPg, type TestPg } from './pg.js';
 
 export interface Delivery {
   n: number;
+  path: string;
   id: string;
   timestamp: string;
   signature: string;
@@ -72,6 +79,7 @@ export async function startReceiver(script: Script = ok): Promise<Receiver> {
       const h = req.headers;
       const d: Delivery = {
         n: deliveries.length + 1,
+        path: req.url ?? '',
         id: String(h['webhook-id'] ?? ''),
         timestamp: String(h['webhook-timestamp'] ?? ''),
         signature: String(h['webhook-signature'] ?? ''),
@@ -203,3 +211,68 @@ export function seqsByGroup(messages: any[]): Map<string, number[]> {
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+// ---- one embedded Postgres per test file, a dispatcher per test -------------
+
+export interface PushEnv {
+  pool: Pool;
+  registry: ConsumerRegistry;
+  /** Reloads the registry and starts a Dispatcher (stopped after each test). */
+  run(opts?: Partial<DispatcherDeps>): Promise<Dispatcher>;
+  receiver(script?: Script): Promise<Receiver>;
+  /** Rows of the consumer still in the buffer (any state). */
+  remaining(consumerId: string, state?: number): Promise<number>;
+  attempts(consumerId: string): Promise<any[]>;
+}
+
+/** Registers the file's hooks; call at the top level of a test file. */
+export function usePushEnv(dbName: string): PushEnv {
+  let pg: TestPg;
+  let wakeup: Wakeup | undefined;
+  const dispatchers: Dispatcher[] = [];
+  const receivers: Receiver[] = [];
+  const env = { registry: undefined as unknown as ConsumerRegistry, pool: undefined as unknown as Pool } as PushEnv;
+
+  beforeAll(async () => {
+    pg = await startTestPg();
+    env.pool = createPool(await pg.createDatabase(dbName));
+    await migrate(env.pool);
+    env.registry = new ConsumerRegistry(env.pool);
+    // Started first, as the gateway does: its connect-time "re-check everything" is over before dispatch begins.
+    wakeup = Wakeup.fromPool(env.pool);
+    await wakeup.start();
+  });
+  afterEach(async () => {
+    for (const d of dispatchers.splice(0)) await d.stop();
+    for (const r of receivers.splice(0)) await r.close();
+    await env.pool.query('DELETE FROM sluice.messages; DELETE FROM sluice.consumers; DELETE FROM sluice.webhook_attempts');
+  });
+  afterAll(async () => {
+    await wakeup?.stop();
+    await env.pool?.end();
+    await pg?.stop();
+  });
+
+  env.run = async (opts = {}) => {
+    await env.registry.reload();
+    const d = new Dispatcher({ pool: env.pool, consumers: env.registry, wakeup, instanceId: 'test', log: quietLog, ...opts });
+    dispatchers.push(d);
+    d.start();
+    return d;
+  };
+  env.receiver = async (script) => {
+    const r = await startReceiver(script);
+    receivers.push(r);
+    return r;
+  };
+  env.remaining = async (consumerId, state) => {
+    const { rows } = await env.pool.query<{ n: number }>(
+      'SELECT count(*)::int AS n FROM sluice.messages WHERE consumer_id = $1 AND ($2::int IS NULL OR state = $2)',
+      [consumerId, state ?? null],
+    );
+    return rows[0].n;
+  };
+  env.attempts = async (consumerId) =>
+    (await env.pool.query('SELECT * FROM sluice.webhook_attempts WHERE consumer_id = $1 ORDER BY id', [consumerId])).rows;
+  return env;
+}

@@ -1,0 +1,242 @@
+// Failure handling against real receivers scripted to fail: the durable retry
+// schedule, dead letters, Retry-After, redirects, 410, timeouts, resets, slow
+// and oversized bodies, a failing group beside healthy ones, auto-disable.
+import { describe, expect, it } from 'vitest';
+import { listDeadLetters, retryDeadLetters } from '../src/buffer/dead-letters.js';
+import { eventually } from './helpers/capture.js';
+import {
+  insertMessages,
+  insertWebhookConsumer,
+  messagesFor,
+  seqsByGroup,
+  sleep,
+  usePushEnv,
+  webhookSettings,
+  type Delivery,
+} from './helpers/receiver.js';
+
+const env = usePushEnv('push_failures');
+const hasGroup = (d: Delivery, g: string) => d.messages.some((m) => m.record.id === g);
+const gaps = (ds: Delivery[]) => ds.slice(1).map((d, i) => d.receivedAt - ds[i].receivedAt);
+
+describe('push failures', () => {
+  it('retries a 5xx with the same webhook-id on a growing schedule kept in Postgres, then delivers', async () => {
+    const r = await env.receiver((d) => ({ status: d.n <= 3 ? 500 : 200, body: 'not now' }));
+    const retry = { initial_ms: 200, factor: 2, cap_ms: 2000, max_attempts: 10 };
+    const id = await insertWebhookConsumer(env.pool, 'five-hundred', webhookSettings(r.url, { retry }));
+    await env.run();
+    await insertMessages(env.pool, id, messagesFor(['a'], 3));
+
+    await eventually(async () => r.deliveries.length >= 1);
+    await sleep(50);
+    // Backing off: the schedule and the batch identity are rows in Postgres.
+    const { rows } = await env.pool.query(
+      'SELECT batch_id, visible_at > now() AS waiting, deliver_count, last_error FROM sluice.messages WHERE consumer_id = $1',
+      [id],
+    );
+    expect(rows.every((x) => x.batch_id === rows[0].batch_id && x.waiting && x.deliver_count === 1)).toBe(true);
+    expect(rows[0].last_error).toBe('HTTP 500: not now');
+
+    await eventually(async () => r.accepted().length === 3 && (await env.remaining(id)) === 0);
+    expect(new Set(r.deliveries.map((d) => d.id)).size).toBe(1);
+    // Equal jitter: each wait is at least half of initial * factor^(n-1), at most all of it (+ slack).
+    gaps(r.deliveries).forEach((gap, i) => {
+      const base = 200 * 2 ** i;
+      expect(gap).toBeGreaterThanOrEqual(base / 2 - 20);
+      expect(gap).toBeLessThan(base + 400);
+    });
+    const attempts = await env.attempts(id);
+    expect(attempts.map((a) => [a.attempt, a.outcome, a.status])).toEqual([
+      [1, 'retry', 500],
+      [2, 'retry', 500],
+      [3, 'retry', 500],
+      [4, 'delivered', 200],
+    ]);
+    expect(attempts[0].response_excerpt).toBe('not now');
+  });
+
+  it('dead-letters a group that keeps failing, lets the other groups through, and retries dead letters on demand', async () => {
+    let healed = false;
+    const r = await env.receiver((d) => ({ status: !healed && hasGroup(d, 'bad') ? 500 : 200 }));
+    const retry = { initial_ms: 30, factor: 2, cap_ms: 100, max_attempts: 3 };
+    const id = await insertWebhookConsumer(env.pool, 'poison', webhookSettings(r.url, { retry, batch_size: 10 }));
+    await env.run();
+    await insertMessages(env.pool, id, messagesFor(['bad', 'g1', 'g2', 'g3', 'g4'], 25));
+
+    await eventually(async () => (await env.remaining(id, 1)) === 5 && (await env.remaining(id)) === 5, 20_000);
+    const byGroup = seqsByGroup(r.accepted());
+    expect(byGroup.get('bad')).toBeUndefined();
+    for (const g of ['g1', 'g2', 'g3', 'g4']) expect(byGroup.get(g)).toEqual([0, 1, 2, 3, 4]);
+    const dead = await listDeadLetters(env.pool, id, { limit: 10 });
+    expect(dead.map((x) => JSON.parse(x.payload).record.seq)).toEqual([0, 1, 2, 3, 4]);
+    expect(dead.every((x) => x.deliver_count === 3 && x.last_error === 'HTTP 500')).toBe(true);
+    // A batch may carry a group's consecutive messages: they are dead-lettered together.
+    const outcomes = (await env.attempts(id)).map((a) => a.outcome);
+    expect(outcomes.filter((o) => o === 'dead_letter').length).toBeGreaterThanOrEqual(1);
+
+    healed = true;
+    const before = r.deliveries.length;
+    expect(await retryDeadLetters(env.pool, id, 'all')).toBe(5);
+    await eventually(async () => (await env.remaining(id)) === 0);
+    const again = r.deliveries.slice(before).flatMap((d) => d.messages);
+    expect(again.map((m) => m.record.seq)).toEqual([0, 1, 2, 3, 4]);
+  });
+
+  it('keeps the group blocked behind its dead letter when dead letters block', async () => {
+    const r = await env.receiver((d) => ({ status: hasGroup(d, 'bad') ? 500 : 200 }));
+    const retry = { initial_ms: 30, factor: 2, cap_ms: 60, max_attempts: 2 };
+    const id = await insertWebhookConsumer(env.pool, 'blocking', webhookSettings(r.url, { retry }), { dead_letter_blocks_group: true });
+    await env.run();
+    await insertMessages(env.pool, id, messagesFor(['bad', 'ok'], 2));
+    await eventually(async () => (await env.remaining(id, 1)) === 1 && (await env.remaining(id)) === 1);
+    // Later messages of both groups: "ok" flows, "bad" waits behind its dead letter.
+    await insertMessages(env.pool, id, messagesFor(['bad', 'ok'], 4, 2000));
+    await eventually(async () => seqsByGroup(r.accepted()).get('ok')?.length === 3);
+    await sleep(300);
+    expect(await env.remaining(id, 1)).toBe(1);
+    expect(await env.remaining(id, 0)).toBe(2);
+    const badSent = r.deliveries.flatMap((d) => d.messages.filter((m) => m.record.id === 'bad').map((m) => m.metadata.commit_lsn));
+    expect(new Set(badSent)).toEqual(new Set([1000]));
+  });
+
+  it('dead-letters once the first attempt is older than max_age', async () => {
+    const r = await env.receiver(() => ({ status: 503 }));
+    const retry = { initial_ms: 100, factor: 1, cap_ms: 100, max_age_ms: 350 };
+    const id = await insertWebhookConsumer(env.pool, 'aged', webhookSettings(r.url, { retry }));
+    await env.run();
+    await insertMessages(env.pool, id, messagesFor(['a'], 1));
+    await eventually(async () => (await env.remaining(id, 1)) === 1);
+    const attempts = await env.attempts(id);
+    expect(attempts.length).toBeGreaterThanOrEqual(3);
+    expect(attempts.length).toBeLessThanOrEqual(8);
+    expect(attempts.at(-1).outcome).toBe('dead_letter');
+  });
+
+  it('honours Retry-After in seconds and as an HTTP date', async () => {
+    const at = () => new Date(Date.now() + 2000).toUTCString();
+    const r = await env.receiver((d) =>
+      d.n === 1 ? { status: 429, headers: { 'retry-after': '1' } } : d.n === 2 ? { status: 503, headers: { 'retry-after': at() } } : { status: 200 },
+    );
+    const retry = { initial_ms: 20, factor: 2, cap_ms: 5000, max_attempts: 5 };
+    const id = await insertWebhookConsumer(env.pool, 'slow-down', webhookSettings(r.url, { retry }));
+    await env.run();
+    await insertMessages(env.pool, id, messagesFor(['a'], 1));
+    await eventually(async () => r.accepted().length === 1, 10_000);
+    const [first, second] = gaps(r.deliveries);
+    expect(first).toBeGreaterThanOrEqual(980);
+    expect(first).toBeLessThan(1800);
+    expect(second).toBeGreaterThanOrEqual(980);
+    expect(second).toBeLessThan(2800);
+  });
+
+  it('does not follow redirects: a 3xx is a failed attempt', async () => {
+    let redirect = true;
+    const r = await env.receiver((d) =>
+      d.path === '/hook' && redirect ? { status: 301, headers: { location: `http://127.0.0.1:${r.port}/elsewhere` } } : { status: 200 },
+    );
+    const id = await insertWebhookConsumer(env.pool, 'moved', webhookSettings(r.url));
+    await env.run();
+    await insertMessages(env.pool, id, messagesFor(['a'], 2));
+    await eventually(async () => r.deliveries.length >= 2);
+    redirect = false;
+    await eventually(async () => (await env.remaining(id)) === 0);
+    expect(r.deliveries.every((d) => d.path === '/hook')).toBe(true);
+    const [a] = await env.attempts(id);
+    expect([a.status, a.outcome, a.error]).toEqual([301, 'retry', 'redirect not followed']);
+  });
+
+  it('pauses the consumer on 410 Gone and resends the same batch after resume', async () => {
+    let gone = true;
+    const r = await env.receiver(() => ({ status: gone ? 410 : 200 }));
+    const id = await insertWebhookConsumer(env.pool, 'gone', webhookSettings(r.url));
+    await env.run();
+    await insertMessages(env.pool, id, messagesFor(['a', 'b'], 4));
+    await eventually(async () => {
+      const { rows } = await env.pool.query('SELECT state, state_reason FROM sluice.consumers WHERE id = $1', [id]);
+      return rows[0].state === 'paused' && /410 Gone/.test(rows[0].state_reason);
+    });
+    await sleep(400);
+    expect(r.deliveries).toHaveLength(1);
+    expect(await env.remaining(id)).toBe(4);
+    expect((await env.attempts(id)).map((a) => a.outcome)).toEqual(['paused']);
+
+    gone = false;
+    await env.pool.query(`UPDATE sluice.consumers SET state = 'active', state_reason = NULL WHERE id = $1`, [id]);
+    await env.registry.reload();
+    await eventually(async () => (await env.remaining(id)) === 0);
+    expect(r.deliveries[1].id).toBe(r.deliveries[0].id);
+  });
+
+  it('records timeouts, retries a reset connection at once, and acks despite slow or oversized bodies', async () => {
+    const script = new Map<string, (n: number) => any>([
+      ['hang', (n) => (n === 1 ? { hang: true } : { status: 200 })],
+      ['reset', (n) => (n === 1 ? { reset: true } : { status: 200 })],
+      ['slow', () => ({ status: 200, trickleMs: 50 })],
+      ['big', () => ({ status: 200, body: 'y'.repeat(1 << 20) })],
+    ]);
+    const seen = new Map<string, number>();
+    const r = await env.receiver((d) => {
+      const g = d.messages[0].record.id;
+      seen.set(g, (seen.get(g) ?? 0) + 1);
+      return script.get(g)!(seen.get(g)!);
+    });
+    const ids: Record<string, string> = {};
+    for (const g of script.keys()) {
+      ids[g] = await insertWebhookConsumer(env.pool, g, webhookSettings(r.url, { timeout_ms: 400, max_response_bytes: 10_000 }));
+    }
+    await env.run();
+    for (const g of script.keys()) await insertMessages(env.pool, ids[g], messagesFor([g], 1));
+    await eventually(async () => {
+      for (const id of Object.values(ids)) if ((await env.remaining(id)) > 0) return false;
+      return true;
+    });
+    const hang = await env.attempts(ids.hang);
+    expect(hang.map((a) => a.outcome)).toEqual(['retry', 'delivered']);
+    expect(hang[0].error).toMatch(/^timeout/);
+    expect(hang[0].status).toBeNull();
+    // The reset was retried in-process: two requests, one attempt, one webhook-id.
+    const reset = await env.attempts(ids.reset);
+    expect(reset.map((a) => [a.attempt, a.outcome])).toEqual([[1, 'delivered']]);
+    const resetRequests = r.deliveries.filter((d) => d.messages[0].record.id === 'reset');
+    expect(resetRequests).toHaveLength(2);
+    expect(resetRequests[0].id).toBe(resetRequests[1].id);
+    const slow = await env.attempts(ids.slow);
+    expect(slow.map((a) => [a.outcome, a.status])).toEqual([['delivered', 200]]);
+    const big = await env.attempts(ids.big);
+    expect(big.map((a) => a.outcome)).toEqual(['delivered']);
+    expect(big[0].response_excerpt).toHaveLength(4096);
+  });
+
+  it('lets healthy groups flow while one group keeps failing', async () => {
+    const r = await env.receiver((d) => ({ status: hasGroup(d, 'sick') ? 500 : 200 }));
+    const retry = { initial_ms: 100, factor: 2, cap_ms: 400, max_attempts: 1000 };
+    const id = await insertWebhookConsumer(env.pool, 'mixed', webhookSettings(r.url, { retry, batch_size: 20, max_in_flight: 2 }));
+    const groups = ['sick', ...Array.from({ length: 19 }, (_, i) => `ok${i}`)];
+    await env.run();
+    await insertMessages(env.pool, id, messagesFor(groups, 400));
+    await eventually(async () => r.accepted().length === 380 && (await env.remaining(id)) === 20, 20_000);
+    const byGroup = seqsByGroup(r.accepted());
+    for (const g of groups.slice(1)) expect(byGroup.get(g)).toEqual(Array.from({ length: 20 }, (_, i) => i));
+    expect(await env.remaining(id)).toBe(20);
+    // The sick group's head is the only message it ever sent.
+    const sick = r.deliveries.filter((d) => hasGroup(d, 'sick')).flatMap((d) => d.messages.filter((m) => m.record.id === 'sick'));
+    expect(new Set(sick.map((m) => m.record.seq))).toEqual(new Set([0]));
+  });
+
+  it('disables a consumer that has failed for disable_after with no success', async () => {
+    const r = await env.receiver(() => ({ status: 500 }));
+    const retry = { initial_ms: 50, factor: 1, cap_ms: 50, max_attempts: 1000 };
+    const id = await insertWebhookConsumer(env.pool, 'hopeless', webhookSettings(r.url, { retry, disable_after_ms: 400 }));
+    await env.run();
+    await insertMessages(env.pool, id, messagesFor(['a'], 1));
+    await eventually(async () => {
+      const { rows } = await env.pool.query('SELECT state, state_reason FROM sluice.consumers WHERE id = $1', [id]);
+      return rows[0].state === 'disabled' && /every delivery failed since/.test(rows[0].state_reason);
+    });
+    const n = r.deliveries.length;
+    await sleep(300);
+    expect(r.deliveries.length).toBe(n);
+    const { rows } = await env.pool.query('SELECT consecutive_failures, first_failure_at FROM sluice.webhook_health WHERE consumer_id = $1', [id]);
+    expect(rows[0].consecutive_failures).toBe(n);
+  });
+});
