@@ -28,7 +28,8 @@ export function parseIp(input: string): Ip | null {
   if (text.slice(lastColon + 1).includes('.')) {
     const v4 = parseV4(text.slice(lastColon + 1));
     tail.push((v4[0] << 8) | v4[1], (v4[2] << 8) | v4[3]);
-    groupsText = text.slice(0, lastColon + 1) + '0';
+    // Two placeholder groups, so '::' expands to the right number of zeros.
+    groupsText = text.slice(0, lastColon + 1) + '0:0';
   }
   const [head, rest] = groupsText.split('::') as [string, string | undefined];
   const toGroups = (s: string) => (s === '' ? [] : s.split(':').map((g) => parseInt(g, 16)));
@@ -40,7 +41,7 @@ export function parseIp(input: string): Ip | null {
     const b = toGroups(rest);
     groups = [...a, ...new Array<number>(8 - a.length - b.length).fill(0), ...b];
   }
-  if (tail.length) groups.splice(groups.length - 1, 1, ...tail);
+  if (tail.length) groups.splice(groups.length - 2, 2, ...tail);
   const out = new Uint8Array(16);
   groups.forEach((g, i) => {
     out[i * 2] = g >> 8;

@@ -40,6 +40,8 @@ export interface Receiver {
   url: string;
   port: number;
   deliveries: Delivery[];
+  /** TCP connections accepted so far. */
+  connections: number;
   script: Script;
   /** Messages of every 2xx delivery, in arrival order. */
   accepted(): any[];
@@ -64,6 +66,7 @@ export async function startReceiver(script: Script = ok): Promise<Receiver> {
     url: '',
     port: 0,
     deliveries,
+    connections: 0,
     script,
     accepted: () => deliveries.filter((d) => d.status >= 200 && d.status < 300).flatMap((d) => d.messages),
     close: async () => {
@@ -107,6 +110,7 @@ export async function startReceiver(script: Script = ok): Promise<Receiver> {
     });
   });
   server.on('connection', (s) => {
+    r.connections++;
     sockets.add(s);
     s.on('close', () => sockets.delete(s));
   });
