@@ -219,6 +219,8 @@ export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 // ---- one embedded Postgres per test file, a dispatcher per test -------------
 
 export interface PushEnv {
+  /** The test database's URL (for child processes). */
+  url: string;
   pool: Pool;
   registry: ConsumerRegistry;
   /** Reloads the registry and starts a Dispatcher (stopped after each test). */
@@ -239,7 +241,8 @@ export function usePushEnv(dbName: string): PushEnv {
 
   beforeAll(async () => {
     pg = await startTestPg();
-    env.pool = createPool(await pg.createDatabase(dbName));
+    env.url = await pg.createDatabase(dbName);
+    env.pool = createPool(env.url);
     await migrate(env.pool);
     env.registry = new ConsumerRegistry(env.pool);
     // Started first, as the gateway does: its connect-time "re-check everything" is over before dispatch begins.
