@@ -57,35 +57,29 @@ interface ClaimRow {
 const CLAIM = `SELECT commit_lsn, commit_idx, delivery_token, deliver_count, group_key, payload, retry_at
   FROM sluice.claim_messages($1, $2, $3, $4, $5, $6)`;
 
-// Ack and nack need no lock: they only ever take messages out of flight, which
-// can't break max_ack_pending or group order. A concurrent claim that re-stamps
-// the row first makes the token comparison fail, as it should.
+// Ack needs no lock: it only takes messages out of flight, which can't break
+// max_ack_pending or group order. A concurrent claim that re-stamps the row
+// first makes the token comparison fail, as it should.
 const ACK = `DELETE FROM sluice.messages m
   USING unnest($2::bigint[], $3::int[], $4::int[]) AS a(lsn, idx, token)
   WHERE m.consumer_id = $1 AND m.commit_lsn = a.lsn AND m.commit_idx = a.idx
     AND m.delivery_token = a.token AND m.state = 0`;
 
-// The token stays: until the message is handed out again, its ack_id still acks it.
-const NACK = `UPDATE sluice.messages m SET visible_at = now()
-  FROM unnest($2::bigint[], $3::int[], $4::int[]) AS a(lsn, idx, token)
-  WHERE m.consumer_id = $1 AND m.commit_lsn = a.lsn AND m.commit_idx = a.idx
-    AND m.delivery_token = a.token AND m.state = 0 AND m.visible_at > now()`;
-
-// Nack's wake-up for long-pollers in other processes (the payload is the consumer id).
-const NACK_AND_NOTIFY = `WITH n AS (${NACK} RETURNING 1)
-  SELECT count(*)::int AS n, CASE WHEN count(*) > 0 THEN pg_notify('sluice_messages', $1::uuid::text) END AS notified FROM n`;
+// Under the claim lock (see migrations/0002_pull.sql); wakes long-pollers everywhere.
+const NACK = `SELECT sluice.nack_messages($1, $2::bigint[], $3::int[], $4::int[]) AS n`;
 
 const MODIFY_VISIBILITY = `SELECT sluice.modify_visibility($1, $2::bigint[], $3::int[], $4::int[], $5) AS n`;
 
 export async function claim(pool: Pool, opts: ClaimOptions): Promise<ClaimResult> {
-  const { rows } = await pool.query<ClaimRow>(CLAIM, [
+  // Named: parsed once per connection (claim and ack are the hot path).
+  const { rows } = await pool.query<ClaimRow>({ name: 'sluice_claim', text: CLAIM, values: [
     opts.consumerId,
     opts.limit,
     Math.round(opts.visibilityMs),
     opts.maxAckPending ?? null,
     opts.maxDeliver ?? null,
     opts.deadLetterBlocksGroup,
-  ]);
+  ] });
   if (rows.length === 1 && rows[0].commit_lsn === null) {
     return { messages: [], nextVisibleAt: rows[0].retry_at };
   }
@@ -116,7 +110,7 @@ export interface AckOutcome {
 export async function ack(pool: Pool, consumerId: string, ackIds: readonly string[]): Promise<AckOutcome> {
   const k = ackKeyArrays(ackIds);
   if (k.lsns.length === 0) return { applied: 0, ignored: ackIds.length };
-  const res = await pool.query(ACK, [consumerId, k.lsns, k.idxs, k.tokens]);
+  const res = await pool.query({ name: 'sluice_ack', text: ACK, values: [consumerId, k.lsns, k.idxs, k.tokens] });
   const applied = res.rowCount ?? 0;
   return { applied, ignored: ackIds.length - applied };
 }
@@ -125,7 +119,7 @@ export async function ack(pool: Pool, consumerId: string, ackIds: readonly strin
 export async function nack(pool: Pool, consumerId: string, ackIds: readonly string[]): Promise<AckOutcome> {
   const k = ackKeyArrays(ackIds);
   if (k.lsns.length === 0) return { applied: 0, ignored: ackIds.length };
-  const { rows } = await pool.query<{ n: number }>(NACK_AND_NOTIFY, [consumerId, k.lsns, k.idxs, k.tokens]);
+  const { rows } = await pool.query<{ n: number }>(NACK, [consumerId, k.lsns, k.idxs, k.tokens]);
   const applied = rows[0].n;
   return { applied, ignored: ackIds.length - applied };
 }

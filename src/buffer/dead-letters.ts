@@ -48,6 +48,9 @@ const RETRY_ALL = `UPDATE sluice.messages
   SET state = 0, deliver_count = 0, delivery_token = NULL, visible_at = '-infinity', last_error = NULL
   WHERE consumer_id = $1 AND state = 1`;
 const NOTIFY = `SELECT pg_notify('sluice_messages', $1::text)`;
+// Retried rows are never-delivered again, usually below the claim cursor
+// (migrations/0002_pull.sql): the next claim must scan from the start.
+const RESET_CURSOR = `DELETE FROM sluice.claim_cursors WHERE consumer_id = $1`;
 
 const DISCARD_KEYS = `DELETE FROM sluice.messages m
   USING unnest($2::bigint[], $3::int[]) AS k(lsn, idx)
@@ -84,8 +87,11 @@ export async function retryDeadLetters(pool: Pool, consumerId: string, keys: rea
     const res =
       keys === 'all' ? await c.query(RETRY_ALL, [consumerId]) : await c.query(RETRY_KEYS, [consumerId, ...keyArrays(keys)]);
     const n = res.rowCount ?? 0;
-    // Delivered with the commit: long-pollers in every process re-check.
-    if (n > 0) await c.query(NOTIFY, [consumerId]);
+    if (n > 0) {
+      await c.query(RESET_CURSOR, [consumerId]);
+      // Delivered with the commit: long-pollers in every process re-check.
+      await c.query(NOTIFY, [consumerId]);
+    }
     return n;
   });
 }

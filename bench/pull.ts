@@ -1,0 +1,200 @@
+// Pull throughput: a backlog of N messages for one consumer, drained by W
+// concurrent HTTP workers doing receive(batch) → ack against a real listening
+// app on 127.0.0.1. Prints messages/s and per-call latencies; asserts nothing.
+//   npx tsx bench/pull.ts [messages] [workers] [batch]
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Pool } from 'undici';
+import { startEmbedded } from '../src/db/embedded.js';
+import { migrate } from '../src/db/migrate.js';
+import { createPool } from '../src/db/pool.js';
+import { createConsumer, insertSeries } from '../test/helpers/buffer.js';
+import { buildPullTestApp } from '../test/fixtures/pull-app.js';
+
+export interface PullBenchOptions {
+  messages?: number;
+  workers?: number;
+  batchSize?: number;
+  /** Distinct group keys (0 = grouping off). Default: one group per 10 messages' worth of rows. */
+  groups?: number;
+  /** An existing server instead of an embedded one. */
+  databaseUrl?: string;
+  log?: (line: string) => void;
+}
+
+export interface PullBenchResult {
+  messages: number;
+  seconds: number;
+  messagesPerSecond: number;
+  receive: Latency;
+  ack: Latency;
+  setupSeconds: number;
+  /** CPU seconds during the drain: this process (app + HTTP workers) and the database server. */
+  nodeCpuSeconds: number;
+  dbCpuSeconds: number | null;
+}
+
+interface Latency {
+  calls: number;
+  p50: number;
+  p95: number;
+  p99: number;
+  max: number;
+}
+
+// CPU seconds of a Postgres server (postmaster and all its children), from
+// /proc on Linux; null elsewhere. Tells the database's share of the machine.
+function serverCpuSeconds(postmasterPid: number): number | null {
+  try {
+    let ticks = 0;
+    for (const entry of readdirSync('/proc')) {
+      if (!/^\d+$/.test(entry)) continue;
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(entry) !== postmasterPid && Number(fields[1]) !== postmasterPid) continue;
+      ticks += Number(fields[11]) + Number(fields[12]);
+    }
+    return ticks / 100;
+  } catch {
+    return null;
+  }
+}
+
+async function postmasterPidOf(pool: ReturnType<typeof createPool>): Promise<number | null> {
+  try {
+    const { rows } = await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+    const stat = readFileSync(`/proc/${rows[0].pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  } catch {
+    return null;
+  }
+}
+
+function latency(samples: number[]): Latency {
+  const s = [...samples].sort((a, b) => a - b);
+  const at = (q: number) => (s.length ? s[Math.min(s.length - 1, Math.floor(q * s.length))] : 0);
+  const r = (v: number) => Math.round(v * 100) / 100;
+  return { calls: s.length, p50: r(at(0.5)), p95: r(at(0.95)), p99: r(at(0.99)), max: r(s[s.length - 1] ?? 0) };
+}
+
+export async function runPullBench(opts: PullBenchOptions = {}): Promise<PullBenchResult> {
+  const total = opts.messages ?? 1_000_000;
+  const workers = opts.workers ?? 8;
+  const batchSize = opts.batchSize ?? 100;
+  const groups = opts.groups ?? Math.max(1, Math.floor(total / 10));
+  const log = opts.log ?? console.log;
+
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'sluice-bench-pull-'));
+  chmodSync(dir, 0o755);
+  const embedded = opts.databaseUrl
+    ? null
+    : await startEmbedded({
+        dataDir: path.join(dir, 'pg'),
+        persistent: false,
+        extraFlags: ['-c', 'shared_buffers=512MB', '-c', 'max_wal_size=4GB'],
+      });
+  const url = opts.databaseUrl ?? embedded!.url;
+  const pool = createPool(url, { max: 16, name: 'sluice-bench-pull' });
+  let t: Awaited<ReturnType<typeof buildPullTestApp>> | undefined;
+  try {
+    await migrate(pool);
+    const name = `bench-${Date.now()}`;
+    const consumerId = await createConsumer(pool, { name, pull: { ack_wait_ms: 60_000, max_ack_pending: 10_000 } });
+    const setupStart = performance.now();
+    const chunk = 100_000;
+    for (let at = 0; at < total; at += chunk) await insertSeries(pool, consumerId, 1_000 + at, Math.min(chunk, total - at), groups);
+    await pool.query('VACUUM ANALYZE sluice.messages');
+    const setupSeconds = (performance.now() - setupStart) / 1000;
+    log(`setup: ${total} messages (${groups} groups) inserted in ${setupSeconds.toFixed(1)} s`);
+
+    t = await buildPullTestApp(pool);
+    await t.app.listen({ port: 0, host: '127.0.0.1' });
+    const addr = t.app.server.address();
+    const origin = `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}`;
+    const base = `/api/http_pull_consumers/${name}`;
+    // undici's request API: a real HTTP/1.1 client with keep-alive, without
+    // fetch's WHATWG stream machinery, which cost more CPU than the server.
+    const http = new Pool(origin, { connections: workers, pipelining: 1 });
+
+    const receiveMs: number[] = [];
+    const ackMs: number[] = [];
+    let acked = 0;
+    let emptyStreak = 0;
+    const deadline = Date.now() + 10 * 60_000;
+    const postmasterPid = await postmasterPidOf(pool);
+    const dbCpu0 = postmasterPid ? serverCpuSeconds(postmasterPid) : null;
+    const nodeCpu0 = process.cpuUsage();
+    const start = performance.now();
+    const worker = async () => {
+      // Bounded: stops when everything is acked, after repeated empty receives, or at the deadline.
+      while (acked < total && emptyStreak < 50 && Date.now() < deadline) {
+        const t0 = performance.now();
+        const res = await http.request({ path: `${base}/receive?batch_size=${batchSize}`, method: 'GET' });
+        const body = (await res.body.json()) as { data: { ack_id: string }[] };
+        receiveMs.push(performance.now() - t0);
+        if (body.data.length === 0) {
+          emptyStreak++;
+          await new Promise((r) => setTimeout(r, 20));
+          continue;
+        }
+        emptyStreak = 0;
+        const t1 = performance.now();
+        const ackRes = await http.request({
+          path: `${base}/ack`,
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ ack_ids: body.data.map((d) => d.ack_id) }),
+        });
+        const out = (await ackRes.body.json()) as { applied: number };
+        ackMs.push(performance.now() - t1);
+        acked += out.applied;
+      }
+    };
+    let lastReport = 0;
+    const progress = setInterval(() => {
+      const s = (performance.now() - start) / 1000;
+      log(`  ${s.toFixed(0)} s: ${acked} acked (${Math.round((acked - lastReport) / 5)} msg/s over the last 5 s)`);
+      lastReport = acked;
+    }, 5000);
+    await Promise.all(Array.from({ length: workers }, worker));
+    clearInterval(progress);
+    await http.close();
+    const seconds = (performance.now() - start) / 1000;
+    const nodeCpu = process.cpuUsage(nodeCpu0);
+    const dbCpu1 = postmasterPid ? serverCpuSeconds(postmasterPid) : null;
+    const result: PullBenchResult = {
+      messages: acked,
+      seconds,
+      messagesPerSecond: Math.round(acked / seconds),
+      receive: latency(receiveMs),
+      ack: latency(ackMs),
+      setupSeconds,
+      nodeCpuSeconds: Math.round((nodeCpu.user + nodeCpu.system) / 1e4) / 100,
+      dbCpuSeconds: dbCpu0 !== null && dbCpu1 !== null ? Math.round((dbCpu1 - dbCpu0) * 100) / 100 : null,
+    };
+    log(`drained ${acked} messages with ${workers} workers (batch ${batchSize}) in ${seconds.toFixed(1)} s: ${result.messagesPerSecond} msg/s`);
+    log(`receive latency ms: ${JSON.stringify(result.receive)}`);
+    log(`ack latency ms:     ${JSON.stringify(result.ack)}`);
+    log(`CPU during the drain: node ${result.nodeCpuSeconds} s, postgres ${result.dbCpuSeconds ?? 'n/a'} s (wall ${seconds.toFixed(1)} s)`);
+    return result;
+  } finally {
+    await t?.close().catch(() => {});
+    // On a server of the caller's, leave nothing behind.
+    if (opts.databaseUrl) await pool.query(`DELETE FROM sluice.consumers WHERE name LIKE 'bench-%'`).catch(() => {});
+    await pool.end().catch(() => {});
+    await embedded?.stop().catch(() => {});
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  const [messages, workers, batchSize] = process.argv.slice(2).map(Number);
+  await runPullBench({
+    messages: messages || undefined,
+    workers: workers || undefined,
+    batchSize: batchSize || undefined,
+    databaseUrl: process.env.BENCH_DATABASE_URL,
+  });
+}
