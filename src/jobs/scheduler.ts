@@ -1,0 +1,88 @@
+// Scheduled housekeeping (node-cron): pruning the webhook attempt log, and
+// reporting replication slot lag through a function the gateway passes in.
+// Every gateway process may run these; pruning is idempotent and sliced, so
+// two processes at once only share the work.
+import { createTask, type ScheduledTask, type TaskOptions } from 'node-cron';
+import type { Pool } from '../db/pool.js';
+import { pruneAttempts } from '../push/attempt-queries.js';
+import type { Log } from '../push/worker.js';
+
+export const DEFAULT_ATTEMPT_RETENTION_MS = 7 * 24 * 60 * 60 * 1000;
+
+export interface JobsOptions {
+  pool: Pool;
+  log: Log;
+  /** Attempts older than this are deleted (default 7 days). */
+  attemptRetentionMs?: number;
+  /** Called on the slot-lag schedule (e.g. logs/exports each source's lag); omitted: no such job. */
+  reportSlotLag?: () => unknown | Promise<unknown>;
+  /** Cron expressions (node-cron, optional seconds field). */
+  schedules?: { pruneAttempts?: string; slotLag?: string };
+}
+
+// Minute 17: away from the top of the hour, when other systems' cron jobs pile up.
+const PRUNE_EVERY = '17 * * * *';
+const SLOT_LAG_EVERY = '*/30 * * * * *';
+
+export class Jobs {
+  private tasks: ScheduledTask[] = [];
+  private started = false;
+
+  constructor(private readonly opts: JobsOptions) {}
+
+  /** Idempotent. */
+  start(): void {
+    if (this.started) return;
+    this.started = true;
+    const { log, schedules = {} } = this.opts;
+    const options = (name: string): TaskOptions => ({
+      name,
+      // A run still going when the next tick comes is skipped, not doubled.
+      noOverlap: true,
+      logger: {
+        info: () => {},
+        debug: () => {},
+        warn: (m) => log.warn({ job: name }, String(m)),
+        error: (m) => log.error({ job: name, err: String(m) }, 'scheduled job failed'),
+      },
+    });
+    this.tasks.push(createTask(schedules.pruneAttempts ?? PRUNE_EVERY, () => this.runPrune(), options('prune-webhook-attempts')));
+    const report = this.opts.reportSlotLag;
+    if (report) {
+      this.tasks.push(
+        createTask(schedules.slotLag ?? SLOT_LAG_EVERY, async () => {
+          try {
+            await report();
+          } catch (err) {
+            log.warn({ job: 'slot-lag', err: String(err) }, 'reporting slot lag failed');
+          }
+        }, options('slot-lag')),
+      );
+    }
+    for (const t of this.tasks) void t.start();
+  }
+
+  /** Idempotent. Stops the schedules; a run in progress finishes on its own. */
+  async stop(): Promise<void> {
+    if (!this.started) return;
+    this.started = false;
+    const tasks = this.tasks;
+    this.tasks = [];
+    await Promise.all(tasks.map(async (t) => {
+      await t.stop();
+      await t.destroy();
+    }));
+  }
+
+  /** One prune now (also what the schedule runs); returns how many attempts went. */
+  async runPrune(): Promise<number> {
+    try {
+      const n = await pruneAttempts(this.opts.pool, this.opts.attemptRetentionMs ?? DEFAULT_ATTEMPT_RETENTION_MS);
+      if (n > 0) this.opts.log.info({ job: 'prune-webhook-attempts', deleted: n }, 'pruned old webhook attempts');
+      return n;
+    } catch (err) {
+      this.opts.log.warn({ job: 'prune-webhook-attempts', err: String(err) }, 'pruning webhook attempts failed');
+      return 0;
+    }
+  }
+}
