@@ -56,6 +56,8 @@ export interface StreamOptions {
   onEvent: (e: ReplicationEvent) => Promise<void> | void;
   /** The position to report on a keepalive that asks for a reply. */
   durableLsn: () => bigint;
+  /** Postgres accepted START_REPLICATION: the slot is ours and streaming. */
+  onStreaming?: () => void;
 }
 
 const identity = (v: string) => v;
@@ -148,12 +150,17 @@ export class ReplicationStream {
       if (shouldRespond && !this.failure) this.confirm(this.opts.durableLsn());
     });
     this.service.on('error', (err: Error) => this.fail(err));
+    this.service.on('start', () => this.opts.onStreaming?.());
     const streaming = this.service.subscribe(rawTextPlugin(this.opts.publication), this.opts.slot, bigIntToLsn(this.opts.startLsn));
     try {
       await Promise.race([streaming, failed]);
     } catch (err) {
       if (this.stopped && !this.failure) return;
       throw this.failure ?? err;
+    } finally {
+      // A refused START_REPLICATION (slot busy) rejects without an 'error'
+      // event: close the connection here too, or every retry leaks a walsender.
+      await this.service.stop().catch(() => {});
     }
     if (this.failure) throw this.failure;
     if (!this.stopped) throw new Error('replication stream ended unexpectedly');

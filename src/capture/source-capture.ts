@@ -96,7 +96,10 @@ export class SourceCapture {
         await this.streamOnce();
       } catch (err) {
         if (this.stopped) break;
-        const e = err as Error;
+        const e = err as Error & { code?: string };
+        // Another process (or the walsender of a killed one) holds the slot:
+        // retry at a steady pace, which is also how a standby gateway takes over.
+        if (e.code === '55006') attempt = Math.min(attempt, 2);
         this.state.running = false;
         this.state.last_error = e.message;
         this.deps.log.error({ source: this.source.name, err: e.message }, e instanceof SetupError ? 'capture setup failed' : 'capture stream failed; reconnecting');
@@ -159,13 +162,15 @@ export class SourceCapture {
       startLsn,
       onEvent: session.onEvent,
       durableLsn: () => session.durableLsn(),
+      onStreaming: () => {
+        this.state.running = true;
+        this.state.last_error = null;
+        this.deps.log.info({ source: this.source.name, slot: this.source.slot, from: startLsn.toString() }, 'capture streaming');
+      },
     });
     this.stream = stream;
     this.session = session;
     this.decoder = decoder;
-    this.state.running = true;
-    this.state.last_error = null;
-    this.deps.log.info({ source: this.source.name, slot: this.source.slot, from: startLsn.toString() }, 'capture streaming');
     try {
       await stream.run();
     } finally {

@@ -1,0 +1,157 @@
+// Crash safety (rules 1 and 2): capture in a child process, killed with SIGKILL
+// at random moments while transactions keep committing; after the last
+// restart every change is in the buffer exactly once per consumer.
+import pg from 'pg';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createPool, type Pool } from '../src/db/pool.js';
+import { migrate } from '../src/db/migrate.js';
+import { runFixture, type Child } from './helpers/child.js';
+import { consumerConfig, eventually, insertConsumer, sourceConfig, sql } from './helpers/capture.js';
+import { startTestPg, type TestPg } from './helpers/pg.js';
+
+const FIXTURE = 'test/fixtures/capture-child.ts';
+const children = new Set<Child>();
+
+let source: TestPg;
+let buffer: TestPg;
+beforeAll(async () => {
+  // Separate servers: the buffer's own writes then never sit in the source's
+  // WAL between two captured transactions (the back-to-back case needs that).
+  [source, buffer] = await Promise.all([startTestPg(), startTestPg()]);
+});
+afterEach(async () => {
+  await Promise.all([...children].map((c) => c.kill9()));
+  children.clear();
+});
+afterAll(async () => {
+  await Promise.all([source?.stop(), buffer?.stop()]);
+});
+
+function startChild(sourceUrl: string, bufferUrl: string, src: object): Child {
+  const child = runFixture(FIXTURE, { SOURCE_URL: sourceUrl, BUFFER_URL: bufferUrl, SOURCE_JSON: JSON.stringify(src) });
+  children.add(child);
+  return child;
+}
+
+async function countByConsumer(pool: Pool): Promise<Record<string, { rows: number; distinct: number }>> {
+  const { rows } = await pool.query(
+    `SELECT c.name, count(*)::int AS rows,
+            count(DISTINCT (m.payload::json->>'action') || ':' || (m.payload::json->'record'->>'id') || ':' || coalesce(m.payload::json->'record'->>'v', ''))::int AS distinct
+       FROM sluice.messages m JOIN sluice.consumers c ON c.id = m.consumer_id GROUP BY c.name`,
+  );
+  return Object.fromEntries(rows.map((r) => [r.name, { rows: r.rows, distinct: r.distinct }]));
+}
+
+describe('capture crash safety', () => {
+  it('kill -9 at random moments while ≥ 20,000 changes commit: every change stored exactly once per consumer', async () => {
+    const srcUrl = await source.createDatabase('crash_src');
+    const bufUrl = await buffer.createDatabase('crash_buf');
+    await sql(srcUrl, `CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL, note text NOT NULL)`);
+    const pool = createPool(bufUrl);
+    await migrate(pool);
+    const src = sourceConfig('app', ['public.items'], { max_batch_changes: 500 });
+    await insertConsumer(pool, consumerConfig('by-key', 'app', ['public.items']));
+    await insertConsumer(pool, consumerConfig('ungrouped', 'app', ['public.items'], { group_by: false }));
+
+    let child = startChild(srcUrl, bufUrl, src);
+    await child.waitFor(/^streaming/);
+
+    // Producer: many transactions of 1–60 changes (inserts, then updates of earlier rows).
+    const producer = new pg.Client({ connectionString: srcUrl });
+    await producer.connect();
+    let expected = 0;
+    let nextId = 1;
+    const target = 20_000;
+    const producing = (async () => {
+      const deadline = Date.now() + 90_000;
+      while (expected < target && Date.now() < deadline) {
+        const n = 1 + Math.floor(Math.random() * 60);
+        if (nextId > 500 && Math.random() < 0.3) {
+          const from = 1 + Math.floor(Math.random() * (nextId - n - 1));
+          const r = await producer.query(`UPDATE items SET v = v + 1 WHERE id BETWEEN $1 AND $2`, [from, from + n - 1]);
+          expected += r.rowCount ?? 0;
+        } else {
+          await producer.query(
+            `INSERT INTO items SELECT g, 0, repeat('n', 50) FROM generate_series($1::bigint, $2::bigint) g`,
+            [nextId, nextId + n - 1],
+          );
+          nextId += n;
+          expected += n;
+        }
+      }
+    })();
+
+    // Killer: at least 5 kill -9s at random moments during production.
+    let kills = 0;
+    while (kills < 5 || expected < target) {
+      await new Promise((r) => setTimeout(r, 150 + Math.random() * 900));
+      await child.kill9();
+      kills++;
+      child = startChild(srcUrl, bufUrl, src);
+      await child.waitFor(/^streaming/);
+      if (kills > 40) break;
+    }
+    await producing;
+    await producer.end();
+    expect(expected).toBeGreaterThanOrEqual(target);
+    expect(kills).toBeGreaterThanOrEqual(5);
+
+    let last: unknown;
+    const counts = await eventually(async () => {
+      const c = await countByConsumer(pool);
+      last = c;
+      return c['by-key']?.rows >= expected && c['ungrouped']?.rows >= expected ? c : null;
+    }, 60_000, 200).catch((err) => {
+      console.log('expected', expected, 'counts', JSON.stringify(last), '\n', child.output.slice(-30).join('\n'));
+      throw err;
+    });
+    await child.stop();
+    // Exactly once: as many rows as changes, and no change twice.
+    expect(counts['by-key']).toEqual({ rows: expected, distinct: expected });
+    expect(counts['ungrouped']).toEqual({ rows: expected, distinct: expected });
+    await pool.end();
+  }, 240_000);
+
+  it('two transactions committed back to back, killed between them: the second is not skipped on restart', async () => {
+    const srcUrl = await source.createDatabase('b2b_src');
+    const bufUrl = await buffer.createDatabase('b2b_buf');
+    await sql(srcUrl, `CREATE TABLE t (id int PRIMARY KEY)`);
+    const pool = createPool(bufUrl);
+    await migrate(pool);
+    // Slots are per server: a name of its own, apart from the other test's.
+    const src = sourceConfig('b2b', ['public.t']);
+    await insertConsumer(pool, consumerConfig('c', 'b2b', ['public.t']));
+    let child = startChild(srcUrl, bufUrl, src);
+    await child.waitFor(/^streaming/);
+
+    // T2 writes its row first but commits second, so its commit record comes
+    // right after T1's: T2's commit LSN equals T1's end LSN.
+    const t2 = new pg.Client({ connectionString: srcUrl });
+    t2.on('error', () => {});
+    await t2.connect();
+    await t2.query('BEGIN');
+    await t2.query('INSERT INTO t VALUES (2)');
+    await sql(srcUrl, 'INSERT INTO t VALUES (1)');
+    const t1End = await eventually(async () => {
+      const { rows } = await pool.query(`SELECT (confirmed_lsn - '0/0')::bigint::text AS l FROM sluice.source_positions`);
+      const { rows: slot } = await sql(srcUrl, `SELECT (confirmed_flush_lsn - '0/0')::bigint::text AS l FROM pg_replication_slots WHERE slot_name = 'sluice_b2b'`);
+      // Stored and confirmed to Postgres.
+      return rows.length && slot.length && BigInt(slot[0].l) >= BigInt(rows[0].l) && (await countByConsumer(pool)).c?.rows === 1 ? BigInt(rows[0].l) : null;
+    });
+    await child.kill9();
+    await t2.query('COMMIT');
+    await t2.end();
+
+    child = startChild(srcUrl, bufUrl, src);
+    await child.waitFor(/^streaming/);
+    const rows = await eventually(async () => {
+      const r = await pool.query(`SELECT commit_lsn::text AS lsn, payload::json->'record'->>'id' AS id FROM sluice.messages ORDER BY commit_lsn`);
+      return r.rows.length === 2 ? r.rows : null;
+    });
+    await child.stop();
+    expect(rows.map((r) => r.id)).toEqual(['1', '2']);
+    // The case the +1 trap would lose: T2's commit record starts exactly where T1 ended.
+    expect(BigInt(rows[1].lsn)).toBe(t1End);
+    await pool.end();
+  }, 60_000);
+});

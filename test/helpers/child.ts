@@ -1,0 +1,63 @@
+// Runs a TypeScript fixture as a real child process (through tsx), with its
+// output collected, so a test can wait for a line or kill -9 it.
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+
+export interface Child {
+  proc: ChildProcess;
+  output: string[];
+  waitFor(pattern: RegExp, timeoutMs?: number): Promise<string>;
+  kill9(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export function runFixture(file: string, env: Record<string, string>): Child {
+  // node --import tsx, not the tsx CLI: the CLI runs the script in a second
+  // process, which a SIGKILL of the first would leave running.
+  const proc = spawn(process.execPath, ['--import', 'tsx', path.resolve(file)], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const output: string[] = [];
+  const waiters = new Set<() => void>();
+  let partial = '';
+  const onData = (d: Buffer) => {
+    partial += d.toString();
+    const lines = partial.split('\n');
+    partial = lines.pop()!;
+    output.push(...lines);
+    for (const w of waiters) w();
+  };
+  proc.stdout!.on('data', onData);
+  proc.stderr!.on('data', onData);
+  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+  return {
+    proc,
+    output,
+    waitFor(pattern, timeoutMs = 30_000) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const hit = output.find((l) => pattern.test(l));
+          if (hit) {
+            waiters.delete(check);
+            clearTimeout(t);
+            resolve(hit);
+          }
+        };
+        const t = setTimeout(() => {
+          waiters.delete(check);
+          reject(new Error(`no line matching ${pattern} within ${timeoutMs} ms; output:\n${output.slice(-20).join('\n')}`));
+        }, timeoutMs);
+        waiters.add(check);
+        check();
+      });
+    },
+    async kill9() {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+      await exited;
+    },
+    async stop() {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
