@@ -41,14 +41,16 @@ function parseJsonBody(_req: unknown, body: string | Buffer, done: (err: Error |
 /**
  * Parses bodies without a Content-Type, with an unknown one, or form-encoded,
  * as JSON (bounded by the route's body limit). With `jsonToo`, also replaces
- * the application/json parser in this (encapsulated) context so that an empty
- * JSON body means "no parameters" instead of an error. Safe to call twice.
+ * the application/json and text/plain parsers in this (encapsulated) context,
+ * so that an empty JSON body means "no parameters" instead of an error, and
+ * JSON sent as text/plain parses. Safe to call twice.
  */
 export async function registerJsonAnyParser(app: FastifyInstance, opts: { jsonToo?: boolean } = {}): Promise<void> {
   const types: string[] = ['*', 'application/x-www-form-urlencoded'];
   if (opts.jsonToo) {
-    app.removeContentTypeParser('application/json');
-    types.push('application/json');
+    // text/plain too: some HTTP clients label any string body that way.
+    app.removeContentTypeParser(['application/json', 'text/plain']);
+    types.push('application/json', 'text/plain');
   }
   for (const type of types) {
     try {

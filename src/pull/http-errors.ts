@@ -55,7 +55,8 @@ export function pullErrorHandler(error: FastifyError | Error, request: FastifyRe
     const issues = e.validation as ErrorObject[];
     // The body itself is not an object (a JSON array, string, null, no body).
     if (e.validationContext === 'body' && issues.some((i) => i.instancePath === '' && i.keyword === 'type')) {
-      return reply.status(400).send({ summary: 'The request body must be a JSON object.' });
+      const example = request.url.split('?')[0].endsWith('/receive') ? '{"batch_size": 10}' : '{"ack_ids": ["…"]}';
+      return reply.status(400).send({ summary: `The request body must be a JSON object, such as ${example}.` });
     }
     const fields = fieldErrors(issues, e.validationContext ?? 'request');
     const first = Object.entries(fields)[0];

@@ -21,7 +21,7 @@ const DEFAULT_BODY_LIMIT = 1024 * 1024;
 
 export interface PullRoutesOptions {
   deps: AppDeps;
-  /** Shared with the rest of the process; otherwise one is made (and closed) here. */
+  /** Overrides deps.wakeup; with neither, one is made (and closed) here. */
   wakeup?: Wakeup;
   /** For tests and the composition root; otherwise one is made here. */
   service?: PullService;
@@ -97,7 +97,7 @@ export async function pullRoutes(app: FastifyInstance, opts: PullRoutesOptions):
 
 async function ownService(app: FastifyInstance, opts: PullRoutesOptions): Promise<PullService> {
   const { deps } = opts;
-  let wakeup = opts.wakeup;
+  let wakeup = opts.wakeup ?? deps.wakeup;
   if (!wakeup) {
     const own = Wakeup.fromPool(deps.pool, { onError: (err) => app.log.warn({ err }, 'wake-up connection lost') });
     await own.start();
