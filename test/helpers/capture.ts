@@ -78,13 +78,13 @@ export async function startCapture(url: string, source: SourceConfig, consumers:
 }
 
 /** Polls (bounded) until fn returns a truthy value. */
-export async function eventually<T>(fn: () => Promise<T>, timeoutMs = 20_000, everyMs = 50): Promise<T> {
+export async function eventually<T>(fn: () => Promise<T>, timeoutMs = 20_000, everyMs = 50): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   while (Date.now() < deadline) {
     try {
       const v = await fn();
-      if (v) return v;
+      if (v) return v as NonNullable<T>;
     } catch (err) {
       last = err;
     }
