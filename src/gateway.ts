@@ -7,6 +7,8 @@ import { randomBytes } from 'node:crypto';
 import { ConfigListener } from './buffer/config-listener.js';
 import { ConsumerRegistry } from './buffer/consumers.js';
 import { Wakeup } from './buffer/wakeup.js';
+import { Jobs } from './jobs/scheduler.js';
+import { Dispatcher } from './push/dispatcher.js';
 import { SourceCapture } from './capture/source-capture.js';
 import { applyConfig } from './config/apply.js';
 import type { SluiceConfig } from './config/types.js';
@@ -30,6 +32,10 @@ export interface GatewayOptions {
   dispatch?: boolean;
   /** Extra things to stop last (the embedded Postgres). */
   onStopped?: () => Promise<void>;
+  /** Called once config is applied and HTTP listens, before webhooks are dispatched (the demo receiver starts here). */
+  beforeDispatch?: (gateway: Gateway) => Promise<(() => Promise<void>) | void>;
+  /** A signing secret generated for a new webhook consumer: shown to the operator once, never logged. */
+  onGeneratedSecret?: (consumer: string, secret: string) => void;
 }
 
 export class Gateway {
@@ -54,7 +60,7 @@ export class Gateway {
 
     const applied = await migrate(this.pool);
     if (applied.length) log.info({ migrations: applied }, 'migrations applied');
-    const plan = await applyConfig(this.pool, config);
+    const plan = await applyConfig(this.pool, config, { onGeneratedSecret: this.opts.onGeneratedSecret });
     if (plan.length) log.info({ changes: plan.map((p) => `${p.action} ${p.resource} ${p.name}`) }, 'config applied');
 
     this.consumers = new ConsumerRegistry(this.pool);
@@ -80,7 +86,24 @@ export class Gateway {
     this.push('wakeup', () => wakeup.stop());
 
     if (this.opts.http !== false) await this.startHttp(wakeup);
+    const undo = await this.opts.beforeDispatch?.(this);
+    if (undo) this.push('before-dispatch', undo);
     if (this.opts.dispatch !== false) await this.startDispatcher(wakeup);
+    this.startJobs();
+  }
+
+  private startJobs(): void {
+    const jobs = new Jobs({
+      pool: this.pool,
+      log: this.opts.log,
+      reportSlotLag: () => {
+        for (const s of this.status()) {
+          if (s.lag_bytes !== null) this.opts.log.info({ source: s.name, slot: s.slot, lag_bytes: s.lag_bytes }, 'slot lag');
+        }
+      },
+    });
+    jobs.start();
+    this.push('jobs', () => jobs.stop());
   }
 
   private async startHttp(wakeup: Wakeup): Promise<void> {
@@ -102,11 +125,7 @@ export class Gateway {
   }
 
   private async startDispatcher(wakeup: Wakeup): Promise<void> {
-    // The dispatcher module lands separately; until then the gateway only captures and serves pulls.
-    type DispatcherModule = { Dispatcher: new (deps: object) => { start(): void; stop(): Promise<void> } };
-    const mod = (await import(/* @vite-ignore */ './push/dispatcher.js' as string).catch(() => null)) as DispatcherModule | null;
-    if (!mod) return;
-    const dispatcher = new mod.Dispatcher({ pool: this.pool, consumers: this.consumers, wakeup, instanceId: this.instanceId, log: this.opts.log });
+    const dispatcher = new Dispatcher({ pool: this.pool, consumers: this.consumers, wakeup, instanceId: this.instanceId, log: this.opts.log });
     dispatcher.start();
     this.push('dispatcher', () => dispatcher.stop());
   }

@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { startEmbedded, type EmbeddedHandle } from '../db/embedded.js';
 import { Gateway } from '../gateway.js';
+import { startDemoReceiver } from '../push/demo-receiver.js';
 import { createLogger, maskUrl } from '../log.js';
 import type { SluiceConfig } from '../config/types.js';
 import { configPath, dataDir, readConfig, writeEmbeddedNote } from './context.js';
@@ -65,10 +66,10 @@ export async function startCommand(flags: Record<string, string | true>, env = p
       `  Try:       psql ${bufferUrl} -c "INSERT INTO demo_orders (customer_id, amount) VALUES (7, 19.90)"`,
       '  Then:      npm run sluice -- status',
       ...banner,
-      '',
     ];
   }
 
+  const secretsShown: string[] = [];
   const gateway = new Gateway({
     config,
     bufferUrl,
@@ -76,6 +77,9 @@ export async function startCommand(flags: Record<string, string | true>, env = p
     onStopped: async () => {
       await embedded?.stop();
     },
+    // Shown once, on the terminal, never through the logger.
+    onGeneratedSecret: (consumer, secret) => secretsShown.push(`  Signing secret of ${consumer} (shown once): ${secret}`),
+    beforeDispatch: embedded ? (gw) => startDemo(gw, log, banner) : undefined,
   });
 
   let signals = 0;
@@ -97,5 +101,25 @@ export async function startCommand(flags: Record<string, string | true>, env = p
     throw err;
   }
   log.info({ buffer: maskUrl(bufferUrl), sources: config.sources.map((s) => s.name), http: gateway.httpAddress }, 'sluice started');
-  if (banner.length) process.stdout.write(banner.join('\n') + '\n');
+  banner.push(...secretsShown);
+  if (banner.length) process.stdout.write(banner.join('\n') + '\n\n');
+}
+
+const DEMO_RECEIVER = /^http:\/\/127\.0\.0\.1:(\d+)\//;
+
+/**
+ * The embedded default's demo webhook points at a receiver built into the
+ * gateway, which verifies each POST as a user's app would and prints it.
+ */
+async function startDemo(gateway: Gateway, log: ReturnType<typeof createLogger>, banner: string[]) {
+  const demo = gateway.consumers.all().find((c) => c.kind === 'webhook' && DEMO_RECEIVER.test(c.config.webhook?.url ?? ''));
+  if (!demo?.config.webhook) return;
+  const port = Number(DEMO_RECEIVER.exec(demo.config.webhook.url)![1]);
+  const receiver = await startDemoReceiver({ port, secret: demo.config.webhook.secrets, log }).catch((err: Error) => {
+    log.warn({ port, err: err.message }, 'demo receiver not started (port busy?)');
+    return null;
+  });
+  if (!receiver) return;
+  banner.push(`  Webhooks:  ${demo.name} POSTs each change, signed, to the demo receiver at ${receiver.url}; it verifies and prints them here.`);
+  return () => receiver.close();
 }

@@ -7,12 +7,35 @@ import { normaliseConfig } from './normalise.js';
 import { diffConfig, type ConfigPlan, type StoredConfig } from './plan.js';
 import * as q from './queries.js';
 import type { ConsumerConfig, SluiceConfig } from './types.js';
+import { generateSecret } from '../signing/secrets.js';
 
 export { formatPlan, maskSecret, type ConfigPlan, type FieldChange, type PlanChange } from './plan.js';
 
 export interface ApplyOptions {
   /** Delete sources and consumers that the config does not list (default: keep them). */
   prune?: boolean;
+  /** Told once of each signing secret generated for a new webhook consumer (to show it once). */
+  onGeneratedSecret?: (consumer: string, secret: string) => void;
+}
+
+/**
+ * A webhook consumer declared without secrets keeps the ones it has (generated
+ * on its first apply, or rotated through the API), so applying the same file
+ * again changes nothing; a new one gets a generated secret.
+ */
+function fillSecrets(config: SluiceConfig, stored: StoredConfig, generate: boolean): { config: SluiceConfig; generated: Array<[string, string]> } {
+  const storedByName = new Map(stored.consumers.map((c) => [c.name, c]));
+  const generated: Array<[string, string]> = [];
+  const consumers = config.consumers.map((c) => {
+    if (c.kind !== 'webhook' || !c.webhook || c.webhook.secrets.length > 0) return c;
+    const kept = storedByName.get(c.name)?.webhook?.secrets ?? [];
+    if (kept.length) return { ...c, webhook: { ...c.webhook, secrets: kept } };
+    if (!generate) return c;
+    const secret = generateSecret();
+    generated.push([c.name, secret]);
+    return { ...c, webhook: { ...c.webhook, secrets: [secret] } };
+  });
+  return { config: { ...config, consumers }, generated };
 }
 
 /**
@@ -40,17 +63,23 @@ async function readStored(db: q.Db): Promise<StoredConfig> {
 
 /** What applyConfig would change, without changing anything. Secrets are masked. */
 export async function planConfig(pool: Pool, config: SluiceConfig, opts: ApplyOptions = {}): Promise<ConfigPlan> {
-  return diffConfig(config, await readStored(pool), opts);
+  const stored = await readStored(pool);
+  return diffConfig(fillSecrets(config, stored, false).config, stored, opts);
 }
 
 /** Applies the config in one transaction and returns what it changed. */
-export async function applyConfig(pool: Pool, config: SluiceConfig, opts: ApplyOptions = {}): Promise<ConfigPlan> {
-  const sources = new Map(config.sources.map((s) => [s.name, s]));
-  const consumers = new Map(config.consumers.map((c) => [c.name, c]));
-  return withTransaction(pool, async (client) => {
+export async function applyConfig(pool: Pool, declared: SluiceConfig, opts: ApplyOptions = {}): Promise<ConfigPlan> {
+  let generated: Array<[string, string]> = [];
+  const plan = await withTransaction(pool, async (client) => {
     // Plan under the lock, so a concurrent apply cannot slip in between.
     await q.lockConfigApply(client);
-    const plan = diffConfig(config, await readStored(client), opts);
+    const stored = await readStored(client);
+    const filled = fillSecrets(declared, stored, true);
+    const config = filled.config;
+    generated = filled.generated;
+    const sources = new Map(config.sources.map((s) => [s.name, s]));
+    const consumers = new Map(config.consumers.map((c) => [c.name, c]));
+    const plan = diffConfig(config, stored, opts);
     // Consumers are deleted before sources and created after them, the order a
     // reader of the tables (a reloading gateway) can always make sense of.
     for (const change of plan.filter((c) => c.resource === 'consumer' && c.action === 'delete')) {
@@ -70,6 +99,9 @@ export async function applyConfig(pool: Pool, config: SluiceConfig, opts: ApplyO
     if (plan.length > 0) await q.notifyConfigChanged(client);
     return plan;
   });
+  // After commit: a secret is shown only once it is really stored.
+  for (const [consumer, secret] of generated) opts.onGeneratedSecret?.(consumer, secret);
+  return plan;
 }
 
 /**

@@ -11,6 +11,7 @@ import type { AppDeps } from './deps.js';
 import { errorHandler, notFoundHandler } from './errors.js';
 import { healthRoutes } from './health.js';
 import { registerJsonAnyParser } from './json-any.js';
+import { attemptsRoutes } from './routes/attempts.js';
 import { managementRoutes } from './routes/index.js';
 import { pullRoutes } from './routes/pull.js';
 import { schemaCompiler } from './schemas/validator.js';
@@ -68,6 +69,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       api.setNotFoundHandler(notFoundHandler);
       api.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
       await api.register(managementRoutes, { deps, verifier, compiler });
+      await api.register(attemptsRoutes, { deps });
     },
     { prefix: '/api' },
   );
