@@ -46,6 +46,25 @@ export interface SetupResult {
 }
 
 /**
+ * Runs a CREATE/ALTER that needs privileges the role may lack (CREATE on the
+ * database, ownership of the tables, superuser for TABLES IN SCHEMA): Postgres's
+ * bare "permission denied" becomes a SetupError saying what was being created
+ * and the two ways out.
+ */
+async function privileged(source: SourceConfig, what: string, run: () => Promise<unknown>): Promise<void> {
+  try {
+    await run();
+  } catch (err) {
+    const e = err as Error & { code?: string };
+    if (e.code !== '42501') throw err; // insufficient_privilege
+    throw new SetupError(
+      `source "${source.name}": cannot ${what}: ${e.message}. Grant what it needs (CREATE on the database and ownership of the tables; ` +
+        `superuser for TABLES IN SCHEMA), or have a DBA run the SQL of \`sluice setup --print\` and set create_if_missing: false.`,
+    );
+  }
+}
+
+/**
  * Verify (and, with create_if_missing, create) what capture needs.
  * `bufferInSameDatabase`: the buffer's schema must never be published.
  */
@@ -100,10 +119,14 @@ export async function ensureSource(db: pg.Pool, source: SourceConfig): Promise<S
         ...source.tables.map((t) => `TABLE ${quoteTable(t)}`),
         ...source.schemas.map((s) => `TABLES IN SCHEMA ${quoteIdent(s)}`),
       ];
-      await db.query(`CREATE PUBLICATION ${quoteIdent(source.publication)} FOR ${targets.join(', ')}`);
+      await privileged(source, `create publication "${source.publication}"`, () =>
+        db.query(`CREATE PUBLICATION ${quoteIdent(source.publication)} FOR ${targets.join(', ')}`),
+      );
       result.createdPublication = true;
     } else {
-      await db.query(`ALTER PUBLICATION ${quoteIdent(source.publication)} ADD TABLE ${missing.map(quoteTable).join(', ')}`);
+      await privileged(source, `add ${missing.join(', ')} to publication "${source.publication}"`, () =>
+        db.query(`ALTER PUBLICATION ${quoteIdent(source.publication)} ADD TABLE ${missing.map(quoteTable).join(', ')}`),
+      );
       result.addedTables = missing;
     }
   }
@@ -121,7 +144,7 @@ export async function ensureSource(db: pg.Pool, source: SourceConfig): Promise<S
         `source "${source.name}": replication slot "${source.slot}" does not exist. Run: SELECT pg_create_logical_replication_slot('${source.slot}', 'pgoutput');`,
       );
     }
-    await q.createSlot(db, source.slot);
+    await privileged(source, `create replication slot "${source.slot}"`, () => q.createSlot(db, source.slot));
     result.createdSlot = true;
     slot = await q.slotInfo(db, source.slot);
   }
