@@ -68,18 +68,52 @@ function* copyChunks(rows: BufferRow[]): Generator<string> {
   if (chunk) yield chunk;
 }
 
+// Small batches (the steady trickle of a busy but not saturated source) take
+// one round trip: rows, position and wake-up in one statement, its own
+// transaction. COPY needs four (BEGIN, COPY, position, COMMIT), which only pays
+// off for large batches. ON CONFLICT here is belt and braces: clearTail already
+// keeps replays out.
+const SMALL_BATCH = 200;
+
+const INSERT_SMALL = `
+WITH ins AS (
+  INSERT INTO sluice.messages (consumer_id, commit_lsn, commit_idx, group_key, payload)
+  SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::int[], $4::text[], $5::text[])
+  ON CONFLICT DO NOTHING
+  RETURNING 1
+), pos AS (
+  INSERT INTO sluice.source_positions AS p (source_name, confirmed_lsn, last_commit_at, updated_at)
+  SELECT $6, '0/0'::pg_lsn + $7::numeric, $8::timestamptz, now() WHERE $7::numeric IS NOT NULL
+  ON CONFLICT (source_name) DO UPDATE
+    SET confirmed_lsn = GREATEST(p.confirmed_lsn, EXCLUDED.confirmed_lsn),
+        last_commit_at = COALESCE(EXCLUDED.last_commit_at, p.last_commit_at),
+        updated_at = now()
+)
+SELECT (SELECT count(*) FROM ins) AS inserted, count(pg_notify('sluice_messages', c)) FROM unnest($9::text[]) c`;
+
 export async function writeBatch(pool: Pool, batch: BatchWrite): Promise<void> {
-  const client = await pool.connect();
-  try {
-    await client.query('BEGIN');
-    if (batch.rows.length) await pipeline(Readable.from(copyChunks(batch.rows)), client.query(copyFrom(COPY_MESSAGES)));
-    const consumers = [...new Set(batch.rows.map((r) => r.consumerId))];
-    await client.query(ADVANCE_AND_NOTIFY, [
+  const consumers = [...new Set(batch.rows.map((r) => r.consumerId))];
+  const checkpoint = batch.checkpoint === null ? null : batch.checkpoint.toString();
+  if (batch.rows.length <= SMALL_BATCH) {
+    const rows = batch.rows;
+    await pool.query(INSERT_SMALL, [
+      rows.map((r) => r.consumerId),
+      rows.map((r) => r.commitLsn.toString()),
+      rows.map((r) => r.commitIdx),
+      rows.map((r) => r.groupKey),
+      rows.map((r) => r.payload),
       batch.sourceName,
-      batch.checkpoint === null ? null : batch.checkpoint.toString(),
+      checkpoint,
       batch.lastCommitAt,
       consumers,
     ]);
+    return;
+  }
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    await pipeline(Readable.from(copyChunks(batch.rows)), client.query(copyFrom(COPY_MESSAGES)));
+    await client.query(ADVANCE_AND_NOTIFY, [batch.sourceName, checkpoint, batch.lastCommitAt, consumers]);
     await client.query('COMMIT');
   } catch (err) {
     await client.query('ROLLBACK').catch(() => {});

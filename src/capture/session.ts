@@ -2,12 +2,13 @@
 // them to the buffer in batches, and confirms to Postgres only what the buffer
 // has committed.
 //
-// Batching: rows accumulate while messages keep arriving; a write is queued when
+// Batching: rows accumulate while messages keep arriving; a write starts when
 // the replication queue goes idle (setImmediate runs after the messages already
-// received are handled) or when max_batch_changes is reached. Writes run one at a
-// time, in order; the handler waits when one is still running and the next batch
-// is full, which pauses the replication socket (flow control) and bounds memory
-// to about two batches, however large a transaction is.
+// received are handled) or when max_batch_changes is reached, unless a write is
+// in progress: then everything that arrives meanwhile goes into the next one.
+// One write at a time, in order; the handler waits when the next batch is full
+// and a write is still running, which pauses the replication socket (flow
+// control) and bounds memory to about two batches, however large a transaction.
 import type { Pool } from '../db/pool.js';
 import { writeBatch, type BufferRow } from '../buffer/writer.js';
 import { isoFromMicros } from './commit-time.js';
@@ -32,10 +33,12 @@ export class CaptureSession {
   private checkpoint: bigint | null = null;
   private lastCommitAt: string | null = null;
   private durable: bigint;
-  private chain: Promise<void> = Promise.resolve();
-  private queued = 0;
+  /** The write in progress; at most one at a time, so writes commit in order. */
+  private writing: Promise<void> | null = null;
   private flushScheduled = false;
   private failed: Error | null = null;
+  /** Between a begin and its commit. */
+  private inTransaction = false;
 
   constructor(private readonly deps: SessionDeps) {
     this.durable = deps.durableLsn;
@@ -45,10 +48,16 @@ export class CaptureSession {
     return this.durable;
   }
 
+  /** Everything received is stored: no open transaction, no pending rows or writes. */
+  idle(): boolean {
+    return !this.failed && !this.inTransaction && !this.flushScheduled && this.queued === 0 && this.rows.length === 0 && this.checkpoint === null;
+  }
+
   onEvent = async (e: ReplicationEvent): Promise<void> => {
     if (this.failed) throw this.failed;
     switch (e.tag) {
       case 'begin':
+        this.inTransaction = true;
         this.deps.decoder.begin(e.commitLsn, e.commitTimeMicros);
         return;
       case 'relation':
@@ -63,6 +72,7 @@ export class CaptureSession {
         if (this.rows.length >= this.deps.maxBatch) await this.submitFull();
         return;
       case 'commit':
+        this.inTransaction = false;
         this.checkpoint = e.endLsn;
         this.lastCommitAt = isoFromMicros(e.commitTimeMicros);
         if (this.rows.length >= this.deps.maxBatch) await this.submitFull();
@@ -76,50 +86,62 @@ export class CaptureSession {
     }
   };
 
-  /** Waits for every queued write (used on shutdown). */
+  /** Writes what is pending and waits for it (used on shutdown). */
   async drain(): Promise<void> {
-    this.enqueue();
-    await this.chain;
+    while (this.writing) await this.writing;
+    this.flush();
+    while (this.writing) await this.writing;
   }
 
+  /** A full batch waits for the write in progress: this pauses the replication socket. */
   private async submitFull(): Promise<void> {
-    if (this.queued > 0) await this.chain;
+    while (this.writing) await this.writing;
     if (this.failed) throw this.failed;
-    this.enqueue();
+    this.flush();
   }
 
   private scheduleFlush(): void {
     if (this.flushScheduled) return;
     this.flushScheduled = true;
+    // setImmediate runs after the messages already received are handled, so
+    // everything that arrived together goes into one write.
     setImmediate(() => {
       this.flushScheduled = false;
-      this.enqueue();
+      this.flush();
     });
   }
 
-  private enqueue(): void {
-    if (this.failed) return;
+  /**
+   * Starts a write of everything pending, unless one is in progress: then the
+   * rows keep accumulating and go out, together, when it ends (group commit).
+   * Under a steady stream of small transactions this turns N tiny writes into
+   * one per round trip.
+   */
+  private flush(): void {
+    if (this.failed || this.writing) return;
     const checkpoint = this.checkpoint !== null && this.checkpoint > this.durable ? this.checkpoint : null;
     if (this.rows.length === 0 && checkpoint === null) return;
     const batch = { sourceName: this.deps.sourceName, rows: this.rows, checkpoint, lastCommitAt: this.lastCommitAt };
     this.rows = [];
     this.checkpoint = null;
-    this.queued++;
-    this.chain = this.chain.then(async () => {
-      try {
-        if (this.failed) return;
-        await writeBatch(this.deps.bufferPool, batch);
-        if (batch.checkpoint !== null && batch.checkpoint > this.durable) {
-          this.durable = batch.checkpoint;
-          this.deps.confirm(this.durable);
-        }
-        this.deps.onWritten?.(batch.rows.length, batch.checkpoint);
-      } catch (err) {
-        this.failed = err as Error;
-        this.deps.onFatal(this.failed);
-      } finally {
-        this.queued--;
-      }
+    this.writing = this.write(batch).finally(() => {
+      this.writing = null;
+      // What arrived meanwhile, including a commit whose flush found us busy.
+      if (this.rows.length > 0 || (this.checkpoint !== null && this.checkpoint > this.durable)) this.flush();
     });
+  }
+
+  private async write(batch: Parameters<typeof writeBatch>[1]): Promise<void> {
+    try {
+      await writeBatch(this.deps.bufferPool, batch);
+      if (batch.checkpoint !== null && batch.checkpoint > this.durable) {
+        this.durable = batch.checkpoint;
+        this.deps.confirm(this.durable);
+      }
+      this.deps.onWritten?.(batch.rows.length, batch.checkpoint);
+    } catch (err) {
+      this.failed = err as Error;
+      this.deps.onFatal(this.failed);
+    }
   }
 }
