@@ -53,6 +53,8 @@ export class PullService {
   private readonly localWaiting = new Map<string, number>();
   private readonly consumerJsonCache = new WeakMap<ConsumerRecord, string>();
   private readonly unsubscribe: () => void;
+  // Aborted when the service closes: long-polls end at once with what they have.
+  private readonly closing = new AbortController();
 
   constructor(private readonly opts: PullServiceOptions) {
     this.safetyRecheckMs = opts.safetyRecheckMs ?? 1000;
@@ -60,8 +62,10 @@ export class PullService {
     this.unsubscribe = opts.consumers.onChange(() => opts.wakeup.notifyAll());
   }
 
+  /** Ends every long-poll (they answer with an empty list) and stops listening for consumer changes. Idempotent. */
   close(): void {
     this.unsubscribe();
+    this.closing.abort();
   }
 
   async receive(consumer: ConsumerRecord, req: ReceiveOptions): Promise<ReceiveResult> {
@@ -73,6 +77,8 @@ export class PullService {
     let result = await this.claimFor(current, req.batchSize);
     if (result.messages.length > 0 || req.waitMs <= 0) return this.body(current, result.messages);
 
+    const signal = req.signal ? AbortSignal.any([req.signal, this.closing.signal]) : this.closing.signal;
+    if (signal.aborted) return this.body(current, []);
     const waiterId = await this.admitWaiter(current, req.waitMs);
     try {
       for (let check = 0; check < MAX_CHECKS_PER_RECEIVE; check++) {
@@ -80,7 +86,7 @@ export class PullService {
         if (left <= 0) break;
         let sleep = Math.min(left, this.safetyRecheckMs);
         if (result.nextVisibleAt) sleep = Math.min(sleep, Math.max(0, result.nextVisibleAt.getTime() - Date.now()) + 1);
-        if ((await wakeup.wait(id, sleep, req.signal, epoch)) === 'aborted') break;
+        if ((await wakeup.wait(id, sleep, signal, epoch)) === 'aborted') break;
         epoch = wakeup.epoch(id);
         const latest = this.opts.consumers.get(id);
         if (!latest || latest.kind !== 'pull') break;

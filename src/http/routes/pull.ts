@@ -33,6 +33,9 @@ type WithIds = { ack_ids: string[]; visibility_timeout_ms?: number | string };
 export async function pullRoutes(app: FastifyInstance, opts: PullRoutesOptions): Promise<void> {
   const { deps } = opts;
   const service = opts.service ?? (await ownService(app, opts));
+  // Before the server stops accepting and waits for requests in flight: end the
+  // long-polls, or a shutdown would wait for up to wait_for (5 minutes).
+  app.addHook('preClose', async () => service.close());
 
   app.setValidatorCompiler(pullValidatorCompiler());
   app.setErrorHandler(pullErrorHandler);
@@ -104,7 +107,5 @@ async function ownService(app: FastifyInstance, opts: PullRoutesOptions): Promis
     app.addHook('onClose', async () => own.stop());
     wakeup = own;
   }
-  const service = new PullService({ pool: deps.pool, consumers: deps.consumers, wakeup, instanceId: deps.instanceId });
-  app.addHook('onClose', async () => service.close());
-  return service;
+  return new PullService({ pool: deps.pool, consumers: deps.consumers, wakeup, instanceId: deps.instanceId });
 }
