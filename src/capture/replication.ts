@@ -11,6 +11,10 @@
 //   failure, ignore everything after it and stop the stream, so no later ack can
 //   cover the failed change.
 // - subscribe() resumes from the in-memory position: we always pass the durable LSN.
+// - a keepalive's position (the walsender's sent position) is confirmed only when
+//   everything received before it is handled and stored (`idle`), as Postgres's own
+//   subscriber does; replying with an older position would keep a shutting-down
+//   walsender waiting for ever, so Postgres could never stop while Sluice runs.
 // - the parser runs values through pg's global type parsers (timestamps to Date,
 //   json to objects): we swap in the identity, keeping Postgres's exact text.
 import { LogicalReplicationService, PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
@@ -56,6 +60,11 @@ export interface StreamOptions {
   onEvent: (e: ReplicationEvent) => Promise<void> | void;
   /** The position to report on a keepalive that asks for a reply. */
   durableLsn: () => bigint;
+  /**
+   * Every event handled so far is stored, and no transaction is open: nothing
+   * received is waiting to be written, so a keepalive's position may be confirmed.
+   */
+  idle?: () => boolean;
   /** Postgres accepted START_REPLICATION: the slot is ours and streaming. */
   onStreaming?: () => void;
 }
@@ -120,6 +129,8 @@ export class ReplicationStream {
   private readonly service: LogicalReplicationService;
   private failure: Error | null = null;
   private stopped = false;
+  /** The highest position sent to Postgres: never sent backwards. */
+  private confirmed = 0n;
   private rejectRun: ((e: Error) => void) | null = null;
 
   constructor(private readonly opts: StreamOptions) {
@@ -146,8 +157,18 @@ export class ReplicationStream {
         this.fail(err as Error);
       }
     });
-    this.service.on('heartbeat', (_lsn: string, _ts: number, shouldRespond: boolean) => {
-      if (shouldRespond && !this.failure) this.confirm(this.opts.durableLsn());
+    this.service.on('heartbeat', (lsn: string, _ts: number, shouldRespond: boolean) => {
+      if (!shouldRespond || this.failure) return;
+      let position = this.opts.durableLsn();
+      // A keepalive comes after every change the walsender sent before it; when
+      // all of those are handled and stored, no change below its position is
+      // missing (emitted synchronously on receipt: the library's queue holds what
+      // came before it and is not yet handled).
+      if (this.queueDrained() && this.opts.idle?.()) {
+        const sent = lsnToBigInt(lsn);
+        if (sent > position) position = sent;
+      }
+      this.confirm(position);
     });
     this.service.on('error', (err: Error) => this.fail(err));
     this.service.on('start', () => this.opts.onStreaming?.());
@@ -169,8 +190,18 @@ export class ReplicationStream {
   /** Tell Postgres everything up to `lsn` (a transaction end LSN) is durable. */
   confirm(lsn: bigint): void {
     if (this.failure || lsn <= 0n) return;
+    // A keepalive's position may have been confirmed past the last stored
+    // transaction: never report less than what was already confirmed.
+    if (lsn < this.confirmed) lsn = this.confirmed;
+    this.confirmed = lsn;
     // The library adds one; subtract it so Postgres receives exactly `lsn`.
     void this.service.acknowledge(bigIntToLsn(lsn - 1n)).catch(() => {});
+  }
+
+  /** The library's flow-control queue is empty and no handler is running. */
+  private queueDrained(): boolean {
+    const svc = this.service as unknown as { _messageQueue: unknown[]; _processing: boolean };
+    return svc._messageQueue.length === 0 && !svc._processing;
   }
 
   /** Stop streaming because of a failure elsewhere (a buffer write); run() rejects with it. */

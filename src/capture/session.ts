@@ -50,7 +50,14 @@ export class CaptureSession {
 
   /** Everything received is stored: no open transaction, no pending rows or writes. */
   idle(): boolean {
-    return !this.failed && !this.inTransaction && !this.flushScheduled && this.queued === 0 && this.rows.length === 0 && this.checkpoint === null;
+    return (
+      !this.failed &&
+      !this.inTransaction &&
+      !this.flushScheduled &&
+      !this.writing &&
+      this.rows.length === 0 &&
+      (this.checkpoint === null || this.checkpoint <= this.durable)
+    );
   }
 
   onEvent = async (e: ReplicationEvent): Promise<void> => {

@@ -162,6 +162,7 @@ export class SourceCapture {
       startLsn,
       onEvent: session.onEvent,
       durableLsn: () => session.durableLsn(),
+      idle: () => session.idle(),
       onStreaming: () => {
         this.state.running = true;
         this.state.last_error = null;
