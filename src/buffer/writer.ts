@@ -31,17 +31,20 @@ export interface BatchWrite {
 
 const COPY_MESSAGES = 'COPY sluice.messages (consumer_id, commit_lsn, commit_idx, group_key, payload) FROM STDIN';
 
-// GREATEST: the position never moves back. pg_notify only wakes readers; they
-// re-read the table, so a lost notification costs latency, never a message.
-const ADVANCE_AND_NOTIFY = `
-WITH pos AS (
+// The source's position moves with the rows ($1 source, $2 end LSN or null,
+// $3 last commit time); GREATEST: it never moves back.
+const ADVANCE_POSITION = `
   INSERT INTO sluice.source_positions AS p (source_name, confirmed_lsn, last_commit_at, updated_at)
   SELECT $1, '0/0'::pg_lsn + $2::numeric, $3::timestamptz, now() WHERE $2::numeric IS NOT NULL
   ON CONFLICT (source_name) DO UPDATE
     SET confirmed_lsn = GREATEST(p.confirmed_lsn, EXCLUDED.confirmed_lsn),
         last_commit_at = COALESCE(EXCLUDED.last_commit_at, p.last_commit_at),
-        updated_at = now()
-)
+        updated_at = now()`;
+
+// pg_notify only wakes readers; they re-read the table, so a lost notification
+// costs latency, never a message.
+const ADVANCE_AND_NOTIFY = `
+WITH pos AS (${ADVANCE_POSITION})
 SELECT count(pg_notify('sluice_messages', c)) FROM unnest($4::text[]) c`;
 
 const SPECIAL = /[\\\t\n\r]/;
@@ -76,20 +79,13 @@ function* copyChunks(rows: BufferRow[]): Generator<string> {
 const SMALL_BATCH = 200;
 
 const INSERT_SMALL = `
-WITH ins AS (
+WITH pos AS (${ADVANCE_POSITION}), ins AS (
   INSERT INTO sluice.messages (consumer_id, commit_lsn, commit_idx, group_key, payload)
-  SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::int[], $4::text[], $5::text[])
+  SELECT * FROM unnest($5::uuid[], $6::bigint[], $7::int[], $8::text[], $9::text[])
   ON CONFLICT DO NOTHING
   RETURNING 1
-), pos AS (
-  INSERT INTO sluice.source_positions AS p (source_name, confirmed_lsn, last_commit_at, updated_at)
-  SELECT $6, '0/0'::pg_lsn + $7::numeric, $8::timestamptz, now() WHERE $7::numeric IS NOT NULL
-  ON CONFLICT (source_name) DO UPDATE
-    SET confirmed_lsn = GREATEST(p.confirmed_lsn, EXCLUDED.confirmed_lsn),
-        last_commit_at = COALESCE(EXCLUDED.last_commit_at, p.last_commit_at),
-        updated_at = now()
 )
-SELECT (SELECT count(*) FROM ins) AS inserted, count(pg_notify('sluice_messages', c)) FROM unnest($9::text[]) c`;
+SELECT (SELECT count(*) FROM ins) AS inserted, count(pg_notify('sluice_messages', c)) FROM unnest($4::text[]) c`;
 
 export async function writeBatch(pool: Pool, batch: BatchWrite): Promise<void> {
   const consumers = [...new Set(batch.rows.map((r) => r.consumerId))];
@@ -97,15 +93,15 @@ export async function writeBatch(pool: Pool, batch: BatchWrite): Promise<void> {
   if (batch.rows.length <= SMALL_BATCH) {
     const rows = batch.rows;
     await pool.query(INSERT_SMALL, [
+      batch.sourceName,
+      checkpoint,
+      batch.lastCommitAt,
+      consumers,
       rows.map((r) => r.consumerId),
       rows.map((r) => r.commitLsn.toString()),
       rows.map((r) => r.commitIdx),
       rows.map((r) => r.groupKey),
       rows.map((r) => r.payload),
-      batch.sourceName,
-      checkpoint,
-      batch.lastCommitAt,
-      consumers,
     ]);
     return;
   }
