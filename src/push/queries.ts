@@ -26,6 +26,8 @@ export interface ClaimOptions {
   batchSize: number;
   leaseMs: number;
   deadLetterBlocksGroup: boolean;
+  /** Form new batches (false: only batches due again). */
+  fresh: boolean;
 }
 
 interface ClaimRow {
@@ -41,11 +43,11 @@ interface ClaimRow {
 }
 
 const CLAIM = `SELECT batch_id, attempt, first_attempt_at, delivery_token, commit_lsn, commit_idx, group_key, payload, next_due_at
-  FROM sluice.claim_webhook_batches($1, $2, $3, $4, $5)`;
+  FROM sluice.claim_webhook_batches($1, $2, $3, $4, $5, $6)`;
 
 /** Batches in claim order; nextDueAt only when nothing was claimed (when a lease or backoff ends next). */
 export async function claimBatches(pool: Pool, o: ClaimOptions): Promise<{ batches: ClaimedBatch[]; nextDueAt: Date | null }> {
-  const { rows } = await pool.query<ClaimRow>(CLAIM, [o.consumerId, o.batches, o.batchSize, Math.round(o.leaseMs), o.deadLetterBlocksGroup]);
+  const { rows } = await pool.query<ClaimRow>(CLAIM, [o.consumerId, o.batches, o.batchSize, Math.round(o.leaseMs), o.deadLetterBlocksGroup, o.fresh]);
   if (rows.length === 0 || rows[0].batch_id === null) return { batches: [], nextDueAt: rows[0]?.next_due_at ?? null };
   const batches: ClaimedBatch[] = [];
   let current: ClaimedBatch | undefined;

@@ -34,6 +34,14 @@ export interface WorkerDeps {
 
 /** Re-check the table at least this often, whatever notifications say. */
 export const SAFETY_POLL_MS = 1000;
+/**
+ * After this many failed attempts in a row (no success between), the endpoint
+ * counts as down: only batches due again are retried, and new batches are
+ * formed at most once per probe interval. During an outage every group soon
+ * has a batch out, and scanning the whole backlog for a free group on every
+ * wake-up would cost the database for nothing.
+ */
+const CIRCUIT_AFTER_FAILURES = 3;
 /** How long stop() lets in-flight requests finish before aborting them. */
 const STOP_GRACE_MS = 5000;
 // A lease covers the request timeout plus time to record the outcome.
@@ -56,6 +64,9 @@ export class ConsumerWorker {
   private warnedUnsigned = false;
   /** When a batch of this consumer was last acked here (ms). */
   private lastSuccessAt = 0;
+  private consecutiveFailures = 0;
+  private nextFreshProbeAt = 0;
+  private readonly probeMs: number;
 
   constructor(
     readonly consumer: ConsumerRecord,
@@ -65,6 +76,7 @@ export class ConsumerWorker {
     const batched = this.settings.batched ?? true;
     this.batchSize = batched ? this.settings.batch_size : 1;
     this.leaseMs = leaseFor(this.settings.timeout_ms);
+    this.probeMs = Math.min(30_000, Math.max(1000, this.settings.retry.initial_ms));
     this.consumerJson = consumerJson({ id: consumer.id, name: consumer.name, annotations: consumer.annotations });
     this.acks = new AckQueue(deps.pool, consumer.id, deps.instanceId);
   }
@@ -106,6 +118,9 @@ export class ConsumerWorker {
       }
       const epoch = wakeup?.epoch(id);
       const seen = this.completions;
+      const down = this.consecutiveFailures >= CIRCUIT_AFTER_FAILURES;
+      const fresh = !down || Date.now() >= this.nextFreshProbeAt;
+      if (down && fresh) this.nextFreshProbeAt = Date.now() + this.probeMs;
       let claimed: Awaited<ReturnType<typeof claimBatches>>;
       try {
         if (!this.endpoint) await this.prepare();
@@ -115,6 +130,7 @@ export class ConsumerWorker {
           batchSize: this.batchSize,
           leaseMs: this.leaseMs,
           deadLetterBlocksGroup: this.consumer.config.dead_letter_blocks_group,
+          fresh,
         });
         dbErrors = 0;
       } catch (err) {
@@ -126,7 +142,8 @@ export class ConsumerWorker {
       for (const b of claimed.batches) this.launch(b);
       // Every free slot got a batch: there may be more; the top of the loop waits for a slot.
       if (claimed.batches.length === free) continue;
-      const dueIn = claimed.nextDueAt ? Math.max(0, claimed.nextDueAt.getTime() - Date.now()) : Infinity;
+      let dueIn = claimed.nextDueAt ? Math.max(0, claimed.nextDueAt.getTime() - Date.now()) : Infinity;
+      if (!fresh) dueIn = Math.min(dueIn, Math.max(0, this.nextFreshProbeAt - Date.now()));
       const why = await this.nextEvent(Math.min(SAFETY_POLL_MS, dueIn), epoch, seen);
       // New messages after a quiet spell: give the batch batch_timeout to fill.
       if (why === 'notified' && this.settings.batch_timeout_ms > 0 && this.running) {
@@ -210,6 +227,7 @@ export class ConsumerWorker {
     const v = verdict(result.status, result.retryAfter);
     if (v.kind === 'ack') {
       this.lastSuccessAt = Date.now();
+      this.consecutiveFailures = 0;
       await this.acks.add({ batch, facts });
       return;
     }
@@ -218,6 +236,7 @@ export class ConsumerWorker {
 
   private async fail(batch: ClaimedBatch, result: DeliveryResult, facts: AttemptFacts, pauseReason: string | null, retryAfterMs: number | null) {
     const retry = this.settings.retry;
+    this.consecutiveFailures++;
     const lastError = result.status !== null ? `HTTP ${result.status}${result.excerpt ? ': ' + result.excerpt.slice(0, 200) : ''}` : result.error ?? 'failed';
     const stopping = this.abort.signal.aborted;
     const outcome = pauseReason ? 'paused' : !stopping && exhausted(retry, batch.attempt, batch.firstAttemptAt) ? 'dead_letter' : 'retry';

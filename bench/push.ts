@@ -1,0 +1,180 @@
+// Push throughput on the embedded Postgres: messages pre-inserted with
+// generate_series, drained by a Dispatcher to a node:http receiver on 127.0.0.1
+// (in a worker thread, so it parses JSON on its own core) that answers 200.
+//   npx tsx bench/push.ts            all scenarios, prints figures
+//   BENCH_SCALE=0.1 npx tsx bench/push.ts   a tenth of the messages
+// Asserts nothing: the figures go into docs/webhooks.md.
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { ConsumerRegistry } from '../src/buffer/consumers.js';
+import { startEmbedded } from '../src/db/embedded.js';
+import { migrate } from '../src/db/migrate.js';
+import { createPool, type Pool } from '../src/db/pool.js';
+import { Dispatcher } from '../src/push/dispatcher.js';
+import { generateSecret } from '../src/signing/secrets.js';
+
+export interface PushBenchOptions {
+  /** Buffer database; unset: a fresh embedded Postgres. */
+  url?: string;
+  messages: number;
+  groups: number;
+  batchSize: number;
+  maxInFlight: number;
+  /** One group the receiver answers 500 for (a batch holding any of its messages fails). */
+  failingGroup?: boolean;
+  /** Give up (and report what was drained) after this long. */
+  timeoutMs?: number;
+}
+
+export interface PushBenchResult {
+  delivered: number;
+  seconds: number;
+  perSecond: number;
+  requests: number;
+  failedRequests: number;
+}
+
+// CommonJS, evaluated in a worker thread: the receiver a user would run, minus verification.
+const RECEIVER = `
+const { parentPort, workerData } = require('node:worker_threads');
+const http = require('node:http');
+let delivered = 0, requests = 0, failed = 0;
+const server = http.createServer((req, res) => {
+  const chunks = [];
+  req.on('data', (c) => chunks.push(c));
+  req.on('end', () => {
+    requests++;
+    const body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    const messages = Array.isArray(body.data) ? body.data : [body];
+    if (workerData.failGroup && messages.some((m) => m.record.group === workerData.failGroup)) {
+      failed++;
+      res.writeHead(500).end();
+      return;
+    }
+    delivered += messages.length;
+    res.writeHead(200).end();
+  });
+});
+server.keepAliveTimeout = 60000;
+server.listen(0, '127.0.0.1', () => parentPort.postMessage({ port: server.address().port }));
+parentPort.on('message', () => parentPort.postMessage({ delivered, requests, failed }));
+`;
+
+interface ReceiverCounts {
+  delivered: number;
+  requests: number;
+  failed: number;
+}
+
+async function startReceiverThread(failGroup: string | null) {
+  const worker = new Worker(RECEIVER, { eval: true, workerData: { failGroup } });
+  const port = await new Promise<number>((resolve) => worker.once('message', (m: { port: number }) => resolve(m.port)));
+  const counts = () =>
+    new Promise<ReceiverCounts>((resolve) => {
+      worker.once('message', resolve);
+      worker.postMessage('counts');
+    });
+  return { port, counts, stop: () => worker.terminate() };
+}
+
+// Capture's payload shape (metadata last, transaction_annotations last in it), built in SQL.
+const FILL = `INSERT INTO sluice.messages (consumer_id, commit_lsn, commit_idx, group_key, payload)
+  SELECT $1, i, 0, 'g' || (i % $3),
+    format('{"record":{"id":%s,"group":"g%s","status":"paid","amount":"19.90","note":"an order of some size"},'
+      '"changes":null,"action":"insert","metadata":{"table_schema":"public","table_name":"orders",'
+      '"commit_timestamp":"2026-01-01T00:00:00.000000Z","commit_lsn":%s,"commit_idx":0,"idempotency_key":"%s",'
+      '"record_pks":["%s"],"database_name":"app","transaction_annotations":null}}',
+      i, i % $3, i, encode(convert_to(i || ':0', 'UTF8'), 'base64'), i)
+  FROM generate_series($4::bigint, $4::bigint + $2 - 1) AS i`;
+
+async function fill(pool: Pool, consumerId: string, count: number, groups: number): Promise<void> {
+  const chunk = 200_000;
+  for (let start = 1; start <= count; start += chunk) {
+    await pool.query(FILL, [consumerId, Math.min(chunk, count - start + 1), groups, start]);
+  }
+  await pool.query('VACUUM ANALYZE sluice.messages');
+}
+
+export async function runPushBench(o: PushBenchOptions): Promise<PushBenchResult> {
+  const dir = o.url ? null : mkdtempSync(path.join(os.tmpdir(), 'sluice-bench-'));
+  // As root, Postgres runs as the 'postgres' OS user, which must reach the folder.
+  if (dir) chmodSync(dir, 0o755);
+  const embedded = dir ? await startEmbedded({ dataDir: path.join(dir, 'pg'), persistent: false }) : null;
+  const pool = createPool(o.url ?? embedded!.url, { max: 12 });
+  const failGroup = o.failingGroup ? 'g0' : null;
+  const receiver = await startReceiverThread(failGroup);
+  let dispatcher: Dispatcher | null = null;
+  try {
+    await migrate(pool);
+    await pool.query('DELETE FROM sluice.messages; DELETE FROM sluice.consumers');
+    const webhook = {
+      url: `http://127.0.0.1:${receiver.port}/hook`,
+      headers: {},
+      secrets: [generateSecret()],
+      batch_size: o.batchSize,
+      batch_timeout_ms: 0,
+      max_in_flight: o.maxInFlight,
+      timeout_ms: 30_000,
+      max_response_bytes: 65_536,
+      retry: { initial_ms: 1000, factor: 2, cap_ms: 60_000, max_attempts: 5 },
+      allow_private_ranges: ['127.0.0.0/8'],
+    };
+    const config = { name: 'bench', source: 'src', kind: 'webhook', tables: ['public.orders'], group_by: true, dead_letter_blocks_group: false, annotations: {}, webhook };
+    const { rows } = await pool.query<{ id: string }>(
+      `INSERT INTO sluice.consumers (name, source_name, kind, config) VALUES ('bench', 'src', 'webhook', $1) RETURNING id`,
+      [JSON.stringify(config)],
+    );
+    await fill(pool, rows[0].id, o.messages, o.groups);
+    const target = failGroup ? o.messages - Math.ceil(o.messages / o.groups) : o.messages;
+
+    const registry = new ConsumerRegistry(pool);
+    await registry.reload();
+    const log = { info: () => {}, warn: () => {}, error: (obj: Record<string, unknown>, m?: string) => console.error(m, obj) };
+    dispatcher = new Dispatcher({ pool, consumers: registry, instanceId: 'bench', log });
+    const started = Date.now();
+    dispatcher.start();
+    const deadline = started + (o.timeoutMs ?? 600_000);
+    let counts = await receiver.counts();
+    while (counts.delivered < target && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+      counts = await receiver.counts();
+    }
+    const seconds = (Date.now() - started) / 1000;
+    return {
+      delivered: counts.delivered,
+      seconds,
+      perSecond: Math.round(counts.delivered / seconds),
+      requests: counts.requests,
+      failedRequests: counts.failed,
+    };
+  } finally {
+    await dispatcher?.stop();
+    await receiver.stop();
+    await pool.end();
+    await embedded?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const isMain = process.argv[1] && path.resolve(process.argv[1]).endsWith(path.join('bench', 'push.ts'));
+if (isMain) {
+  const scale = Number(process.env.BENCH_SCALE ?? 1);
+  const n = (x: number) => Math.max(1000, Math.round(x * scale));
+  const only = process.env.BENCH_ONLY?.split(',');
+  const scenarios: Array<[string, PushBenchOptions]> = [
+    ['batch 100, 10k groups', { messages: n(1_000_000), groups: 10_000, batchSize: 100, maxInFlight: 8 }],
+    ['batch 1, 10k groups', { messages: n(100_000), groups: 10_000, batchSize: 1, maxInFlight: 64 }],
+    ['batch 100, 1,001 groups, all healthy', { messages: n(300_000), groups: 1001, batchSize: 100, maxInFlight: 8 }],
+    ['batch 100, 1,001 groups, one failing', { messages: n(300_000), groups: 1001, batchSize: 100, maxInFlight: 8, failingGroup: true }],
+  ];
+  for (const [name, opts] of scenarios) {
+    if (only && !only.some((o) => name.startsWith(o))) continue;
+    const r = await runPushBench(opts);
+    console.log(
+      `${name.padEnd(40)} ${String(r.delivered).padStart(9)} msgs  ${r.seconds.toFixed(1).padStart(6)} s  ` +
+        `${String(r.perSecond).padStart(7)}/s  ${r.requests} requests (${r.failedRequests} failed)`,
+    );
+  }
+}
