@@ -75,11 +75,13 @@ END $$;
 -- group, so a client can never ack a group's messages out of order.
 -- Work per claim is bounded, whatever the backlog:
 --   1. windows of the first never-delivered rows from the cursor (4 × room +
---      100) and of the delivered rows whose visibility ran out, oldest first;
+--      100) and of the delivered rows whose visibility ran out longest ago;
 --   2. when that leaves the batch short while never-delivered rows wait (their
 --      groups' heads in flight: a few hot groups with a long backlog), a sweep
 --      over up to 200 groups, resuming where the last one stopped, finds heads
 --      beyond the window.
+-- The group check walks messages_group_idx backwards from the row, so a
+-- blocked row finds the pending row before it in one step.
 -- Returns one row per claimed message, in commit order; when none, one row
 -- whose commit_lsn is NULL and whose retry_at is the earliest moment an
 -- in-flight message becomes visible again (NULL if none).
@@ -90,7 +92,14 @@ CREATE FUNCTION sluice.claim_messages(
   p_dead_blocks_group boolean
 ) RETURNS TABLE (commit_lsn bigint, commit_idx integer, delivery_token integer,
                  deliver_count integer, group_key text, payload text, retry_at timestamptz)
-LANGUAGE plpgsql VOLATILE AS $$
+LANGUAGE plpgsql VOLATILE
+-- Every statement here is meant to walk an index for a few rows. A queue
+-- table's statistics are nearly always stale (a backlog arrives and drains
+-- between two ANALYZEs), and with wrong estimates the planner turns a
+-- one-row probe into a sequential or bitmap scan of the whole table.
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+AS $$
 #variable_conflict use_column
 DECLARE
   c_sweep CONSTANT integer := 200;
@@ -163,23 +172,27 @@ BEGIN
              AND (m.commit_lsn, m.commit_idx) >= (v_from_lsn, v_from_idx)
            ORDER BY m.commit_lsn, m.commit_idx LIMIT v_window) w
          WHERE w.visible_at <= v_now
-           AND (w.group_key IS NULL OR NOT EXISTS (
-             SELECT 1 FROM sluice.messages e
+           AND (w.group_key IS NULL OR (
+             SELECT e.state FROM sluice.messages e
              WHERE e.consumer_id = p_consumer AND e.group_key = w.group_key
                AND (e.commit_lsn, e.commit_idx) < (w.commit_lsn, w.commit_idx)
-               AND (e.state = 0 OR (p_dead_blocks_group AND e.state = 1))))
+               AND (e.state = 0 OR (p_dead_blocks_group AND e.state = 1))
+             ORDER BY e.commit_lsn DESC, e.commit_idx DESC LIMIT 1) IS NULL)
          ORDER BY w.commit_lsn, w.commit_idx LIMIT v_room)
         UNION ALL
         (SELECT x.commit_lsn, x.commit_idx FROM (
            SELECT m.commit_lsn, m.commit_idx, m.group_key FROM sluice.messages m
            WHERE m.consumer_id = p_consumer AND m.delivery_token IS NOT NULL
              AND m.visible_at >= v_expired_from AND m.visible_at <= v_now AND m.state = 0
-           ORDER BY m.commit_lsn, m.commit_idx LIMIT v_window) x
-         WHERE x.group_key IS NULL OR NOT EXISTS (
-           SELECT 1 FROM sluice.messages e
+           -- visible_at order is messages_delivered_idx's: ordering by position
+           -- here would invite a walk of the primary key over every row.
+           ORDER BY m.visible_at LIMIT v_window) x
+         WHERE x.group_key IS NULL OR (
+           SELECT e.state FROM sluice.messages e
            WHERE e.consumer_id = p_consumer AND e.group_key = x.group_key
              AND (e.commit_lsn, e.commit_idx) < (x.commit_lsn, x.commit_idx)
-             AND (e.state = 0 OR (p_dead_blocks_group AND e.state = 1)))
+             AND (e.state = 0 OR (p_dead_blocks_group AND e.state = 1))
+           ORDER BY e.commit_lsn DESC, e.commit_idx DESC LIMIT 1) IS NULL
          ORDER BY x.commit_lsn, x.commit_idx LIMIT v_room)
       ) c
       ORDER BY c.commit_lsn, c.commit_idx LIMIT v_room

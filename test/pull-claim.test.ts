@@ -6,7 +6,7 @@ import { ack, claim, modifyVisibility, nack, type ClaimOptions } from '../src/bu
 import { consumerStats, discardDeadLetters, listDeadLetters, retryDeadLetters } from '../src/buffer/dead-letters.js';
 import { migrate } from '../src/db/migrate.js';
 import { createPool, type Pool } from '../src/db/pool.js';
-import { countMessages, createConsumer, insertMessages } from './helpers/buffer.js';
+import { countMessages, createConsumer, insertMessages, insertSeries } from './helpers/buffer.js';
 import { startTestPg, type TestPg } from './helpers/pg.js';
 
 let pg: TestPg;
@@ -208,4 +208,63 @@ describe('claim', () => {
     expect(s).toMatchObject({ pending: 2, in_flight: 1, dead_lettered: 0 });
     expect(s.oldest_pending_age_ms).toBeGreaterThanOrEqual(15);
   });
+
+  it('finds a group head far beyond a window full of one blocked group (the group sweep)', async () => {
+    const { consumerId, opts } = await consumer();
+    await insertMessages(pool, consumerId, [
+      ...Array.from({ length: 2000 }, (_, i) => ({ lsn: i + 1, group: 'hot' })),
+      { lsn: 5000, group: 'cold' },
+    ]);
+    expect(lsnsOf((await claim(pool, opts)).messages)).toEqual([1, 5000]);
+  });
+
+  it('keeps each claim cheap however long the blocked backlog', async () => {
+    const { consumerId, opts } = await consumer();
+    // 100,000 messages in 3 groups: after the first claim every group is in flight.
+    await insertSeries(pool, consumerId, 1, 100_000, 3);
+    expect((await claim(pool, opts)).messages.length).toBe(3);
+    const times: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const started = performance.now();
+      expect((await claim(pool, opts)).messages).toEqual([]);
+      times.push(performance.now() - started);
+    }
+    // Scanning the backlog would take hundreds of milliseconds; a claim reads
+    // a bounded window and sweep.
+    expect(times.sort((a, b) => a - b)[2]).toBeLessThan(30);
+  });
+
+  it('finds a row inserted below the cursor once the periodic full pass is due', async () => {
+    const { consumerId, opts } = await consumer();
+    await insertMessages(pool, consumerId, [{ lsn: 100 }, { lsn: 101 }]);
+    await ack(pool, consumerId, (await claim(pool, opts)).messages.map((m) => m.ackId));
+    // A replayed change, older than everything the cursor has passed.
+    await insertMessages(pool, consumerId, [{ lsn: 50 }, { lsn: 200 }]);
+    const soon = await claim(pool, opts);
+    await pool.query(`UPDATE sluice.claim_cursors SET rescan_at = now() - interval '1 second' WHERE consumer_id = $1`, [consumerId]);
+    const later = await claim(pool, opts);
+    expect([...lsnsOf(soon.messages), ...lsnsOf(later.messages)].sort()).toEqual([200, 50]);
+  });
+
+  it('holds max_ack_pending through nacks, expiries, acks and concurrent claims', async () => {
+    const max = 12;
+    const { consumerId, opts } = await consumer({ maxAckPending: max, visibilityMs: 80 });
+    await insertMessages(pool, consumerId, Array.from({ length: 400 }, (_, i) => ({ lsn: i + 1, group: `g${i % 40}` })));
+    const inFlightSeen: number[] = [];
+    const worker = async (seed: number) => {
+      for (let round = 0; round < 25; round++) {
+        const got = (await claim(pool, { ...opts, limit: 1 + ((seed + round) % 5) })).messages;
+        inFlightSeen.push((await countMessages(pool, consumerId)).inFlight);
+        const ids = got.map((m) => m.ackId);
+        if (round % 4 === 0) await nack(pool, consumerId, ids);
+        else if (round % 4 === 1) await sleep(90); // let them expire
+        else await ack(pool, consumerId, ids);
+      }
+    };
+    await Promise.all([1, 2, 3, 4].map(worker));
+    expect(inFlightSeen.length).toBe(100);
+    expect(Math.max(...inFlightSeen)).toBeLessThanOrEqual(max);
+    expect(Math.max(...inFlightSeen)).toBeGreaterThan(max / 2);
+  });
 });
+
