@@ -72,7 +72,7 @@ export class SourceCapture {
     this.unsubscribe = this.deps.consumers.onChange(() => this.decoder?.refreshRoutes());
     this.loop = this.run();
     this.timers.push(setInterval(() => void this.heartbeat(), this.source.heartbeat_interval_ms).unref());
-    this.timers.push(setInterval(() => void this.pollLag(), LAG_POLL_MS).unref());
+    this.timers.push(setInterval(() => void this.refreshLag(), LAG_POLL_MS).unref());
   }
 
   async stop(): Promise<void> {
@@ -188,7 +188,11 @@ export class SourceCapture {
     }
   }
 
-  private async pollLag(): Promise<void> {
+  /**
+   * Reads the slot's lag into status() (and warns past lag_warning) now; also
+   * runs every 10 s. Returns the lag, or null when unknown.
+   */
+  async refreshLag(): Promise<number | null> {
     try {
       this.state.lag_bytes = await q.slotLagBytes(this.sourcePool, this.source.slot);
       if (this.state.lag_bytes !== null && this.state.lag_bytes > this.source.lag_warning_bytes) {
@@ -197,5 +201,6 @@ export class SourceCapture {
     } catch {
       // The source may be restarting; the stream loop reports that.
     }
+    return this.state.lag_bytes;
   }
 }
