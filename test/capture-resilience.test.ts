@@ -238,6 +238,14 @@ describe('capture resilience', () => {
     const pool = createPool(bufUrl, { max: 2 });
     cleanups.push(() => pool.end());
     await migrate(pool);
+    // Rule 2: keepalives that ask for a reply get one while the transaction is
+    // written; with a 3 s wal_sender_timeout a silent client would be cut off.
+    await sql(srcUrl, `ALTER SYSTEM SET wal_sender_timeout = '3s'`);
+    await sql(srcUrl, 'SELECT pg_reload_conf()');
+    cleanups.push(async () => {
+      await sql(srcUrl, 'ALTER SYSTEM RESET wal_sender_timeout');
+      await sql(srcUrl, 'SELECT pg_reload_conf()');
+    });
     const src = sourceConfig('huge', ['public.big'], { max_batch_changes: 5000 });
     await insertConsumer(pool, consumerConfig('c', 'huge', ['public.big']));
     const child = runFixture('test/fixtures/capture-child.ts', { SOURCE_URL: srcUrl, BUFFER_URL: bufUrl, SOURCE_JSON: JSON.stringify(src), REPORT_RSS: '1' });
@@ -271,9 +279,11 @@ describe('capture resilience', () => {
               min(commit_idx) AS lo, max(commit_idx) AS hi FROM sluice.messages`,
     );
     expect(rows[0]).toEqual({ n: 200_000, idx: 200_000, lsns: 1, lo: 0, hi: 199_999 });
-    // The position is the transaction's end, stored with its last chunk.
-    const { rows: pos } = await pool.query(`SELECT confirmed_lsn::text FROM sluice.source_positions WHERE source_name = 'huge'`);
-    expect(pos.length).toBe(1);
+    // One stream throughout: never cut off for silence, never restarted.
+    expect(child.output.filter((l) => /capture stream failed|capture streaming/.test(l)).length).toBe(1);
+    // The position is the transaction's end, stored with its last chunk, and confirmed.
+    const { rows: pos } = await pool.query(`SELECT (confirmed_lsn - '0/0')::bigint::text AS l FROM sluice.source_positions WHERE source_name = 'huge'`);
+    await eventually(async () => (await slotFlushLsn(srcUrl, 'sluice_huge')) >= BigInt(pos[0].l));
     await child.stop();
   }, 120_000);
 
