@@ -10,7 +10,7 @@ import { Pool } from 'undici';
 import { startEmbedded } from '../src/db/embedded.js';
 import { migrate } from '../src/db/migrate.js';
 import { createPool } from '../src/db/pool.js';
-import { createConsumer, insertSeries } from '../test/helpers/buffer.js';
+import { createConsumer, deleteConsumers, insertSeries } from '../test/helpers/buffer.js';
 import { buildPullTestApp } from '../test/fixtures/pull-app.js';
 
 export interface PullBenchOptions {
@@ -177,12 +177,13 @@ export async function runPullBench(opts: PullBenchOptions = {}): Promise<PullBen
     log(`drained ${acked} messages with ${workers} workers (batch ${batchSize}) in ${seconds.toFixed(1)} s: ${result.messagesPerSecond} msg/s`);
     log(`receive latency ms: ${JSON.stringify(result.receive)}`);
     log(`ack latency ms:     ${JSON.stringify(result.ack)}`);
+    log(`database claims: ${t.service.counters.claims} for ${receiveMs.length} receives (concurrent receives share a claim)`);
     log(`CPU during the drain: node ${result.nodeCpuSeconds} s, postgres ${result.dbCpuSeconds ?? 'n/a'} s (wall ${seconds.toFixed(1)} s)`);
     return result;
   } finally {
     await t?.close().catch(() => {});
     // On a server of the caller's, leave nothing behind.
-    if (opts.databaseUrl) await pool.query(`DELETE FROM sluice.consumers WHERE name LIKE 'bench-%'`).catch(() => {});
+    if (opts.databaseUrl) await deleteConsumers(pool, 'bench-').catch(() => {});
     await pool.end().catch(() => {});
     await embedded?.stop().catch(() => {});
     rmSync(dir, { recursive: true, force: true });

@@ -96,8 +96,11 @@ describe('the Sequin curl flow over real HTTP', () => {
     const { name, id } = await consumerWith(6);
     const a = await t.app.inject({ method: 'GET', url: `/api/sequin_streams/${name}/receive?max_batch_size=2` });
     expect(a.json().data).toHaveLength(2);
-    const b = await t.app.inject({ method: 'POST', url: `${P}/${id}/receive`, payload: { batch_size: 3 } });
+    // As off_broadway_sequin asks: POST, JSON body, max_batch_size and a 2-minute wait_for.
+    const started = Date.now();
+    const b = await t.app.inject({ method: 'POST', url: `${P}/${id}/receive`, payload: { max_batch_size: 3, wait_for: 120_000 } });
     expect(b.json().data).toHaveLength(3);
+    expect(Date.now() - started).toBeLessThan(1000);
     // POST with an empty JSON body: no parameters.
     const c = await t.app.inject({ method: 'POST', url: `/api/sequin_streams/${id}/receive`, headers: { 'content-type': 'application/json' }, payload: '' });
     expect(c.json().data).toHaveLength(1);

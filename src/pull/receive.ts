@@ -11,7 +11,9 @@ import { consumerJson, withConsumer } from '../buffer/message.js';
 import { beginWait, endWait } from '../buffer/waiters.js';
 import type { Wakeup } from '../buffer/wakeup.js';
 import type { Pool } from '../db/pool.js';
+import { ClaimCoalescer } from './coalesce.js';
 import { PullError } from './errors.js';
+import { BATCH_SIZE_MAX } from './params.js';
 import { pullSettings } from './settings.js';
 
 export interface PullServiceOptions {
@@ -53,6 +55,7 @@ export class PullService {
   private readonly localWaiting = new Map<string, number>();
   private readonly consumerJsonCache = new WeakMap<ConsumerRecord, string>();
   private readonly unsubscribe: () => void;
+  private readonly coalescer = new ClaimCoalescer((id, limit) => this.claimNow(id, limit), BATCH_SIZE_MAX);
   // Aborted when the service closes: long-polls end at once with what they have.
   private readonly closing = new AbortController();
 
@@ -118,14 +121,21 @@ export class PullService {
     return out;
   }
 
-  private async claimFor(c: ConsumerRecord, batchSize: number): Promise<ClaimResult> {
+  private claimFor(c: ConsumerRecord, batchSize: number): Promise<ClaimResult> {
     // Paused (or disabled) consumers keep their messages; receive sees none.
-    if (c.state !== 'active') return { messages: [], nextVisibleAt: null };
+    if (c.state !== 'active') return Promise.resolve({ messages: [], nextVisibleAt: null });
+    return this.coalescer.claim(c.id, batchSize);
+  }
+
+  /** One claim in Postgres, for one or several receives (see coalesce.ts). */
+  private async claimNow(consumerId: string, limit: number): Promise<ClaimResult> {
+    const c = this.opts.consumers.get(consumerId);
+    if (!c || c.kind !== 'pull' || c.state !== 'active') return { messages: [], nextVisibleAt: null };
     const s = pullSettings(c);
     this.counters.claims++;
     return claim(this.opts.pool, {
       consumerId: c.id,
-      limit: batchSize,
+      limit,
       visibilityMs: s.ackWaitMs,
       maxAckPending: s.maxAckPending,
       maxDeliver: s.maxDeliver,

@@ -123,3 +123,8 @@ export async function snapshotMessages(pool: Pool, consumerId: string): Promise<
   );
   return rows;
 }
+
+/** Deletes consumers whose name starts with `prefix` (bench cleanup on a caller's server). */
+export async function deleteConsumers(pool: Pool, prefix: string): Promise<void> {
+  await pool.query(`DELETE FROM sluice.consumers WHERE starts_with(name, $1)`, [prefix]);
+}
