@@ -67,6 +67,7 @@ export class ConsumerWorker {
   private consecutiveFailures = 0;
   private nextFreshProbeAt = 0;
   private readonly probeMs: number;
+  private readonly claimChunk: number;
 
   constructor(
     readonly consumer: ConsumerRecord,
@@ -77,6 +78,7 @@ export class ConsumerWorker {
     this.batchSize = batched ? this.settings.batch_size : 1;
     this.leaseMs = leaseFor(this.settings.timeout_ms);
     this.probeMs = Math.min(30_000, Math.max(1000, this.settings.retry.initial_ms));
+    this.claimChunk = Math.max(1, Math.floor(this.settings.max_in_flight / 4));
     this.consumerJson = consumerJson({ id: consumer.id, name: consumer.name, annotations: consumer.annotations });
     this.acks = new AckQueue(deps.pool, consumer.id, deps.instanceId);
   }
@@ -112,7 +114,10 @@ export class ConsumerWorker {
     let dbErrors = 0;
     while (this.running) {
       const free = this.settings.max_in_flight - this.inFlight.size;
-      if (free <= 0) {
+      // With many batches out, wait until a quarter of the slots are free:
+      // one claim round trip (serialised per consumer) then serves several
+      // batches instead of one per completion.
+      if (free <= 0 || (this.inFlight.size > 0 && free < this.claimChunk)) {
         await this.nextEvent(SAFETY_POLL_MS, undefined, this.completions);
         continue;
       }
@@ -228,7 +233,12 @@ export class ConsumerWorker {
     if (v.kind === 'ack') {
       this.lastSuccessAt = Date.now();
       this.consecutiveFailures = 0;
-      await this.acks.add({ batch, facts });
+      // The slot frees now, not when the ack commits: acks are coalesced and
+      // written behind, and until one commits its rows still block their groups,
+      // so order holds. A lost ack means a redelivery with the same webhook-id.
+      this.acks.add({ batch, facts }).catch((err) =>
+        this.log('error', { batch: webhookId(batch.batchId), err: String(err) }, 'acking a delivered batch failed; it will be redelivered'),
+      );
       return;
     }
     await this.fail(batch, result, facts, v.kind === 'pause' ? v.reason : null, v.kind === 'fail' ? v.retryAfterMs : null);
