@@ -19,6 +19,8 @@ export interface TableInfo {
   exists: boolean;
   replident: 'd' | 'n' | 'f' | 'i' | null;
   has_pk: boolean;
+  /** A partitioned table (its changes happen in its partitions). */
+  partitioned: boolean;
 }
 
 /** One row per requested table, plus every table of the requested schemas. */
@@ -30,7 +32,7 @@ export async function tableInfo(db: Q, tables: string[], schemas: string[]): Pro
        SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname = ANY($2::text[]) AND c.relkind IN ('r', 'p') AND NOT c.relispartition
      )
-     SELECT w.qualified, c.oid IS NOT NULL AS exists, c.relreplident::text AS replident,
+     SELECT w.qualified, c.oid IS NOT NULL AS exists, c.relreplident::text AS replident, coalesce(c.relkind = 'p', false) AS partitioned,
             EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) AS has_pk
        FROM wanted w
        LEFT JOIN pg_namespace n ON n.nspname = split_part(w.qualified, '.', 1)
@@ -41,14 +43,20 @@ export async function tableInfo(db: Q, tables: string[], schemas: string[]): Pro
   return rows;
 }
 
-export async function publicationInfo(db: Q, name: string): Promise<{ exists: boolean; allTables: boolean; tables: string[] }> {
-  const pub = await db.query<{ puballtables: boolean }>('SELECT puballtables FROM pg_publication WHERE pubname = $1', [name]);
-  if (pub.rowCount === 0) return { exists: false, allTables: false, tables: [] };
+export async function publicationInfo(
+  db: Q,
+  name: string,
+): Promise<{ exists: boolean; allTables: boolean; viaRoot: boolean; tables: string[] }> {
+  const pub = await db.query<{ puballtables: boolean; pubviaroot: boolean }>(
+    'SELECT puballtables, pubviaroot FROM pg_publication WHERE pubname = $1',
+    [name],
+  );
+  if (pub.rowCount === 0) return { exists: false, allTables: false, viaRoot: false, tables: [] };
   const t = await db.query<{ t: string }>(
     `SELECT schemaname || '.' || tablename AS t FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1`,
     [name],
   );
-  return { exists: true, allTables: pub.rows[0].puballtables, tables: t.rows.map((r) => r.t) };
+  return { exists: true, allTables: pub.rows[0].puballtables, viaRoot: pub.rows[0].pubviaroot, tables: t.rows.map((r) => r.t) };
 }
 
 export async function slotInfo(

@@ -16,12 +16,20 @@ export class SetupError extends Error {
   }
 }
 
-/** The SQL a DBA would run instead of letting Sluice create things (`sluice setup --print`). */
-export function setupSql(source: SourceConfig, role = '<sluice_role>'): string {
+// publish_via_partition_root: a partitioned table's changes are published under
+// its own name, the one consumers list, rather than under each partition's.
+const VIA_ROOT = 'WITH (publish_via_partition_root = true)';
+
+function createPublication(source: SourceConfig, withViaRoot = true): string {
   const targets = [
     ...source.tables.map((t) => `TABLE ${quoteTable(t)}`),
     ...source.schemas.map((s) => `TABLES IN SCHEMA ${quoteIdent(s)}`),
   ];
+  return `CREATE PUBLICATION ${quoteIdent(source.publication)} FOR ${targets.join(', ')}${withViaRoot ? ' ' + VIA_ROOT : ''}`;
+}
+
+/** The SQL a DBA would run instead of letting Sluice create things (`sluice setup --print`). */
+export function setupSql(source: SourceConfig, role = '<sluice_role>'): string {
   return [
     `-- Source "${source.name}": run as a superuser on the source database.`,
     `-- 1. wal_level must be logical (needs a restart):`,
@@ -29,7 +37,8 @@ export function setupSql(source: SourceConfig, role = '<sluice_role>'): string {
     `-- 2. The role Sluice connects as needs REPLICATION:`,
     `ALTER ROLE ${quoteIdent(role)} WITH REPLICATION;`,
     `-- 3. The publication (before the slot):`,
-    `CREATE PUBLICATION ${quoteIdent(source.publication)} FOR ${targets.join(', ')};`,
+    `${createPublication(source, false)};`,
+    `ALTER PUBLICATION ${quoteIdent(source.publication)} SET (publish_via_partition_root = true); -- partitioned tables under their own name`,
     `-- 4. The replication slot:`,
     `SELECT pg_create_logical_replication_slot('${source.slot.replace(/'/g, "''")}', 'pgoutput');`,
     `-- Tables without a primary key need: ALTER TABLE <table> REPLICA IDENTITY FULL;`,
@@ -96,12 +105,26 @@ export async function ensureSource(db: pg.Pool, source: SourceConfig): Promise<S
   const database = await q.currentDatabase(db);
   const result: SetupResult = { database, createdPublication: false, addedTables: [], createdSlot: false, slotConfirmedLsn: null };
 
-  const pub = await q.publicationInfo(db, source.publication);
+  let pub = await q.publicationInfo(db, source.publication);
   if (pub.allTables) {
     throw new SetupError(
       `source "${source.name}": publication "${source.publication}" is FOR ALL TABLES, which would publish Sluice's own buffer. ` +
         `Use a publication for the chosen tables (sluice setup --print shows it).`,
     );
+  }
+  // Without publish_via_partition_root, a partitioned table's changes arrive
+  // under its partitions' names, which no consumer lists: they would be dropped.
+  const partitioned = tables.filter((t) => t.partitioned).map((t) => t.qualified);
+  if (pub.exists && !pub.viaRoot && partitioned.length) {
+    const fix = `ALTER PUBLICATION ${quoteIdent(source.publication)} SET (publish_via_partition_root = true)`;
+    if (!source.create_if_missing) {
+      throw new SetupError(
+        `source "${source.name}": publication "${source.publication}" would publish partitioned ${partitioned.join(', ')} ` +
+          `under the partitions' names. Run: ${fix};`,
+      );
+    }
+    await privileged(source, `set publish_via_partition_root on publication "${source.publication}"`, () => db.query(fix));
+    pub = await q.publicationInfo(db, source.publication);
   }
   const wanted = tables.map((t) => t.qualified);
   const missing = wanted.filter((t) => !pub.tables.includes(t));
@@ -109,19 +132,13 @@ export async function ensureSource(db: pg.Pool, source: SourceConfig): Promise<S
     if (!source.create_if_missing) {
       const fix = pub.exists
         ? `ALTER PUBLICATION ${quoteIdent(source.publication)} ADD TABLE ${missing.map(quoteTable).join(', ')};`
-        : setupSql(source).split('\n').find((l) => l.startsWith('CREATE PUBLICATION'));
+        : `${createPublication(source)};`;
       throw new SetupError(
         `source "${source.name}": publication "${source.publication}" ${pub.exists ? `lacks ${missing.join(', ')}` : 'does not exist'}. Run: ${fix}`,
       );
     }
     if (!pub.exists) {
-      const targets = [
-        ...source.tables.map((t) => `TABLE ${quoteTable(t)}`),
-        ...source.schemas.map((s) => `TABLES IN SCHEMA ${quoteIdent(s)}`),
-      ];
-      await privileged(source, `create publication "${source.publication}"`, () =>
-        db.query(`CREATE PUBLICATION ${quoteIdent(source.publication)} FOR ${targets.join(', ')}`),
-      );
+      await privileged(source, `create publication "${source.publication}"`, () => db.query(createPublication(source)));
       result.createdPublication = true;
     } else {
       await privileged(source, `add ${missing.join(', ')} to publication "${source.publication}"`, () =>
