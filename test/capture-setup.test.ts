@@ -146,7 +146,8 @@ describe('capture setup: every refusal names the fix', () => {
     const db = pool(url);
     const src = sourceConfig('miss', ['public.Orders', 'public.items'], { create_if_missing: false });
     expect(await refusal(db, src)).toBe(
-      'source "miss": publication "sluice_miss" does not exist. Run: CREATE PUBLICATION "sluice_miss" FOR TABLE "public"."Orders", TABLE "public"."items";',
+      'source "miss": publication "sluice_miss" does not exist. ' +
+        'Run: CREATE PUBLICATION "sluice_miss" FOR TABLE "public"."Orders", TABLE "public"."items" WITH (publish_via_partition_root = true);',
     );
     await sql(url, `CREATE PUBLICATION sluice_miss FOR TABLE "Orders"`);
     expect(await refusal(db, src)).toBe(
@@ -194,6 +195,7 @@ describe('capture setup: every refusal names the fix', () => {
     expect(text).toContain('ALTER SYSTEM SET wal_level = logical;');
     expect(text).toContain('ALTER ROLE "postgres" WITH REPLICATION;');
     expect(text).toContain('CREATE PUBLICATION "sluice_print" FOR TABLE "public"."t", TABLES IN SCHEMA "shop";');
+    expect(text).toContain('ALTER PUBLICATION "sluice_print" SET (publish_via_partition_root = true);');
     expect(text).toContain(`SELECT pg_create_logical_replication_slot('sluice_print', 'pgoutput');`);
     // Publication before slot.
     expect(text.indexOf('CREATE PUBLICATION')).toBeLessThan(text.indexOf('pg_create_logical_replication_slot'));
@@ -203,6 +205,47 @@ describe('capture setup: every refusal names the fix', () => {
     cleanups.push(() => sql(url, `SELECT pg_drop_replication_slot('sluice_print')`));
     const ok = await ensureSource(pool(url), src);
     expect(ok).toMatchObject({ createdPublication: false, createdSlot: false, addedTables: [] });
+  });
+
+  it('a partitioned table is captured under its own name, from every partition', async () => {
+    const url = await server.createDatabase('setup_partition');
+    const PARTITIONED = `CREATE TABLE events (id int, d date, kind text, PRIMARY KEY (id, d)) PARTITION BY RANGE (d);
+       CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+       CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');`;
+    await sql(url, PARTITIONED);
+    const src = sourceConfig('part', ['public.events']);
+    const fx = await startCapture(url, src, [consumerConfig('c', 'part', ['public.events'])]);
+    cleanups.push(() => fx.stop());
+    await sql(url, `INSERT INTO events VALUES (1, '2025-06-01', 'a'), (2, '2026-06-01', 'b')`);
+    await sql(url, `UPDATE events SET kind = 'c' WHERE id = 2`);
+    await sql(url, `DELETE FROM events WHERE id = 1`);
+    const msgs = await eventually(async () => {
+      const p = await payloads(fx.pool, 'c');
+      return p.length === 4 ? p : null;
+    });
+    expect(msgs.map((m) => [m.action, m.metadata.table_name, m.metadata.record_pks])).toEqual([
+      ['insert', 'events', ['1', '2025-06-01']],
+      ['insert', 'events', ['2', '2026-06-01']],
+      ['update', 'events', ['2', '2026-06-01']],
+      ['delete', 'events', ['1', '2025-06-01']],
+    ]);
+    // What setup created passes its own check on the next start.
+    expect(await ensureSource(pool(url), { ...src, create_if_missing: false })).toMatchObject({ createdPublication: false, addedTables: [] });
+
+    // A publication made without publish_via_partition_root would publish the
+    // partitions' names, which no consumer reads: refused with the fix, or fixed.
+    const url2 = await server.createDatabase('setup_partition_dba');
+    await sql(url2, `${PARTITIONED} CREATE PUBLICATION sluice_part2 FOR TABLE events;`);
+    const src2 = sourceConfig('part2', ['public.events'], { create_if_missing: false });
+    expect(await refusal(pool(url2), src2)).toBe(
+      'source "part2": publication "sluice_part2" would publish partitioned public.events under the partitions\' names. ' +
+        'Run: ALTER PUBLICATION "sluice_part2" SET (publish_via_partition_root = true);',
+    );
+    await sql(url2, `SELECT pg_create_logical_replication_slot('sluice_part2', 'pgoutput')`);
+    cleanups.push(() => sql(url2, `SELECT pg_drop_replication_slot('sluice_part2')`));
+    expect(await ensureSource(pool(url2), { ...src2, create_if_missing: true })).toMatchObject({ createdPublication: false, addedTables: [] });
+    const { rows } = await sql(url2, `SELECT pubviaroot FROM pg_publication WHERE pubname = 'sluice_part2'`);
+    expect(rows[0].pubviaroot).toBe(true);
   });
 
   it('TRUNCATE is reported as not captured, and capture goes on', async () => {
