@@ -8,7 +8,7 @@ import pRetry from 'p-retry';
 import type { Pool } from 'undici';
 import { withConsumer } from '../buffer/message.js';
 import type { Signer } from '../signing/sign.js';
-import { postOnce, type HttpResult } from './http.js';
+import { postOnce, type HttpResult, type StopSwitch } from './http.js';
 
 function readVersion(): string {
   try {
@@ -75,7 +75,7 @@ export async function deliver(
   ep: Endpoint,
   batchId: string,
   body: Buffer,
-  opts: { leaseEndsAt: number; signal?: AbortSignal },
+  opts: { leaseEndsAt: number; stop?: StopSwitch },
 ): Promise<DeliveryResult> {
   const id = webhookId(batchId);
   const startedAt = new Date();
@@ -86,30 +86,35 @@ export async function deliver(
     const timestamp = Math.floor(Date.now() / 1000);
     const headers: Record<string, string> = { ...ep.headers, 'webhook-id': id, 'webhook-timestamp': String(timestamp) };
     if (ep.sign) headers['webhook-signature'] = ep.sign({ id, timestamp, body });
-    const result = await postOnce(ep.pool, ep.url, headers, body, {
-      timeoutMs: ep.timeoutMs,
-      maxResponseBytes: ep.maxResponseBytes,
-      signal: opts.signal,
-    });
-    if (result.transient) throw new TransientFault(result);
-    return result;
+    return postOnce(ep.pool, ep.url, headers, body, { timeoutMs: ep.timeoutMs, maxResponseBytes: ep.maxResponseBytes, stop: opts.stop });
   };
-  let result: HttpResult;
-  try {
-    result = await pRetry(once, {
-      retries: QUICK_RETRIES,
-      minTimeout: QUICK_RETRY_MS,
-      factor: 2,
-      randomize: true,
-      shouldRetry: ({ error }) =>
-        error instanceof TransientFault &&
-        !opts.signal?.aborted &&
-        Date.now() + QUICK_RETRY_MS * 4 + ep.timeoutMs + LEASE_SAFETY_MS < opts.leaseEndsAt,
-    });
-  } catch (err) {
-    if (!(err instanceof TransientFault)) throw err;
-    result = err.result;
-    if (tries > 1) result = { ...result, error: `${result.error} (after ${tries} tries)` };
+  let result = await once();
+  // p-retry only once a transient fault happened: the common path stays a plain call.
+  if (result.transient && mayRetryQuickly(ep, opts)) {
+    try {
+      result = await pRetry(
+        async () => {
+          const r = await once();
+          if (r.transient) throw new TransientFault(r);
+          return r;
+        },
+        {
+          retries: QUICK_RETRIES - 1,
+          minTimeout: QUICK_RETRY_MS,
+          factor: 2,
+          randomize: true,
+          shouldRetry: ({ error }) => error instanceof TransientFault && mayRetryQuickly(ep, opts),
+        },
+      );
+    } catch (err) {
+      if (!(err instanceof TransientFault)) throw err;
+      result = err.result;
+    }
+    if (result.transient) result = { ...result, error: `${result.error} (after ${tries} tries)` };
   }
   return { ...result, startedAt, durationMs: Date.now() - startedAt.getTime(), tries };
+}
+
+function mayRetryQuickly(ep: Endpoint, opts: { leaseEndsAt: number; stop?: StopSwitch }): boolean {
+  return !opts.stop?.stopped && Date.now() + QUICK_RETRY_MS * 4 + ep.timeoutMs + LEASE_SAFETY_MS < opts.leaseEndsAt;
 }

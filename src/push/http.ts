@@ -26,8 +26,35 @@ export interface PostOptions {
   timeoutMs: number;
   maxResponseBytes: number;
   /** Aborts the request (gateway shutting down). */
-  signal?: AbortSignal;
+  stop?: StopSwitch;
 }
+
+/**
+ * Aborts every request it tracks at once (shutdown). One plain AbortController
+ * and timer per request instead of AbortSignal.any + AbortSignal.timeout: at a
+ * few thousand requests a second those showed up in profiles (3% of CPU).
+ */
+export class StopSwitch {
+  private readonly live = new Set<AbortController>();
+  stopped = false;
+
+  track(ac: AbortController): void {
+    if (this.stopped) ac.abort(reason('AbortError', 'the gateway is stopping'));
+    else this.live.add(ac);
+  }
+
+  untrack(ac: AbortController): void {
+    this.live.delete(ac);
+  }
+
+  stopAll(): void {
+    this.stopped = true;
+    for (const ac of this.live) ac.abort(reason('AbortError', 'the gateway is stopping'));
+    this.live.clear();
+  }
+}
+
+const reason = (name: string, message: string) => Object.assign(new Error(message), { name });
 
 // Fault codes worth one quick in-process retry: the peer dropped a connection
 // (typically a keep-alive socket it had just closed) rather than refusing work.
@@ -81,8 +108,12 @@ async function readCapped(body: AsyncIterable<Buffer> & { destroy?: () => void }
 }
 
 export async function postOnce(pool: Pool, url: URL, headers: Record<string, string>, body: Buffer, opts: PostOptions): Promise<HttpResult> {
-  const deadline = AbortSignal.timeout(opts.timeoutMs);
-  const signal = opts.signal ? AbortSignal.any([deadline, opts.signal]) : deadline;
+  const ac = new AbortController();
+  const signal = ac.signal;
+  // The whole exchange, body included, has timeoutMs: undici's own timeouts are
+  // per silence, so a body trickling a byte a second would never end.
+  const deadline = setTimeout(() => ac.abort(reason('TimeoutError', 'timeout')), opts.timeoutMs);
+  opts.stop?.track(ac);
   try {
     const res = await pool.request({
       path: url.pathname + url.search,
@@ -106,6 +137,9 @@ export async function postOnce(pool: Pool, url: URL, headers: Record<string, str
     // signal.reason tells a deadline from a shutdown when undici reports both as aborts.
     const cause = signal.aborted ? signal.reason : err;
     return { status: null, retryAfter: null, excerpt: null, ...describe(cause, opts.timeoutMs) };
+  } finally {
+    clearTimeout(deadline);
+    opts.stop?.untrack(ac);
   }
 }
 

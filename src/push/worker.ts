@@ -10,7 +10,7 @@ import type { WebhookSettings } from '../config/types.js';
 import type { Pool } from '../db/pool.js';
 import { AckQueue } from './ack-queue.js';
 import { baseHeaders, buildBody, deliver, webhookId, type DeliveryResult, type Endpoint } from './deliver.js';
-import type { EndpointClients } from './http.js';
+import { StopSwitch, type EndpointClients } from './http.js';
 import { claimBatches, ensureHealthRow, recordFailure, type AttemptFacts, type ClaimedBatch } from './queries.js';
 import { DEFAULT_DISABLE_AFTER_MS, exhausted, retryDelayMs, verdict } from './schedule.js';
 import { partition, splitMode } from './split.js';
@@ -51,7 +51,7 @@ export class ConsumerWorker {
   private running = false;
   private loopDone: Promise<void> | null = null;
   private readonly inFlight = new Set<Promise<void>>();
-  private readonly abort = new AbortController();
+  private readonly stopSwitch = new StopSwitch();
   private completions = 0;
   private wake: (() => void) | null = null;
   private readonly settings: WebhookSettings;
@@ -98,7 +98,7 @@ export class ConsumerWorker {
     this.running = false;
     this.wake?.();
     await this.loopDone;
-    const grace = setTimeout(() => this.abort.abort(), STOP_GRACE_MS);
+    const grace = setTimeout(() => this.stopSwitch.stopAll(), STOP_GRACE_MS);
     await Promise.allSettled([...this.inFlight]);
     clearTimeout(grace);
     await this.acks.idle();
@@ -220,7 +220,7 @@ export class ConsumerWorker {
     if (this.signing && Date.now() >= this.signing.validUntil) await this.refreshSigning();
     const body = buildBody(batch.payloads, this.consumerJson, this.settings.batched !== false);
     const ep: Endpoint = { ...this.endpoint!, sign: this.signing?.sign ?? null };
-    const result = await deliver(ep, batch.batchId, body, { leaseEndsAt, signal: this.abort.signal });
+    const result = await deliver(ep, batch.batchId, body, { leaseEndsAt, stop: this.stopSwitch });
     const facts: AttemptFacts = {
       attempt: batch.attempt,
       startedAt: result.startedAt,
@@ -248,7 +248,7 @@ export class ConsumerWorker {
     const retry = this.settings.retry;
     this.consecutiveFailures++;
     const lastError = result.status !== null ? `HTTP ${result.status}${result.excerpt ? ': ' + result.excerpt.slice(0, 200) : ''}` : result.error ?? 'failed';
-    const stopping = this.abort.signal.aborted;
+    const stopping = this.stopSwitch.stopped;
     const outcome = pauseReason ? 'paused' : !stopping && exhausted(retry, batch.attempt, batch.firstAttemptAt) ? 'dead_letter' : 'retry';
     // Aborted by shutdown: due at once, for whichever process runs next.
     const delayMs = outcome === 'retry' && !stopping ? retryDelayMs(retry, batch.attempt, retryAfterMs) : 0;
