@@ -29,7 +29,9 @@ CREATE INDEX messages_undelivered_idx ON sluice.messages (consumer_id, commit_ls
 -- They are hints checked against nothing but time: once rescan_at passes, a
 -- claim starts from the beginning of everything and counts again (so a row a
 -- capture replay inserts below the cursor waits 10 s at most). Dead-letter
--- retries delete the row.
+-- retries delete the row. Anything else that moves a delivered row's
+-- visible_at back or hands rows out must go through these functions (or
+-- delete the consumer's row here).
 CREATE TABLE sluice.claim_cursors (
   consumer_id     uuid PRIMARY KEY,
   commit_lsn      bigint NOT NULL,

@@ -2,6 +2,7 @@
 // Sequin's documented curl flow, every route, scope, and every malformed input.
 import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { retryDeadLetters } from '../src/buffer/dead-letters.js';
 import { migrate } from '../src/db/migrate.js';
 import { createPool, type Pool } from '../src/db/pool.js';
 import { buildPullTestApp, type PullTestApp } from './fixtures/pull-app.js';
@@ -136,6 +137,39 @@ describe('the Sequin curl flow over real HTTP', () => {
     const started = Date.now();
     expect((await t.app.inject({ url: `${P}/${name}/receive?wait_for=500` })).json()).toEqual({ data: [] });
     expect(Date.now() - started).toBeGreaterThanOrEqual(450);
+  });
+});
+
+describe('limits over HTTP', () => {
+  const receiveIds = async (name: string, q = '') =>
+    ((await t.app.inject({ url: `${P}/${name}/receive?${q}` })).json().data as { ack_id: string; data: any }[]);
+  const post = (name: string, route: string, ackIds: string[]) =>
+    t.app.inject({ method: 'POST', url: `${P}/${name}/${route}`, payload: { ack_ids: ackIds } });
+
+  it('max_ack_pending: receives return fewer, then none, until acks free room', async () => {
+    const { name } = await consumerWith(10, { pull: { max_ack_pending: 3 } });
+    const first = await receiveIds(name, 'batch_size=10');
+    expect(first).toHaveLength(3);
+    expect(await receiveIds(name, 'batch_size=10')).toEqual([]);
+    await post(name, 'ack', [first[0].ack_id]);
+    expect(await receiveIds(name, 'batch_size=10')).toHaveLength(1);
+  });
+
+  it('max_deliver: a message nacked max_deliver times is dead-lettered, its group moves on, retry brings it back first', async () => {
+    const name = `dl-${++seq}`;
+    const id = await createConsumer(pool, { name, pull: { max_deliver: 2 } });
+    await insertMessages(pool, id, [{ lsn: 1, group: 'a' }, { lsn: 2, group: 'a' }]);
+    await t.registry.reload();
+    for (let i = 0; i < 2; i++) {
+      const got = await receiveIds(name);
+      expect(got.map((d) => d.data.metadata.commit_lsn)).toEqual([1]);
+      await post(name, 'nack', [got[0].ack_id]);
+    }
+    const next = await receiveIds(name);
+    expect(next.map((d) => d.data.metadata.commit_lsn)).toEqual([2]);
+    expect(await retryDeadLetters(pool, id, 'all')).toBe(1);
+    await post(name, 'nack', [next[0].ack_id]);
+    expect((await receiveIds(name, 'batch_size=5')).map((d) => d.data.metadata.commit_lsn)).toEqual([1]);
   });
 });
 
