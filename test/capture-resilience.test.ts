@@ -101,11 +101,23 @@ describe('capture resilience', () => {
     // is away (ON CONFLICT: a commit whose reply was lost is not doubled).
     let nextId = 1;
     let producing = true;
-    let paused: Promise<void> | null = null;
     let failures = 0;
+    // pause() resolves once the producer is between transactions; resume() lets it go on.
+    const ctl: { pauseAt: (() => void) | null } = { pauseAt: null };
+    let resumed: Promise<void> = Promise.resolve();
+    let resume = () => {};
+    const pause = () =>
+      new Promise<void>((atPause) => {
+        resumed = new Promise<void>((r) => (resume = r));
+        ctl.pauseAt = atPause;
+      });
     const producer = (async () => {
       while (producing) {
-        if (paused) await paused;
+        if (ctl.pauseAt) {
+          ctl.pauseAt();
+          ctl.pauseAt = null;
+          await resumed;
+        }
         const n = 1 + (nextId % 3);
         try {
           await sqlDuringRestart(url, `INSERT INTO t SELECT g, 'small' FROM generate_series($1::int, $2::int) g ON CONFLICT DO NOTHING`, [nextId, nextId + n - 1]);
@@ -117,10 +129,11 @@ describe('capture resilience', () => {
         await sleep(5);
       }
     })();
-    let resume = () => {};
-    const pause = () => {
-      paused = new Promise<void>((r) => (resume = () => ((paused = null), r())));
-    };
+    cleanups.push(async () => {
+      producing = false;
+      resume();
+      await producer;
+    });
 
     const restart = async () => {
       // A fast shutdown waits for walsenders: it finishes only if capture answers
@@ -137,8 +150,7 @@ describe('capture resilience', () => {
 
     // 1. Restart while capture is idle (caught up, producer paused).
     await sleep(500);
-    pause();
-    await sleep(50);
+    await pause();
     await caughtUp();
     await restart();
     resume();
