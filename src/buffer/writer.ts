@@ -106,6 +106,12 @@ export async function writeBatch(pool: Pool, batch: BatchWrite): Promise<void> {
     return;
   }
   const client = await pool.connect();
+  // A server that ends the connection between two statements emits 'error' on
+  // the client rather than failing a query; unheard, that would crash the
+  // process. The failed statement that follows reports it instead.
+  let lost: Error | null = null;
+  const onError = (err: Error) => (lost = err);
+  client.on('error', onError);
   try {
     await client.query('BEGIN');
     await pipeline(Readable.from(copyChunks(batch.rows)), client.query(copyFrom(COPY_MESSAGES)));
@@ -115,7 +121,9 @@ export async function writeBatch(pool: Pool, batch: BatchWrite): Promise<void> {
     await client.query('ROLLBACK').catch(() => {});
     throw err;
   } finally {
-    client.release();
+    client.off('error', onError);
+    // A broken connection is destroyed, not returned to the pool.
+    client.release(lost ?? undefined);
   }
 }
 
