@@ -17,24 +17,21 @@ ALTER TABLE sluice.messages
   -- When the batch's first attempt started: max_age counts from here.
   ADD COLUMN first_attempt_at timestamptz;
 
--- Where the scan for new batches starts, per consumer: at or before the first
--- row that still exists. Acked rows leave dead index entries at the head of the
--- primary key until VACUUM, and stepping over them was most of a claim's cost
--- mid-drain (6.9 of 12.9 ms per batch of 100 after 100k acks). Rows only come
--- after the ones already stored, except when capture re-stores a transaction it
--- was writing when it crashed; so the start is reset to the very beginning
--- every 10 s, which finds such rows at the latest then.
-CREATE TABLE sluice.webhook_scan_start (
-  consumer_id uuid PRIMARY KEY REFERENCES sluice.consumers (id) ON DELETE CASCADE,
-  commit_lsn  bigint NOT NULL,
-  commit_idx  integer NOT NULL,
-  rescan_at   timestamptz NOT NULL
-);
+-- Rows waiting for a first batch, in commit order, with their group: forming a
+-- batch reads this index only (no heap visit while pages are all-visible), and
+-- skips rows already in a batch. Measured on a batch pick of 100 with 700 rows
+-- in flight: 0.3 ms against 1.7 ms through the primary key.
+CREATE INDEX messages_unbatched_idx ON sluice.messages (consumer_id, commit_lsn, commit_idx) INCLUDE (group_key)
+  WHERE state = 0 AND batch_id IS NULL;
 
 -- Claims up to p_batches batches of at most p_batch_size messages, in one round
 -- trip. Batches whose lease or backoff ended come first (resent whole, same
 -- batch id); then, when p_fresh, new batches are formed from the heads of
 -- groups that have no batch out.
+--
+-- Rows not yet in a batch are visible at once (visible_at only delays
+-- batches: leases and backoff), so the pick does not read visible_at and can
+-- stay an index-only scan of messages_unbatched_idx.
 --
 -- "No batch out" is one hashed set per statement (the groups of rows that carry
 -- a delivery token, plus groups with dead letters when those block), so rows of
@@ -70,9 +67,6 @@ DECLARE
   v_rows integer;
   v_batches integer := 0;
   v_claimed integer := 0;
-  v_from_lsn bigint := -9223372036854775808;
-  v_from_idx integer := -2147483648;
-  v_rescan_at timestamptz;
 BEGIN
   PERFORM pg_advisory_xact_lock(736001, hashtext(p_consumer::text));
   v_now := clock_timestamp();
@@ -111,32 +105,13 @@ BEGIN
     v_batches := v_batches + 1;
   END LOOP;
 
-  IF p_fresh AND v_batches < p_batches THEN
-    SELECT s.commit_lsn, s.commit_idx, s.rescan_at INTO v_from_lsn, v_from_idx, v_rescan_at
-    FROM sluice.webhook_scan_start s WHERE s.consumer_id = p_consumer;
-    IF NOT FOUND OR v_rescan_at <= v_now THEN
-      v_from_lsn := -9223372036854775808;
-      v_from_idx := -2147483648;
-      v_rescan_at := v_now + interval '10 seconds';
-    END IF;
-    SELECT m.commit_lsn, m.commit_idx INTO v_from_lsn, v_from_idx FROM sluice.messages m
-    WHERE m.consumer_id = p_consumer AND (m.commit_lsn, m.commit_idx) >= (v_from_lsn, v_from_idx)
-    ORDER BY m.commit_lsn, m.commit_idx LIMIT 1;
-    IF FOUND THEN
-      INSERT INTO sluice.webhook_scan_start AS s VALUES (p_consumer, v_from_lsn, v_from_idx, v_rescan_at)
-      ON CONFLICT (consumer_id) DO UPDATE SET commit_lsn = excluded.commit_lsn, commit_idx = excluded.commit_idx,
-        rescan_at = excluded.rescan_at
-      WHERE (s.commit_lsn, s.commit_idx, s.rescan_at) IS DISTINCT FROM (excluded.commit_lsn, excluded.commit_idx, excluded.rescan_at);
-    END IF;
-  END IF;
-
   IF p_fresh AND v_batches < p_batches AND p_batch_size = 1 THEN
     -- One message per batch: the oldest heads of distinct free groups, each its own batch.
     RETURN QUERY
     WITH candidates AS (
       SELECT m.commit_lsn, m.commit_idx, m.group_key FROM sluice.messages m
-      WHERE m.consumer_id = p_consumer AND (m.commit_lsn, m.commit_idx) >= (v_from_lsn, v_from_idx)
-        AND m.state = 0 AND m.batch_id IS NULL AND m.visible_at <= v_now
+      WHERE m.consumer_id = p_consumer
+        AND m.state = 0 AND m.batch_id IS NULL
         AND (m.group_key IS NULL OR m.group_key NOT IN (
           SELECT b.group_key FROM sluice.messages b
           WHERE b.consumer_id = p_consumer AND b.delivery_token IS NOT NULL AND b.state = 0 AND b.group_key IS NOT NULL
@@ -171,8 +146,8 @@ BEGIN
       RETURN QUERY
       WITH picked AS (
         SELECT m.commit_lsn, m.commit_idx FROM sluice.messages m
-        WHERE m.consumer_id = p_consumer AND (m.commit_lsn, m.commit_idx) >= (v_from_lsn, v_from_idx)
-          AND m.state = 0 AND m.batch_id IS NULL AND m.visible_at <= v_now
+        WHERE m.consumer_id = p_consumer
+          AND m.state = 0 AND m.batch_id IS NULL
           AND (m.group_key IS NULL OR m.group_key NOT IN (
             SELECT b.group_key FROM sluice.messages b
             WHERE b.consumer_id = p_consumer AND b.delivery_token IS NOT NULL AND b.state = 0 AND b.group_key IS NOT NULL
