@@ -95,8 +95,9 @@ BEGIN
       UPDATE sluice.messages u
       SET delivery_token = v_token,
           deliver_count = u.deliver_count + 1, visible_at = v_now + v_lease, last_delivered_at = v_now
+      -- Every row of the batch, due or not: a batch is resent whole.
       WHERE u.consumer_id = p_consumer AND u.batch_id = v_batch AND u.state = 0
-        AND u.delivery_token IS NOT NULL AND u.visible_at <= v_now
+        AND u.delivery_token IS NOT NULL
       RETURNING u.batch_id, u.deliver_count, u.first_attempt_at, u.delivery_token, u.commit_lsn, u.commit_idx, u.group_key, u.payload
     )
     SELECT c.*, NULL::timestamptz FROM claimed c ORDER BY c.commit_lsn, c.commit_idx;

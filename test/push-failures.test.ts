@@ -3,8 +3,10 @@
 // and oversized bodies, a failing group beside healthy ones, auto-disable.
 import { describe, expect, it } from 'vitest';
 import { listDeadLetters, retryDeadLetters } from '../src/buffer/dead-letters.js';
+import { claimBatches } from '../src/push/queries.js';
 import { eventually } from './helpers/capture.js';
 import {
+  inconsistentBatches,
   insertMessages,
   insertWebhookConsumer,
   messagesFor,
@@ -80,6 +82,7 @@ describe('push failures', () => {
     await eventually(async () => (await env.remaining(id)) === 0);
     const again = r.deliveries.slice(before).flatMap((d) => d.messages);
     expect(again.map((m) => m.record.seq)).toEqual([0, 1, 2, 3, 4]);
+    expect(inconsistentBatches(r.deliveries)).toEqual([]);
   });
 
   it('keeps the group blocked behind its dead letter when dead letters block', async () => {
@@ -221,6 +224,7 @@ describe('push failures', () => {
     // The sick group's head is the only message it ever sent.
     const sick = r.deliveries.filter((d) => hasGroup(d, 'sick')).flatMap((d) => d.messages.filter((m) => m.record.id === 'sick'));
     expect(new Set(sick.map((m) => m.record.seq))).toEqual(new Set([0]));
+    expect(inconsistentBatches(r.deliveries)).toEqual([]);
   });
 
   it('disables a consumer that has failed for disable_after with no success', async () => {
@@ -238,5 +242,26 @@ describe('push failures', () => {
     expect(r.deliveries.length).toBe(n);
     const { rows } = await env.pool.query('SELECT consecutive_failures, first_failure_at FROM sluice.webhook_health WHERE consumer_id = $1', [id]);
     expect(rows[0].consecutive_failures).toBe(n);
+  });
+
+  it('claims a due batch whole, with its id, and never a group twice', async () => {
+    const id = await insertWebhookConsumer(env.pool, 'claims', webhookSettings('http://127.0.0.1:9/hook'));
+    await insertMessages(env.pool, id, messagesFor(['a', 'b'], 6));
+    const opts = { consumerId: id, batches: 4, batchSize: 3, leaseMs: 60_000, deadLetterBlocksGroup: false, fresh: true };
+    const first = await claimBatches(env.pool, opts);
+    // Consecutive messages of a group share a batch; the groups' later messages wait.
+    expect(first.batches.map((b) => b.groups)).toEqual([['a', 'b', 'a']]);
+    expect((await claimBatches(env.pool, opts)).batches).toEqual([]);
+    const batch = first.batches[0];
+    // One row due, the others not (as rows stamped microseconds apart could be): all go together.
+    await env.pool.query(
+      `UPDATE sluice.messages SET visible_at = CASE WHEN commit_lsn = 1000 THEN now() - interval '1 second' ELSE now() + interval '1 hour' END
+       WHERE consumer_id = $1 AND batch_id = $2`,
+      [id, batch.batchId],
+    );
+    const again = await claimBatches(env.pool, opts);
+    expect(again.batches).toHaveLength(1);
+    expect(again.batches[0]).toMatchObject({ batchId: batch.batchId, attempt: 2, lsns: batch.lsns });
+    expect(again.batches[0].token).not.toBe(batch.token);
   });
 });

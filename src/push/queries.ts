@@ -142,8 +142,10 @@ export type FailureOutcome = 'retry' | 'dead_letter' | 'paused';
 const FAIL = `WITH moved AS (
     UPDATE sluice.messages m SET
       state = CASE WHEN $6::text = 'dead_letter' THEN 1 ELSE 0 END::smallint,
-      visible_at = CASE $6::text WHEN 'retry' THEN clock_timestamp() + $7::float8 * interval '1 millisecond'
-                           WHEN 'paused' THEN clock_timestamp() ELSE m.visible_at END,
+      -- now(), not clock_timestamp(): one value for every row, or a claim could
+      -- find some rows of the batch due and others not (microseconds apart).
+      visible_at = CASE $6::text WHEN 'retry' THEN now() + $7::float8 * interval '1 millisecond'
+                           WHEN 'paused' THEN now() ELSE m.visible_at END,
       -- k.part: the row's batch from now on (its own, or a part of a split; src/push/split.ts).
       batch_id = CASE WHEN $6::text = 'dead_letter' THEN NULL ELSE k.part END,
       first_attempt_at = CASE WHEN $6::text = 'dead_letter' THEN NULL ELSE m.first_attempt_at END,

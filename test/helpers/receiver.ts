@@ -216,6 +216,18 @@ export function seqsByGroup(messages: any[]): Map<string, number[]> {
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Ids whose deliveries did not all carry the same messages (a retry must resend its batch whole). */
+export function inconsistentBatches(deliveries: Delivery[]): string[] {
+  const seen = new Map<string, string>();
+  const bad = new Set<string>();
+  for (const d of deliveries) {
+    const keys = d.messages.map((m) => `${m.metadata.commit_lsn}:${m.metadata.commit_idx}`).join(',');
+    if (seen.has(d.id) && seen.get(d.id) !== keys) bad.add(d.id);
+    seen.set(d.id, keys);
+  }
+  return [...bad];
+}
+
 // ---- one embedded Postgres per test file, a dispatcher per test -------------
 
 export interface PushEnv {
