@@ -17,6 +17,9 @@ ALTER TABLE sluice.messages
   -- When the batch's first attempt started: max_age counts from here.
   ADD COLUMN first_attempt_at timestamptz;
 
+-- A batch's rows, for resending it whole (retries, expired leases).
+CREATE INDEX messages_batch_idx ON sluice.messages (batch_id) WHERE batch_id IS NOT NULL;
+
 -- Rows waiting for a first batch, in commit order, with their group: forming a
 -- batch reads this index only (no heap visit while pages are all-visible), and
 -- skips rows already in a batch. Measured on a batch pick of 100 with 700 rows
