@@ -12,6 +12,7 @@ import { ConsumerRegistry } from '../src/buffer/consumers.js';
 import { startEmbedded } from '../src/db/embedded.js';
 import { migrate } from '../src/db/migrate.js';
 import { createPool, type Pool } from '../src/db/pool.js';
+import { Jobs } from '../src/jobs/index.js';
 import { Dispatcher } from '../src/push/dispatcher.js';
 import { generateSecret } from '../src/signing/secrets.js';
 
@@ -26,6 +27,8 @@ export interface PushBenchOptions {
   failingGroup?: boolean;
   /** Give up (and report what was drained) after this long. */
   timeoutMs?: number;
+  /** Run the gateway's buffer VACUUM job, as `sluice start` does (default true). */
+  vacuumJob?: boolean;
 }
 
 export interface PushBenchResult {
@@ -136,6 +139,7 @@ export async function runPushBench(o: PushBenchOptions): Promise<PushBenchResult
   const failGroup = o.failingGroup ? 'g0' : null;
   const receiver = await startReceiverThread(failGroup);
   let dispatcher: Dispatcher | null = null;
+  let jobs: Jobs | null = null;
   try {
     await migrate(pool);
     await pool.query('DELETE FROM sluice.messages; DELETE FROM sluice.consumers');
@@ -163,12 +167,14 @@ export async function runPushBench(o: PushBenchOptions): Promise<PushBenchResult
     await registry.reload();
     const log = { info: () => {}, warn: () => {}, error: (obj: Record<string, unknown>, m?: string) => console.error(m, obj) };
     dispatcher = new Dispatcher({ pool, consumers: registry, instanceId: 'bench', log });
+    if (o.vacuumJob ?? true) jobs = new Jobs({ pool, log });
     const pgDir = embedded?.dataDir;
     const pgCpu0 = pgDir ? postgresCpuMs(pgDir) : null;
     const cpu0 = gatewayCpuMs();
     const started = Date.now();
     let at95 = 0;
     dispatcher.start();
+    jobs?.start();
     const deadline = started + (o.timeoutMs ?? 600_000);
     let counts = await receiver.counts();
     let lastReport = started;
@@ -194,6 +200,7 @@ export async function runPushBench(o: PushBenchOptions): Promise<PushBenchResult
       failedRequests: counts.failed,
     };
   } finally {
+    await jobs?.stop();
     await dispatcher?.stop();
     await receiver.stop();
     await pool.end();
@@ -207,6 +214,7 @@ if (isMain) {
   const scale = Number(process.env.BENCH_SCALE ?? 1);
   const n = (x: number) => Math.max(1000, Math.round(x * scale));
   const only = process.env.BENCH_ONLY?.split(',');
+  const vacuumJob = process.env.BENCH_VACUUM !== '0';
   const scenarios: Array<[string, PushBenchOptions]> = [
     ['batch 100, 10k groups', { messages: n(1_000_000), groups: 10_000, batchSize: 100, maxInFlight: 8 }],
     ['batch 1, 10k groups', { messages: n(100_000), groups: 10_000, batchSize: 1, maxInFlight: 64 }],
@@ -215,7 +223,7 @@ if (isMain) {
   ];
   for (const [name, opts] of scenarios) {
     if (only && !only.includes(name.split(',')[0] + (name.includes('failing') ? ' failing' : ''))) continue;
-    const r = await runPushBench(opts);
+    const r = await runPushBench({ ...opts, vacuumJob });
     const cpu = r.cpuMsPer1k ? `  cpu/1k msgs: gateway ${r.cpuMsPer1k.gateway} ms, postgres ${r.cpuMsPer1k.postgres} ms` : '';
     console.log(
       `${name.padEnd(38)} ${String(r.delivered).padStart(8)} msgs ${r.seconds.toFixed(1).padStart(6)} s ` +

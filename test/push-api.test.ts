@@ -146,6 +146,22 @@ describe('jobs', () => {
   });
 });
 
+describe('buffer vacuum job', () => {
+  it('vacuums sluice.messages once enough dead rows wait', async () => {
+    const id = await insertWebhookConsumer(env.pool, 'vacuumed', webhookSettings('http://127.0.0.1:9/hook'));
+    await insertMessages(env.pool, id, messagesFor(['a'], 500));
+    await env.pool.query('DELETE FROM sluice.messages WHERE consumer_id = $1', [id]);
+    const never = new Jobs({ pool: env.pool, log: quietLog, vacuumMinDeadTuples: 1_000_000 });
+    expect(await never.runVacuum()).toBeNull();
+    const jobs = new Jobs({ pool: env.pool, log: quietLog, vacuumMinDeadTuples: 100 });
+    // Table statistics reach pg_stat_user_tables within a second or so.
+    const dead = await eventually(() => jobs.runVacuum(), 10_000, 200);
+    expect(dead).toBeGreaterThanOrEqual(100);
+    const { rows } = await env.pool.query(`SELECT last_vacuum FROM pg_stat_user_tables WHERE schemaname = 'sluice' AND relname = 'messages'`);
+    expect(rows[0].last_vacuum).not.toBeNull();
+  });
+});
+
 describe('demo receiver', () => {
   it('verifies deliveries and prints one line per message', async () => {
     const lines: string[] = [];

@@ -1,13 +1,16 @@
-// Scheduled housekeeping (node-cron): pruning the webhook attempt log, and
+// Scheduled housekeeping (node-cron): pruning the webhook attempt log, an eager
+// VACUUM of the message buffer (a queue table: see vacuumBufferIfNeeded), and
 // reporting replication slot lag through a function the gateway passes in.
 // Every gateway process may run these; pruning is idempotent and sliced, so
 // two processes at once only share the work.
 import { createTask, type ScheduledTask, type TaskOptions } from 'node-cron';
 import type { Pool } from '../db/pool.js';
 import { pruneAttempts } from '../push/attempt-queries.js';
+import { vacuumBufferIfNeeded } from './vacuum.js';
 import type { Log } from '../push/worker.js';
 
 export const DEFAULT_ATTEMPT_RETENTION_MS = 7 * 24 * 60 * 60 * 1000;
+export const DEFAULT_VACUUM_MIN_DEAD_TUPLES = 100_000;
 
 export interface JobsOptions {
   pool: Pool;
@@ -16,13 +19,16 @@ export interface JobsOptions {
   attemptRetentionMs?: number;
   /** Called on the slot-lag schedule (e.g. logs/exports each source's lag); omitted: no such job. */
   reportSlotLag?: () => unknown | Promise<unknown>;
+  /** VACUUM sluice.messages once this many dead rows wait (default 100k; 0: never). */
+  vacuumMinDeadTuples?: number;
   /** Cron expressions (node-cron, optional seconds field). */
-  schedules?: { pruneAttempts?: string; slotLag?: string };
+  schedules?: { pruneAttempts?: string; slotLag?: string; vacuumBuffer?: string };
 }
 
 // Minute 17: away from the top of the hour, when other systems' cron jobs pile up.
 const PRUNE_EVERY = '17 * * * *';
 const SLOT_LAG_EVERY = '*/30 * * * * *';
+const VACUUM_EVERY = '*/15 * * * * *';
 
 export class Jobs {
   private tasks: ScheduledTask[] = [];
@@ -47,6 +53,9 @@ export class Jobs {
       },
     });
     this.tasks.push(createTask(schedules.pruneAttempts ?? PRUNE_EVERY, () => this.runPrune(), options('prune-webhook-attempts')));
+    if ((this.opts.vacuumMinDeadTuples ?? DEFAULT_VACUUM_MIN_DEAD_TUPLES) > 0) {
+      this.tasks.push(createTask(schedules.vacuumBuffer ?? VACUUM_EVERY, () => this.runVacuum(), options('vacuum-buffer')));
+    }
     const report = this.opts.reportSlotLag;
     if (report) {
       this.tasks.push(
@@ -72,6 +81,18 @@ export class Jobs {
       await t.stop();
       await t.destroy();
     }));
+  }
+
+  /** One check now (also what the schedule runs): VACUUMs the buffer if enough dead rows wait. */
+  async runVacuum(): Promise<number | null> {
+    try {
+      const dead = await vacuumBufferIfNeeded(this.opts.pool, this.opts.vacuumMinDeadTuples ?? DEFAULT_VACUUM_MIN_DEAD_TUPLES);
+      if (dead !== null) this.opts.log.info({ job: 'vacuum-buffer', dead_tuples: dead }, 'vacuumed the message buffer');
+      return dead;
+    } catch (err) {
+      this.opts.log.warn({ job: 'vacuum-buffer', err: String(err) }, 'vacuuming the message buffer failed');
+      return null;
+    }
   }
 
   /** One prune now (also what the schedule runs); returns how many attempts went. */
