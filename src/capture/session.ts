@@ -39,6 +39,12 @@ export class CaptureSession {
   private failed: Error | null = null;
   /** Between a begin and its commit. */
   private inTransaction = false;
+  /** Set by resume(): events wait for it (the tail is being cleared). */
+  private ready: Promise<void> | null = null;
+  /** Transactions whose commit starts below this are already stored whole. */
+  private storedBelow = 0n;
+  /** Inside such a transaction: its changes are not stored again. */
+  private skipping = false;
 
   constructor(private readonly deps: SessionDeps) {
     this.durable = deps.durableLsn;
@@ -48,9 +54,25 @@ export class CaptureSession {
     return this.durable;
   }
 
+  /**
+   * Called once the slot is ours (another process may have written until a
+   * moment ago): `prepare` reads back the durable position and clears what lies
+   * past it; until it is done no event is handled. Transactions below the
+   * position it returns were stored whole (by this or another process) and are
+   * skipped if Postgres sends them again.
+   */
+  resume(prepare: Promise<bigint>): void {
+    this.ready = prepare.then((position) => {
+      this.storedBelow = position;
+      if (position > this.durable) this.durable = position;
+    });
+    this.ready.catch(() => {});
+  }
+
   /** Everything received is stored: no open transaction, no pending rows or writes. */
   idle(): boolean {
     return (
+      !this.ready &&
       !this.failed &&
       !this.inTransaction &&
       !this.flushScheduled &&
@@ -61,10 +83,16 @@ export class CaptureSession {
   }
 
   onEvent = async (e: ReplicationEvent): Promise<void> => {
+    if (this.ready) {
+      await this.ready;
+      this.ready = null;
+    }
     if (this.failed) throw this.failed;
+    if (this.skipping && e.tag !== 'commit' && e.tag !== 'relation') return;
     switch (e.tag) {
       case 'begin':
         this.inTransaction = true;
+        this.skipping = e.commitLsn < this.storedBelow;
         this.deps.decoder.begin(e.commitLsn, e.commitTimeMicros);
         return;
       case 'relation':
@@ -80,6 +108,10 @@ export class CaptureSession {
         return;
       case 'commit':
         this.inTransaction = false;
+        if (this.skipping) {
+          this.skipping = false;
+          return;
+        }
         this.checkpoint = e.endLsn;
         this.lastCommitAt = isoFromMicros(e.commitTimeMicros);
         if (this.rows.length >= this.deps.maxBatch) await this.submitFull();

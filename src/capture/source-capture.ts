@@ -55,6 +55,7 @@ export class SourceCapture {
   /** Changes written to the buffer by this process (for status and tests). */
   written = 0;
   truncatesNotCaptured = 0;
+  private standingBy = false;
 
   constructor(
     readonly source: SourceConfig,
@@ -99,10 +100,18 @@ export class SourceCapture {
         const e = err as Error & { code?: string };
         // Another process (or the walsender of a killed one) holds the slot:
         // retry at a steady pace, which is also how a standby gateway takes over.
-        if (e.code === '55006') attempt = Math.min(attempt, 2);
         this.state.running = false;
-        this.state.last_error = e.message;
-        this.deps.log.error({ source: this.source.name, err: e.message }, e instanceof SetupError ? 'capture setup failed' : 'capture stream failed; reconnecting');
+        if (e.code === '55006') {
+          attempt = Math.min(attempt, 2);
+          // Normal for a second gateway: said once, not at every retry.
+          if (!this.standingBy) this.deps.log.info({ source: this.source.name, slot: this.source.slot }, 'slot in use by another process; standing by to take over');
+          this.standingBy = true;
+          this.state.last_error = `slot ${this.source.slot} is in use by another process (standing by)`;
+        } else {
+          this.standingBy = false;
+          this.state.last_error = e.message;
+          this.deps.log.error({ source: this.source.name, err: e.message }, e instanceof SetupError ? 'capture setup failed' : 'capture stream failed; reconnecting');
+        }
       }
       this.state.running = false;
       if (this.stopped) break;
@@ -129,8 +138,6 @@ export class SourceCapture {
     // Resume from the buffer's own position: Postgres starts at the later of this
     // and the slot's confirmed position.
     const startLsn = stored !== null && stored > slotLsn ? stored : slotLsn;
-    const cleared = await clearTail(this.deps.bufferPool, this.source.name, startLsn);
-    if (cleared) this.deps.log.info({ source: this.source.name, rows: cleared }, 'removed a partly stored transaction; it is captured again');
     const types = new TypeCatalog((sql, params) => this.sourcePool.query(sql, params));
     const decoder = new ChangeDecoder({
       databaseName: setup.database,
@@ -164,6 +171,11 @@ export class SourceCapture {
       durableLsn: () => session.durableLsn(),
       idle: () => session.idle(),
       onStreaming: () => {
+        // Only now is the slot ours: a process that held it until a moment ago
+        // may have stored more since the position was read above. Read it again,
+        // and clear what lies past it, before any event is handled.
+        session.resume(this.prepareResume(startLsn));
+        this.standingBy = false;
         this.state.running = true;
         this.state.last_error = null;
         this.deps.log.info({ source: this.source.name, slot: this.source.slot, from: startLsn.toString() }, 'capture streaming');
@@ -177,6 +189,15 @@ export class SourceCapture {
     } finally {
       this.state.running = false;
     }
+  }
+
+  /** The position to resume from, with rows stored past it (a partly written transaction) removed. */
+  private async prepareResume(requested: bigint): Promise<bigint> {
+    const stored = (await readPosition(this.deps.bufferPool, this.source.name)) ?? 0n;
+    const position = stored > requested ? stored : requested;
+    const cleared = await clearTail(this.deps.bufferPool, this.source.name, position);
+    if (cleared) this.deps.log.info({ source: this.source.name, rows: cleared }, 'removed a partly stored transaction; it is captured again');
+    return position;
   }
 
   private async heartbeat(): Promise<void> {
