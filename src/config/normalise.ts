@@ -124,6 +124,9 @@ function normaliseWebhook(y: YamlWebhook, at: PathSegment[], issues: RawIssue[])
     max_response_bytes: bytes(y.max_response_bytes, W.max_response_bytes),
     retry,
     allow_private_ranges: y.allow_private_ranges ?? [],
+    // Only when given, so configs that do not mention them store and export as before.
+    ...(y.batched !== undefined && { batched: y.batched }),
+    ...(y.disable_after !== undefined && { disable_after_ms: ms(y.disable_after, 0) }),
   };
 }
 

@@ -141,10 +141,14 @@ const webhookSchema = object(
       { default: [] },
     ),
     batch_size: int(1, { maximum: 10_000, default: W.batch_size }),
+    // false: one change per request, the bare message as the body.
+    batched: { type: 'boolean' },
     batch_timeout: duration(W.batch_timeout, true),
     max_in_flight: int(1, { maximum: 1000, default: W.max_in_flight }),
     timeout: duration(W.timeout),
     max_response_bytes: size(W.max_response_bytes),
+    // Only failures for this long: the consumer is disabled (default 5 days).
+    disable_after: duration(undefined),
     retry: object(
       {
         initial: duration(R.initial),
@@ -235,10 +239,12 @@ export interface YamlWebhook {
   headers?: Record<string, string>;
   secrets?: string[];
   batch_size?: number;
+  batched?: boolean;
   batch_timeout?: Duration;
   max_in_flight?: number;
   timeout?: Duration;
   max_response_bytes?: Size;
+  disable_after?: Duration;
   retry?: { initial?: Duration; factor?: number; cap?: Duration; max_attempts?: number; max_age?: Duration };
   allow_private_ranges?: string[];
 }

@@ -58,6 +58,8 @@ export function toYamlConsumer(c: ConsumerConfig): YamlConsumer {
         ...(w.retry.max_age_ms !== undefined && { max_age: formatDuration(w.retry.max_age_ms) }),
       },
       allow_private_ranges: [...w.allow_private_ranges],
+      ...(w.batched !== undefined && { batched: w.batched }),
+      ...(w.disable_after_ms !== undefined && { disable_after: formatDuration(w.disable_after_ms) }),
     };
   }
   return out;
