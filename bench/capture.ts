@@ -43,6 +43,13 @@ export async function runCaptureBench(changes = 1_000_000, log = console.log): P
   const pool = createPool(pgh.url);
   try {
     await migrate(pool);
+    // Experiments that show what bounds the rate (not how Sluice runs):
+    //   BENCH_CAPTURE_VARIANT=no-autovacuum       autovacuum off on sluice.messages
+    //   BENCH_CAPTURE_VARIANT=no-claim-indexes    without the pull and push claim indexes
+    const variant = process.env.BENCH_CAPTURE_VARIANT;
+    if (variant === 'no-autovacuum') await pool.query(`ALTER TABLE sluice.messages SET (autovacuum_enabled = false)`);
+    if (variant === 'no-claim-indexes') await pool.query(`DROP INDEX sluice.messages_undelivered_idx; DROP INDEX sluice.messages_unbatched_idx`);
+    if (variant) log(`  variant: ${variant}`);
     await pool.query(`CREATE TABLE bench_orders (
       id bigint PRIMARY KEY, customer_id int NOT NULL, status text NOT NULL,
       amount numeric(12,2) NOT NULL, note text NOT NULL, created_at timestamptz NOT NULL)`);
