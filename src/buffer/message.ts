@@ -2,30 +2,10 @@
 // Stored payloads are JSON text without metadata.consumer, which depends on who
 // reads it; withConsumer() adds it when a message is served.
 
-export type Action = 'insert' | 'update' | 'delete' | 'read';
-
-export interface MessageMetadata {
-  table_schema: string;
-  table_name: string;
-  commit_timestamp: string;
-  /** Exact integer; JSON number text. */
-  commit_lsn: number;
-  commit_idx: number;
-  idempotency_key: string;
-  record_pks: string[];
-  database_name: string;
-  /** Columns an update did not touch whose TOASTed value the WAL did not carry. */
-  unchanged_toast_columns?: string[];
-  transaction_annotations: Record<string, unknown> | null;
-  consumer: { id: string; name: string; annotations: Record<string, unknown> };
-}
-
-export interface Message<R = Record<string, unknown>> {
-  record: R;
-  changes: Partial<R> | null;
-  action: Action;
-  metadata: MessageMetadata;
-}
+// The envelope's types are the receiver's (src/receive/types.ts): that module
+// ships to users' apps with no dependencies, so the gateway imports from it,
+// not the other way round, and there is one definition.
+export type { Action, Message, MessageMetadata } from '../receive/types.js';
 
 /** base64 of "<commit_lsn>:<commit_idx>", as Sequin derives it. */
 export function idempotencyKey(commitLsn: bigint | number | string, commitIdx: number): string {

@@ -4,6 +4,7 @@
 // plan itself, because a plan is made to be printed, logged and pasted.
 import { formatPath, type PathSegment } from './errors.js';
 import type { ConsumerConfig, SluiceConfig, SourceConfig } from './types.js';
+import { maskSecret } from '../signing/secrets.js';
 
 export interface FieldChange {
   /** Path in the normalised config, e.g. `webhook.timeout_ms`, `group_by["public.orders"]`. */
@@ -111,10 +112,8 @@ function flatten(value: unknown, path: PathSegment[] = [], out = new Map<string,
 }
 
 /** "whsec_…abcd": enough to tell secrets apart, not enough to use one. */
-export function maskSecret(secret: string): string {
-  const prefix = /^wh(sec|sk|pk)_/.exec(secret)?.[0] ?? '';
-  return `${prefix}…${secret.slice(-4)}`;
-}
+// One masking rule for secrets everywhere (plans, API responses).
+export { maskSecret } from '../signing/secrets.js';
 
 function maskText(value: string): string {
   return value.length >= 16 ? `…${value.slice(-4)}` : '****';

@@ -1,6 +1,7 @@
-// Types a webhook receiver needs, copied from src/buffer/message.ts on purpose:
+// Types a webhook receiver needs, and the one definition of the envelope:
 // `sluice/webhooks` ships to users' apps (and Web runtimes) with no dependency
-// on the gateway's own modules. Keep the two in step when the envelope changes.
+// on the gateway's own modules, so the gateway (src/buffer/message.ts) imports
+// these rather than the other way round.
 
 export type Action = 'insert' | 'update' | 'delete' | 'read';
 
