@@ -13,7 +13,9 @@
 -- would take its snapshot before waiting for the lock, missing the last claim).
 
 -- Never-delivered messages in commit order: where a claim looks first. Rows in
--- flight are not in it, so a claim does not wade through them.
+-- flight are not in it, so a claim does not wade through them. (0004 replaces
+-- it with messages_fresh_idx, shared with webhook claims; the claims here test
+-- batch_id IS NULL, always true for a pull consumer's rows, to match it.)
 CREATE INDEX messages_undelivered_idx ON sluice.messages (consumer_id, commit_lsn, commit_idx)
   WHERE state = 0 AND delivery_token IS NULL;
 
@@ -170,7 +172,7 @@ BEGIN
       SELECT c.commit_lsn, c.commit_idx FROM (
         (SELECT w.commit_lsn, w.commit_idx FROM (
            SELECT m.commit_lsn, m.commit_idx, m.group_key, m.visible_at FROM sluice.messages m
-           WHERE m.consumer_id = p_consumer AND m.state = 0 AND m.delivery_token IS NULL
+           WHERE m.consumer_id = p_consumer AND m.state = 0 AND m.delivery_token IS NULL AND m.batch_id IS NULL
              AND (m.commit_lsn, m.commit_idx) >= (v_from_lsn, v_from_idx)
            ORDER BY m.commit_lsn, m.commit_idx LIMIT v_window) w
          WHERE w.visible_at <= v_now
@@ -211,7 +213,7 @@ BEGIN
     -- both look at the same snapshot.
     SELECT x.commit_lsn, x.commit_idx, x.pref = 0 INTO v_next_lsn, v_next_idx, v_undelivered_left FROM (
       (SELECT m.commit_lsn, m.commit_idx, 0 AS pref FROM sluice.messages m
-       WHERE m.consumer_id = p_consumer AND m.state = 0 AND m.delivery_token IS NULL
+       WHERE m.consumer_id = p_consumer AND m.state = 0 AND m.delivery_token IS NULL AND m.batch_id IS NULL
          AND (m.commit_lsn, m.commit_idx) >= (v_from_lsn, v_from_idx)
        ORDER BY m.commit_lsn, m.commit_idx LIMIT 1)
       UNION ALL
