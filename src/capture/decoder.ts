@@ -100,12 +100,13 @@ export class ChangeDecoder {
     const omitted: string[] = [];
     const recordJson = this.tupleJson(plan, record, omitted);
     const pks = plan.pkColumns.map((c) => record[c] ?? '');
+    const pksJson = JSON.stringify(pks);
     const meta =
       '"metadata":{' +
       plan.tableJson +
       this.commitJson +
       `"commit_idx":${commitIdx},"idempotency_key":"${idempotencyKey(this.commitLsn, commitIdx)}",` +
-      `"record_pks":${JSON.stringify(pks)},"database_name":${this.dbJson},` +
+      `"record_pks":${pksJson},"database_name":${this.dbJson},` +
       (omitted.length ? `"unchanged_toast_columns":${JSON.stringify(omitted)},` : '') +
       '"transaction_annotations":null}}';
     const payload = `{"record":${recordJson},"changes":${changes},"action":"${e.tag}",${meta}`;
@@ -116,7 +117,7 @@ export class ChangeDecoder {
       if (route.groupColumns === false) groupKey = null;
       else if (route.groupColumns === null || !route.groupColumns.every((c) => record[c] !== undefined)) {
         // Default, and the fallback when a delete's key tuple lacks the group columns.
-        groupKey = pkGroup ??= plan.qualified + ':' + JSON.stringify(pks);
+        groupKey = pkGroup ??= plan.qualified + ':' + pksJson;
       } else groupKey = plan.qualified + ':' + JSON.stringify(route.groupColumns.map((c) => record[c]));
       out.push({ consumerId: route.consumerId, commitLsn: this.commitLsn, commitIdx, groupKey, payload });
     }
