@@ -3,8 +3,9 @@
 
 -- (the schema itself is created by the migrator, which keeps its table there)
 
--- Sources: databases Sluice captures from. `config` holds the declared settings
--- (connection URL with ${VAR} references kept as written, tables, slot, ...).
+-- Sources: databases Sluice captures from. `config` holds the normalised
+-- settings as applied (connection URL after ${VAR} substitution, tables, slot,
+-- ...): treat this table, like `sluice config export`, as holding secrets.
 CREATE TABLE sluice.sources (
   id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
   name        text NOT NULL UNIQUE,
