@@ -14,13 +14,20 @@ export function createLogger(level = process.env.LOG_LEVEL ?? 'info'): Logger {
   });
 }
 
-/** postgres://user:secret@host/db → postgres://user:***@host/db */
+/**
+ * A connection string without its password, wherever it is given:
+ * postgres://user:secret@host/db?password=x → postgres://user:****@host/db?password=****.
+ * The one masking of URLs for logs, API responses and config plans.
+ */
 export function maskUrl(url: string): string {
+  let u: URL;
   try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
+    u = new URL(url);
   } catch {
-    return '[unparsable url]';
+    // Validated URLs always parse; anything else is shown as nothing at all.
+    return '(unparsable URL)';
   }
+  if (u.password) u.password = '****';
+  if (u.searchParams.has('password')) u.searchParams.set('password', '****');
+  return u.toString();
 }

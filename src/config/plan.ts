@@ -5,6 +5,7 @@
 import { formatPath, type PathSegment } from './errors.js';
 import type { ConsumerConfig, SluiceConfig, SourceConfig } from './types.js';
 import { maskSecret } from '../signing/secrets.js';
+import { maskUrl } from '../log.js';
 
 export interface FieldChange {
   /** Path in the normalised config, e.g. `webhook.timeout_ms`, `group_by["public.orders"]`. */
@@ -111,30 +112,18 @@ function flatten(value: unknown, path: PathSegment[] = [], out = new Map<string,
   return out;
 }
 
-/** "whsec_…abcd": enough to tell secrets apart, not enough to use one. */
-// One masking rule for secrets everywhere (plans, API responses).
+// One masking rule for secrets everywhere (plans, API responses): "whsec_…abcd".
 export { maskSecret } from '../signing/secrets.js';
 
 function maskText(value: string): string {
   return value.length >= 16 ? `…${value.slice(-4)}` : '****';
 }
 
-function maskUrlPassword(value: string): string {
-  try {
-    const url = new URL(value);
-    if (!url.password) return value;
-    url.password = '****';
-    return url.toString();
-  } catch {
-    return value;
-  }
-}
-
 function mask(path: PathSegment[], value: unknown): unknown {
   const last = path[path.length - 1];
   if (last === 'secrets' && Array.isArray(value)) return value.map((s) => maskSecret(String(s)));
   if (path[path.length - 2] === 'headers' && typeof value === 'string') return maskText(value);
-  if (last === 'url' && typeof value === 'string') return maskUrlPassword(value);
+  if (last === 'url' && typeof value === 'string') return maskUrl(value);
   if (last === 'admin_token' && typeof value === 'string') return maskText(value);
   return value;
 }

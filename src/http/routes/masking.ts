@@ -2,24 +2,14 @@
 // webhook secrets show as `whsec_…abcd`, custom header values as a fixed mask,
 // a connection string without its password. A masked value sent back in a
 // PATCH (the natural GET → edit → PATCH round trip) keeps the stored value.
+import { maskUrl } from '../../log.js';
 import { maskSecret } from '../../signing/secrets.js';
 
 export const HEADER_MASK = '********';
 const PASSWORD_MASK = '****';
 
-/** postgres://user:secret@host/db?password=x → postgres://user:****@host/db?password=**** */
-export function maskUrl(url: string): string {
-  let u: URL;
-  try {
-    u = new URL(url);
-  } catch {
-    // Schema-valid URLs always parse; anything else is shown as nothing at all.
-    return '(unparsable URL)';
-  }
-  if (u.password) u.password = PASSWORD_MASK;
-  if (u.searchParams.has('password')) u.searchParams.set('password', PASSWORD_MASK);
-  return u.toString();
-}
+// Connection strings are masked by the same function as in logs and plans.
+export { maskUrl };
 
 /** Removes a URL's password from free text (an error message that quotes the URL). */
 export function scrubPassword(text: string, url: string | undefined): string {
