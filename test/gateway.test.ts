@@ -110,7 +110,7 @@ describe('the gateway end to end', () => {
     expect(((await res.json()) as { data: unknown[] }).data).toEqual([]);
   });
 
-  it('reports readiness and stops cleanly', async () => {
+  it('reports ready while capture runs, with its connections named sluice-*', async () => {
     const ready = await fetch(`${gateway.httpAddress}/ready`);
     expect(ready.status).toBe(200);
     const c = new pg.Client({ connectionString: url });
