@@ -1,0 +1,44 @@
+// Where Postgres spends its time during a benchmark: runs the pull or push
+// benchmark against an embedded Postgres with pg_stat_statements (nested
+// statements inside the plpgsql claims included) and prints the top statements
+// by total time. A profiling aid, not part of `npm run bench`.
+//   npx tsx bench/sql-profile.ts pull|push-100|push-1 [messages]
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { startEmbedded } from '../src/db/embedded.js';
+import { createPool } from '../src/db/pool.js';
+import { runPullBench } from './pull.js';
+import { runPushBench } from './push.js';
+
+const which = process.argv[2] ?? 'pull';
+const messages = Number(process.argv[3] ?? 200_000);
+const dir = mkdtempSync(path.join(os.tmpdir(), 'sluice-prof-'));
+chmodSync(dir, 0o755);
+const pg = await startEmbedded({
+  dataDir: path.join(dir, 'pg'),
+  persistent: false,
+  extraFlags: ['-c', 'shared_preload_libraries=pg_stat_statements', '-c', 'pg_stat_statements.track=all'],
+});
+const pool = createPool(pg.url, { max: 2 });
+try {
+  await pool.query('CREATE EXTENSION IF NOT EXISTS pg_stat_statements');
+  const reset = () => pool.query('SELECT pg_stat_statements_reset()');
+  if (which === 'pull') {
+    await runPullBench({ databaseUrl: pg.url, messages, log: (l) => { console.log(l); if (l.startsWith('setup:')) void reset(); } });
+  } else {
+    const batchSize = which === 'push-1' ? 1 : 100;
+    const r = await runPushBench({ url: pg.url, messages, groups: 10_000, batchSize, maxInFlight: batchSize === 1 ? 64 : 8, vacuumJob: true });
+    console.log(`${r.perSecond}/s`, r.cpuMsPer1k);
+  }
+  const { rows } = await pool.query(
+    `SELECT round(total_exec_time)::int AS ms, calls, round(mean_exec_time::numeric, 3) AS mean, rows,
+            shared_blks_hit + shared_blks_read AS blks, wal_bytes::bigint AS wal, left(regexp_replace(query, '\\s+', ' ', 'g'), 160) AS q
+     FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 25`,
+  );
+  for (const r of rows) console.log(String(r.ms).padStart(7), String(r.calls).padStart(8), String(r.mean).padStart(8), String(r.rows).padStart(9), String(r.wal).padStart(11), r.q);
+} finally {
+  await pool.end();
+  await pg.stop();
+  rmSync(dir, { recursive: true, force: true });
+}
