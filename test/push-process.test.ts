@@ -63,7 +63,7 @@ afterEach(async () => {
 });
 
 const dueAt = async (id: string) =>
-  (await env.pool.query<{ visible_at: Date }>('SELECT visible_at FROM sluice.messages WHERE consumer_id = $1', [id])).rows[0].visible_at;
+  (await env.pool.query<{ due_at: Date }>('SELECT due_at FROM sluice.webhook_batches WHERE consumer_id = $1', [id])).rows[0]?.due_at;
 
 describe('push across processes', () => {
   it('keeps the retry schedule and the webhook-id through a kill -9 during backoff', async () => {

@@ -22,7 +22,7 @@ export interface DeadLetter extends MessageKey {
 export interface ConsumerStats {
   /** Waiting to be delivered (never delivered, nacked, or visibility ran out). */
   pending: number;
-  /** Delivered and not yet acked, visibility still running. */
+  /** Delivered and not yet acked, visibility still running (webhook: in a batch sent or awaiting its retry). */
   in_flight: number;
   dead_lettered: number;
   /** Age of the oldest message not yet acked (dead letters aside); null when there is none. */
@@ -58,12 +58,18 @@ const DISCARD_KEYS = `DELETE FROM sluice.messages m
 const DISCARD_ALL = `DELETE FROM sluice.messages WHERE consumer_id = $1 AND state = 1`;
 
 // One pass over the consumer's rows: stats are for dashboards, not the hot path.
-const STATS = `SELECT
-    count(*) FILTER (WHERE state = 0 AND NOT (delivery_token IS NOT NULL AND visible_at > now()))::float8 AS pending,
-    count(*) FILTER (WHERE state = 0 AND delivery_token IS NOT NULL AND visible_at > now())::float8 AS in_flight,
+// A webhook consumer's messages in a batch out (sluice.webhook_batches: in
+// flight or awaiting a retry) count as in flight; its rows never carry a
+// delivery token, as a pull consumer's never are in a batch.
+const STATS = `WITH batched AS (
+    SELECT coalesce(sum(cardinality(lsns)), 0)::float8 AS n FROM sluice.webhook_batches WHERE consumer_id = $1
+  )
+  SELECT
+    count(*) FILTER (WHERE state = 0 AND NOT (delivery_token IS NOT NULL AND visible_at > now()))::float8 - min(b.n) AS pending,
+    count(*) FILTER (WHERE state = 0 AND delivery_token IS NOT NULL AND visible_at > now())::float8 + min(b.n) AS in_flight,
     count(*) FILTER (WHERE state = 1)::float8 AS dead_lettered,
     (extract(epoch FROM now() - min(created_at) FILTER (WHERE state = 0)) * 1000)::float8 AS oldest_pending_age_ms
-  FROM sluice.messages WHERE consumer_id = $1`;
+  FROM batched b LEFT JOIN sluice.messages ON consumer_id = $1`;
 
 export async function listDeadLetters(
   pool: Pool,

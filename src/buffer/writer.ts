@@ -137,7 +137,15 @@ export async function readPosition(pool: Pool, sourceName: string): Promise<bigi
 
 // A transaction whose commit record starts at or after the durable position was
 // not completely stored (its end would be past the position).
+// A webhook batch holding any of those rows goes too (its other messages are
+// sent again in a new batch): the replay stores the rows anew, and a batch must
+// not name a row that is also fresh.
 const CLEAR_TAIL = `
+WITH batches AS (
+  DELETE FROM sluice.webhook_batches
+   WHERE consumer_id IN (SELECT id FROM sluice.consumers WHERE source_name = $1)
+     AND $2::bigint <= ANY (lsns)
+)
 DELETE FROM sluice.messages
  WHERE consumer_id IN (SELECT id FROM sluice.consumers WHERE source_name = $1)
    AND commit_lsn >= $2::bigint`;

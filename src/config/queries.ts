@@ -76,6 +76,7 @@ export async function updateConsumer(db: Db, c: ConsumerConfig): Promise<void> {
 /** Its buffered messages first: nothing else would ever ack or delete them. */
 export async function deleteConsumer(db: Db, name: string): Promise<void> {
   await db.query('DELETE FROM sluice.messages WHERE consumer_id = (SELECT id FROM sluice.consumers WHERE name = $1)', [name]);
+  await db.query('DELETE FROM sluice.webhook_batches WHERE consumer_id = (SELECT id FROM sluice.consumers WHERE name = $1)', [name]);
   await db.query('DELETE FROM sluice.consumers WHERE name = $1', [name]);
 }
 

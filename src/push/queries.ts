@@ -1,10 +1,11 @@
-// The webhook dispatcher's SQL on sluice.messages: claim batches, then record an
-// attempt's outcome in the same statement that acks, reschedules, dead-letters
-// or holds the batch (one round trip each). Outcome statements touch a batch's
-// rows only while they still carry the token of this delivery, so a process
-// whose lease ran out (and whose batch another process took over) changes
-// nothing; except acks, which go by batch id: a 2xx for the batch means the
-// endpoint has it, whoever sent it.
+// The webhook dispatcher's SQL on sluice.webhook_batches (one row per batch
+// out, migrations/0005_webhook_batches.sql) and sluice.messages: claim batches,
+// then record an attempt's outcome in the same statement that acks,
+// reschedules, dead-letters or holds the batch (one round trip each). Outcome
+// statements touch a batch only while it still carries the token of this
+// delivery, so a process whose lease ran out (and whose batch another process
+// took over) changes nothing; except acks, which go by batch id: a 2xx for the
+// batch means the endpoint has it, whoever sent it.
 import type { Pool } from '../db/pool.js';
 
 export interface ClaimedBatch {
@@ -81,10 +82,14 @@ export interface Delivered {
 
 // Health's last_success_at is refreshed at most once a second: under load every
 // ack would otherwise rewrite (and lock) the same row.
-const ACK_MANY = `WITH acked AS (
+const ACK_MANY = `WITH batches AS (
+    DELETE FROM sluice.webhook_batches b WHERE b.consumer_id = $1 AND b.batch_id = ANY($5::uuid[])
+    RETURNING b.batch_id
+  ), acked AS (
     DELETE FROM sluice.messages m
     USING unnest($2::bigint[], $3::int[], $4::uuid[]) AS k(lsn, idx, batch)
-    WHERE m.consumer_id = $1 AND m.commit_lsn = k.lsn AND m.commit_idx = k.idx AND m.batch_id = k.batch AND m.state = 0
+    WHERE m.consumer_id = $1 AND m.commit_lsn = k.lsn AND m.commit_idx = k.idx AND m.state = 0
+      AND k.batch IN (SELECT batch_id FROM batches)
     RETURNING 1
   ), logged AS (
     INSERT INTO sluice.webhook_attempts
@@ -132,28 +137,36 @@ export async function ackBatches(pool: Pool, consumerId: string, instanceId: str
 
 export type FailureOutcome = 'retry' | 'dead_letter' | 'paused';
 
-// One statement for every failed attempt: the batch's rows rescheduled (retry,
-// whole or split by group),
-// made dead letters (batch identity dropped, so a later retry through the API is
-// a new delivery), or held for when the consumer is resumed (paused, 410); the
+// One statement for every failed attempt: the batch rescheduled (retry, whole
+// or split by group), its messages made dead letters, or held for when the
+// consumer is resumed (paused, 410); the
 // attempt logged; health updated; the consumer paused (410) or disabled (failing
 // for disable_after with no success) with a notification so every gateway
 // reloads its registry.
-const FAIL = `WITH moved AS (
-    UPDATE sluice.messages m SET
-      state = CASE WHEN $6::text = 'dead_letter' THEN 1 ELSE 0 END::smallint,
-      -- now(), not clock_timestamp(): one value for every row, or a claim could
-      -- find some rows of the batch due and others not (microseconds apart).
-      visible_at = CASE $6::text WHEN 'retry' THEN now() + $7::float8 * interval '1 millisecond'
-                           WHEN 'paused' THEN now() ELSE m.visible_at END,
-      -- k.part: the row's batch from now on (its own, or a part of a split; src/push/split.ts).
-      batch_id = CASE WHEN $6::text = 'dead_letter' THEN NULL ELSE k.part END,
-      first_attempt_at = CASE WHEN $6::text = 'dead_letter' THEN NULL ELSE m.first_attempt_at END,
-      delivery_token = CASE WHEN $6::text = 'dead_letter' THEN NULL ELSE m.delivery_token END,
-      last_error = $8
-    FROM unnest($2::bigint[], $3::int[], $19::uuid[]) AS k(lsn, idx, part)
-    WHERE m.consumer_id = $1 AND m.commit_lsn = k.lsn AND m.commit_idx = k.idx
-      AND m.batch_id = $4 AND m.delivery_token = $5 AND m.state = 0
+const FAIL = `WITH gone AS (
+    DELETE FROM sluice.webhook_batches b
+    WHERE b.consumer_id = $1 AND b.batch_id = $4 AND b.delivery_token = $5
+    RETURNING b.attempt, b.first_attempt_at, b.last_attempt_at
+  ), parts AS (
+    -- k.part: the row's batch from now on (its own, or a part of a split;
+    -- src/push/split.ts). Retried: due after the delay; paused: due at once,
+    -- claimed when the consumer is resumed.
+    INSERT INTO sluice.webhook_batches
+      (batch_id, consumer_id, delivery_token, attempt, first_attempt_at, last_attempt_at, due_at, lsns, idxs, group_keys, last_error)
+    SELECT k.part, $1, $5, g.attempt, g.first_attempt_at, g.last_attempt_at,
+      CASE WHEN $6::text = 'retry' THEN now() + $7::float8 * interval '1 millisecond' ELSE now() END,
+      array_agg(k.lsn ORDER BY k.ord), array_agg(k.idx ORDER BY k.ord), array_agg(k.grp ORDER BY k.ord), $8
+    FROM gone g, unnest($2::bigint[], $3::int[], $19::uuid[], $20::text[]) WITH ORDINALITY AS k(lsn, idx, part, grp, ord)
+    WHERE $6::text <> 'dead_letter'
+    GROUP BY k.part, g.attempt, g.first_attempt_at, g.last_attempt_at
+    RETURNING cardinality(lsns) AS n
+  ), dead AS (
+    -- Dead letters are messages in state 1; a later retry through the API
+    -- makes them new deliveries (a new batch, a new webhook-id).
+    UPDATE sluice.messages m
+    SET state = 1, deliver_count = g.attempt, last_delivered_at = g.last_attempt_at, last_error = $8
+    FROM gone g, unnest($2::bigint[], $3::int[]) AS k(lsn, idx)
+    WHERE $6::text = 'dead_letter' AND m.consumer_id = $1 AND m.commit_lsn = k.lsn AND m.commit_idx = k.idx AND m.state = 0
     RETURNING 1
   ), logged AS (
     INSERT INTO sluice.webhook_attempts
@@ -176,7 +189,7 @@ const FAIL = `WITH moved AS (
     WHERE c.id = $1 AND $6::text <> 'paused' AND c.state = 'active' AND h.first_failure_at <= now() - $18::float8 * interval '1 millisecond'
     RETURNING 1
   )
-  SELECT (SELECT count(*) FROM moved)::int AS moved,
+  SELECT ((SELECT coalesce(sum(n), 0) FROM parts) + (SELECT count(*) FROM dead))::int AS moved,
     EXISTS (SELECT 1 FROM paused) AS paused, EXISTS (SELECT 1 FROM disabled) AS disabled,
     CASE WHEN EXISTS (SELECT 1 FROM paused UNION ALL SELECT 1 FROM disabled) THEN pg_notify('sluice_config', '') END AS notified`;
 
@@ -186,7 +199,7 @@ export interface FailureRecord {
   delayMs: number;
   /** Per row (claim order), its batch id from now on: the batch's own, or a split part's. */
   parts: string[];
-  /** Kept on the rows (dead-letter listings show it). */
+  /** Kept on the batch, and on its messages if they become dead letters (listings show it). */
   lastError: string;
   facts: AttemptFacts;
   /** For 'paused': the consumer's state_reason. */
@@ -221,6 +234,7 @@ export async function recordFailure(
     f.pauseReason,
     f.disableAfterMs,
     f.parts,
+    batch.groups,
   ]);
   return rows[0];
 }
