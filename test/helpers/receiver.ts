@@ -264,7 +264,7 @@ export function usePushEnv(dbName: string): PushEnv {
   afterEach(async () => {
     for (const d of dispatchers.splice(0)) await d.stop();
     for (const r of receivers.splice(0)) await r.close();
-    await env.pool.query('DELETE FROM sluice.messages; DELETE FROM sluice.consumers; DELETE FROM sluice.webhook_attempts');
+    await env.pool.query('DELETE FROM sluice.messages; DELETE FROM sluice.consumers; DELETE FROM sluice.webhook_attempts; DELETE FROM sluice.webhook_batches');
   });
   afterAll(async () => {
     await wakeup?.stop();
