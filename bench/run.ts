@@ -27,9 +27,10 @@ if (want('pull')) {
 }
 if (want('push')) {
   const big = await runPushBench({ messages: n(1_000_000), groups: 10_000, batchSize: 100, maxInFlight: 8 });
-  rows.push(['push: batch 100', `${fmt(big.perSecond)} changes/s`, '≥ 25,000/s']);
-  const one = await runPushBench({ messages: n(100_000), groups: 10_000, batchSize: 1, maxInFlight: 64 });
-  rows.push(['push: batch 1', `${fmt(one.perSecond)} changes/s`, '≥ 8,000/s']);
+  rows.push(['push: batch 100, max_in_flight 8', `${fmt(big.perSecond)} changes/s`, '≥ 25,000/s']);
+  // One POST per change: throughput is max_in_flight over the round trip.
+  const one = await runPushBench({ messages: n(100_000), groups: 10_000, batchSize: 1, maxInFlight: 128 });
+  rows.push(['push: batch 1, max_in_flight 128', `${fmt(one.perSecond)} changes/s`, '≥ 8,000/s']);
   const healthy = await runPushBench({ messages: n(300_000), groups: 1001, batchSize: 100, maxInFlight: 8 });
   const failing = await runPushBench({ messages: n(300_000), groups: 1001, batchSize: 100, maxInFlight: 8, failingGroup: true });
   const drop = (1 - failing.perSecond / healthy.perSecond) * 100;

@@ -48,7 +48,12 @@ const CLAIM = `SELECT batch_id, attempt, first_attempt_at, delivery_token, commi
 
 /** Batches in claim order; nextDueAt only when nothing was claimed (when a lease or backoff ends next). */
 export async function claimBatches(pool: Pool, o: ClaimOptions): Promise<{ batches: ClaimedBatch[]; nextDueAt: Date | null }> {
-  const { rows } = await pool.query<ClaimRow>(CLAIM, [o.consumerId, o.batches, o.batchSize, Math.round(o.leaseMs), o.deadLetterBlocksGroup, o.fresh]);
+  // Named: parsed and planned once per connection (claim and ack are the hot path).
+  const { rows } = await pool.query<ClaimRow>({
+    name: 'sluice_webhook_claim',
+    text: CLAIM,
+    values: [o.consumerId, o.batches, o.batchSize, Math.round(o.leaseMs), o.deadLetterBlocksGroup, o.fresh],
+  });
   if (rows.length === 0 || rows[0].batch_id === null) return { batches: [], nextDueAt: rows[0]?.next_due_at ?? null };
   const batches: ClaimedBatch[] = [];
   let current: ClaimedBatch | undefined;
@@ -118,7 +123,7 @@ export async function ackBatches(pool: Pool, consumerId: string, instanceId: str
       keyBatch.push(batch.batchId);
     }
   }
-  const { rows } = await pool.query<{ n: number }>(ACK_MANY, [
+  const { rows } = await pool.query<{ n: number }>({ name: 'sluice_webhook_ack', text: ACK_MANY, values: [
     consumerId,
     lsns,
     idxs,
@@ -131,7 +136,7 @@ export async function ackBatches(pool: Pool, consumerId: string, instanceId: str
     done.map((d) => d.facts.excerpt),
     done.map((d) => d.batch.lsns.length),
     instanceId,
-  ]);
+  ] });
   return rows[0].n;
 }
 
