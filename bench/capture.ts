@@ -2,7 +2,7 @@
 // rows) drained from the slot into the buffer, beside the ceiling: the same
 // backlog read by the replication library alone, discarding every message.
 // Prints figures; asserts nothing.
-import { mkdtempSync, chmodSync, rmSync } from 'node:fs';
+import { mkdtempSync, chmodSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -26,6 +26,37 @@ export interface CaptureBenchResult {
   ceilingRate: number;
   ratio: number;
   peakRssMb: number;
+}
+
+// CPU seconds (utime + stime) of the Postgres server's processes by role, from
+// /proc on Linux: shows which side of the capture is busy. Empty elsewhere.
+function serverCpuByRole(dataDir: string): Map<string, number> {
+  const out = new Map<string, number>();
+  try {
+    const postmaster = readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0].trim();
+    for (const pid of readdirSync('/proc')) {
+      if (!/^\d+$/.test(pid)) continue;
+      try {
+        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+        const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        if (f[1] !== postmaster && pid !== postmaster) continue;
+        const title = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
+        const role = /walsender/.test(title) ? 'walsender' : /autovacuum/.test(title) ? 'autovacuum'
+          : /checkpointer|background writer|walwriter/.test(title) ? 'checkpointer, bgwriter, walwriter'
+          : /postgres: \S+ \S+ [\d.]+\(/.test(title) ? 'client backends' : 'other';
+        out.set(role, (out.get(role) ?? 0) + (Number(f[11]) + Number(f[12])) / 100);
+      } catch {
+        // the process ended meanwhile
+      }
+    }
+  } catch {
+    // not Linux, or no pid file
+  }
+  return out;
+}
+
+function cpuDelta(before: Map<string, number>, after: Map<string, number>): string {
+  return [...after].map(([role, s]) => `${role} ${(s - (before.get(role) ?? 0)).toFixed(1)} s`).join(', ');
 }
 
 function rssSampler() {
@@ -55,7 +86,7 @@ export async function runCaptureBench(changes = 1_000_000, log = console.log): P
       amount numeric(12,2) NOT NULL, note text NOT NULL, created_at timestamptz NOT NULL)`);
     const source = {
       name: 'bench', tables: ['public.bench_orders'], schemas: [], publication: 'sluice_bench', slot: 'sluice_bench',
-      create_if_missing: true, heartbeat_interval_ms: 3_600_000, lag_warning_bytes: 2 ** 40, max_batch_changes: 5000,
+      create_if_missing: true, heartbeat_interval_ms: 3_600_000, lag_warning_bytes: 2 ** 40, max_batch_changes: Number(process.env.BENCH_MAX_BATCH ?? 2500),
     };
     await ensureSource(pool, source);
     // The ceiling's own slot, at the same starting point.
@@ -84,12 +115,16 @@ export async function runCaptureBench(changes = 1_000_000, log = console.log): P
     await registry.reload();
     const rss = rssSampler();
     const capture = new SourceCapture(source, { bufferPool: pool, sourceUrl: pgh.url, consumers: registry, log: quiet });
+    const pgCpu0 = serverCpuByRole(pgh.dataDir);
+    const nodeCpu0 = process.cpuUsage();
     const s0 = Date.now();
     capture.start();
     const deadline = Date.now() + 20 * 60_000;
     while (capture.written < total && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     const captureSeconds = (Date.now() - s0) / 1000;
     const peakRssMb = rss.stop() / 1024 / 1024;
+    const nodeCpu = process.cpuUsage(nodeCpu0);
+    const cpuLine = `CPU during the capture: node ${((nodeCpu.user + nodeCpu.system) / 1e6).toFixed(1)} s; postgres: ${cpuDelta(pgCpu0, serverCpuByRole(pgh.dataDir))}`;
     await capture.stop();
     // Ceiling: the library alone, every message discarded.
     const endLsn = lsnToBigInt((await pool.query(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l);
@@ -132,6 +167,7 @@ export async function runCaptureBench(changes = 1_000_000, log = console.log): P
     log(`  ceiling (library alone, discarding): ${seen} changes in ${ceilingSeconds.toFixed(2)} s = ${Math.round(result.ceilingRate).toLocaleString('en')} changes/s`);
     log(`  sluice capture into the buffer:      ${total} changes in ${captureSeconds.toFixed(2)} s = ${Math.round(result.captureRate).toLocaleString('en')} changes/s (${stored} rows stored)`);
     log(`  ratio to ceiling: ${(result.ratio * 100).toFixed(0)}%   peak RSS (Node process): ${peakRssMb.toFixed(0)} MB`);
+    log(`  ${cpuLine}`);
     return result;
   } finally {
     await pool.end();

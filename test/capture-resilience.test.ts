@@ -258,7 +258,7 @@ describe('capture resilience', () => {
       await sql(srcUrl, 'ALTER SYSTEM RESET wal_sender_timeout');
       await sql(srcUrl, 'SELECT pg_reload_conf()');
     });
-    const src = sourceConfig('huge', ['public.big'], { max_batch_changes: 5000 });
+    const src = sourceConfig('huge', ['public.big'], { max_batch_changes: 2500 });
     await insertConsumer(pool, consumerConfig('c', 'huge', ['public.big']));
     const child = runFixture('test/fixtures/capture-child.ts', { SOURCE_URL: srcUrl, BUFFER_URL: bufUrl, SOURCE_JSON: JSON.stringify(src), REPORT_RSS: '1' });
     children.add(child);

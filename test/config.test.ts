@@ -62,7 +62,7 @@ describe('loadConfig: valid input', () => {
       create_if_missing: true,
       heartbeat_interval_ms: 30_000,
       lag_warning_bytes: 1024 ** 3,
-      max_batch_changes: 5000,
+      max_batch_changes: 2500,
     });
     const [pull, hook] = c.consumers;
     expect(pull.pull).toEqual({ ack_wait_ms: 30_000, max_ack_pending: 10_000, max_waiting: 20 });

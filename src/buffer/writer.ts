@@ -27,6 +27,12 @@ export interface BatchWrite {
   /** End LSN of the last complete transaction in this batch; null for a chunk of an unfinished one. */
   checkpoint: bigint | null;
   lastCommitAt: string | null;
+  /**
+   * Awaited after the rows are sent and before anything commits (the position
+   * included); a rejection rolls the write back. Lets a capture session send a
+   * batch while the previous one is still committing, and still commit in order.
+   */
+  beforeCommit?: () => Promise<void>;
 }
 
 const COPY_MESSAGES = 'COPY sluice.messages (consumer_id, commit_lsn, commit_idx, group_key, payload) FROM STDIN';
@@ -92,6 +98,8 @@ export async function writeBatch(pool: Pool, batch: BatchWrite): Promise<void> {
   const checkpoint = batch.checkpoint === null ? null : batch.checkpoint.toString();
   if (batch.rows.length <= SMALL_BATCH) {
     const rows = batch.rows;
+    // One statement commits at once: it waits its turn first.
+    await batch.beforeCommit?.();
     await pool.query(INSERT_SMALL, [
       batch.sourceName,
       checkpoint,
@@ -115,6 +123,9 @@ export async function writeBatch(pool: Pool, batch: BatchWrite): Promise<void> {
   try {
     await client.query('BEGIN');
     await pipeline(Readable.from(copyChunks(batch.rows)), client.query(copyFrom(COPY_MESSAGES)));
+    // The position and the rows' visibility come with COMMIT, so waiting here
+    // keeps both in order while the COPY above overlapped the previous write.
+    await batch.beforeCommit?.();
     await client.query(ADVANCE_AND_NOTIFY, [batch.sourceName, checkpoint, batch.lastCommitAt, consumers]);
     await client.query('COMMIT');
   } catch (err) {

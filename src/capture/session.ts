@@ -4,16 +4,25 @@
 //
 // Batching: rows accumulate while messages keep arriving; a write starts when
 // the replication queue goes idle (setImmediate runs after the messages already
-// received are handled) or when max_batch_changes is reached, unless a write is
-// in progress: then everything that arrives meanwhile goes into the next one.
-// One write at a time, in order; the handler waits when the next batch is full
-// and a write is still running, which pauses the replication socket (flow
-// control) and bounds memory to about two batches, however large a transaction.
+// received are handled) or when max_batch_changes is reached, unless both write
+// slots are busy: then everything that arrives meanwhile goes into the next one.
+// Two writes may be in progress on two connections: the second sends its rows
+// while the first commits (its WAL flush and round trips), but commits only
+// after it, so rows become visible, and the position moves, strictly in order.
+// The handler waits when the next batch is full and both slots are busy, which
+// pauses the replication socket (flow control) and bounds memory to about
+// three batches, however large a transaction.
 import type { Pool } from '../db/pool.js';
 import { writeBatch, type BufferRow } from '../buffer/writer.js';
 import { isoFromMicros } from './commit-time.js';
 import type { ChangeDecoder } from './decoder.js';
 import type { ReplicationEvent } from './replication.js';
+
+/**
+ * Buffer writes in progress at once. Two let one batch's rows travel while the
+ * previous batch commits; more would only queue behind the same commits.
+ */
+const WRITE_SLOTS = 2;
 
 export interface SessionDeps {
   sourceName: string;
@@ -33,8 +42,8 @@ export class CaptureSession {
   private checkpoint: bigint | null = null;
   private lastCommitAt: string | null = null;
   private durable: bigint;
-  /** The write in progress; at most one at a time, so writes commit in order. */
-  private writing: Promise<void> | null = null;
+  /** Writes in progress, oldest first; each commits after the one before it. */
+  private writes: Promise<void>[] = [];
   private flushScheduled = false;
   private failed: Error | null = null;
   /** Between a begin and its commit. */
@@ -76,7 +85,7 @@ export class CaptureSession {
       !this.failed &&
       !this.inTransaction &&
       !this.flushScheduled &&
-      !this.writing &&
+      this.writes.length === 0 &&
       this.rows.length === 0 &&
       (this.checkpoint === null || this.checkpoint <= this.durable)
     );
@@ -127,14 +136,14 @@ export class CaptureSession {
 
   /** Writes what is pending and waits for it (used on shutdown). */
   async drain(): Promise<void> {
-    while (this.writing) await this.writing;
+    while (this.writes.length > 0) await this.writes[0];
     this.flush();
-    while (this.writing) await this.writing;
+    while (this.writes.length > 0) await this.writes[0];
   }
 
-  /** A full batch waits for the write in progress: this pauses the replication socket. */
+  /** A full batch waits for a write slot: this pauses the replication socket. */
   private async submitFull(): Promise<void> {
-    while (this.writing) await this.writing;
+    while (this.writes.length >= WRITE_SLOTS) await this.writes[0];
     if (this.failed) throw this.failed;
     this.flush();
   }
@@ -151,23 +160,38 @@ export class CaptureSession {
   }
 
   /**
-   * Starts a write of everything pending, unless one is in progress: then the
-   * rows keep accumulating and go out, together, when it ends (group commit).
+   * Starts a write of everything pending, unless both slots are busy: then the
+   * rows keep accumulating and go out, together, when one ends (group commit).
    * Under a steady stream of small transactions this turns N tiny writes into
    * one per round trip.
    */
   private flush(): void {
-    if (this.failed || this.writing) return;
+    if (this.failed || this.writes.length >= WRITE_SLOTS) return;
     const checkpoint = this.checkpoint !== null && this.checkpoint > this.durable ? this.checkpoint : null;
     if (this.rows.length === 0 && checkpoint === null) return;
-    const batch = { sourceName: this.deps.sourceName, rows: this.rows, checkpoint, lastCommitAt: this.lastCommitAt };
+    const previous = this.writes[this.writes.length - 1];
+    const batch = {
+      sourceName: this.deps.sourceName,
+      rows: this.rows,
+      checkpoint,
+      lastCommitAt: this.lastCommitAt,
+      // Commit only after the previous write committed (and confirmed); if it
+      // failed, roll back: the session is over and what follows is replayed.
+      beforeCommit: previous
+        ? async () => {
+            await previous;
+            if (this.failed) throw this.failed;
+          }
+        : undefined,
+    };
     this.rows = [];
     this.checkpoint = null;
-    this.writing = this.write(batch).finally(() => {
-      this.writing = null;
+    const done: Promise<void> = this.write(batch).finally(() => {
+      this.writes.splice(this.writes.indexOf(done), 1);
       // What arrived meanwhile, including a commit whose flush found us busy.
       if (this.rows.length > 0 || (this.checkpoint !== null && this.checkpoint > this.durable)) this.flush();
     });
+    this.writes.push(done);
   }
 
   private async write(batch: Parameters<typeof writeBatch>[1]): Promise<void> {
@@ -179,6 +203,8 @@ export class CaptureSession {
       }
       this.deps.onWritten?.(batch.rows.length, batch.checkpoint);
     } catch (err) {
+      // A write rolled back because the one before it failed reports nothing new.
+      if (this.failed) return;
       this.failed = err as Error;
       this.deps.onFatal(this.failed);
     }

@@ -12,7 +12,7 @@ import { DURATION_RE, SIZE_RE, parseDuration, parseSize } from './units.js';
 
 export const DEFAULTS = {
   http: { host: '127.0.0.1', port: 7376, body_limit: '1MB' },
-  source: { create_if_missing: true, heartbeat_interval: '30s', lag_warning: '1GB', max_batch_changes: 5000 },
+  source: { create_if_missing: true, heartbeat_interval: '30s', lag_warning: '1GB', max_batch_changes: 2500 },
   consumer: { group_by: true, dead_letter_blocks_group: false },
   pull: { ack_wait: '30s', max_ack_pending: 10_000, max_waiting: 20 },
   webhook: { batch_size: 100, batch_timeout: '50ms', max_in_flight: 4, timeout: '30s', max_response_bytes: '64KB' },

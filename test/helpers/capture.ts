@@ -22,7 +22,7 @@ export function sourceConfig(name: string, tables: string[], extra: Partial<Sour
     create_if_missing: true,
     heartbeat_interval_ms: 60_000,
     lag_warning_bytes: 1 << 30,
-    max_batch_changes: 5000,
+    max_batch_changes: 2500,
     ...extra,
   };
 }
