@@ -28,7 +28,7 @@ try {
     await runPullBench({ databaseUrl: pg.url, messages, log: (l) => { console.log(l); if (l.startsWith('setup:')) void reset(); } });
   } else {
     const batchSize = which === 'push-1' ? 1 : 100;
-    const r = await runPushBench({ url: pg.url, messages, groups: 10_000, batchSize, maxInFlight: batchSize === 1 ? 64 : 8, vacuumJob: true });
+    const r = await runPushBench({ url: pg.url, messages, groups: 10_000, batchSize, maxInFlight: batchSize === 1 ? 128 : 8, vacuumJob: true });
     console.log(`${r.perSecond}/s`, r.cpuMsPer1k);
   }
   const { rows } = await pool.query(

@@ -125,7 +125,9 @@ export async function postOnce(pool: Pool, url: URL, headers: Record<string, str
       bodyTimeout: opts.timeoutMs,
     });
     const retryAfter = res.headers['retry-after'];
-    const excerpt = await readCapped(res.body, opts.maxResponseBytes);
+    // Most receivers answer with an empty body: release the connection without
+    // the async iteration (measurable at thousands of requests a second).
+    const excerpt = res.headers['content-length'] === '0' ? (await res.body.dump(), '') : await readCapped(res.body, opts.maxResponseBytes);
     return {
       status: res.statusCode,
       retryAfter: Array.isArray(retryAfter) ? (retryAfter[0] ?? null) : (retryAfter ?? null),
