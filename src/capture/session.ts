@@ -141,6 +141,11 @@ export class CaptureSession {
     while (this.writes.length > 0) await this.writes[0];
   }
 
+  /** Waits until no write of this session is in progress (a failed session starts no more). */
+  async settle(): Promise<void> {
+    while (this.writes.length > 0) await this.writes[0];
+  }
+
   /** A full batch waits for a write slot: this pauses the replication socket. */
   private async submitFull(): Promise<void> {
     while (this.writes.length >= WRITE_SLOTS) await this.writes[0];

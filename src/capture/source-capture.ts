@@ -188,6 +188,10 @@ export class SourceCapture {
       await stream.run();
     } finally {
       this.state.running = false;
+      // A write of this session may still be committing (two run at once): the
+      // next session must read the position after it, or it would replay what
+      // that write stores and trip over its rows.
+      await session.settle();
     }
   }
 
