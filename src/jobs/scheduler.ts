@@ -1,12 +1,12 @@
-// Scheduled housekeeping (node-cron): pruning the webhook attempt log, an eager
-// VACUUM of the message buffer (a queue table: see vacuumBufferIfNeeded), and
+// Scheduled housekeeping (node-cron): pruning the webhook attempt log, eager
+// VACUUMs of the buffer's queue tables (see src/jobs/vacuum.ts), and
 // reporting replication slot lag through a function the gateway passes in.
 // Every gateway process may run these; pruning is idempotent and sliced, so
 // two processes at once only share the work.
 import { createTask, type ScheduledTask, type TaskOptions } from 'node-cron';
 import type { Pool } from '../db/pool.js';
 import { pruneAttempts } from '../push/attempt-queries.js';
-import { vacuumBufferIfNeeded } from './vacuum.js';
+import { vacuumBatchesIfNeeded, vacuumBufferIfNeeded } from './vacuum.js';
 import type { Log } from '../push/worker.js';
 
 export const DEFAULT_ATTEMPT_RETENTION_MS = 7 * 24 * 60 * 60 * 1000;
@@ -22,13 +22,15 @@ export interface JobsOptions {
   /** VACUUM sluice.messages once this many dead rows wait (default 100k; 0: never). */
   vacuumMinDeadTuples?: number;
   /** Cron expressions (node-cron, optional seconds field). */
-  schedules?: { pruneAttempts?: string; slotLag?: string; vacuumBuffer?: string };
+  schedules?: { pruneAttempts?: string; slotLag?: string; vacuumBuffer?: string; vacuumBatches?: string };
 }
 
 // Minute 17: away from the top of the hour, when other systems' cron jobs pile up.
 const PRUNE_EVERY = '17 * * * *';
 const SLOT_LAG_EVERY = '*/30 * * * * *';
 const VACUUM_EVERY = '*/15 * * * * *';
+// webhook_batches: small, but one dead row per request (see vacuumBatchesIfNeeded).
+const VACUUM_BATCHES_EVERY = '*/3 * * * * *';
 
 export class Jobs {
   private tasks: ScheduledTask[] = [];
@@ -55,6 +57,7 @@ export class Jobs {
     this.tasks.push(createTask(schedules.pruneAttempts ?? PRUNE_EVERY, () => this.runPrune(), options('prune-webhook-attempts')));
     if ((this.opts.vacuumMinDeadTuples ?? DEFAULT_VACUUM_MIN_DEAD_TUPLES) > 0) {
       this.tasks.push(createTask(schedules.vacuumBuffer ?? VACUUM_EVERY, () => this.runVacuum(), options('vacuum-buffer')));
+      this.tasks.push(createTask(schedules.vacuumBatches ?? VACUUM_BATCHES_EVERY, () => this.runVacuumBatches(), options('vacuum-webhook-batches')));
     }
     const report = this.opts.reportSlotLag;
     if (report) {
@@ -91,6 +94,16 @@ export class Jobs {
       return dead;
     } catch (err) {
       this.opts.log.warn({ job: 'vacuum-buffer', err: String(err) }, 'vacuuming the message buffer failed');
+      return null;
+    }
+  }
+
+  /** One check of webhook_batches alone (also what its schedule runs); quiet when it works, as it runs every few seconds. */
+  async runVacuumBatches(): Promise<number | null> {
+    try {
+      return await vacuumBatchesIfNeeded(this.opts.pool);
+    } catch (err) {
+      this.opts.log.warn({ job: 'vacuum-webhook-batches', err: String(err) }, 'vacuuming webhook_batches failed');
       return null;
     }
   }
