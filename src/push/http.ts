@@ -3,6 +3,7 @@
 // are never followed (undici only follows them with an interceptor we don't
 // add). The response body is read up to max_response_bytes and then dropped:
 // only its first bytes are kept, for the attempt log.
+import { EventEmitter } from 'node:events';
 import { Pool } from 'undici';
 import { AddressGuard, guardedConnector, SsrfRefusedError, type Lookup } from './ssrf.js';
 
@@ -30,26 +31,40 @@ export interface PostOptions {
 }
 
 /**
- * Aborts every request it tracks at once (shutdown). One plain AbortController
- * and timer per request instead of AbortSignal.any + AbortSignal.timeout: at a
- * few thousand requests a second those showed up in profiles (3% of CPU).
+ * One request's abort signal. undici takes an EventEmitter with `aborted` and
+ * `reason` as well as an AbortSignal, and this is far cheaper to create: at a
+ * few thousand requests a second AbortController construction was ~7% of the
+ * dispatcher's CPU (AbortSignal.any/timeout, before that, ~3% more).
  */
+export class RequestSignal extends EventEmitter {
+  aborted = false;
+  reason: Error | undefined;
+
+  abort(reason: Error): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.reason = reason;
+    this.emit('abort');
+  }
+}
+
+/** Aborts every request it tracks at once (shutdown). */
 export class StopSwitch {
-  private readonly live = new Set<AbortController>();
+  private readonly live = new Set<RequestSignal>();
   stopped = false;
 
-  track(ac: AbortController): void {
-    if (this.stopped) ac.abort(reason('AbortError', 'the gateway is stopping'));
-    else this.live.add(ac);
+  track(signal: RequestSignal): void {
+    if (this.stopped) signal.abort(reason('AbortError', 'the gateway is stopping'));
+    else this.live.add(signal);
   }
 
-  untrack(ac: AbortController): void {
-    this.live.delete(ac);
+  untrack(signal: RequestSignal): void {
+    this.live.delete(signal);
   }
 
   stopAll(): void {
     this.stopped = true;
-    for (const ac of this.live) ac.abort(reason('AbortError', 'the gateway is stopping'));
+    for (const signal of this.live) signal.abort(reason('AbortError', 'the gateway is stopping'));
     this.live.clear();
   }
 }
@@ -108,12 +123,11 @@ async function readCapped(body: AsyncIterable<Buffer> & { destroy?: () => void }
 }
 
 export async function postOnce(pool: Pool, url: URL, headers: Record<string, string>, body: Buffer, opts: PostOptions): Promise<HttpResult> {
-  const ac = new AbortController();
-  const signal = ac.signal;
+  const signal = new RequestSignal();
   // The whole exchange, body included, has timeoutMs: undici's own timeouts are
   // per silence, so a body trickling a byte a second would never end.
-  const deadline = setTimeout(() => ac.abort(reason('TimeoutError', 'timeout')), opts.timeoutMs);
-  opts.stop?.track(ac);
+  const deadline = setTimeout(() => signal.abort(reason('TimeoutError', 'timeout')), opts.timeoutMs);
+  opts.stop?.track(signal);
   try {
     const res = await pool.request({
       path: url.pathname + url.search,
@@ -141,7 +155,7 @@ export async function postOnce(pool: Pool, url: URL, headers: Record<string, str
     return { status: null, retryAfter: null, excerpt: null, ...describe(cause, opts.timeoutMs) };
   } finally {
     clearTimeout(deadline);
-    opts.stop?.untrack(ac);
+    opts.stop?.untrack(signal);
   }
 }
 
