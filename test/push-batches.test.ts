@@ -616,16 +616,24 @@ describe('clearing a capture tail', () => {
 });
 
 describe('consumer removal and vacuum', () => {
-  it('deleteConsumer removes the consumer\'s batches with its messages', async () => {
+  it('deleteConsumer removes the consumer\'s batches and attempt log with its messages', async () => {
     const gone = await webhook('to-delete');
     const kept = await webhook('to-keep');
     await insertMessages(pool, gone, rows(5000, ['a', 'b']));
     await insertMessages(pool, kept, rows(5000, ['a', 'b']));
     await claimBatches(pool, claimOpts(gone, { batchSize: 1 }));
     await claimBatches(pool, claimOpts(kept, { batchSize: 1 }));
+    const attempt = `INSERT INTO sluice.webhook_attempts (consumer_id, batch_id, attempt, started_at, duration_ms, outcome, message_count)
+      VALUES ($1, gen_random_uuid(), 1, now(), 5, 'retry', 1)`;
+    await pool.query(attempt, [gone]);
+    await pool.query(attempt, [kept]);
+    const attempts = async (id: string) =>
+      (await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM sluice.webhook_attempts WHERE consumer_id = $1', [id])).rows[0].n;
     await deleteConsumer(pool, 'to-delete');
     expect(await batchRows(pool, gone)).toEqual([]);
     expect(await batchRows(pool, kept)).toHaveLength(2);
+    expect(await attempts(gone)).toBe(0);
+    expect(await attempts(kept)).toBe(1);
   });
 
   it('vacuums webhook_batches once enough of its rows are dead', async () => {

@@ -73,10 +73,15 @@ export async function updateConsumer(db: Db, c: ConsumerConfig): Promise<void> {
   );
 }
 
-/** Its buffered messages first: nothing else would ever ack or delete them. */
+/**
+ * Its buffered messages, batches out and attempt log first: nothing else would
+ * ever ack or delete them (the attempt log has no foreign key, on purpose: see
+ * migrations/0004_push.sql).
+ */
 export async function deleteConsumer(db: Db, name: string): Promise<void> {
   await db.query('DELETE FROM sluice.messages WHERE consumer_id = (SELECT id FROM sluice.consumers WHERE name = $1)', [name]);
   await db.query('DELETE FROM sluice.webhook_batches WHERE consumer_id = (SELECT id FROM sluice.consumers WHERE name = $1)', [name]);
+  await db.query('DELETE FROM sluice.webhook_attempts WHERE consumer_id = (SELECT id FROM sluice.consumers WHERE name = $1)', [name]);
   await db.query('DELETE FROM sluice.consumers WHERE name = $1', [name]);
 }
 
