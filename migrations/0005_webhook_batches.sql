@@ -143,53 +143,13 @@ BEGIN
     END IF;
   END LOOP;
 
-  IF p_fresh AND v_batches < p_batches AND p_batch_size = 1 THEN
-    -- One message per batch: the oldest heads of distinct free groups.
-    RETURN QUERY
-    WITH outstanding AS MATERIALIZED (
-      SELECT o.g, o.l, o.i FROM sluice.webhook_batches b, unnest(b.group_keys, b.lsns, b.idxs) AS o(g, l, i)
-      WHERE b.consumer_id = p_consumer
-    ), candidates AS (
-      SELECT m.commit_lsn, m.commit_idx, m.group_key FROM sluice.messages m
-      WHERE m.consumer_id = p_consumer
-        AND m.state = 0 AND m.batch_id IS NULL AND m.delivery_token IS NULL
-        AND CASE WHEN m.group_key IS NULL
-          THEN (m.commit_lsn, m.commit_idx) NOT IN (SELECT o.l, o.i FROM outstanding o WHERE o.g IS NULL)
-          ELSE m.group_key NOT IN (
-            SELECT o.g FROM outstanding o WHERE o.g IS NOT NULL
-            UNION ALL
-            SELECT d.group_key FROM sluice.messages d
-            WHERE p_dead_blocks_group AND d.consumer_id = p_consumer AND d.state = 1 AND d.group_key IS NOT NULL)
-          END
-      ORDER BY m.commit_lsn, m.commit_idx
-      LIMIT (p_batches - v_batches) * 4
-    ), picked AS (
-      SELECT DISTINCT ON (coalesce(c.group_key, c.commit_lsn || ':' || c.commit_idx)) c.commit_lsn, c.commit_idx, c.group_key
-      FROM candidates c
-      ORDER BY coalesce(c.group_key, c.commit_lsn || ':' || c.commit_idx), c.commit_lsn, c.commit_idx
-    ), oldest AS MATERIALIZED (
-      SELECT p.commit_lsn, p.commit_idx, p.group_key, gen_random_uuid() AS batch_id,
-             (floor(random() * 4294967296) - 2147483648)::integer AS token
-      FROM picked p ORDER BY p.commit_lsn, p.commit_idx LIMIT p_batches - v_batches
-    ), created AS (
-      INSERT INTO sluice.webhook_batches
-        (batch_id, consumer_id, delivery_token, attempt, first_attempt_at, last_attempt_at, due_at, lsns, idxs, group_keys)
-      SELECT o.batch_id, p_consumer, o.token, 1, v_now, v_now, v_now + v_lease,
-             ARRAY[o.commit_lsn], ARRAY[o.commit_idx], ARRAY[o.group_key]
-      FROM oldest o
-    )
-    SELECT o.batch_id, 1, v_now, o.token, m.commit_lsn, m.commit_idx, m.group_key, m.payload, NULL::timestamptz
-    FROM oldest o
-    JOIN sluice.messages m ON m.consumer_id = p_consumer AND m.commit_lsn = o.commit_lsn AND m.commit_idx = o.commit_idx
-    ORDER BY o.commit_lsn, o.commit_idx;
-    GET DIAGNOSTICS v_rows = ROW_COUNT;
-    v_claimed := v_claimed + v_rows;
-  ELSIF p_fresh THEN
+  IF p_fresh AND v_batches < p_batches THEN
     -- What blocks, read once: groups with a batch out (or a dead letter, when
-    -- those block) and ungrouped rows in a batch. An ack committing meanwhile
-    -- must not unblock a group halfway through this claim: the batches after
-    -- the first scan from where the previous one stopped (below), and would
-    -- take a group's later row while its earlier one lies behind them.
+    -- those block) and ungrouped rows in a batch (the due batches just
+    -- claimed included). An ack committing meanwhile must not unblock a group
+    -- halfway through this claim: the batches after the first scan from where
+    -- the previous one stopped (below), and would take a group's later row
+    -- while its earlier one lies behind them.
     SELECT coalesce(array_agg(o.g) FILTER (WHERE o.g IS NOT NULL), '{}'),
            coalesce(array_agg(o.l) FILTER (WHERE o.g IS NULL), '{}'),
            coalesce(array_agg(o.i) FILTER (WHERE o.g IS NULL), '{}')
@@ -201,49 +161,86 @@ BEGIN
         SELECT DISTINCT d.group_key FROM sluice.messages d
         WHERE d.consumer_id = p_consumer AND d.state = 1 AND d.group_key IS NOT NULL);
     END IF;
-    WHILE v_batches < p_batches LOOP
-      v_batch := gen_random_uuid();
-      v_token := (floor(random() * 4294967296) - 2147483648)::integer;
-      WITH picked AS (
+    IF p_batch_size = 1 THEN
+      -- One message per batch: the oldest heads of distinct free groups, all
+      -- in one statement.
+      RETURN QUERY
+      WITH candidates AS (
         SELECT m.commit_lsn, m.commit_idx, m.group_key FROM sluice.messages m
         WHERE m.consumer_id = p_consumer
           AND m.state = 0 AND m.batch_id IS NULL AND m.delivery_token IS NULL
-          AND (m.commit_lsn, m.commit_idx) > (v_after_lsn, v_after_idx)
-          -- Subqueries, not "<> ALL (array)": each is one hashed set per statement.
           AND CASE WHEN m.group_key IS NULL
             THEN (m.commit_lsn, m.commit_idx) NOT IN (SELECT u.l, u.i FROM unnest(v_out_lsns, v_out_idxs) AS u(l, i))
             ELSE m.group_key NOT IN (SELECT u.g FROM unnest(v_out_groups) AS u(g))
             END
         ORDER BY m.commit_lsn, m.commit_idx
-        LIMIT p_batch_size
+        LIMIT (p_batches - v_batches) * 4
+      ), picked AS (
+        SELECT DISTINCT ON (coalesce(c.group_key, c.commit_lsn || ':' || c.commit_idx)) c.commit_lsn, c.commit_idx, c.group_key
+        FROM candidates c
+        ORDER BY coalesce(c.group_key, c.commit_lsn || ':' || c.commit_idx), c.commit_lsn, c.commit_idx
+      ), oldest AS MATERIALIZED (
+        SELECT p.commit_lsn, p.commit_idx, p.group_key, gen_random_uuid() AS batch_id,
+               (floor(random() * 4294967296) - 2147483648)::integer AS token
+        FROM picked p ORDER BY p.commit_lsn, p.commit_idx LIMIT p_batches - v_batches
+      ), created AS (
+        INSERT INTO sluice.webhook_batches
+          (batch_id, consumer_id, delivery_token, attempt, first_attempt_at, last_attempt_at, due_at, lsns, idxs, group_keys)
+        SELECT o.batch_id, p_consumer, o.token, 1, v_now, v_now, v_now + v_lease,
+               ARRAY[o.commit_lsn], ARRAY[o.commit_idx], ARRAY[o.group_key]
+        FROM oldest o
       )
-      INSERT INTO sluice.webhook_batches
-        (batch_id, consumer_id, delivery_token, attempt, first_attempt_at, last_attempt_at, due_at, lsns, idxs, group_keys)
-      SELECT v_batch, p_consumer, v_token, 1, v_now, v_now, v_now + v_lease,
-             array_agg(p.commit_lsn ORDER BY p.commit_lsn, p.commit_idx),
-             array_agg(p.commit_idx ORDER BY p.commit_lsn, p.commit_idx),
-             array_agg(p.group_key ORDER BY p.commit_lsn, p.commit_idx)
-      FROM picked p
-      HAVING count(*) > 0
-      RETURNING lsns, idxs, group_keys INTO v_lsns, v_idxs, v_groups;
-      EXIT WHEN NOT FOUND;
-      v_rows := cardinality(v_lsns);
-      RETURN QUERY
-      SELECT v_batch, 1, v_now, v_token, m.commit_lsn, m.commit_idx, m.group_key, m.payload, NULL::timestamptz
-      FROM unnest(v_lsns, v_idxs) WITH ORDINALITY AS k(lsn, idx, ord)
-      JOIN sluice.messages m ON m.consumer_id = p_consumer AND m.commit_lsn = k.lsn AND m.commit_idx = k.idx
-      ORDER BY k.ord;
+      SELECT o.batch_id, 1, v_now, o.token, m.commit_lsn, m.commit_idx, m.group_key, m.payload, NULL::timestamptz
+      FROM oldest o
+      JOIN sluice.messages m ON m.consumer_id = p_consumer AND m.commit_lsn = o.commit_lsn AND m.commit_idx = o.commit_idx
+      ORDER BY o.commit_lsn, o.commit_idx;
+      GET DIAGNOSTICS v_rows = ROW_COUNT;
       v_claimed := v_claimed + v_rows;
-      v_batches := v_batches + 1;
-      -- A short batch means no more eligible rows: the next would find none.
-      EXIT WHEN v_rows < p_batch_size;
-      -- Every row up to this batch's last that it did not take was skipped as
-      -- out or blocked, and still is (this claim only adds blockers): the next
-      -- batch's scan starts after it instead of wading through them again.
-      v_after_lsn := v_lsns[v_rows];
-      v_after_idx := v_idxs[v_rows];
-      v_out_groups := v_out_groups || ARRAY(SELECT u.g FROM unnest(v_groups) AS u(g) WHERE u.g IS NOT NULL);
-    END LOOP;
+    ELSE
+      WHILE v_batches < p_batches LOOP
+        v_batch := gen_random_uuid();
+        v_token := (floor(random() * 4294967296) - 2147483648)::integer;
+        WITH picked AS (
+          SELECT m.commit_lsn, m.commit_idx, m.group_key FROM sluice.messages m
+          WHERE m.consumer_id = p_consumer
+            AND m.state = 0 AND m.batch_id IS NULL AND m.delivery_token IS NULL
+            AND (m.commit_lsn, m.commit_idx) > (v_after_lsn, v_after_idx)
+            -- Subqueries, not "<> ALL (array)": each is one hashed set per statement.
+            AND CASE WHEN m.group_key IS NULL
+              THEN (m.commit_lsn, m.commit_idx) NOT IN (SELECT u.l, u.i FROM unnest(v_out_lsns, v_out_idxs) AS u(l, i))
+              ELSE m.group_key NOT IN (SELECT u.g FROM unnest(v_out_groups) AS u(g))
+              END
+          ORDER BY m.commit_lsn, m.commit_idx
+          LIMIT p_batch_size
+        )
+        INSERT INTO sluice.webhook_batches
+          (batch_id, consumer_id, delivery_token, attempt, first_attempt_at, last_attempt_at, due_at, lsns, idxs, group_keys)
+        SELECT v_batch, p_consumer, v_token, 1, v_now, v_now, v_now + v_lease,
+               array_agg(p.commit_lsn ORDER BY p.commit_lsn, p.commit_idx),
+               array_agg(p.commit_idx ORDER BY p.commit_lsn, p.commit_idx),
+               array_agg(p.group_key ORDER BY p.commit_lsn, p.commit_idx)
+        FROM picked p
+        HAVING count(*) > 0
+        RETURNING lsns, idxs, group_keys INTO v_lsns, v_idxs, v_groups;
+        EXIT WHEN NOT FOUND;
+        v_rows := cardinality(v_lsns);
+        RETURN QUERY
+        SELECT v_batch, 1, v_now, v_token, m.commit_lsn, m.commit_idx, m.group_key, m.payload, NULL::timestamptz
+        FROM unnest(v_lsns, v_idxs) WITH ORDINALITY AS k(lsn, idx, ord)
+        JOIN sluice.messages m ON m.consumer_id = p_consumer AND m.commit_lsn = k.lsn AND m.commit_idx = k.idx
+        ORDER BY k.ord;
+        v_claimed := v_claimed + v_rows;
+        v_batches := v_batches + 1;
+        -- A short batch means no more eligible rows: the next would find none.
+        EXIT WHEN v_rows < p_batch_size;
+        -- Every row up to this batch's last that it did not take was skipped as
+        -- out or blocked, and still is (this claim only adds blockers): the next
+        -- batch's scan starts after it instead of wading through them again.
+        v_after_lsn := v_lsns[v_rows];
+        v_after_idx := v_idxs[v_rows];
+        v_out_groups := v_out_groups || ARRAY(SELECT u.g FROM unnest(v_groups) AS u(g) WHERE u.g IS NOT NULL);
+      END LOOP;
+    END IF;
   END IF;
 
   IF v_claimed = 0 THEN
