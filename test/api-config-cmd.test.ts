@@ -1,6 +1,6 @@
 // `sluice config export | plan | apply` against a real buffer database, and
 // agreement with the management API (what one writes the other reads).
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -19,6 +19,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await f?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 async function run(args: string[], e: Record<string, string> = env): Promise<string> {
