@@ -1,7 +1,9 @@
 // Capture throughput: a backlog of N changes (100-row transactions of ~200-byte
 // rows) drained from the slot into the buffer, beside the ceiling: the same
 // backlog read by the replication library alone, discarding every message.
-// Prints figures; asserts nothing.
+// Prints figures (and CPU by process role); asserts nothing.
+//   BENCH_CHANGES=300000     backlog size (default 1,000,000)
+//   BENCH_MAX_BATCH=5000     the source's max_batch_changes (default 2,500)
 import { mkdtempSync, chmodSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
