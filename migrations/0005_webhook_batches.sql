@@ -63,11 +63,12 @@ WHERE batch_id IS NOT NULL;
 -- serialised per consumer by lock 736001), on the new table.
 --
 -- Picking reads messages_fresh_idx only, in commit order, skipping rows whose
--- group has a batch out (or a dead letter, when those block) by one hashed set
--- per statement, and ungrouped rows that are in a batch by another. Each new
--- batch is its own statement, so the next sees it as a blocker: a group is
--- never in two batches at once. With batch size 1, one statement forms all
--- the batches, one message of distinct groups each.
+-- group has a batch out (or a dead letter, when those block) and ungrouped
+-- rows that are in a batch, each by a hashed set. The sets are read once per
+-- claim; each new batch adds its groups before the next is formed, so a group
+-- is never in two batches at once, and the next batch scans on from where the
+-- previous one stopped. With batch size 1, one statement forms all the
+-- batches, one message of distinct groups each.
 CREATE OR REPLACE FUNCTION sluice.claim_webhook_batches(
   p_consumer uuid,
   p_batches integer,
