@@ -11,7 +11,7 @@ import { clearTail } from '../src/buffer/writer.js';
 import { deleteConsumer } from '../src/config/queries.js';
 import { MIGRATIONS_DIR, migrate, readMigrations } from '../src/db/migrate.js';
 import { createPool, type Pool } from '../src/db/pool.js';
-import { vacuumBufferIfNeeded } from '../src/jobs/vacuum.js';
+import { vacuumBatchesIfNeeded, vacuumBufferIfNeeded } from '../src/jobs/vacuum.js';
 import { ackBatches, claimBatches, recordFailure, type ClaimOptions, type ClaimedBatch, type FailureRecord } from '../src/push/queries.js';
 import { partition } from '../src/push/split.js';
 import { consumerConfig, eventually, insertConsumer } from './helpers/capture.js';
@@ -655,5 +655,19 @@ describe('consumer removal and vacuum', () => {
     // With a high threshold for messages, webhook_batches still goes at min(threshold, 5000); here 40.
     expect(await vacuumBufferIfNeeded(pool, 40)).toBeGreaterThanOrEqual(40);
     await eventually(async () => (await stat()).vacuums > before, 10_000, 100);
+    // The 3-second job vacuums this table alone, past its own threshold.
+    expect(await vacuumBatchesIfNeeded(pool, 1_000_000_000)).toBeNull();
+    await insertMessages(pool, id, rows(6100, Array.from({ length: 40 }, (_, i) => `g${i}`)));
+    const more = (await claimBatches(pool, claimOpts(id, { batches: 40, batchSize: 1 }))).batches;
+    expect(more).toHaveLength(40);
+    await ackBatches(pool, id, 'test', more.map((b) => ({ batch: b, facts: facts(b, 200) })));
+    await eventually(async () => (await stat()).dead >= 40, 10_000, 100);
+    const messagesVacuums = async () =>
+      (await pool.query<{ n: number }>(`SELECT vacuum_count::int AS n FROM pg_stat_user_tables WHERE schemaname = 'sluice' AND relname = 'messages'`)).rows[0].n;
+    const batchesBefore = (await stat()).vacuums;
+    const messagesBefore = await messagesVacuums();
+    expect(await vacuumBatchesIfNeeded(pool, 40)).toBeGreaterThanOrEqual(40);
+    await eventually(async () => (await stat()).vacuums > batchesBefore, 10_000, 100);
+    expect(await messagesVacuums()).toBe(messagesBefore);
   });
 });

@@ -15,14 +15,8 @@ import {
   type WebhookHeadersInput,
 } from '../src/receive/index.js';
 import { generateKeyPair, generateSecret, signPayload } from '../src/signing/index.js';
+import { KAT } from './helpers/kat.js';
 
-const KAT = {
-  secret: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw',
-  id: 'msg_p5jXN8AQM9LWM0D4loKWxJek',
-  timestamp: 1614265330,
-  body: '{"test": 2432232314}',
-  signature: 'v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=',
-};
 const katNow = () => new Date(KAT.timestamp * 1000);
 const katHeaders = () => headersFor(KAT.id, KAT.timestamp, KAT.signature);
 

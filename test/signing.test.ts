@@ -16,15 +16,8 @@ import {
   signPayload,
   webhookHeaders,
 } from '../src/signing/index.js';
+import { KAT } from './helpers/kat.js';
 
-// Known-answer vector, shared/spec/webhooks.md.
-const KAT = {
-  secret: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw',
-  id: 'msg_p5jXN8AQM9LWM0D4loKWxJek',
-  timestamp: 1614265330,
-  body: '{"test": 2432232314}',
-  signature: 'v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=',
-};
 
 const nowSeconds = () => Math.floor(Date.now() / 1000);
 

@@ -61,15 +61,13 @@ const DISCARD_ALL = `DELETE FROM sluice.messages WHERE consumer_id = $1 AND stat
 // A webhook consumer's messages in a batch out (sluice.webhook_batches: in
 // flight or awaiting a retry) count as in flight; its rows never carry a
 // delivery token, as a pull consumer's never are in a batch.
-const STATS = `WITH batched AS (
-    SELECT coalesce(sum(cardinality(lsns)), 0)::float8 AS n FROM sluice.webhook_batches WHERE consumer_id = $1
-  )
-  SELECT
-    count(*) FILTER (WHERE state = 0 AND NOT (delivery_token IS NOT NULL AND visible_at > now()))::float8 - min(b.n) AS pending,
-    count(*) FILTER (WHERE state = 0 AND delivery_token IS NOT NULL AND visible_at > now())::float8 + min(b.n) AS in_flight,
+const BATCHED = `(SELECT coalesce(sum(cardinality(lsns)), 0) FROM sluice.webhook_batches WHERE consumer_id = $1)`;
+const STATS = `SELECT
+    (count(*) FILTER (WHERE state = 0 AND NOT (delivery_token IS NOT NULL AND visible_at > now())) - ${BATCHED})::float8 AS pending,
+    (count(*) FILTER (WHERE state = 0 AND delivery_token IS NOT NULL AND visible_at > now()) + ${BATCHED})::float8 AS in_flight,
     count(*) FILTER (WHERE state = 1)::float8 AS dead_lettered,
     (extract(epoch FROM now() - min(created_at) FILTER (WHERE state = 0)) * 1000)::float8 AS oldest_pending_age_ms
-  FROM batched b LEFT JOIN sluice.messages ON consumer_id = $1`;
+  FROM sluice.messages WHERE consumer_id = $1`;
 
 export async function listDeadLetters(
   pool: Pool,

@@ -6,6 +6,10 @@ type QueueTable = 'messages' | 'webhook_batches';
 // Arbitrary constants, one per table: gateways take turns on a table, and the
 // small table's frequent vacuum never waits behind the big one's.
 const LOCK_KEYS: Record<QueueTable, number> = { messages: 7_346_221_004, webhook_batches: 7_346_221_005 };
+const VACUUM: Record<QueueTable, string> = {
+  messages: 'VACUUM (ANALYZE) sluice.messages',
+  webhook_batches: 'VACUUM (ANALYZE) sluice.webhook_batches',
+};
 export const BATCHES_MIN_DEAD_TUPLES = 5000;
 
 /**
@@ -28,8 +32,7 @@ async function vacuumIfNeeded(pool: Pool, thresholds: Partial<Record<QueueTable,
       const { rows: got } = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [LOCK_KEYS[r.relname]]);
       if (!got[0].ok) continue;
       try {
-        // The name comes from the fixed list above, never from input.
-        await client.query(`VACUUM (ANALYZE) sluice.${r.relname === 'messages' ? 'messages' : 'webhook_batches'}`);
+        await client.query(VACUUM[r.relname]);
         vacuumed += Number(r.dead);
         ran = true;
       } finally {
