@@ -42,6 +42,7 @@ export const SAFETY_POLL_MS = 1000;
  * wake-up would cost the database for nothing.
  */
 const CIRCUIT_AFTER_FAILURES = 3;
+const WAIT_OVER = new Error('wait over');
 /** How long stop() lets in-flight requests finish before aborting them. */
 const STOP_GRACE_MS = 5000;
 // A lease covers the request timeout plus time to record the outcome.
@@ -162,21 +163,24 @@ export class ConsumerWorker {
     if (!this.running) return Promise.resolve('slot');
     if (seen >= 0 && this.completions !== seen) return Promise.resolve('slot');
     return new Promise((resolve) => {
-      const cancel = new AbortController();
+      // Only a wait on notifications needs cancelling; waits for a slot (one
+      // per completion under load) skip the AbortController.
+      const cancel = epoch !== undefined && this.deps.wakeup ? new AbortController() : null;
       let settled = false;
       const finish = (why: 'notified' | 'slot' | 'timeout') => {
         if (settled) return;
         settled = true;
         if (this.wake === onWake) this.wake = null;
         clearTimeout(timer);
-        cancel.abort();
+        // With a reason: abort() without one builds a DOMException.
+        cancel?.abort(WAIT_OVER);
         resolve(why);
       };
       const onWake = () => finish('slot');
       this.wake = onWake;
       const timer = setTimeout(() => finish('timeout'), ms);
-      if (epoch !== undefined && this.deps.wakeup) {
-        void this.deps.wakeup.wait(this.consumer.id, ms, cancel.signal, epoch).then((r) => r === 'notified' && finish('notified'));
+      if (cancel) {
+        void this.deps.wakeup!.wait(this.consumer.id, ms, cancel.signal, epoch).then((r) => r === 'notified' && finish('notified'));
       }
     });
   }
