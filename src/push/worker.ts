@@ -42,6 +42,18 @@ export const SAFETY_POLL_MS = 1000;
  * wake-up would cost the database for nothing.
  */
 const CIRCUIT_AFTER_FAILURES = 3;
+/**
+ * A claim costs the database about a millisecond whatever it forms (the
+ * function call, the blocked-group read, the walk past batches that are out),
+ * so with small batches it should serve many slots at once: it waits, up to
+ * GATHER_MS from the first slot freeing, for enough free slots to carry about
+ * GATHER_MESSAGES messages (at most three quarters of max_in_flight). Measured
+ * at batch size 1 and 128 in flight: 10-15% less Postgres CPU per message
+ * than claiming as soon as a quarter of the slots was free. Batches of
+ * GATHER_MESSAGES or more never wait for more than that quarter.
+ */
+const GATHER_MS = 8;
+const GATHER_MESSAGES = 96;
 const WAIT_OVER = new Error('wait over');
 /** How long stop() lets in-flight requests finish before aborting them. */
 const STOP_GRACE_MS = 5000;
@@ -69,6 +81,9 @@ export class ConsumerWorker {
   private nextFreshProbeAt = 0;
   private readonly probeMs: number;
   private readonly claimChunk: number;
+  private readonly claimWanted: number;
+  /** When the oldest slot that is free now became free (0: none since the last claim). */
+  private slotFreeSince = 0;
 
   constructor(
     readonly consumer: ConsumerRecord,
@@ -80,6 +95,8 @@ export class ConsumerWorker {
     this.leaseMs = leaseFor(this.settings.timeout_ms);
     this.probeMs = Math.min(30_000, Math.max(1000, this.settings.retry.initial_ms));
     this.claimChunk = Math.max(1, Math.floor(this.settings.max_in_flight / 4));
+    const enough = Math.min(Math.floor((this.settings.max_in_flight * 3) / 4), Math.ceil(GATHER_MESSAGES / this.batchSize));
+    this.claimWanted = Math.max(this.claimChunk, enough);
     this.consumerJson = consumerJson({ id: consumer.id, name: consumer.name, annotations: consumer.annotations });
     this.acks = new AckQueue(deps.pool, consumer.id, deps.instanceId);
   }
@@ -117,11 +134,17 @@ export class ConsumerWorker {
       const free = this.settings.max_in_flight - this.inFlight.size;
       // With many batches out, wait until a quarter of the slots are free:
       // one claim round trip (serialised per consumer) then serves several
-      // batches instead of one per completion.
+      // batches instead of one per completion; then gather (GATHER_MS).
       if (free <= 0 || (this.inFlight.size > 0 && free < this.claimChunk)) {
         await this.nextEvent(SAFETY_POLL_MS, undefined, this.completions);
         continue;
       }
+      const gathered = Date.now() - this.slotFreeSince;
+      if (this.inFlight.size > 0 && free < this.claimWanted && gathered < GATHER_MS) {
+        await this.nextEvent(GATHER_MS - gathered, undefined, this.completions);
+        continue;
+      }
+      this.slotFreeSince = 0;
       const epoch = wakeup?.epoch(id);
       const seen = this.completions;
       const down = this.consecutiveFailures >= CIRCUIT_AFTER_FAILURES;
@@ -214,6 +237,7 @@ export class ConsumerWorker {
       .finally(() => {
         this.inFlight.delete(run);
         this.completions++;
+        if (this.slotFreeSince === 0) this.slotFreeSince = Date.now();
         this.wake?.();
       });
     this.inFlight.add(run);
