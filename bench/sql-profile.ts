@@ -18,7 +18,7 @@ chmodSync(dir, 0o755);
 const pg = await startEmbedded({
   dataDir: path.join(dir, 'pg'),
   persistent: false,
-  extraFlags: ['-c', 'shared_preload_libraries=pg_stat_statements', '-c', 'pg_stat_statements.track=all'],
+  extraFlags: ['-c', 'shared_preload_libraries=pg_stat_statements', '-c', 'pg_stat_statements.track=all', '-c', 'pg_stat_statements.track_planning=on'],
 });
 const pool = createPool(pg.url, { max: 2 });
 try {
@@ -32,11 +32,12 @@ try {
     console.log(`${r.perSecond}/s`, r.cpuMsPer1k);
   }
   const { rows } = await pool.query(
-    `SELECT round(total_exec_time)::int AS ms, calls, round(mean_exec_time::numeric, 3) AS mean, rows,
+    `SELECT round(total_exec_time)::int AS ms, round(total_plan_time)::int AS plan_ms, calls, round(mean_exec_time::numeric, 3) AS mean, rows,
             shared_blks_hit + shared_blks_read AS blks, wal_bytes::bigint AS wal, left(regexp_replace(query, '\\s+', ' ', 'g'), 160) AS q
      FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 25`,
   );
-  for (const r of rows) console.log(String(r.ms).padStart(7), String(r.calls).padStart(8), String(r.mean).padStart(8), String(r.rows).padStart(9), String(r.wal).padStart(11), r.q);
+  console.log('exec ms', 'plan ms', 'calls', 'mean ms', 'rows', 'WAL bytes', 'statement');
+  for (const r of rows) console.log(String(r.ms).padStart(7), String(r.plan_ms).padStart(7), String(r.calls).padStart(8), String(r.mean).padStart(8), String(r.rows).padStart(9), String(r.wal).padStart(11), r.q);
 } finally {
   await pool.end();
   await pg.stop();
