@@ -5,8 +5,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { configCommand } from '../src/cli/config-cmd.js';
+import { planConfig } from '../src/config/apply.js';
 import { loadConfig } from '../src/config/load.js';
 import { SOURCE, WEBHOOK_CONSUMER, startApi, type ApiFixture } from './api-fixture.js';
+
+const HOOK_SECRET = 'whsec_' + Buffer.alloc(32, 7).toString('base64');
 
 let f: ApiFixture;
 let dir: string;
@@ -23,9 +26,15 @@ afterAll(async () => {
 });
 
 async function run(args: string[], e: Record<string, string> = env): Promise<string> {
+  return (await runBoth(args, e)).out;
+}
+
+/** stdout and the note on stderr, apart. */
+async function runBoth(args: string[], e: Record<string, string> = env): Promise<{ out: string; err: string }> {
   const out: string[] = [];
-  await configCommand(args, e, (t) => out.push(t));
-  return out.join('\n');
+  const err: string[] = [];
+  await configCommand(args, e, (t) => out.push(t), (t) => err.push(t));
+  return { out: out.join('\n'), err: err.join('\n') };
 }
 
 const YAML = `
@@ -59,13 +68,102 @@ describe('sluice config', () => {
     expect(got.body).toMatchObject({ name: 'from-yaml', tables: ['public.orders'], pull: { ack_wait: '45s' } });
   });
 
-  it('export prints YAML the loader accepts, including API-created consumers', async () => {
+  it('export --show-secrets prints YAML the loader accepts, including API-created consumers, in full', async () => {
     expect((await f.call('POST', '/api/consumers', WEBHOOK_CONSUMER)).status).toBe(201);
-    const yaml = await run(['export']);
+    const { out: yaml, err } = await runBoth(['export', '--show-secrets']);
+    expect(err).toBe('');
     const config = loadConfig({ text: yaml }, {});
     expect(config.consumers.map((c) => c.name).sort()).toEqual(['from-yaml', 'orders-hook']);
     const stored = (await f.pool.query("SELECT config FROM sluice.consumers WHERE name = 'orders-hook'")).rows[0].config;
     expect(config.consumers.find((c) => c.name === 'orders-hook')).toEqual(stored);
+    expect(yaml).toContain('super-secret-header-value');
+  });
+
+  it('export prints no secret; with its variables set, the file applies back as no change', async () => {
+    // Every kind of secret a stored config holds, next to literal "${" that must stay literal.
+    const extra = path.join(dir, 'extra.yaml');
+    writeFileSync(
+      extra,
+      `
+sources:
+  - name: billing
+    url: "postgres://sluice:db-pass-s3cret@db.example.com:5432/app?sslmode=require&password=query-pass-s3cret"
+    tables: [public.invoices]
+consumers:
+  - name: billing-hook
+    source: billing
+    kind: webhook
+    tables: [invoices]
+    annotations: {note: "a $\${literal}"}
+    webhook:
+      url: "https://hookuser:hook-pass-s3cret@hooks.example.com/in/$\${x}"
+      headers:
+        Authorization: "Bearer header-s3cret-token"
+        X-Count: "40961357"
+        X-Literal: "a$\${b"
+        X-Empty: ""
+      secrets: ["${HOOK_SECRET}"]
+`,
+    );
+    await run(['apply', '-f', extra]);
+    const storedRows = async () => (await f.pool.query('SELECT name, config FROM sluice.consumers ORDER BY name')).rows;
+    const before = await storedRows();
+    const signing = before.flatMap((r) => r.config.webhook?.secrets ?? []);
+    expect(signing).toHaveLength(2);
+
+    const { out, err } = await runBoth(['export']);
+    const secrets = [...signing, 'whsec_', 'db-pass-s3cret', 'query-pass-s3cret', 'hook-pass-s3cret', 'header-s3cret-token', '40961357', 'super-secret-header-value'];
+    for (const secret of secrets) {
+      expect(out, secret).not.toContain(secret);
+      expect(err, secret).not.toContain(secret);
+    }
+    expect(out).not.toMatch(/^\s*secrets:/m);
+    const vars = {
+      SLUICE_SOURCE_BILLING_PASSWORD: 'db-pass-s3cret',
+      SLUICE_SOURCE_BILLING_PASSWORD_2: 'query-pass-s3cret',
+      SLUICE_CONSUMER_BILLING_HOOK_PASSWORD: 'hook-pass-s3cret',
+      SLUICE_CONSUMER_BILLING_HOOK_HEADER_AUTHORIZATION: 'Bearer header-s3cret-token',
+      SLUICE_CONSUMER_BILLING_HOOK_HEADER_X_COUNT: '40961357',
+      SLUICE_CONSUMER_BILLING_HOOK_HEADER_X_LITERAL: 'a${b',
+      SLUICE_CONSUMER_ORDERS_HOOK_HEADER_X_API_KEY: 'super-secret-header-value',
+    };
+    for (const name of Object.keys(vars)) {
+      expect(out).toContain(`\${${name}}`);
+      expect(out).not.toContain(`$\${${name}}`);
+      expect(err).toContain(name);
+    }
+    // The literal "${" elsewhere stays escaped; the empty header needs no variable.
+    expect(out).toContain('hooks.example.com/in/$$' + '{x}');
+    expect(out).toContain('X-Empty: ""');
+    expect(err).toMatch(/Left out: the webhook signing secrets of billing-hook, orders-hook/);
+    expect(err.match(/SLUICE_[A-Z0-9_]+/g)?.sort()).toEqual(Object.keys(vars).sort());
+
+    // Without its variables the file does not load, and says which one is missing.
+    expect(() => loadConfig({ text: out }, {})).toThrow(/SLUICE_SOURCE_BILLING_PASSWORD is not set/);
+
+    const file = path.join(dir, 'exported.yaml');
+    writeFileSync(file, out);
+    const withVars = { ...env, ...vars };
+    expect(await run(['plan', '-f', file, '--prune'], withVars)).toBe('No changes.');
+    expect(await planConfig(f.pool, loadConfig(file, withVars), { prune: true })).toEqual([]);
+    expect(await run(['apply', '-f', file, '--prune'], withVars)).toBe('No changes.');
+    // The signing secrets the file left out are still the stored ones.
+    expect(await storedRows()).toEqual(before);
+  });
+
+  it('export --show-secrets round-trips every secret exactly', async () => {
+    const { out, err } = await runBoth(['export', '--show-secrets']);
+    expect(err).toBe('');
+    expect(out).toContain('db-pass-s3cret');
+    const file = path.join(dir, 'full.yaml');
+    writeFileSync(file, out);
+    expect(await run(['plan', '-f', file, '--prune'], env)).toBe('No changes.');
+    const loaded = loadConfig(file, {});
+    const stored = (await f.pool.query('SELECT name, config FROM sluice.consumers ORDER BY name')).rows;
+    for (const row of stored) expect(loaded.consumers.find((c) => c.name === row.name)).toEqual(row.config);
+    expect(loaded.sources.find((s) => s.name === 'billing')?.url).toBe(
+      'postgres://sluice:db-pass-s3cret@db.example.com:5432/app?sslmode=require&password=query-pass-s3cret',
+    );
   });
 
   it('--prune deletes what the file does not list (plan first, masked)', async () => {
@@ -89,6 +187,8 @@ describe('sluice config', () => {
     await expect(run(['plan', '-f'])).rejects.toThrow(/-f needs a file name/);
     await expect(run(['plan', '-f', path.join(dir, 'missing.yaml')])).rejects.toThrow(/no such config file/);
     await expect(run(['export', '--prune'])).rejects.toThrow(/export takes no/);
+    await expect(run(['plan', '--show-secrets'])).rejects.toThrow(/--show-secrets is for export only/);
+    expect(await run(['help'])).toMatch(/--show-secrets prints everything in full[\s\S]*handle that output as a secret/);
     expect(await run([])).toMatch(/^usage: sluice config export/);
   });
 

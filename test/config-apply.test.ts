@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { applyConfig, exportConfig, formatPlan, planConfig } from '../src/config/apply.js';
+import { formatExportNote, redactExport } from '../src/config/export.js';
 import { loadConfig, stringifyConfig } from '../src/config/load.js';
 import type { SluiceConfig } from '../src/config/types.js';
 import { migrate } from '../src/db/migrate.js';
@@ -138,6 +139,21 @@ describe('applyConfig', () => {
     expect(untouched).toEqual(before);
   });
 
+  it('a webhook consumer declared without secrets keeps the stored ones', async () => {
+    const { pool } = await freshDb('cfg_keep_secrets');
+    await applyConfig(pool, config({ secrets: [SECRET2, SECRET] }));
+    const stored = async () => (await pool.query("SELECT config->'webhook'->'secrets' AS s, updated_at FROM sluice.consumers WHERE name = 'orders-hook'")).rows[0];
+    const before = await stored();
+    const without = config();
+    without.consumers.find((c) => c.name === 'orders-hook')!.webhook!.secrets = [];
+    const generated: string[] = [];
+    expect(await planConfig(pool, without)).toEqual([]);
+    expect(await applyConfig(pool, without, { onGeneratedSecret: (_, s) => generated.push(s) })).toEqual([]);
+    expect(await stored()).toEqual(before);
+    expect(before.s).toEqual([SECRET2, SECRET]);
+    expect(generated).toEqual([]);
+  });
+
   it('prune deletes what the config no longer lists, with its buffered messages', async () => {
     const { pool } = await freshDb('cfg_prune');
     await applyConfig(pool, config({ extraSource: true }));
@@ -177,6 +193,55 @@ describe('exportConfig', () => {
     expect(loadConfig({ text }, {})).toEqual(exported);
     // And an export applied back is a no-op.
     expect(await planConfig(pool, loadConfig({ text }, {}), { prune: true })).toEqual([]);
+  });
+});
+
+describe('redactExport', () => {
+  const text = `
+buffer: {url: "postgres://buf:buffer-pw@localhost/sluice"}
+auth: {admin_token: admin-token-secret}
+sources:
+  - {name: app, url: "postgresql://app@db.example.com/app?password=pw%26x", tables: [orders]}
+consumers:
+  - name: a-b
+    source: app
+    kind: webhook
+    tables: [orders]
+    webhook: {url: "https://x.example.com/", headers: {X-Key: "true"}, secrets: ["${SECRET}"]}
+  - name: a_b
+    source: app
+    kind: webhook
+    tables: [orders]
+    webhook: {url: "https://x.example.com/", headers: {X-Key: "k2"}}
+  - {name: p, source: app, kind: pull, tables: [orders]}
+`;
+
+  it('gives every secret its own variable, and loads back to the same config with them set', () => {
+    const original = loadConfig({ text }, {});
+    const r = redactExport(original);
+    const vars = {
+      SLUICE_BUFFER_PASSWORD: 'buffer-pw',
+      SLUICE_ADMIN_TOKEN: 'admin-token-secret',
+      SLUICE_SOURCE_APP_PASSWORD: 'pw%26x',
+      SLUICE_CONSUMER_A_B_HEADER_X_KEY: 'true',
+      SLUICE_CONSUMER_A_B_HEADER_X_KEY_2: 'k2',
+    };
+    expect(r.references.map((ref) => ref.variable)).toEqual(Object.keys(vars));
+    expect(r.omittedSecrets).toEqual(['a-b']);
+    for (const secret of ['buffer-pw', 'admin-token-secret', 'pw%26x', 'k2', 'whsec_']) expect(r.yaml).not.toContain(secret);
+    const note = formatExportNote(r);
+    expect(note).toContain('SLUICE_CONSUMER_A_B_HEADER_X_KEY_2  consumer a_b: webhook.headers.X-Key');
+    for (const secret of ['buffer-pw', 'admin-token-secret', 'pw%26x', 'k2', 'whsec_']) expect(note).not.toContain(secret);
+    // A header value "true" stays a string: references are quoted.
+    const loaded = loadConfig({ text: r.yaml }, vars);
+    expect(loaded).toEqual({ ...original, consumers: original.consumers.map((c) => (c.webhook ? { ...c, webhook: { ...c.webhook, secrets: [] } } : c)) });
+  });
+
+  it('has nothing to say about a config without secrets', () => {
+    const r = redactExport(loadConfig({ text: 'sources: [{name: app, tables: [orders]}]' }, {}));
+    expect(r.references).toEqual([]);
+    expect(formatExportNote(r)).toBe('');
+    expect(r.yaml).toBe(stringifyConfig(loadConfig({ text: 'sources: [{name: app, tables: [orders]}]' }, {})));
   });
 });
 

@@ -1,10 +1,12 @@
 // `sluice config export | plan | apply`: sources and consumers as code.
-//   export                       print the database's sources and consumers as YAML the loader accepts
+//   export [--show-secrets]      print the database's sources and consumers as YAML the loader accepts;
+//                                secrets become ${VAR} references or are left out, unless --show-secrets
 //   plan  [-f FILE] [--prune]    what apply would change (secrets masked)
 //   apply [-f FILE] [--prune]    make the database match FILE, in one transaction
 // FILE defaults to --config, SLUICE_CONFIG, then config/sluice.yaml. These
 // commands never start the embedded Postgres; they need a buffer to talk to.
 import { applyConfig, exportConfig, formatPlan, planConfig } from '../config/apply.js';
+import { formatExportNote, redactExport } from '../config/export.js';
 import { stringifyConfig } from '../config/load.js';
 import type { SluiceConfig } from '../config/types.js';
 import { createPool, type Pool } from '../db/pool.js';
@@ -12,11 +14,15 @@ import { bufferUrlForCommand, CliError, configPath, readConfig } from './context
 
 type Env = Record<string, string | undefined>;
 
-const USAGE = `usage: sluice config export
+const USAGE = `usage: sluice config export [--show-secrets]
        sluice config plan  [-f FILE] [--prune]
        sluice config apply [-f FILE] [--prune]
 
 FILE: -f/--file/--config, else SLUICE_CONFIG, else config/sluice.yaml.
+export prints no secret: webhook signing secrets are left out (apply keeps the
+stored ones) and other secrets become \${VAR} references; stderr lists the
+variables. --show-secrets prints everything in full (to move the config to a
+new database): handle that output as a secret.
 --prune also deletes sources and consumers that FILE does not list.
 The buffer database comes from DATABASE_URL (or buffer.url in FILE).`;
 
@@ -24,10 +30,11 @@ interface Parsed {
   sub: string | undefined;
   file?: string;
   prune: boolean;
+  showSecrets: boolean;
 }
 
 function parse(args: string[]): Parsed {
-  const out: Parsed = { sub: undefined, prune: false };
+  const out: Parsed = { sub: undefined, prune: false, showSecrets: false };
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     const [flag, inline] = a.startsWith('--') && a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
@@ -36,6 +43,7 @@ function parse(args: string[]): Parsed {
       if (!value) throw new CliError(`${flag} needs a file name\n\n${USAGE}`, 2);
       out.file = value;
     } else if (flag === '--prune') out.prune = true;
+    else if (flag === '--show-secrets') out.showSecrets = true;
     else if (flag === '-h' || flag === '--help') out.sub = 'help';
     else if (!a.startsWith('-') && out.sub === undefined) out.sub = a;
     else throw new CliError(`unknown argument "${a}"\n\n${USAGE}`, 2);
@@ -73,17 +81,35 @@ async function withPool<T>(url: string, fn: (pool: Pool) => Promise<T>): Promise
   }
 }
 
-export async function configCommand(args: string[], env: Env = process.env, print: (text: string) => void = console.log): Promise<void> {
-  const { sub, file, prune } = parse(args);
+/**
+ * `print` takes the command's output (stdout); `note` what is said about it
+ * (stderr), so that `sluice config export > sluice.yaml` keeps the file clean.
+ */
+export async function configCommand(
+  args: string[],
+  env: Env = process.env,
+  print: (text: string) => void = console.log,
+  note: (text: string) => void = console.error,
+): Promise<void> {
+  const { sub, file, prune, showSecrets } = parse(args);
   switch (sub) {
     case 'export': {
       if (prune || file) throw new CliError(`export takes no -f or --prune\n\n${USAGE}`, 2);
       const url = bufferUrl(sub, null, env);
-      print(await withPool(url, async (pool) => stringifyConfig(await exportConfig(pool))));
+      const config = await withPool(url, exportConfig);
+      if (showSecrets) {
+        print(stringifyConfig(config));
+        return;
+      }
+      const redacted = redactExport(config);
+      print(redacted.yaml);
+      const text = formatExportNote(redacted);
+      if (text) note(text);
       return;
     }
     case 'plan':
     case 'apply': {
+      if (showSecrets) throw new CliError(`--show-secrets is for export only (plan masks secrets)\n\n${USAGE}`, 2);
       const config = readConfig(file ?? configPath({}, env as NodeJS.ProcessEnv), env as NodeJS.ProcessEnv);
       const url = bufferUrl(sub, config, env);
       const plan = await withPool(url, (pool) => (sub === 'plan' ? planConfig : applyConfig)(pool, config, { prune }));

@@ -107,7 +107,8 @@ export async function applyConfig(pool: Pool, declared: SluiceConfig, opts: Appl
 /**
  * The database's sources and consumers as a config that loadConfig accepts once
  * serialised (stringifyConfig). Only sources and consumers live in the database;
- * buffer, http and auth are the defaults.
+ * buffer, http and auth are the defaults. Secrets are in full: redactExport
+ * (export.ts) takes them out before the config is printed.
  */
 export async function exportConfig(pool: Pool): Promise<SluiceConfig> {
   const stored = await readStored(pool);
