@@ -198,4 +198,24 @@ consumers:
     await expect(run(['apply', '-f', file])).rejects.toThrow(/tabels/);
     expect((await f.pool.query("SELECT name FROM sluice.consumers")).rows.map((r) => r.name)).toEqual(['from-yaml']);
   });
+
+  it('apply shows a generated signing secret once, as start does', async () => {
+    const file = path.join(dir, 'generated.yaml');
+    writeFileSync(
+      file,
+      YAML + `  - name: gen-hook
+    source: main
+    kind: webhook
+    tables: [orders]
+    webhook: { url: "https://hooks.example.com/in" }
+`,
+    );
+    const first = await run(['apply', '-f', file]);
+    const shown = /Signing secret of gen-hook \(shown once\): (whsec_\S+)/.exec(first);
+    expect(shown, first).not.toBeNull();
+    const { rows } = await f.pool.query("SELECT config FROM sluice.consumers WHERE name = 'gen-hook'");
+    expect(rows[0].config.webhook.secrets).toEqual([shown![1]]);
+    // Kept on the next apply, and never shown again.
+    expect(await run(['apply', '-f', file])).toBe('No changes.');
+  });
 });

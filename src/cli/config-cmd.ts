@@ -112,9 +112,14 @@ export async function configCommand(
       if (showSecrets) throw new CliError(`--show-secrets is for export only (plan masks secrets)\n\n${USAGE}`, 2);
       const config = readConfig(file ?? configPath({}, env as NodeJS.ProcessEnv), env as NodeJS.ProcessEnv);
       const url = bufferUrl(sub, config, env);
-      const plan = await withPool(url, (pool) => (sub === 'plan' ? planConfig : applyConfig)(pool, config, { prune }));
+      // A webhook consumer created without secrets gets one generated: this is
+      // the only time it is shown, as `sluice start` does.
+      const generated: string[] = [];
+      const onGeneratedSecret = (consumer: string, secret: string) => generated.push(`Signing secret of ${consumer} (shown once): ${secret}`);
+      const plan = await withPool(url, (pool) => (sub === 'plan' ? planConfig(pool, config, { prune }) : applyConfig(pool, config, { prune, onGeneratedSecret })));
       print(formatPlan(plan));
       if (sub === 'apply' && plan.length > 0) print(`\nApplied ${plan.length} change${plan.length === 1 ? '' : 's'}.`);
+      for (const line of generated) print(line);
       return;
     }
     case undefined:
