@@ -1,10 +1,12 @@
-// The HTTP ceiling of this machine for webhook-sized POSTs: undici (as the
-// dispatcher uses it) to a node:http receiver in a worker thread that parses
-// the JSON body, no database, no signing. Tells whether push batch size 1 is
-// bound by HTTP. Prints figures; asserts nothing.
+// The HTTP ceiling of this machine for webhook-sized POSTs: undici, through
+// the dispatcher's own postOnce (src/push/http.ts) and, to compare, undici's
+// request(), to a node:http receiver in a worker thread that parses the JSON
+// body; no database, no signing. Tells whether push batch size 1 is bound by
+// HTTP. Prints figures; asserts nothing.
 //   npx tsx bench/http.ts
 import { Worker } from 'node:worker_threads';
 import { Pool } from 'undici';
+import { postOnce } from '../src/push/http.js';
 
 const RECEIVER = `
 const { parentPort } = require('node:worker_threads');
@@ -26,9 +28,20 @@ const port = await new Promise<number>((resolve) => worker.once('message', resol
 // About one captured change with its envelope.
 const body = Buffer.from(JSON.stringify({ record: { id: 1, note: 'x'.repeat(400) }, metadata: { table_name: 'orders', commit_lsn: 1 } }));
 const requests = Number(process.env.BENCH_REQUESTS ?? 40_000);
-// [connections, pipelining, requests in parallel]; the first run warms up.
-const runs: Array<[number, number, number]> = [[64, 1, 64], [64, 1, 64], [128, 1, 128], [16, 1, 64], [4, 16, 64]];
-for (const [connections, pipelining, parallel] of runs) {
+const url = new URL(`http://127.0.0.1:${port}/hook`);
+const headers = { 'content-type': 'application/json', 'webhook-id': 'msg_x', 'webhook-signature': 'v1,x' };
+type Client = 'postOnce' | 'request';
+// [connections, pipelining, requests in parallel, client]; the first run warms up.
+const runs: Array<[number, number, number, Client]> = [
+  [64, 1, 64, 'postOnce'],
+  [128, 1, 128, 'postOnce'],
+  [128, 1, 128, 'request'],
+  [128, 1, 128, 'postOnce'],
+  [128, 1, 128, 'request'],
+  [16, 1, 64, 'postOnce'],
+  [4, 16, 64, 'request'],
+];
+for (const [connections, pipelining, parallel, client] of runs) {
   const pool = new Pool(`http://127.0.0.1:${port}`, { connections, pipelining, keepAliveTimeout: 30_000 });
   let started = 0;
   const t0 = Date.now();
@@ -37,15 +50,19 @@ for (const [connections, pipelining, parallel] of runs) {
     Array.from({ length: parallel }, async () => {
       while (started < requests) {
         started++;
-        const res = await pool.request({ path: '/hook', method: 'POST', body, headers: { 'content-type': 'application/json', 'webhook-id': 'msg_x', 'webhook-signature': 'v1,x' } });
-        await res.body.dump();
+        if (client === 'postOnce') {
+          await postOnce(pool, url, headers, body, { timeoutMs: 30_000, maxResponseBytes: 65_536 });
+        } else {
+          const res = await pool.request({ path: url.pathname, method: 'POST', body, headers });
+          await res.body.dump();
+        }
       }
     }),
   );
   const seconds = (Date.now() - t0) / 1000;
   const cpu = process.cpuUsage(cpu0);
   console.log(
-    `connections ${String(connections).padStart(3)}, pipelining ${String(pipelining).padStart(2)}, ${String(parallel).padStart(3)} in parallel: ` +
+    `${client.padEnd(8)} connections ${String(connections).padStart(3)}, pipelining ${String(pipelining).padStart(2)}, ${String(parallel).padStart(3)} in parallel: ` +
       `${Math.round(requests / seconds).toLocaleString('en')} requests/s, CPU (both sides) ${((cpu.user + cpu.system) / requests).toFixed(0)} µs per request`,
   );
   await pool.close();
