@@ -154,6 +154,22 @@ describe('applyConfig', () => {
     expect(generated).toEqual([]);
   });
 
+  it('refuses to change a consumer\'s kind, with the path and the fix, and changes nothing', async () => {
+    const { pool } = await freshDb('cfg_kind');
+    await applyConfig(pool, config());
+    const before = (await pool.query('SELECT name, kind, updated_at FROM sluice.consumers ORDER BY name')).rows;
+    const switched = config();
+    const hook = switched.consumers.find((c) => c.name === 'orders-hook')!;
+    switched.consumers[switched.consumers.indexOf(hook)] = { ...hook, kind: 'pull', webhook: undefined };
+    const index = switched.consumers.findIndex((c) => c.name === 'orders-hook');
+    for (const attempt of [() => planConfig(pool, switched), () => applyConfig(pool, switched)]) {
+      await expect(attempt()).rejects.toThrow(
+        new RegExp(`consumers\\[${index}\\]\\.kind: consumer "orders-hook" is a webhook consumer and cannot become pull; give the pull consumer a new name`),
+      );
+    }
+    expect((await pool.query('SELECT name, kind, updated_at FROM sluice.consumers ORDER BY name')).rows).toEqual(before);
+  });
+
   it('prune deletes what the config no longer lists, with its buffered messages', async () => {
     const { pool } = await freshDb('cfg_prune');
     await applyConfig(pool, config({ extraSource: true }));

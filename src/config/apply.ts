@@ -3,6 +3,7 @@
 // only touch rows that really change, so applying the same file twice is a no-op
 // (no writes, updated_at unchanged, no reload signal).
 import { withTransaction, type Pool } from '../db/pool.js';
+import { ConfigError } from './errors.js';
 import { normaliseConfig } from './normalise.js';
 import { diffConfig, type ConfigPlan, type StoredConfig } from './plan.js';
 import * as q from './queries.js';
@@ -61,9 +62,27 @@ async function readStored(db: q.Db): Promise<StoredConfig> {
   };
 }
 
+/**
+ * A consumer keeps its kind. Its messages' delivery state is kind-specific (a
+ * pull lease on the row, a webhook batch in sluice.webhook_batches), so a
+ * switch would strand messages the other kind never hands out; the API refuses
+ * it the same way.
+ */
+function refuseKindChanges(declared: SluiceConfig, stored: StoredConfig): void {
+  const kinds = new Map(stored.consumers.map((c) => [c.name, c.kind]));
+  const issues = declared.consumers.flatMap((c, i) => {
+    const was = kinds.get(c.name);
+    return was && was !== c.kind
+      ? [{ path: `consumers[${i}].kind`, reason: `consumer "${c.name}" is a ${was} consumer and cannot become ${c.kind}; give the ${c.kind} consumer a new name (and delete this one, e.g. with --prune, once it has drained)` }]
+      : [];
+  });
+  if (issues.length > 0) throw new ConfigError(issues);
+}
+
 /** What applyConfig would change, without changing anything. Secrets are masked. */
 export async function planConfig(pool: Pool, config: SluiceConfig, opts: ApplyOptions = {}): Promise<ConfigPlan> {
   const stored = await readStored(pool);
+  refuseKindChanges(config, stored);
   return diffConfig(fillSecrets(config, stored, false).config, stored, opts);
 }
 
@@ -74,6 +93,7 @@ export async function applyConfig(pool: Pool, declared: SluiceConfig, opts: Appl
     // Plan under the lock, so a concurrent apply cannot slip in between.
     await q.lockConfigApply(client);
     const stored = await readStored(client);
+    refuseKindChanges(declared, stored);
     const filled = fillSecrets(declared, stored, true);
     const config = filled.config;
     generated = filled.generated;
