@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exportConfig } from '../src/config/apply.js';
 import { loadConfig, stringifyConfig, validateConsumer } from '../src/config/load.js';
 import { PULL_CONSUMER, SOURCE, WEBHOOK_CONSUMER, expectRejections, startApi, type ApiFixture } from './api-fixture.js';
+import { generateKeyPair } from '../src/signing/secrets.js';
 
 let f: ApiFixture;
 beforeAll(async () => {
@@ -100,6 +101,22 @@ describe('webhook consumers', () => {
     expect(r.raw).not.toContain(own);
     expect(r.body.webhook.secrets).toEqual([`whsec_…${own.slice(-4)}`]);
     expect((await f.call('DELETE', '/api/consumers/own-secret')).status).toBe(204);
+  });
+
+  it('takes an ed25519 whsk_ key (v1a) and masks it; refuses a whpk_ public key, which cannot sign', async () => {
+    const { privateKey, publicKey } = generateKeyPair();
+    const r = await f.call('POST', '/api/consumers', { ...WEBHOOK_CONSUMER, name: 'ed-hook', webhook: { url: 'https://example.com/x', secrets: [privateKey] } });
+    expect(r.status).toBe(201);
+    expect(r.raw).not.toContain(privateKey.slice(5, 30));
+    expect(r.body.webhook.secrets).toEqual([`whsk_…${privateKey.slice(-4)}`]);
+    expect((await f.call('DELETE', '/api/consumers/ed-hook')).status).toBe(204);
+
+    const bad = await f.call('POST', '/api/consumers', { ...WEBHOOK_CONSUMER, name: 'pk-hook', webhook: { url: 'https://example.com/x', secrets: [publicKey] } });
+    expect(bad.status).toBe(422);
+    expect(bad.body.summary).toBeTruthy();
+    expect(JSON.stringify(bad.body.validation_errors)).toMatch(/whsk_/);
+    expect(bad.raw).not.toContain(publicKey.slice(5));
+    expect((await f.call('GET', '/api/consumers/pk-hook')).status).toBe(404);
   });
 
   it('GET → edit → PATCH keeps masked secrets and header values; new values replace', async () => {

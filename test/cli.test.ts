@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { publicKeyOf } from '../src/signing/secrets.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'sluice-cli-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -64,6 +65,20 @@ describe('sluice CLI', () => {
     expect(r.out).toMatch(/CREATE PUBLICATION "sluice_app" FOR TABLE "public"\."orders";/);
     expect(r.out).toMatch(/pg_create_logical_replication_slot\('sluice_app', 'pgoutput'\)/);
     expect(r.out).toMatch(/wal_level = logical/);
+  });
+
+  it('keygen prints a whsec_ secret, or with --v1a a whsk_/whpk_ pair that belong together', () => {
+    const v1 = sluice(['keygen']);
+    expect(v1.code).toBe(0);
+    expect(v1.out.trim()).toMatch(/^whsec_[A-Za-z0-9+/]{43}=$/);
+    const v1a = sluice(['keygen', '--v1a']);
+    expect(v1a.code).toBe(0);
+    const privateKey = /private key.*: (whsk_\S+)/.exec(v1a.out)![1];
+    const publicKey = /public key.*: (whpk_\S+)/.exec(v1a.out)![1];
+    expect(publicKeyOf(privateKey)).toBe(publicKey);
+    const bad = sluice(['keygen', '--rsa']);
+    expect(bad.code).toBe(2);
+    expect(bad.err).toMatch(/unknown option --rsa[\s\S]*usage: sluice keygen/);
   });
 
   it('an unknown command prints the usage and exits 2', () => {

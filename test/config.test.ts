@@ -13,6 +13,7 @@ import {
 } from '../src/config/load.js';
 import { expand } from '../src/config/substitute.js';
 import { formatDuration, formatSize, parseDuration, parseSize } from '../src/config/units.js';
+import { generateKeyPair } from '../src/signing/secrets.js';
 
 const EXAMPLE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../config/sluice.yaml');
 // The Standard Webhooks test secret (24 bytes).
@@ -198,6 +199,18 @@ describe('loadConfig: every problem has a path', () => {
     const doc = base();
     doc.consumers[1].webhook.secrets = [SECRET, 'whsec_' + Buffer.alloc(64, 7).toString('base64')];
     expect(load(doc).consumers[1].webhook?.secrets).toHaveLength(2);
+  });
+
+  it('an ed25519 whsk_ key signs (v1a); its whpk_ public key or a malformed whsk_ is refused, with what to give', () => {
+    const { privateKey, publicKey } = generateKeyPair();
+    const doc = base();
+    doc.consumers[1].webhook.secrets = [privateKey, SECRET];
+    expect(load(doc).consumers[1].webhook?.secrets).toEqual([privateKey, SECRET]);
+    for (const bad of [publicKey, 'whsk_' + Buffer.alloc(31, 1).toString('base64'), 'whsk_not-base64!']) {
+      const d = base();
+      d.consumers[1].webhook.secrets = [bad];
+      expectIssue(() => load(d), 'consumers[1].webhook.secrets[0]', /ed25519 signing key "whsk_"/);
+    }
   });
 
   it('bad header name, reserved header, header value with a line break', () => {

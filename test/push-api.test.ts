@@ -8,6 +8,8 @@ import { attemptsRoutes } from '../src/http/routes/attempts.js';
 import { schemaCompiler } from '../src/http/schemas/validator.js';
 import { Jobs } from '../src/jobs/index.js';
 import { startDemoReceiver } from '../src/push/demo-receiver.js';
+import { verifyWebhook } from '../src/receive/index.js';
+import { publicKeyOf } from '../src/signing/secrets.js';
 import { webhookHeaders } from '../src/signing/sign.js';
 import { consumerConfig, eventually, insertConsumer, quietLog } from './helpers/capture.js';
 import { insertMessages, insertWebhookConsumer, messagesFor, TEST_SECRET, usePushEnv, webhookSettings } from './helpers/receiver.js';
@@ -111,6 +113,39 @@ describe('POST /api/consumers/:name/rotate-secret', () => {
     expect(last.signature.split(' ')).toHaveLength(1);
     const h2 = { 'webhook-id': last.id, 'webhook-timestamp': last.timestamp, 'webhook-signature': last.signature };
     expect(() => new StandardWebhook(again.secret).verify(last.raw.toString(), h2)).not.toThrow();
+  });
+
+  it('rotates to an ed25519 key (scheme v1a): its public key in the response, v1 and v1a during the overlap, v1a kept on the next rotation', async () => {
+    const r = await env.receiver();
+    const id = await insertWebhookConsumer(env.pool, 'to-v1a', webhookSettings(r.url));
+    await env.run();
+    const res = await app.inject({ method: 'POST', url: '/api/consumers/to-v1a/rotate-secret', payload: { overlap: '1h', scheme: 'v1a' } });
+    expect(res.statusCode).toBe(200);
+    const body = res.json();
+    expect(body.secret).toMatch(/^whsk_/);
+    expect(body.public_key).toBe(publicKeyOf(body.secret));
+    expect(body.secrets[0]).toEqual({ secret: `whsk_…${body.secret.slice(-4)}`, expires_at: null });
+
+    await insertMessages(env.pool, id, messagesFor(['k'], 1));
+    await eventually(async () => r.accepted().length === 1);
+    const d = r.deliveries[0];
+    const h = { 'webhook-id': d.id, 'webhook-timestamp': d.timestamp, 'webhook-signature': d.signature };
+    expect(d.signature.split(' ').map((e) => e.split(',')[0]).sort()).toEqual(['v1', 'v1a']);
+    expect(verifyWebhook(d.raw, h, body.public_key)).toMatchObject({ id: d.id });
+    expect(() => new StandardWebhook(TEST_SECRET).verify(d.raw.toString(), h)).not.toThrow();
+
+    // Without a scheme, a rotation keeps the current one.
+    const again = (await app.inject({ method: 'POST', url: '/api/consumers/to-v1a/rotate-secret', payload: { overlap: '0s' } })).json();
+    expect(again.secret).toMatch(/^whsk_/);
+    expect(again.public_key).toBe(publicKeyOf(again.secret));
+    const back = (await app.inject({ method: 'POST', url: '/api/consumers/to-v1a/rotate-secret', payload: { scheme: 'v1' } })).json();
+    expect(back.secret).toMatch(/^whsec_/);
+    expect(back.public_key).toBeNull();
+
+    const bad = await app.inject({ method: 'POST', url: '/api/consumers/to-v1a/rotate-secret', payload: { scheme: 'v2' } });
+    expect(bad.statusCode).toBeGreaterThanOrEqual(400);
+    expect(bad.statusCode).toBeLessThan(500);
+    expect(bad.json().summary).toMatch(/scheme/);
   });
 
   it('refuses a bad overlap and pull consumers', async () => {

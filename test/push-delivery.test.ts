@@ -3,10 +3,13 @@
 // standardwebhooks and svix libraries), per-group order, batching, rotation.
 import { Webhook as StandardWebhook } from 'standardwebhooks';
 import { Webhook as SvixWebhook } from 'svix';
+import { createPublicKey, verify as cryptoVerify } from 'node:crypto';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { withTransaction, type Pool } from '../src/db/pool.js';
 import { USER_AGENT } from '../src/push/deliver.js';
 import { rotateConsumerSecret } from '../src/push/secrets.js';
+import { verifyWebhook } from '../src/receive/index.js';
+import { generateKeyPair } from '../src/signing/secrets.js';
 import { eventually } from './helpers/capture.js';
 import {
   insertMessages,
@@ -86,6 +89,30 @@ describe('push delivery', () => {
     for (let i = 0; i < 5; i++) await insertMessages(pool, id, messagesFor([`t${i}`], 2, 5000 + i * 10));
     await eventually(async () => r.accepted().length >= 10);
     expect(r.deliveries.length).toBeLessThanOrEqual(2);
+  });
+
+  it('signs v1a with a whsk_ key, beside v1 for a whsec_ secret; each verifies with its own key only', async () => {
+    const r = await receiver();
+    const { privateKey, publicKey } = generateKeyPair();
+    const id = await insertWebhookConsumer(pool, 'ed25519', webhookSettings(r.url, { secrets: [privateKey, TEST_SECRET] }));
+    await run();
+    await insertMessages(pool, id, messagesFor(['e'], 3));
+    await eventually(async () => r.accepted().length >= 3);
+    for (const d of r.deliveries) {
+      const h = { 'webhook-id': d.id, 'webhook-timestamp': d.timestamp, 'webhook-signature': d.signature };
+      const entries = d.signature.split(' ');
+      expect(entries.map((e) => e.split(',')[0]).sort()).toEqual(['v1', 'v1a']);
+      // v1a by the raw Standard Webhooks rule, with node:crypto alone: ed25519 over "id.timestamp.body".
+      const v1a = entries.find((e) => e.startsWith('v1a,'))!.slice(4);
+      const raw = Buffer.from(publicKey.slice('whpk_'.length), 'base64');
+      const key = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: raw.toString('base64url') }, format: 'jwk' });
+      expect(cryptoVerify(null, Buffer.from(`${d.id}.${d.timestamp}.${d.raw.toString()}`), key, Buffer.from(v1a, 'base64'))).toBe(true);
+      expect(verifyWebhook(d.raw, h, publicKey, {})).toMatchObject({ id: d.id });
+      // The v1 entry is the whsec_ secret's, as the third-party verifiers see it.
+      expect(() => new StandardWebhook(TEST_SECRET).verify(d.raw.toString(), h)).not.toThrow();
+      expect(() => new SvixWebhook(TEST_SECRET).verify(d.raw, h)).not.toThrow();
+      expect(() => verifyWebhook(d.raw, h, generateKeyPair().publicKey, {})).toThrow(/signature/);
+    }
   });
 
   it('signs with the old and the new secret during a rotation overlap', async () => {

@@ -15,6 +15,7 @@ const USAGE = `usage: sluice <command> [options]
   config export|plan|apply       sources and consumers as YAML, from or to the database
   tail <consumer> [--ack]        print a pull consumer's messages as they arrive
   listen [--secret whsec_…]      a local webhook receiver that verifies and prints deliveries
+  keygen [--v1a]                 a new webhook signing secret (--v1a: an ed25519 key pair)
 
 Config: --config FILE, SLUICE_CONFIG, or config/sluice.yaml. Docs: README.md, docs/.`;
 
@@ -67,6 +68,10 @@ async function main(argv: string[]): Promise<void> {
     case 'listen': {
       const mod = (await import(/* @vite-ignore */ './listen.js' as string)) as { listenCommand(args: string[]): Promise<void> };
       return mod.listenCommand(rest);
+    }
+    case 'keygen': {
+      const { keygenCommand } = await import('./keygen.js');
+      return keygenCommand(positional, flags);
     }
     case undefined:
     case 'help':

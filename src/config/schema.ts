@@ -8,6 +8,7 @@
 // DEFAULTS, which both the schema (for documentation and editors) and the
 // normaliser (which applies them) read.
 import net from 'node:net';
+import { parseSecret, SecretFormatError } from '../signing/secrets.js';
 import { DURATION_RE, SIZE_RE, parseDuration, parseSize } from './units.js';
 
 export const DEFAULTS = {
@@ -27,7 +28,6 @@ export const TABLE_RE = new RegExp(`^(?:${IDENT}\\.)?${IDENT}$`);
 const IDENT_RE = new RegExp(`^${IDENT}$`);
 /** RFC 7230 token: the characters an HTTP header name may use. */
 export const HEADER_NAME_RE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-export const SECRET_RE = /^whsec_[A-Za-z0-9+/=]+$/;
 
 /** Custom ajv formats; the schema's description says what each one accepts. */
 export const FORMATS: Record<string, (value: string) => boolean> = {
@@ -37,10 +37,15 @@ export const FORMATS: Record<string, (value: string) => boolean> = {
   'http-url': (v) => urlWithProtocol(v, ['http:', 'https:']),
   // Empty means "unset" (the buffer's own database), so ${VAR:-} can switch it off.
   'postgres-url': (v) => v === '' || urlWithProtocol(v, ['postgres:', 'postgresql:']),
+  // What can sign: an HMAC secret (v1) or an ed25519 private key (v1a). A
+  // whpk_ public key parses but cannot sign.
   'webhook-secret': (v) => {
-    if (!SECRET_RE.test(v)) return false;
-    const bytes = Buffer.from(v.slice('whsec_'.length), 'base64').length;
-    return bytes >= 24 && bytes <= 64;
+    try {
+      return parseSecret(v).kind !== 'ed25519-public';
+    } catch (err) {
+      if (err instanceof SecretFormatError) return false;
+      throw err;
+    }
   },
   cidr: (v) => {
     const [addr, prefix, extra] = v.split('/');
@@ -137,7 +142,7 @@ const webhookSchema = object(
       default: {},
     },
     secrets: list(
-      { type: 'string', format: 'webhook-secret', description: 'a secret "whsec_" + base64 of 24–64 bytes' },
+      { type: 'string', format: 'webhook-secret', description: 'a secret "whsec_" + base64 of 24–64 bytes (v1, HMAC-SHA256), or an ed25519 signing key "whsk_" + base64 of its 32-byte seed (v1a; receivers verify with its "whpk_" public key)' },
       { default: [] },
     ),
     batch_size: int(1, { maximum: 10_000, default: W.batch_size }),

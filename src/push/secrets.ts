@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import type { ConsumerConfig } from '../config/types.js';
 import type { Pool, PoolClient } from '../db/pool.js';
 import { activeSecrets, rotateSecrets, ROTATION_OVERLAP_MS, type StoredSecret } from '../signing/rotation.js';
-import { generateSecret, maskSecret } from '../signing/secrets.js';
+import { generateKeyPair, generateSecret, maskSecret } from '../signing/secrets.js';
 import { createSigner, type Signer } from '../signing/sign.js';
 
 type Db = Pool | PoolClient;
@@ -45,9 +45,17 @@ export function signingState(stored: readonly StoredSecret[], now = new Date()):
   return { sign: live.length > 0 ? createSigner(live) : null, validUntil: nextExpiry };
 }
 
+/** v1: an HMAC-SHA256 `whsec_` secret; v1a: an ed25519 `whsk_` key, verified with its `whpk_` public key. */
+export type SignatureScheme = 'v1' | 'v1a';
+
+/** The scheme a rotation keeps by default: the current secret's. */
+export const schemeOf = (secret: string | undefined): SignatureScheme => (secret?.startsWith('whsk_') ? 'v1a' : 'v1');
+
 export interface RotationResult {
   /** The new secret, in full: shown in the API response once. */
   secret: string;
+  /** For v1a, the new key's `whpk_` public key, which receivers verify with (not a secret). */
+  publicKey: string | null;
   secrets: Array<{ secret: string; expires_at: string | null }>;
   config: ConsumerConfig;
 }
@@ -63,10 +71,12 @@ export async function rotateConsumerSecret(
   config: ConsumerConfig,
   overlapMs = ROTATION_OVERLAP_MS,
   now = new Date(),
+  scheme: SignatureScheme = schemeOf(config.webhook?.secrets[0]),
 ): Promise<RotationResult> {
   const webhook = config.webhook!;
   const current = storedSecrets(webhook.secrets, await loadExpiries(db, consumerId));
-  const secret = generateSecret();
+  const pair = scheme === 'v1a' ? generateKeyPair() : null;
+  const secret = pair ? pair.privateKey : generateSecret();
   const next = rotateSecrets(current, secret, now, overlapMs);
   const kept = next.filter((s) => s.expires_at);
   await db.query('DELETE FROM sluice.webhook_secret_expiries WHERE consumer_id = $1', [consumerId]);
@@ -79,6 +89,7 @@ export async function rotateConsumerSecret(
   }
   return {
     secret,
+    publicKey: pair?.publicKey ?? null,
     secrets: next.map((s) => ({ secret: maskSecret(s.secret), expires_at: s.expires_at ?? null })),
     config: { ...config, webhook: { ...webhook, secrets: next.map((s) => s.secret) } },
   };

@@ -7,7 +7,7 @@ import * as q from '../../config/queries.js';
 import { parseDuration } from '../../config/units.js';
 import { getHealth, listAttempts, type AttemptRow, type HealthRow } from '../../push/attempt-queries.js';
 import { webhookId } from '../../push/deliver.js';
-import { rotateConsumerSecret } from '../../push/secrets.js';
+import { rotateConsumerSecret, schemeOf } from '../../push/secrets.js';
 import { ROTATION_OVERLAP_MS } from '../../signing/rotation.js';
 import type { AppDeps } from '../deps.js';
 import { ApiError, invalid } from '../errors.js';
@@ -89,15 +89,26 @@ export const rotateSecretSchema = {
   body: {
     type: ['object', 'null'],
     additionalProperties: false,
-    properties: { overlap: { type: 'string', description: 'How long older secrets keep signing, e.g. "24h" (default), "0s".' } },
+    properties: {
+      overlap: { type: 'string', description: 'How long older secrets keep signing, e.g. "24h" (default), "0s".' },
+      scheme: {
+        type: 'string',
+        enum: ['v1', 'v1a'],
+        description: 'v1: a new HMAC-SHA256 "whsec_" secret; v1a: a new ed25519 "whsk_" key (receivers verify with public_key). Default: the scheme of the current secret.',
+      },
+    },
   },
   response: {
     200: {
       type: 'object',
       additionalProperties: false,
-      required: ['secret', 'secrets'],
+      required: ['secret', 'public_key', 'secrets'],
       properties: {
         secret: { type: 'string', description: 'The new secret, in full: shown in this response only.' },
+        public_key: {
+          type: ['string', 'null'],
+          description: 'For a v1a key, its "whpk_" public key, which receivers verify with (not a secret); null for v1.',
+        },
         secrets: {
           type: 'array',
           description: 'Every secret that signs, newest first, masked.',
@@ -175,10 +186,11 @@ export async function attemptsRoutes(parent: FastifyInstance, opts: { deps: AppD
     const rotated = await changeConfig(deps, async (db) => {
       const consumer = await existingConsumer(db, name, true);
       if (consumer.config.kind !== 'webhook' || !consumer.config.webhook) throw notWebhook(name);
-      const out = await rotateConsumerSecret(db, consumer.id, consumer.config, overlapMs);
+      const scheme = request.body?.scheme ?? schemeOf(consumer.config.webhook.secrets[0]);
+      const out = await rotateConsumerSecret(db, consumer.id, consumer.config, overlapMs, new Date(), scheme);
       await q.updateConsumer(db, out.config);
       return out;
     });
-    return { secret: rotated.secret, secrets: rotated.secrets };
+    return { secret: rotated.secret, public_key: rotated.publicKey, secrets: rotated.secrets };
   });
 }
