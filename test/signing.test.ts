@@ -15,7 +15,7 @@ import {
   SecretFormatError,
   signPayload,
   webhookHeaders,
-} from '../src/signing/index.js';
+} from '../src/index.js'; // the package's main entry, which is the signer
 import { KAT } from './helpers/kat.js';
 
 
