@@ -49,7 +49,7 @@ export function signingState(stored: readonly StoredSecret[], now = new Date()):
 export type SignatureScheme = 'v1' | 'v1a';
 
 /** The scheme a rotation keeps by default: the current secret's. */
-export const schemeOf = (secret: string | undefined): SignatureScheme => (secret?.startsWith('whsk_') ? 'v1a' : 'v1');
+const schemeOf = (secret: string | undefined): SignatureScheme => (secret?.startsWith('whsk_') ? 'v1a' : 'v1');
 
 export interface RotationResult {
   /** The new secret, in full: shown in the API response once. */

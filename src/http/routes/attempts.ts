@@ -7,7 +7,7 @@ import * as q from '../../config/queries.js';
 import { parseDuration } from '../../config/units.js';
 import { getHealth, listAttempts, type AttemptRow, type HealthRow } from '../../push/attempt-queries.js';
 import { webhookId } from '../../push/deliver.js';
-import { rotateConsumerSecret, schemeOf } from '../../push/secrets.js';
+import { rotateConsumerSecret } from '../../push/secrets.js';
 import { ROTATION_OVERLAP_MS } from '../../signing/rotation.js';
 import type { AppDeps } from '../deps.js';
 import { ApiError, invalid } from '../errors.js';
@@ -186,8 +186,8 @@ export async function attemptsRoutes(parent: FastifyInstance, opts: { deps: AppD
     const rotated = await changeConfig(deps, async (db) => {
       const consumer = await existingConsumer(db, name, true);
       if (consumer.config.kind !== 'webhook' || !consumer.config.webhook) throw notWebhook(name);
-      const scheme = request.body?.scheme ?? schemeOf(consumer.config.webhook.secrets[0]);
-      const out = await rotateConsumerSecret(db, consumer.id, consumer.config, overlapMs, new Date(), scheme);
+      // No scheme given: the consumer's current one (rotateConsumerSecret's default).
+      const out = await rotateConsumerSecret(db, consumer.id, consumer.config, overlapMs, new Date(), request.body?.scheme);
       await q.updateConsumer(db, out.config);
       return out;
     });
