@@ -1,0 +1,111 @@
+// CaptureSession's two write slots when the second write fails while the first
+// is still committing, against a real Postgres (src/capture/session.ts). The
+// first write's COMMIT is held back by a deferred trigger that sleeps; the
+// second write's COPY hits a CHECK constraint meanwhile. The session must
+// report the failure once, never confirm the failed batch's position, and
+// settle() must not return before the first write has finished: a new session
+// that read the position and cleared the tail while that COMMIT was pending
+// would then store its rows a second time.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readPosition, type BufferRow } from '../src/buffer/writer.js';
+import type { ChangeDecoder } from '../src/capture/decoder.js';
+import type { ReplicationEvent } from '../src/capture/replication.js';
+import { CaptureSession } from '../src/capture/session.js';
+import { migrate } from '../src/db/migrate.js';
+import { createPool, type Pool } from '../src/db/pool.js';
+import { createConsumer, messagePayload } from './helpers/buffer.js';
+import { startTestPg, type TestPg } from './helpers/pg.js';
+
+let pg: TestPg;
+let pool: Pool;
+
+beforeAll(async () => {
+  pg = await startTestPg();
+  pool = createPool(await pg.createDatabase('capture_session_race'), { max: 6 });
+  await migrate(pool);
+  // Test-only faults on this database's buffer table.
+  await pool.query(`
+    CREATE FUNCTION public.slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN PERFORM pg_sleep(1.5); RETURN NULL; END $$;
+    CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON sluice.messages
+      DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+      WHEN (NEW.payload LIKE '%"mark":"slow"%') EXECUTE FUNCTION public.slow_commit();
+    ALTER TABLE sluice.messages ADD CONSTRAINT no_poison CHECK (payload NOT LIKE '%"mark":"poison"%');
+  `);
+});
+afterAll(async () => {
+  await pool?.end();
+  await pg?.stop();
+});
+
+// Rows come straight from the events: this test is about the session's writes,
+// not about decoding (test/decoder*.test.ts).
+type FakeInsert = { tag: 'insert'; row: BufferRow };
+const decoder = {
+  begin: () => {},
+  onRelation: async () => {},
+  change: (e: FakeInsert, out: BufferRow[]) => out.push(e.row),
+} as unknown as ChangeDecoder;
+
+/** One transaction of `n` rows (COPY path: more than 200), one of them marked. */
+function transaction(consumerId: string, commitLsn: bigint, n: number, mark: 'slow' | 'poison'): ReplicationEvent[] {
+  const rows = Array.from({ length: n }, (_, i): BufferRow => ({
+    consumerId,
+    commitLsn,
+    commitIdx: i,
+    groupKey: `g${i % 5}`,
+    payload: messagePayload(commitLsn, i, { id: i, mark: i === n - 1 ? mark : 'plain' }),
+  }));
+  return [
+    { tag: 'begin', commitLsn, commitTimeMicros: 0n, xid: 1 },
+    ...rows.map((row) => ({ tag: 'insert', row }) as unknown as ReplicationEvent),
+    { tag: 'commit', commitLsn, endLsn: commitLsn + 10n, commitTimeMicros: 0n },
+  ];
+}
+
+const stored = async (consumerId: string, commitLsn: bigint) =>
+  (await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM sluice.messages WHERE consumer_id = $1 AND commit_lsn = $2', [consumerId, commitLsn.toString()]))
+    .rows[0].n;
+
+describe('CaptureSession: the second write fails while the first commits', () => {
+  it('reports once, confirms only the first, and settle() waits for the first to commit', async () => {
+    const consumerId = await createConsumer(pool, { name: 'race' });
+    const confirmed: bigint[] = [];
+    const fatal: Error[] = [];
+    let onFatal!: () => void;
+    const failedOnce = new Promise<void>((resolve) => (onFatal = resolve));
+    const session = new CaptureSession({
+      sourceName: 'race',
+      bufferPool: pool,
+      decoder,
+      maxBatch: 2500,
+      durableLsn: 0n,
+      confirm: (lsn) => confirmed.push(lsn),
+      onFatal: (err) => {
+        fatal.push(err);
+        onFatal();
+      },
+    });
+
+    for (const e of transaction(consumerId, 1000n, 250, 'slow')) await session.onEvent(e);
+    // Let the first write start (flushes run on setImmediate), then queue the second beside it.
+    await new Promise((r) => setImmediate(r));
+    for (const e of transaction(consumerId, 2000n, 250, 'poison')) await session.onEvent(e);
+
+    await failedOnce;
+    expect(fatal[0].message).toMatch(/no_poison/);
+    // The first write is still in its COMMIT (the trigger sleeps): nothing visible yet.
+    expect(await stored(consumerId, 1000n)).toBe(0);
+
+    await session.settle();
+    // settle() returned only once the first write had committed, with its position.
+    expect(await stored(consumerId, 1000n)).toBe(250);
+    expect(await readPosition(pool, 'race')).toBe(1010n);
+    expect(await stored(consumerId, 2000n)).toBe(0);
+    expect(confirmed).toEqual([1010n]);
+    expect(fatal).toHaveLength(1);
+    expect(session.durableLsn()).toBe(1010n);
+    // A failed session takes no more events.
+    await expect(session.onEvent({ tag: 'begin', commitLsn: 3000n, commitTimeMicros: 0n, xid: 2 })).rejects.toThrow(/no_poison/);
+  });
+});
