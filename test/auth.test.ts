@@ -3,6 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256 } from '../src/http/auth.js';
 import { PULL_CONSUMER, SOURCE, startApi, type ApiFixture } from './api-fixture.js';
+import { eventually } from './helpers/capture.js';
 
 let f: ApiFixture;
 beforeAll(async () => {
@@ -55,10 +56,33 @@ describe('tokens', () => {
     const list = await f.call('GET', '/api/tokens');
     expect(list.status).toBe(200);
     const entry = list.body.data.find((t: { id: string }) => t.id === id);
-    expect(entry).toEqual({ id, name: 'ci', admin: true, consumers: null, hint, created_at: created.body.created_at });
+    expect(entry).toEqual({ id, name: 'ci', admin: true, consumers: null, hint, created_at: created.body.created_at, last_used_at: null });
     expect(list.raw).not.toContain(token);
 
     expect((await f.call('GET', '/api/consumers', undefined, token)).status).toBe(200);
+  });
+
+  it('records when a stored token was last used, at most once a minute, without a write per request', async () => {
+    const { token, id } = (await f.call('POST', '/api/tokens', { name: 'used' })).body;
+    const lastUsed = async () => (await f.call('GET', '/api/tokens')).body.data.find((t: { id: string }) => t.id === id).last_used_at;
+    expect(await lastUsed()).toBeNull();
+    const before = Date.now();
+    expect((await f.call('GET', '/api/consumers', undefined, token)).status).toBe(200);
+    // Written in the background: the request does not wait for it.
+    await eventually(async () => (await lastUsed()) !== null);
+    const first = Date.parse(await lastUsed());
+    expect(first).toBeGreaterThanOrEqual(before - 1000);
+    // More requests within the minute send no UPDATE at all (counted by a test-only trigger).
+    await f.pool.query(`
+      CREATE TABLE public.token_updates (n int NOT NULL);
+      INSERT INTO public.token_updates VALUES (0);
+      CREATE FUNCTION public.count_token_update() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN UPDATE public.token_updates SET n = n + 1; RETURN NULL; END $$;
+      CREATE TRIGGER count_token_update AFTER UPDATE ON sluice.api_tokens FOR EACH STATEMENT EXECUTE FUNCTION public.count_token_update();`);
+    for (let i = 0; i < 10; i++) expect((await f.call('GET', '/api/consumers', undefined, token)).status).toBe(200);
+    await new Promise((r) => setTimeout(r, 200));
+    expect((await f.pool.query('SELECT n FROM public.token_updates')).rows[0].n).toBe(0);
+    expect(Date.parse(await lastUsed())).toBe(first);
   });
 
   it('a scoped token is 403 on the management API', async () => {

@@ -9,9 +9,11 @@ export interface TokenRow {
   /** null: admin. */
   consumers: string[] | null;
   created_at: Date;
+  /** Recorded to the minute (see touchToken); null: never used. */
+  last_used_at: Date | null;
 }
 
-const COLUMNS = 'id, name, hint, consumers, created_at';
+const COLUMNS = 'id, name, hint, consumers, created_at, last_used_at';
 
 export async function insertToken(
   pool: Pool,
@@ -32,6 +34,18 @@ export async function findTokenByHash(pool: Pool, hash: Buffer): Promise<TokenRo
 export async function listTokens(pool: Pool): Promise<TokenRow[]> {
   const { rows } = await pool.query<TokenRow>(`SELECT ${COLUMNS} FROM sluice.api_tokens ORDER BY created_at, id`);
   return rows;
+}
+
+/**
+ * Records a use of the token. Skips the write when the stored time is under a
+ * minute old: several gateway processes may touch the same token.
+ */
+export async function touchToken(pool: Pool, id: string): Promise<void> {
+  await pool.query(
+    `UPDATE sluice.api_tokens SET last_used_at = now()
+     WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')`,
+    [id],
+  );
 }
 
 /** Returns false when there was no such token. */

@@ -5,7 +5,7 @@
 // context only, so /health and /ready stay open.
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { findTokenByHash } from '../api/tokens.js';
+import { findTokenByHash, touchToken } from '../api/tokens.js';
 import type { Pool } from '../db/pool.js';
 import { ApiError } from './errors.js';
 import { PULL_PREFIXES } from './routes/pull.js';
@@ -43,7 +43,10 @@ export class TokenVerifier {
   // process evicts at once, and config notifications clear the whole cache).
   static readonly CACHE_TTL_MS = 10_000;
   private static readonly CACHE_MAX = 1_000;
+  static readonly TOUCH_EVERY_MS = 60_000;
   private cache = new Map<string, { principal: Principal | null; until: number; tokenId?: string }>();
+  /** When this process last recorded each token's use (ms). */
+  private readonly touched = new Map<string, number>();
   private readonly adminDigest?: Buffer;
 
   constructor(
@@ -59,14 +62,31 @@ export class TokenVerifier {
     if (this.adminDigest && timingSafeEqual(digest, this.adminDigest)) return { admin: true };
     const key = digest.toString('hex');
     const hit = this.cache.get(key);
-    if (hit && hit.until > Date.now()) return hit.principal;
+    if (hit && hit.until > Date.now()) {
+      if (hit.tokenId) this.touch(hit.tokenId);
+      return hit.principal;
+    }
     const row = await findTokenByHash(this.pool, digest);
     const principal: Principal | null = !row ? null : row.consumers === null ? { admin: true } : { admin: false, consumers: row.consumers };
     // Unknown tokens are cached too, so guessing costs no query; a new token's
     // digest can't be in the cache before it exists, so nothing valid is refused.
     if (this.cache.size >= TokenVerifier.CACHE_MAX) this.cache.clear();
     this.cache.set(key, { principal, until: Date.now() + TokenVerifier.CACHE_TTL_MS, tokenId: row?.id });
+    if (row) this.touch(row.id);
     return principal;
+  }
+
+  /**
+   * Records the token's use (last_used_at) at most once a minute from this
+   * process, in the background: a request never waits for it, and a failed
+   * write only leaves the time a little older.
+   */
+  private touch(tokenId: string): void {
+    const now = Date.now();
+    if ((this.touched.get(tokenId) ?? 0) > now - TokenVerifier.TOUCH_EVERY_MS) return;
+    if (this.touched.size >= TokenVerifier.CACHE_MAX) this.touched.clear();
+    this.touched.set(tokenId, now);
+    touchToken(this.pool, tokenId).catch(() => this.touched.delete(tokenId));
   }
 
   /** Drop a revoked token from the cache. */

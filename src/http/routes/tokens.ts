@@ -17,6 +17,7 @@ const present = (row: TokenRow) => ({
   consumers: row.consumers,
   hint: row.hint,
   created_at: row.created_at.toISOString(),
+  last_used_at: row.last_used_at?.toISOString() ?? null,
 });
 
 export async function tokenRoutes(parent: FastifyInstance, opts: { deps: AppDeps; verifier: TokenVerifier }) {

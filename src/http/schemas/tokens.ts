@@ -17,12 +17,17 @@ const tokenProperties = {
   consumers: { type: ['array', 'null'], items: { type: 'string' } },
   hint: { type: 'string', description: 'The first characters of the token, to tell tokens apart.' },
   created_at: { type: 'string', format: 'date-time' },
+  last_used_at: {
+    type: ['string', 'null'],
+    format: 'date-time',
+    description: 'When the token was last used, to the minute (recorded at most once a minute); null: never.',
+  },
 } as const;
 
 const tokenSchema = {
   type: 'object',
   additionalProperties: false,
-  required: ['id', 'name', 'admin', 'consumers', 'hint', 'created_at'],
+  required: ['id', 'name', 'admin', 'consumers', 'hint', 'created_at', 'last_used_at'],
   properties: tokenProperties,
 } as const;
 
