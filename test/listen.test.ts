@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { CliError } from '../src/cli/context.js';
 import { parseListenArgs, startListener, type Listener } from '../src/cli/listen.js';
 import { verifyWebhook } from '../src/receive/index.js';
-import { generateSecret } from '../src/signing/index.js';
+import { generateKeyPair, generateSecret } from '../src/signing/index.js';
 import { batchOf, orderChange, post, ROOT, signed } from './helpers/deliveries.js';
 
 const SECRET = generateSecret();
@@ -86,6 +86,18 @@ describe('sluice listen (answer modes)', () => {
     const tampered = await post(url, d, { body: d.body.replace('"paid"', '"void"') });
     expect([tampered.status, tampered.json?.error]).toEqual([400, 'no_matching_signature']);
     expect((await printed(out, `${d.id}\n  VERIFICATION FAILED`)).match(/VERIFICATION FAILED \(no_matching_signature\)/g)).toHaveLength(2);
+  });
+
+  it('verifies v1a deliveries with a whpk_ public key, and refuses the whsk_ private key as --secret', async () => {
+    const { privateKey, publicKey } = generateKeyPair();
+    const out: string[] = [];
+    const listener = await startListener(parseListenArgs(['--port', '0', '--secret', publicKey], {}), (t) => out.push(t));
+    opened.push(listener);
+    const url = listener.url + '/webhooks';
+    expect((await post(url, signed(batchOf([orderChange()]), [privateKey]))).status).toBe(200);
+    const other = await post(url, signed(batchOf([orderChange()]), [generateKeyPair().privateKey]));
+    expect([other.status, other.json?.error]).toEqual([400, 'no_matching_signature']);
+    expect(() => parseListenArgs(['--secret', privateKey], {})).toThrow(/a whsk_ key signs; give its whpk_ public key/);
   });
 
   it('--status answers a chosen status to verified deliveries only', async () => {
