@@ -43,9 +43,9 @@ describe('sources', () => {
   });
 
   it('get shows capture status when this gateway captures the source', async () => {
-    f.statuses.splice(0, f.statuses.length, { name: 'main', running: true, slot: 'sluice_main', lag_bytes: 42, last_error: null });
+    f.statuses.splice(0, f.statuses.length, { name: 'main', running: true, standing_by: false, slot: 'sluice_main', lag_bytes: 42, last_error: null });
     const r = await f.call('GET', '/api/sources/main');
-    expect(r.body.status).toEqual({ running: true, lag_bytes: 42, last_error: null });
+    expect(r.body.status).toEqual({ running: true, standing_by: false, lag_bytes: 42, last_error: null });
     f.statuses.splice(0, f.statuses.length);
   });
 

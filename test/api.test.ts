@@ -15,9 +15,10 @@ afterAll(async () => {
   await f?.stop();
 });
 
-const running = (name: string, ok: boolean) => ({
+const running = (name: string, ok: boolean, standingBy = false) => ({
   name,
   running: ok,
+  standing_by: standingBy,
   slot: `sluice_${name}`,
   lag_bytes: 0,
   last_error: ok ? null : 'connect ECONNREFUSED 10.1.2.3:5432 (postgres://app:hunter2@db.internal/app)',
@@ -43,6 +44,14 @@ describe('health and readiness', () => {
     expect(r.status).toBe(503);
     expect(r.body).toEqual({ status: 'unavailable', reason: 'capture' });
     for (const leak of ['10.1.2.3', 'hunter2', 'db.internal', 'ECONNREFUSED', '"b"']) expect(r.raw).not.toContain(leak);
+    f.statuses.splice(0, f.statuses.length);
+  });
+
+  it('/ready is 200 on a second gateway standing by for a source another process streams', async () => {
+    f.statuses.splice(0, f.statuses.length, running('a', true), { ...running('b', false, true), last_error: 'slot sluice_b is in use by another process (standing by)' });
+    const r = await f.call('GET', '/ready', undefined, null);
+    expect(r.status).toBe(200);
+    expect(r.body).toEqual({ status: 'ok' });
     f.statuses.splice(0, f.statuses.length);
   });
 

@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestPg, type TestPg } from './helpers/pg.js';
-import { consumerConfig, eventually, payloads, sourceConfig, sql, startCapture } from './helpers/capture.js';
+import { ConsumerRegistry } from '../src/buffer/consumers.js';
+import { SourceCapture } from '../src/capture/source-capture.js';
+import { consumerConfig, eventually, payloads, quietLog, sourceConfig, sql, startCapture } from './helpers/capture.js';
 
 let pg: TestPg;
 beforeAll(async () => {
@@ -34,6 +36,32 @@ describe('capture', () => {
       expect(Buffer.from(m.idempotency_key, 'base64').toString()).toBe(`${m.commit_lsn}:${m.commit_idx}`);
     } finally {
       await fx.stop();
+    }
+  });
+
+  it('a second capture of the same source stands by (status standing_by) and takes over when the first stops', async () => {
+    const url = await pg.createDatabase('cap_standby');
+    await sql(url, `CREATE TABLE orders (id bigint PRIMARY KEY, status text)`);
+    // Slots are cluster-wide: a source name of its own.
+    const source = sourceConfig('standby', ['public.orders']);
+    const first = await startCapture(url, source, [consumerConfig('c1', 'standby', ['public.orders'])]);
+    const registry = new ConsumerRegistry(first.pool);
+    await registry.reload();
+    const second = new SourceCapture(source, { bufferPool: first.pool, sourceUrl: url, consumers: registry, log: quietLog });
+    second.start();
+    try {
+      await eventually(async () => second.status().standing_by);
+      expect(second.status()).toMatchObject({ running: false, standing_by: true, last_error: expect.stringMatching(/in use by another process \(standing by\)/) });
+      expect(first.capture.status()).toMatchObject({ running: true, standing_by: false });
+
+      await first.capture.stop();
+      await eventually(async () => second.status().running, 30_000);
+      expect(second.status()).toMatchObject({ running: true, standing_by: false, last_error: null });
+      await sql(url, `INSERT INTO orders VALUES (1, 'paid')`);
+      await eventually(async () => (await payloads(first.pool, 'c1')).length === 1);
+    } finally {
+      await second.stop();
+      await first.stop();
     }
   });
 });

@@ -62,7 +62,7 @@ export class SourceCapture {
     private readonly deps: SourceCaptureDeps,
   ) {
     this.sourcePool = createPool(deps.sourceUrl, { max: 2, name: 'sluice-capture-meta' });
-    this.state = { name: source.name, running: false, slot: source.slot, lag_bytes: null, last_error: null };
+    this.state = { name: source.name, running: false, standing_by: false, slot: source.slot, lag_bytes: null, last_error: null };
   }
 
   status(): SourceStatus {
@@ -106,9 +106,11 @@ export class SourceCapture {
           // Normal for a second gateway: said once, not at every retry.
           if (!this.standingBy) this.deps.log.info({ source: this.source.name, slot: this.source.slot }, 'slot in use by another process; standing by to take over');
           this.standingBy = true;
+          this.state.standing_by = true;
           this.state.last_error = `slot ${this.source.slot} is in use by another process (standing by)`;
         } else {
           this.standingBy = false;
+          this.state.standing_by = false;
           this.state.last_error = e.message;
           this.deps.log.error({ source: this.source.name, err: e.message }, e instanceof SetupError ? 'capture setup failed' : 'capture stream failed; reconnecting');
         }
@@ -176,6 +178,7 @@ export class SourceCapture {
         // and clear what lies past it, before any event is handled.
         session.resume(this.prepareResume(startLsn));
         this.standingBy = false;
+        this.state.standing_by = false;
         this.state.running = true;
         this.state.last_error = null;
         this.deps.log.info({ source: this.source.name, slot: this.source.slot, from: startLsn.toString() }, 'capture streaming');

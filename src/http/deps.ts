@@ -9,6 +9,11 @@ export interface SourceStatus {
   name: string;
   /** Capture connected and streaming. */
   running: boolean;
+  /**
+   * Another gateway process streams this source's slot; this one retries and
+   * takes over when it stops (the normal state of a second gateway).
+   */
+  standing_by: boolean;
   slot: string;
   lag_bytes: number | null;
   last_error: string | null;

@@ -40,7 +40,7 @@ export async function healthRoutes(parent: FastifyInstance, opts: { deps: AppDep
     '/ready',
     {
       schema: {
-        summary: 'Readiness: the buffer answers and every capture source is running',
+        summary: 'Readiness: the buffer answers and every capture source is running here or in another gateway process',
         tags: ['health'],
         security: [],
         response: { 200: healthSchema, 503: healthSchema },
@@ -50,8 +50,10 @@ export async function healthRoutes(parent: FastifyInstance, opts: { deps: AppDep
       if (!(await pingBuffer(deps.pool, READY_TIMEOUT_MS))) {
         return reply.status(503).send({ status: 'unavailable', reason: 'buffer' });
       }
+      // A source streamed by another gateway process is captured: this one
+      // stands by, and serves the API and dispatch meanwhile.
       const sources = deps.capture?.status() ?? [];
-      if (sources.some((s) => !s.running)) {
+      if (sources.some((s) => !s.running && !s.standing_by)) {
         return reply.status(503).send({ status: 'unavailable', reason: 'capture' });
       }
       return { status: 'ok' as const };

@@ -17,6 +17,7 @@ export function presentSource(row: SourceRow, status?: SourceStatus) {
     ...(status && {
       status: {
         running: status.running,
+        standing_by: status.standing_by,
         lag_bytes: status.lag_bytes,
         last_error: status.last_error === null ? null : scrubPassword(status.last_error, row.config.url),
       },

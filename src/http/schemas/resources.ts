@@ -55,6 +55,7 @@ const sourceStatus = {
   description: 'Capture status, when this gateway runs capture.',
   properties: {
     running: { type: 'boolean' },
+    standing_by: { type: 'boolean', description: 'Another gateway process streams this source; this one takes over if it stops.' },
     lag_bytes: { type: ['integer', 'null'] },
     last_error: { type: ['string', 'null'] },
   },
