@@ -2,25 +2,18 @@
 // rows while the previous batch is still committing (src/capture/session.ts),
 // so the rows and the position of a write must stay invisible until the hook
 // lets it commit, and a rejected hook must leave nothing behind.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { readPosition, writeBatch, type BufferRow } from '../src/buffer/writer.js';
-import { migrate } from '../src/db/migrate.js';
-import { createPool, type Pool } from '../src/db/pool.js';
+import type { Pool } from '../src/db/pool.js';
 import { createConsumer, messagePayload } from './helpers/buffer.js';
-import { startTestPg, type TestPg } from './helpers/pg.js';
+import { useBufferDb } from './helpers/pg.js';
 
-let pg: TestPg;
+const db = useBufferDb('buffer_writer');
 let pool: Pool;
 let seq = 0;
 
-beforeAll(async () => {
-  pg = await startTestPg();
-  pool = createPool(await pg.createDatabase('buffer_writer'), { max: 6 });
-  await migrate(pool);
-});
-afterAll(async () => {
-  await pool?.end();
-  await pg?.stop();
+beforeAll(() => {
+  pool = db.pool;
 });
 
 function rows(consumerId: string, fromLsn: number, n: number): BufferRow[] {

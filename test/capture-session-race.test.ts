@@ -6,23 +6,20 @@
 // settle() must not return before the first write has finished: a new session
 // that read the position and cleared the tail while that COMMIT was pending
 // would then store its rows a second time.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { readPosition, type BufferRow } from '../src/buffer/writer.js';
 import type { ChangeDecoder } from '../src/capture/decoder.js';
 import type { ReplicationEvent } from '../src/capture/replication.js';
 import { CaptureSession } from '../src/capture/session.js';
-import { migrate } from '../src/db/migrate.js';
-import { createPool, type Pool } from '../src/db/pool.js';
+import type { Pool } from '../src/db/pool.js';
 import { createConsumer, messagePayload } from './helpers/buffer.js';
-import { startTestPg, type TestPg } from './helpers/pg.js';
+import { useBufferDb } from './helpers/pg.js';
 
-let pg: TestPg;
+const db = useBufferDb('capture_session_race');
 let pool: Pool;
 
 beforeAll(async () => {
-  pg = await startTestPg();
-  pool = createPool(await pg.createDatabase('capture_session_race'), { max: 6 });
-  await migrate(pool);
+  pool = db.pool;
   // Test-only faults on this database's buffer table.
   await pool.query(`
     CREATE FUNCTION public.slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -32,10 +29,6 @@ beforeAll(async () => {
       WHEN (NEW.payload LIKE '%"mark":"slow"%') EXECUTE FUNCTION public.slow_commit();
     ALTER TABLE sluice.messages ADD CONSTRAINT no_poison CHECK (payload NOT LIKE '%"mark":"poison"%');
   `);
-});
-afterAll(async () => {
-  await pool?.end();
-  await pg?.stop();
 });
 
 // Rows come straight from the events: this test is about the session's writes,

@@ -1,26 +1,19 @@
 // Claim / ack / nack / visibility / dead letters at the buffer level, against a
 // real Postgres.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { decodeAckId, encodeAckId } from '../src/buffer/ack-id.js';
 import { ack, claim, modifyVisibility, nack, type ClaimOptions } from '../src/buffer/claim.js';
 import { consumerStats, discardDeadLetters, listDeadLetters, retryDeadLetters } from '../src/buffer/dead-letters.js';
-import { migrate } from '../src/db/migrate.js';
-import { createPool, type Pool } from '../src/db/pool.js';
+import type { Pool } from '../src/db/pool.js';
 import { countMessages, createConsumer, insertMessages, insertSeries } from './helpers/buffer.js';
-import { startTestPg, type TestPg } from './helpers/pg.js';
+import { useBufferDb } from './helpers/pg.js';
 
-let pg: TestPg;
+const db = useBufferDb('pull_claim', { max: 12 });
 let pool: Pool;
 let seq = 0;
 
-beforeAll(async () => {
-  pg = await startTestPg();
-  pool = createPool(await pg.createDatabase('pull_claim'), { max: 12 });
-  await migrate(pool);
-});
-afterAll(async () => {
-  await pool?.end();
-  await pg?.stop();
+beforeAll(() => {
+  pool = db.pool;
 });
 
 async function consumer(extra: Partial<ClaimOptions> = {}) {

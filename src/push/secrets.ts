@@ -69,11 +69,10 @@ export async function rotateConsumerSecret(
   db: PoolClient,
   consumerId: string,
   config: ConsumerConfig,
-  overlapMs = ROTATION_OVERLAP_MS,
-  now = new Date(),
-  scheme: SignatureScheme = schemeOf(config.webhook?.secrets[0]),
+  opts: { overlapMs?: number; now?: Date; scheme?: SignatureScheme } = {},
 ): Promise<RotationResult> {
   const webhook = config.webhook!;
+  const { overlapMs = ROTATION_OVERLAP_MS, now = new Date(), scheme = schemeOf(webhook.secrets[0]) } = opts;
   const current = storedSecrets(webhook.secrets, await loadExpiries(db, consumerId));
   const pair = scheme === 'v1a' ? generateKeyPair() : null;
   const secret = pair ? pair.privateKey : generateSecret();

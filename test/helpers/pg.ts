@@ -4,7 +4,10 @@ import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
+import { afterAll, beforeAll } from 'vitest';
 import { startEmbedded, type EmbeddedHandle } from '../../src/db/embedded.js';
+import { migrate } from '../../src/db/migrate.js';
+import { createPool, type Pool } from '../../src/db/pool.js';
 
 export interface TestPg extends EmbeddedHandle {
   /** A fresh database on the same server; returns its URL. */
@@ -49,4 +52,29 @@ async function createDatabase(url: string, name: string): Promise<string> {
   const u = new URL(url);
   u.pathname = '/' + name;
   return u.toString();
+}
+
+/**
+ * A test file's migrated buffer database on its own server, started before its
+ * tests and stopped after them. Read `pool` inside hooks and tests (it exists
+ * once beforeAll ran).
+ */
+export function useBufferDb(name: string, opts: { max?: number } = {}): { readonly pool: Pool } {
+  let server: TestPg | undefined;
+  let pool: Pool | undefined;
+  beforeAll(async () => {
+    server = await startTestPg();
+    pool = createPool(await server.createDatabase(name), { max: opts.max ?? 6 });
+    await migrate(pool);
+  });
+  afterAll(async () => {
+    await pool?.end();
+    await server?.stop();
+  });
+  return {
+    get pool() {
+      if (!pool) throw new Error('useBufferDb: the pool exists once beforeAll has run');
+      return pool;
+    },
+  };
 }

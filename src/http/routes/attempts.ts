@@ -187,7 +187,7 @@ export async function attemptsRoutes(parent: FastifyInstance, opts: { deps: AppD
       const consumer = await existingConsumer(db, name, true);
       if (consumer.config.kind !== 'webhook' || !consumer.config.webhook) throw notWebhook(name);
       // No scheme given: the consumer's current one (rotateConsumerSecret's default).
-      const out = await rotateConsumerSecret(db, consumer.id, consumer.config, overlapMs, new Date(), request.body?.scheme);
+      const out = await rotateConsumerSecret(db, consumer.id, consumer.config, { overlapMs, scheme: request.body?.scheme });
       await q.updateConsumer(db, out.config);
       return out;
     });
