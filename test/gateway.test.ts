@@ -23,6 +23,7 @@ beforeAll(async () => {
   pgh = await startTestPg();
   url = await pgh.createDatabase('gateway');
   await sql(url, 'CREATE TABLE orders (id bigint PRIMARY KEY, status text NOT NULL)');
+  await sql(url, 'CREATE TABLE audits (id bigint PRIMARY KEY, what text NOT NULL)');
   receiver = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c) => chunks.push(c));
@@ -40,8 +41,13 @@ http: { host: 127.0.0.1, port: 0 }
 auth: { admin_token: ${TOKEN} }
 sources:
   - name: app
-    tables: [public.orders]
+    tables: [public.orders, public.audits]
+    annotations: { team: payments }
 consumers:
+  - name: audits-pull
+    source: app
+    kind: pull
+    tables: [public.audits]
   - name: orders-pull
     source: app
     kind: pull
@@ -82,6 +88,9 @@ describe('the gateway end to end', () => {
       return msgs.length >= 3 ? msgs : null;
     });
     expect(hooks.map((m) => `${m.action}:${(m.record as { id: number }).id}`)).toEqual(['insert:1', 'insert:2', 'update:1']);
+    // Sequin's metadata.database: the source the change came from.
+    const { rows: src } = await sql(url, `SELECT id FROM sluice.sources WHERE name = 'app'`);
+    expect(hooks[0].metadata.database).toEqual({ id: src[0].id, name: 'app', annotations: { team: 'payments' }, database: 'gateway', hostname: '127.0.0.1' });
 
     // `sluice tail --ack`: prints and acks the same three changes.
     const out = await new Promise<string>((resolve, reject) => {
@@ -108,6 +117,52 @@ describe('the gateway end to end', () => {
       headers: { authorization: `Bearer ${TOKEN}` },
     });
     expect(((await res.json()) as { data: unknown[] }).data).toEqual([]);
+  });
+
+  it("serves Sequin's transaction annotations, set and cleared inside a transaction through the real slot", async () => {
+    const c = new pg.Client({ connectionString: url });
+    await c.connect();
+    try {
+      const emit = (prefix: string, content: string) => c.query('SELECT pg_logical_emit_message(true, $1, $2)', [prefix, content]);
+      await c.query('BEGIN');
+      await c.query(`INSERT INTO audits VALUES (1, 'before any set')`);
+      await emit('sequin:transaction_annotations.set', '{"user_id": "u-7", "request": {"id": "r-1"}}');
+      await c.query(`INSERT INTO audits VALUES (2, 'annotated')`);
+      await c.query(`UPDATE audits SET what = 'annotated too' WHERE id = 1`);
+      await emit('sequin:transaction_annotations.clear', '');
+      await c.query(`INSERT INTO audits VALUES (3, 'after clear')`);
+      await emit('sequin:transaction_annotations.set', 'not json');
+      await c.query(`INSERT INTO audits VALUES (4, 'bad annotations are ignored')`);
+      await emit('sequin:transaction_annotations.set', '{"user_id": "u-8"}');
+      await c.query('COMMIT');
+      // Annotations end with their transaction.
+      await c.query(`INSERT INTO audits VALUES (5, 'next transaction')`);
+    } finally {
+      await c.end();
+    }
+    // Received and acked until all six are in (a row's update waits for its insert's ack).
+    type Item = { ack_id: string; data: { action: string; record: { id: number }; metadata: Record<string, unknown> } };
+    const items: Item[] = [];
+    const pullApi = `${gateway.httpAddress}/api/http_pull_consumers/audits-pull`;
+    const headers = { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' };
+    await eventually(async () => {
+      const res = await fetch(`${pullApi}/receive?batch_size=10`, { headers });
+      const got = ((await res.json()) as { data: Item[] }).data;
+      items.push(...got);
+      if (got.length) await fetch(`${pullApi}/ack`, { method: 'POST', headers, body: JSON.stringify({ ack_ids: got.map((i) => i.ack_id) }) });
+      return items.length >= 6;
+    });
+    items.sort((a, b) => Number(a.data.metadata.commit_lsn) - Number(b.data.metadata.commit_lsn) || Number(a.data.metadata.commit_idx) - Number(b.data.metadata.commit_idx));
+    const annotations = items.map((i) => [i.data.action, i.data.record.id, i.data.metadata.transaction_annotations]);
+    expect(annotations).toEqual([
+      ['insert', 1, null],
+      ['insert', 2, { user_id: 'u-7', request: { id: 'r-1' } }],
+      ['update', 1, { user_id: 'u-7', request: { id: 'r-1' } }],
+      ['insert', 3, null],
+      ['insert', 4, null],
+      ['insert', 5, null],
+    ]);
+    expect(items[0].data.metadata.database).toMatchObject({ name: 'app', database: 'gateway', annotations: { team: 'payments' } });
   });
 
   it('reports ready while capture runs, with its connections named sluice-*', async () => {

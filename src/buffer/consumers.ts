@@ -1,8 +1,10 @@
 // Consumers as stored in sluice.consumers: the one list capture, pull and push
 // route by. A registry caches them and reloads when 'sluice_config' is notified
 // (config apply and the management API notify after every change).
-import type { ConsumerConfig, ConsumerKind } from '../config/types.js';
+import { parse as parseConnectionString } from 'pg-connection-string';
+import type { ConsumerConfig, ConsumerKind, SourceConfig } from '../config/types.js';
 import type { Pool } from '../db/pool.js';
+import type { SourceDatabase } from './message.js';
 
 export type ConsumerState = 'active' | 'paused' | 'disabled';
 
@@ -15,15 +17,38 @@ export interface ConsumerRecord {
   state: ConsumerState;
   state_reason: string | null;
   annotations: Record<string, unknown>;
+  /** Its source, served as metadata.database (null if the source row is gone). */
+  database: SourceDatabase | null;
 }
 
 const SELECT_CONSUMERS = `
   SELECT id, name, source_name, kind, config, state, state_reason, annotations
   FROM sluice.consumers ORDER BY name`;
 
+const SELECT_SOURCES = 'SELECT id, name, config FROM sluice.sources';
+
+/**
+ * metadata.database of a source: its database and host come from its URL, or
+ * from the buffer's when it has none (the buffer's own database is captured).
+ */
+export function sourceDatabase(row: { id: string; name: string; config: SourceConfig }, bufferUrl: string): SourceDatabase {
+  const conn = parseConnectionString(row.config.url || bufferUrl);
+  return {
+    id: row.id,
+    name: row.name,
+    annotations: row.config.annotations ?? {},
+    database: conn.database ?? conn.user ?? '',
+    hostname: conn.host ?? '',
+  };
+}
+
 export async function loadConsumers(pool: Pool): Promise<ConsumerRecord[]> {
-  const { rows } = await pool.query<ConsumerRecord>(SELECT_CONSUMERS);
-  return rows;
+  // One after the other: the pool may be a single connection.
+  const { rows } = await pool.query<Omit<ConsumerRecord, 'database'>>(SELECT_CONSUMERS);
+  const sources = await pool.query<{ id: string; name: string; config: SourceConfig }>(SELECT_SOURCES);
+  const bufferUrl = String(pool.options.connectionString ?? '');
+  const byName = new Map(sources.rows.map((s) => [s.name, sourceDatabase(s, bufferUrl)]));
+  return rows.map((c) => ({ ...c, database: byName.get(c.source_name) ?? null }));
 }
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;

@@ -8,6 +8,9 @@ import { isoFromMicros } from './commit-time.js';
 import type { Relation, ReplicationEvent, Tuple } from './replication.js';
 import { encodeValue, unknownType, type TypeInfo, type TypeLookup } from './values.js';
 
+export const ANNOTATIONS_SET = 'sequin:transaction_annotations.set';
+export const ANNOTATIONS_CLEAR = 'sequin:transaction_annotations.clear';
+
 /** Where a table's changes go: one route per consumer. */
 export interface Route {
   consumerId: string;
@@ -45,6 +48,8 @@ export class ChangeDecoder {
   private commitLsn = 0n;
   private commitJson = '';
   private idx = 0;
+  /** JSON text of the transaction's annotations ('null' when none are set). */
+  private annotationsJson = 'null';
   private readonly lookup: TypeLookup;
   private readonly dbJson: string;
 
@@ -79,7 +84,35 @@ export class ChangeDecoder {
   begin(commitLsn: bigint, commitTimeMicros: bigint): void {
     this.commitLsn = commitLsn;
     this.idx = 0;
+    this.annotationsJson = 'null';
     this.commitJson = `"commit_timestamp":"${isoFromMicros(commitTimeMicros)}","commit_lsn":${commitLsn},`;
+  }
+
+  /**
+   * A transactional logical message (pg_logical_emit_message(true, …)) inside
+   * the current transaction. Sequin's protocol: 'sequin:transaction_annotations.set'
+   * with a JSON object as content annotates every change that follows it in the
+   * transaction; '….clear' stops that. Content that is not a JSON object is
+   * ignored (returned as the reason, for a warning) rather than stored, so a
+   * consumer never receives annotations that are not an object.
+   */
+  message(prefix: string, content: Uint8Array): string | null {
+    if (prefix === ANNOTATIONS_CLEAR) {
+      this.annotationsJson = 'null';
+      return null;
+    }
+    if (prefix !== ANNOTATIONS_SET) return null;
+    const text = Buffer.from(content.buffer, content.byteOffset, content.byteLength).toString('utf8');
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch {
+      return 'content is not JSON';
+    }
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) return 'content is not a JSON object';
+    // Re-serialised: compact, and free of anything JSON.parse tolerated.
+    this.annotationsJson = JSON.stringify(value);
+    return null;
   }
 
   /** Appends this change's rows (one per routed consumer) to `out`. */
@@ -108,7 +141,7 @@ export class ChangeDecoder {
       `"commit_idx":${commitIdx},"idempotency_key":"${idempotencyKey(this.commitLsn, commitIdx)}",` +
       `"record_pks":${pksJson},"database_name":${this.dbJson},` +
       (omitted.length ? `"unchanged_toast_columns":${JSON.stringify(omitted)},` : '') +
-      '"transaction_annotations":null}}';
+      `"transaction_annotations":${this.annotationsJson}}}`;
     const payload = `{"record":${recordJson},"changes":${changes},"action":"${e.tag}",${meta}`;
 
     let pkGroup: string | undefined;

@@ -34,6 +34,8 @@ export interface SessionDeps {
   confirm(lsn: bigint): void;
   onFatal(err: Error): void;
   onTruncate?(tables: number[]): void;
+  /** A transaction_annotations.set message was ignored (the reason). */
+  onBadAnnotations?(reason: string): void;
   onWritten?(rows: number, checkpoint: bigint | null): void;
 }
 
@@ -129,6 +131,12 @@ export class CaptureSession {
       case 'truncate':
         this.deps.onTruncate?.(e.relationOids);
         return;
+      case 'message': {
+        if (!e.transactional || !this.inTransaction) return;
+        const refused = this.deps.decoder.message(e.prefix, e.content);
+        if (refused) this.deps.onBadAnnotations?.(refused);
+        return;
+      }
       default:
         return;
     }

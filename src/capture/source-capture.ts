@@ -160,6 +160,9 @@ export class SourceCapture {
         this.truncatesNotCaptured += oids.length;
         this.deps.log.warn({ source: this.source.name, relations: oids }, 'TRUNCATE is not captured as messages; consumers are not told');
       },
+      onBadAnnotations: (reason) => {
+        this.deps.log.warn({ source: this.source.name, reason }, 'transaction annotations ignored: pg_logical_emit_message(true, \'sequin:transaction_annotations.set\', …) needs a JSON object as content');
+      },
       onWritten: (rows) => {
         this.written += rows;
       },

@@ -79,6 +79,8 @@ export function normaliseSource(y: YamlSource, at: PathSegment[], issues: RawIss
     heartbeat_interval_ms: ms(y.heartbeat_interval, S.heartbeat_interval),
     lag_warning_bytes: bytes(y.lag_warning, S.lag_warning),
     max_batch_changes: y.max_batch_changes ?? S.max_batch_changes,
+    // Only when given, so sources that do not mention them store and export as before.
+    ...(y.annotations !== undefined && { annotations: y.annotations }),
   };
 }
 

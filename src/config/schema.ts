@@ -115,6 +115,8 @@ export const sourceSchema = object(
     heartbeat_interval: duration(S.heartbeat_interval),
     lag_warning: size(S.lag_warning),
     max_batch_changes: int(1, { default: S.max_batch_changes }),
+    // Free-form user data served as metadata.database.annotations of its messages.
+    annotations: { type: 'object' },
   },
   { $id: 'https://sluice.dev/schema/source.json', required: ['name'] },
 );
@@ -230,6 +232,7 @@ export interface YamlSource {
   heartbeat_interval?: Duration;
   lag_warning?: Size;
   max_batch_changes?: number;
+  annotations?: Record<string, unknown>;
 }
 
 export interface YamlPull {

@@ -29,6 +29,8 @@ export interface SourceConfig {
   lag_warning_bytes: number;
   /** Largest number of changes held in memory before a chunk is written to the buffer. */
   max_batch_changes: number;
+  /** Served as metadata.database.annotations; absent when none were given. */
+  annotations?: Record<string, unknown>;
 }
 
 export type ConsumerKind = 'pull' | 'webhook';

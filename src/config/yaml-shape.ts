@@ -18,6 +18,7 @@ export function toYamlSource(s: SourceConfig): YamlSource {
     heartbeat_interval: formatDuration(s.heartbeat_interval_ms),
     lag_warning: formatSize(s.lag_warning_bytes),
     max_batch_changes: s.max_batch_changes,
+    ...(s.annotations !== undefined && { annotations: { ...s.annotations } }),
   };
 }
 

@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import { ack, claim, modifyVisibility, nack, type AckOutcome, type ClaimedMessage, type ClaimResult } from '../buffer/claim.js';
 import type { ConsumerRecord, ConsumerRegistry } from '../buffer/consumers.js';
-import { consumerJson, withConsumer } from '../buffer/message.js';
+import { servedMetadataJson, withConsumer } from '../buffer/message.js';
 import { beginWait, endWait } from '../buffer/waiters.js';
 import type { Wakeup } from '../buffer/wakeup.js';
 import type { Pool } from '../db/pool.js';
@@ -183,7 +183,7 @@ export class PullService {
   private body(c: ConsumerRecord, messages: ClaimedMessage[]): ReceiveResult {
     if (messages.length === 0) return { count: 0, body: '{"data":[]}' };
     let cj = this.consumerJsonCache.get(c);
-    if (cj === undefined) this.consumerJsonCache.set(c, (cj = consumerJson(c)));
+    if (cj === undefined) this.consumerJsonCache.set(c, (cj = servedMetadataJson(c)));
     // Payloads are JSON text already; splicing strings avoids a parse and a
     // stringify per message. ack_ids are base64url: nothing to escape.
     let out = '{"data":[';

@@ -55,12 +55,12 @@ export function webhookId(batchId: string): string {
 }
 
 /** `{"data":[m1,m2,…]}`, or the bare message when batching is off and there is one. */
-export function buildBody(payloads: readonly string[], consumerJson: string, batched: boolean): Buffer {
-  if (!batched && payloads.length === 1) return Buffer.from(withConsumer(payloads[0], consumerJson));
+export function buildBody(payloads: readonly string[], servedJson: string, batched: boolean): Buffer {
+  if (!batched && payloads.length === 1) return Buffer.from(withConsumer(payloads[0], servedJson));
   let text = '{"data":[';
   for (let i = 0; i < payloads.length; i++) {
     if (i > 0) text += ',';
-    text += withConsumer(payloads[i], consumerJson);
+    text += withConsumer(payloads[i], servedJson);
   }
   return Buffer.from(text + ']}');
 }

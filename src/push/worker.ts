@@ -4,7 +4,7 @@
 // sluice_messages (new messages, nack, dead-letter retry), a batch finishing
 // here, the next lease or backoff ending, or the safety poll.
 import type { ConsumerRecord } from '../buffer/consumers.js';
-import { consumerJson } from '../buffer/message.js';
+import { servedMetadataJson } from '../buffer/message.js';
 import type { Wakeup } from '../buffer/wakeup.js';
 import type { WebhookSettings } from '../config/types.js';
 import type { Pool } from '../db/pool.js';
@@ -70,7 +70,7 @@ export class ConsumerWorker {
   private readonly settings: WebhookSettings;
   private readonly batchSize: number;
   private readonly leaseMs: number;
-  private readonly consumerJson: string;
+  private readonly servedJson: string;
   private readonly acks: AckQueue;
   private endpoint: Endpoint | null = null;
   private signing: SigningState | null = null;
@@ -97,7 +97,7 @@ export class ConsumerWorker {
     this.claimChunk = Math.max(1, Math.floor(this.settings.max_in_flight / 4));
     const enough = Math.min(Math.floor((this.settings.max_in_flight * 3) / 4), Math.ceil(GATHER_MESSAGES / this.batchSize));
     this.claimWanted = Math.max(this.claimChunk, enough);
-    this.consumerJson = consumerJson({ id: consumer.id, name: consumer.name, annotations: consumer.annotations });
+    this.servedJson = servedMetadataJson(consumer);
     this.acks = new AckQueue(deps.pool, consumer.id, deps.instanceId);
   }
 
@@ -246,7 +246,7 @@ export class ConsumerWorker {
   private async send(batch: ClaimedBatch): Promise<void> {
     const leaseEndsAt = Date.now() + this.leaseMs;
     if (this.signing && Date.now() >= this.signing.validUntil) await this.refreshSigning();
-    const body = buildBody(batch.payloads, this.consumerJson, this.settings.batched !== false);
+    const body = buildBody(batch.payloads, this.servedJson, this.settings.batched !== false);
     const ep: Endpoint = { ...this.endpoint!, sign: this.signing?.sign ?? null };
     const result = await deliver(ep, batch.batchId, body, { leaseEndsAt, stop: this.stopSwitch });
     const facts: AttemptFacts = {

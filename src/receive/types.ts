@@ -17,8 +17,11 @@ export interface MessageMetadata {
   database_name: string;
   /** Columns an update did not touch whose TOASTed value the WAL did not carry. */
   unchanged_toast_columns?: string[];
+  /** Set inside the transaction with pg_logical_emit_message(true, 'sequin:transaction_annotations.set', '<json object>'). */
   transaction_annotations: Record<string, unknown> | null;
   consumer: { id: string; name: string; annotations: Record<string, unknown> };
+  /** The source the change was captured from (as Sequin's metadata.database). */
+  database?: { id: string; name: string; annotations: Record<string, unknown>; database: string; hostname: string };
 }
 
 export interface Message<R = Record<string, unknown>> {

@@ -1,7 +1,7 @@
 // /api/consumers/:name/dead-letters: list (paged by message key), retry, discard.
 import type { FastifyInstance } from 'fastify';
 import { discardDeadLetters, listDeadLetters, retryDeadLetters, type DeadLetter, type MessageKey } from '../../buffer/dead-letters.js';
-import { consumerJson, withConsumer } from '../../buffer/message.js';
+import { servedMetadataJson, withConsumer } from '../../buffer/message.js';
 import type { AppDeps } from '../deps.js';
 import { invalid } from '../errors.js';
 import { MESSAGE_KEY_RE, discardDeadLettersSchema, listDeadLettersSchema, retryDeadLettersSchema } from '../schemas/dead-letters.js';
@@ -54,7 +54,12 @@ export async function deadLetterRoutes(parent: FastifyInstance, opts: { deps: Ap
     const after = cursor === undefined ? undefined : parseKey(cursor, 'cursor');
     const rows = await listDeadLetters(pool, consumer.id, { limit, after });
     const next = rows.length === limit ? JSON.stringify(keyOf(rows[rows.length - 1])) : 'null';
-    const cj = consumerJson({ id: consumer.id, name: consumer.name, annotations: consumer.config.annotations });
+    const cj = servedMetadataJson({
+      id: consumer.id,
+      name: consumer.name,
+      annotations: consumer.config.annotations,
+      database: opts.deps.consumers.get(consumer.id)?.database,
+    });
     // Already JSON: sent as is, so the serializer does not re-encode the messages.
     return reply
       .type('application/json; charset=utf-8')
