@@ -9,7 +9,8 @@ import { ConsumerRegistry } from './buffer/consumers.js';
 import { Wakeup } from './buffer/wakeup.js';
 import { Jobs } from './jobs/scheduler.js';
 import { Dispatcher } from './push/dispatcher.js';
-import { SourceCapture } from './capture/source-capture.js';
+import { Captures } from './capture/captures.js';
+import type { SourceCapture } from './capture/source-capture.js';
 import { applyConfig } from './config/apply.js';
 import type { SluiceConfig } from './config/types.js';
 import { createPool, type Pool } from './db/pool.js';
@@ -42,15 +43,20 @@ export class Gateway {
   readonly instanceId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   pool!: Pool;
   consumers!: ConsumerRegistry;
-  captures: SourceCapture[] = [];
+  private capturesOwner: Captures | null = null;
   httpAddress: string | null = null;
   private stack: Array<{ name: string; stop: () => Promise<void> }> = [];
   private stopping: Promise<void> | null = null;
 
   constructor(private readonly opts: GatewayOptions) {}
 
+  /** The running capture of each stored source. */
+  get captures(): SourceCapture[] {
+    return this.capturesOwner?.all() ?? [];
+  }
+
   status(): SourceStatus[] {
-    return this.captures.map((c) => c.status());
+    return this.capturesOwner?.status() ?? [];
   }
 
   async start(): Promise<void> {
@@ -69,17 +75,12 @@ export class Gateway {
     await listener.start();
     this.push('config listener', () => listener.stop());
 
-    for (const source of config.sources) {
-      const capture = new SourceCapture(source, {
-        bufferPool: this.pool,
-        sourceUrl: source.url || this.opts.bufferUrl,
-        consumers: this.consumers,
-        log,
-      });
-      capture.start();
-      this.captures.push(capture);
-    }
-    this.push('capture', () => Promise.all(this.captures.map((c) => c.stop())).then(() => {}));
+    // Every stored source, not only the file's: sources created through the API
+    // are captured too, and changes to them take effect without a restart.
+    const captures = new Captures({ bufferPool: this.pool, bufferUrl: this.opts.bufferUrl, consumers: this.consumers, log });
+    await captures.start();
+    this.capturesOwner = captures;
+    this.push('capture', () => captures.stop());
 
     const wakeup = Wakeup.fromPool(this.pool, { onError: (err) => log.warn({ err: err.message }, 'wakeup listener') });
     await wakeup.start();

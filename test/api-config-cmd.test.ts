@@ -14,8 +14,12 @@ const HOOK_SECRET = 'whsec_' + Buffer.alloc(32, 7).toString('base64');
 let f: ApiFixture;
 let dir: string;
 let env: Record<string, string>;
+/** The test server's port and the fixture database's path, for a source URL of its own. */
+let sourcePort: string;
+let sourceDb: string;
 beforeAll(async () => {
   f = await startApi('api_config_cmd');
+  ({ port: sourcePort, pathname: sourceDb } = new URL(f.url));
   dir = mkdtempSync(path.join(os.tmpdir(), 'sluice-config-cmd-'));
   // SLUICE_DATA_DIR: never pick up a developer's running `npm start`.
   env = { DATABASE_URL: f.url, SLUICE_DATA_DIR: dir };
@@ -81,13 +85,17 @@ describe('sluice config', () => {
 
   it('export prints no secret; with its variables set, the file applies back as no change', async () => {
     // Every kind of secret a stored config holds, next to literal "${" that must stay literal.
+    // The source must be reachable (apply sets up its publication): a role of
+    // its own on the test server, whose password is the query's (it wins).
+    await f.pool.query(`CREATE ROLE billing_role LOGIN SUPERUSER REPLICATION PASSWORD 'query-pass-s3cret'`);
+    await f.pool.query('CREATE TABLE public.invoices (id bigint PRIMARY KEY)');
     const extra = path.join(dir, 'extra.yaml');
     writeFileSync(
       extra,
       `
 sources:
   - name: billing
-    url: "postgres://sluice:db-pass-s3cret@db.example.com:5432/app?sslmode=require&password=query-pass-s3cret"
+    url: "postgres://billing_role:db-pass-s3cret@127.0.0.1:${sourcePort}${sourceDb}?sslmode=disable&password=query-pass-s3cret"
     tables: [public.invoices]
 consumers:
   - name: billing-hook
@@ -162,7 +170,7 @@ consumers:
     const stored = (await f.pool.query('SELECT name, config FROM sluice.consumers ORDER BY name')).rows;
     for (const row of stored) expect(loaded.consumers.find((c) => c.name === row.name)).toEqual(row.config);
     expect(loaded.sources.find((s) => s.name === 'billing')?.url).toBe(
-      'postgres://sluice:db-pass-s3cret@db.example.com:5432/app?sslmode=require&password=query-pass-s3cret',
+      `postgres://billing_role:db-pass-s3cret@127.0.0.1:${sourcePort}${sourceDb}?sslmode=disable&password=query-pass-s3cret`,
     );
   });
 

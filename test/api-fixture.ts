@@ -30,6 +30,11 @@ export async function startApi(dbName: string): Promise<ApiFixture> {
   const url = await pg.createDatabase(dbName);
   const pool = createPool(url);
   await migrate(pool);
+  // A source's tables must exist: creating or changing a source sets up its
+  // publication and slot before the call returns.
+  await pool.query(`CREATE TABLE public.orders (id bigint PRIMARY KEY, status text);
+    CREATE TABLE public.users (id bigint PRIMARY KEY, name text);
+    CREATE TABLE public.items (id bigint PRIMARY KEY, order_id bigint)`);
   const consumers = new ConsumerRegistry(pool);
   await consumers.reload();
   const statuses: SourceStatus[] = [];

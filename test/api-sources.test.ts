@@ -1,6 +1,8 @@
 // /api/sources against a real buffer database.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { insertSource } from '../src/config/queries.js';
 import { PULL_CONSUMER, SOURCE, expectRejections, startApi, type ApiFixture } from './api-fixture.js';
+import { sourceConfig } from './helpers/capture.js';
 
 let f: ApiFixture;
 beforeAll(async () => {
@@ -50,11 +52,14 @@ describe('sources', () => {
   });
 
   it('a connection string password is never returned, and a masked one sent back keeps the stored one', async () => {
-    const url = 'postgres://app:s3cret-pw@db.example.com:5432/shop?sslmode=require';
+    // Another role on the same server stands for a remote database: the source must be reachable.
+    await f.pool.query(`CREATE ROLE sluice_remote LOGIN SUPERUSER REPLICATION PASSWORD 's3cret-pw'`);
+    const at = new URL(f.url);
+    const url = `postgres://sluice_remote:s3cret-pw@127.0.0.1:${at.port}${at.pathname}?connect_timeout=10`;
     const created = await f.call('POST', '/api/sources', { name: 'remote', url, tables: ['orders'] });
     expect(created.status).toBe(201);
     expect(created.raw).not.toContain('s3cret-pw');
-    expect(created.body.url).toBe('postgres://app:****@db.example.com:5432/shop?sslmode=require');
+    expect(created.body.url).toBe(`postgres://sluice_remote:****@127.0.0.1:${at.port}${at.pathname}?connect_timeout=10`);
     for (const r of [await f.call('GET', '/api/sources/remote'), await f.call('GET', '/api/sources')]) {
       expect(r.raw).not.toContain('s3cret-pw');
     }
@@ -82,8 +87,9 @@ describe('sources', () => {
       connected: true,
       wal_level: 'logical',
       replication_role: true,
-      publication_exists: false,
-      slot_exists: false,
+      // Created when the source was: its tables are captured from then on.
+      publication_exists: true,
+      slot_exists: true,
       problems: [],
     });
   });
@@ -91,7 +97,14 @@ describe('sources', () => {
   it('test connection: a bad password is reported without the password', async () => {
     const u = new URL(f.url);
     u.password = 'wrong-password-xyz';
-    expect((await f.call('POST', '/api/sources', { name: 'badpw', url: u.toString(), tables: ['t'], create_if_missing: false })).status).toBe(201);
+    // Creating it is refused (its publication cannot be checked), without the password either.
+    const refused = await f.call('POST', '/api/sources', { name: 'badpw', url: u.toString(), tables: ['orders'], create_if_missing: false });
+    expect(refused.status).toBe(422);
+    expect(refused.body.summary).toMatch(/source "badpw": cannot reach its database to set up capture: .*Nothing was changed\.$/);
+    expect(refused.raw).not.toContain('wrong-password-xyz');
+    expect((await f.call('GET', '/api/sources/badpw')).status).toBe(404);
+    // A source stored while its password was right, tested after it changed.
+    await insertSource(f.pool, { ...sourceConfig('badpw', ['public.orders']), url: u.toString() });
     const r = await f.call('POST', '/api/sources/badpw/test');
     expect(r.status).toBe(200);
     expect(r.body.ok).toBe(false);

@@ -1,6 +1,7 @@
 // Consumers as stored in sluice.consumers: the one list capture, pull and push
-// route by. A registry caches them and reloads when 'sluice_config' is notified
-// (config apply and the management API notify after every change).
+// route by, with the sources they read. A registry caches both and reloads
+// when 'sluice_config' is notified (config apply and the management API notify
+// after every change).
 import { parse as parseConnectionString } from 'pg-connection-string';
 import type { ConsumerConfig, ConsumerKind, SourceConfig } from '../config/types.js';
 import type { Pool } from '../db/pool.js';
@@ -25,7 +26,7 @@ const SELECT_CONSUMERS = `
   SELECT id, name, source_name, kind, config, state, state_reason, annotations
   FROM sluice.consumers ORDER BY name`;
 
-const SELECT_SOURCES = 'SELECT id, name, config FROM sluice.sources';
+const SELECT_SOURCES = 'SELECT id, name, config FROM sluice.sources ORDER BY name';
 
 /**
  * metadata.database of a source: its database and host come from its URL, or
@@ -42,13 +43,24 @@ export function sourceDatabase(row: { id: string; name: string; config: SourceCo
   };
 }
 
-export async function loadConsumers(pool: Pool): Promise<ConsumerRecord[]> {
+export interface SourceRecord {
+  id: string;
+  name: string;
+  config: SourceConfig;
+}
+
+/** Sources and consumers as stored, read together so they agree with each other. */
+export async function loadResources(pool: Pool): Promise<{ sources: SourceRecord[]; consumers: ConsumerRecord[] }> {
   // One after the other: the pool may be a single connection.
   const { rows } = await pool.query<Omit<ConsumerRecord, 'database'>>(SELECT_CONSUMERS);
-  const sources = await pool.query<{ id: string; name: string; config: SourceConfig }>(SELECT_SOURCES);
+  const sources = (await pool.query<SourceRecord>(SELECT_SOURCES)).rows;
   const bufferUrl = String(pool.options.connectionString ?? '');
-  const byName = new Map(sources.rows.map((s) => [s.name, sourceDatabase(s, bufferUrl)]));
-  return rows.map((c) => ({ ...c, database: byName.get(c.source_name) ?? null }));
+  const byName = new Map(sources.map((s) => [s.name, sourceDatabase(s, bufferUrl)]));
+  return { sources, consumers: rows.map((c) => ({ ...c, database: byName.get(c.source_name) ?? null })) };
+}
+
+export async function loadConsumers(pool: Pool): Promise<ConsumerRecord[]> {
+  return (await loadResources(pool)).consumers;
 }
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -56,16 +68,23 @@ const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 export class ConsumerRegistry {
   private byName = new Map<string, ConsumerRecord>();
   private byId = new Map<string, ConsumerRecord>();
+  private storedSources: SourceRecord[] = [];
   private listeners = new Set<(all: ConsumerRecord[]) => void>();
 
   constructor(private readonly pool: Pool) {}
 
   async reload(): Promise<ConsumerRecord[]> {
-    const all = await loadConsumers(this.pool);
+    const { sources, consumers: all } = await loadResources(this.pool);
+    this.storedSources = sources;
     this.byName = new Map(all.map((c) => [c.name, c]));
     this.byId = new Map(all.map((c) => [c.id, c]));
     for (const l of this.listeners) l(all);
     return all;
+  }
+
+  /** The sources as stored at the last reload (what the gateway captures). */
+  sources(): SourceRecord[] {
+    return this.storedSources;
   }
 
   all(): ConsumerRecord[] {

@@ -2,6 +2,7 @@
 // Every refusal is a SetupError whose message names the fix.
 import type pg from 'pg';
 import type { SourceConfig } from '../config/types.js';
+import { createPool } from '../db/pool.js';
 import { quoteIdent, quoteTable } from './sql-ident.js';
 import * as q from './setup-queries.js';
 
@@ -77,7 +78,7 @@ async function privileged(source: SourceConfig, what: string, run: () => Promise
  * Verify (and, with create_if_missing, create) what capture needs.
  * `bufferInSameDatabase`: the buffer's schema must never be published.
  */
-export async function ensureSource(db: pg.Pool, source: SourceConfig): Promise<SetupResult> {
+export async function ensureSource(db: pg.Pool, source: SourceConfig, opts: { slot?: boolean } = {}): Promise<SetupResult> {
   const wal = await q.walLevel(db);
   if (wal !== 'logical') {
     throw new SetupError(
@@ -148,6 +149,7 @@ export async function ensureSource(db: pg.Pool, source: SourceConfig): Promise<S
     }
   }
 
+  if (opts.slot === false) return result;
   let slot = await q.slotInfo(db, source.slot);
   if (slot.exists && (slot.plugin !== 'pgoutput' || slot.database !== database)) {
     throw new SetupError(
@@ -167,4 +169,35 @@ export async function ensureSource(db: pg.Pool, source: SourceConfig): Promise<S
   }
   result.slotConfirmedLsn = slot.confirmed_flush_lsn ?? null;
   return result;
+}
+
+/** Fields whose change alters what is captured, and so calls for prepareSource. */
+export const CAPTURE_FIELDS = ['url', 'tables', 'schemas', 'publication', 'slot', 'create_if_missing'] as const;
+
+export function captureChanged(before: SourceConfig | undefined, after: SourceConfig): boolean {
+  return !before || CAPTURE_FIELDS.some((f) => JSON.stringify(before[f]) !== JSON.stringify(after[f]));
+}
+
+/**
+ * ensureSource on a short-lived connection, for the management API and `sluice
+ * config apply`: a table added to a source is in its publication (and a new
+ * source has its slot) before the call returns, so no change made after it is
+ * missed; or the call fails with the fix and saves nothing. Every failure is a
+ * SetupError; a connection failure is one too (nothing can be verified).
+ *
+ * Creating a slot waits until every transaction open at that moment has ended,
+ * so a caller holding one (with an xid) must pass `slot: false` or wait for
+ * itself for ever: callers prepare before their transaction, and again, for
+ * the publication alone, inside it if the config changed meanwhile.
+ */
+export async function prepareSource(source: SourceConfig, url: string, opts: { slot?: boolean } = {}): Promise<SetupResult> {
+  const pool = createPool(url, { max: 1, name: 'sluice-setup' });
+  try {
+    return await ensureSource(pool, source, opts);
+  } catch (err) {
+    if (err instanceof SetupError) throw err;
+    throw new SetupError(`source "${source.name}": cannot reach its database to set up capture: ${(err as Error).message}`, false);
+  } finally {
+    await pool.end().catch(() => {});
+  }
 }

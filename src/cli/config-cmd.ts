@@ -8,7 +8,8 @@
 import { applyConfig, exportConfig, formatPlan, planConfig } from '../config/apply.js';
 import { formatExportNote, redactExport } from '../config/export.js';
 import { stringifyConfig } from '../config/load.js';
-import type { SluiceConfig } from '../config/types.js';
+import type { SluiceConfig, SourceConfig } from '../config/types.js';
+import { prepareSource } from '../capture/setup.js';
 import { createPool, type Pool } from '../db/pool.js';
 import { bufferUrlForCommand, CliError, configPath, readConfig } from './context.js';
 
@@ -116,7 +117,12 @@ export async function configCommand(
       // the only time it is shown, as `sluice start` does.
       const generated: string[] = [];
       const onGeneratedSecret = (consumer: string, secret: string) => generated.push(`Signing secret of ${consumer} (shown once): ${secret}`);
-      const plan = await withPool(url, (pool) => (sub === 'plan' ? planConfig(pool, config, { prune }) : applyConfig(pool, config, { prune, onGeneratedSecret })));
+      // Publications and slots are set up before the apply commits: a table it
+      // adds is captured from the moment it returns, or nothing is applied.
+      const prepare = async (source: SourceConfig, opts: { slot: boolean }) => void (await prepareSource(source, source.url || url, opts));
+      const plan = await withPool(url, (pool) =>
+        sub === 'plan' ? planConfig(pool, config, { prune }) : applyConfig(pool, config, { prune, onGeneratedSecret, prepareSource: prepare }),
+      );
       print(formatPlan(plan));
       if (sub === 'apply' && plan.length > 0) print(`\nApplied ${plan.length} change${plan.length === 1 ? '' : 's'}.`);
       for (const line of generated) print(line);

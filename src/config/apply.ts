@@ -7,7 +7,8 @@ import { ConfigError } from './errors.js';
 import { normaliseConfig } from './normalise.js';
 import { diffConfig, type ConfigPlan, type StoredConfig } from './plan.js';
 import * as q from './queries.js';
-import type { ConsumerConfig, SluiceConfig } from './types.js';
+import type { ConsumerConfig, SluiceConfig, SourceConfig } from './types.js';
+import { captureChanged } from '../capture/setup.js';
 import { generateSecret } from '../signing/secrets.js';
 
 export { formatPlan, maskSecret, type ConfigPlan, type FieldChange, type PlanChange } from './plan.js';
@@ -17,6 +18,14 @@ export interface ApplyOptions {
   prune?: boolean;
   /** Told once of each signing secret generated for a new webhook consumer (to show it once). */
   onGeneratedSecret?: (consumer: string, secret: string) => void;
+  /**
+   * Called for each source created or changed in what it captures (`sluice
+   * config apply` sets up its publication and slot here, so the tables are
+   * captured from the moment it returns; a failure applies nothing). Called
+   * before the transaction (a replication slot cannot be created while one is
+   * open), and inside it with `slot: false` for a source that changed meanwhile.
+   */
+  prepareSource?: (source: SourceConfig, opts: { slot: boolean }) => Promise<void>;
 }
 
 /**
@@ -87,8 +96,27 @@ export async function planConfig(pool: Pool, config: SluiceConfig, opts: ApplyOp
 }
 
 /** Applies the config in one transaction and returns what it changed. */
+/** The sources a plan creates or changes in what they capture. */
+function sourcesToPrepare(plan: ConfigPlan, config: SluiceConfig, stored: StoredConfig): SourceConfig[] {
+  const before = new Map(stored.sources.map((s) => [s.name, s]));
+  const declared = new Map(config.sources.map((s) => [s.name, s]));
+  return plan
+    .filter((c) => c.resource === 'source' && c.action !== 'delete')
+    .map((c) => declared.get(c.name)!)
+    .filter((s) => captureChanged(before.get(s.name), s));
+}
+
 export async function applyConfig(pool: Pool, declared: SluiceConfig, opts: ApplyOptions = {}): Promise<ConfigPlan> {
   let generated: Array<[string, string]> = [];
+  const prepared = new Set<string>();
+  if (opts.prepareSource) {
+    const stored = await readStored(pool);
+    refuseKindChanges(declared, stored);
+    for (const source of sourcesToPrepare(diffConfig(declared, stored, opts), declared, stored)) {
+      await opts.prepareSource(source, { slot: true });
+      prepared.add(JSON.stringify(source));
+    }
+  }
   const plan = await withTransaction(pool, async (client) => {
     // Plan under the lock, so a concurrent apply cannot slip in between.
     await q.lockConfigApply(client);
@@ -115,6 +143,9 @@ export async function applyConfig(pool: Pool, declared: SluiceConfig, opts: Appl
     }
     for (const change of plan.filter((c) => c.resource === 'source' && c.action === 'delete')) {
       await q.deleteSource(client, change.name);
+    }
+    for (const source of opts.prepareSource ? sourcesToPrepare(plan, config, stored) : []) {
+      if (!prepared.has(JSON.stringify(source))) await opts.prepareSource!(source, { slot: false });
     }
     if (plan.length > 0) await q.notifyConfigChanged(client);
     return plan;

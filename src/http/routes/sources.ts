@@ -7,9 +7,10 @@ import { getSource, listSources, type SourceRow } from '../../api/sources.js';
 import { ConfigError, toYamlConsumer, toYamlSource, validateConsumer, validateSource } from '../../config/load.js';
 import * as q from '../../config/queries.js';
 import type { SourceConfig } from '../../config/types.js';
-import type { PoolClient } from '../../db/pool.js';
+import type { Pool, PoolClient } from '../../db/pool.js';
+import { captureChanged, prepareSource, SetupError } from '../../capture/setup.js';
 import type { AppDeps } from '../deps.js';
-import { conflict, invalid, notAnObject, notFound } from '../errors.js';
+import { ApiError, conflict, invalid, notAnObject, notFound } from '../errors.js';
 import type { SchemaTypes } from '../schemas/from-schema.js';
 import { sourceSchemas } from '../schemas/resources.js';
 import { loaderValidatesBody } from '../schemas/validator.js';
@@ -32,6 +33,23 @@ export async function sourceRoutes(parent: FastifyInstance, opts: { deps: AppDep
     return row;
   }
 
+  /**
+   * Publication (and slot) set up on the source before the change commits, so
+   * a table it adds is captured from the moment the call returns; if that
+   * cannot be done the call fails with the fix and changes nothing. Called
+   * before the config transaction (a slot cannot be created while it is open),
+   * and inside it, for the publication alone, if the source changed meanwhile.
+   */
+  async function prepare(config: SourceConfig, opts: { slot?: boolean } = {}): Promise<void> {
+    const url = config.url || String(pool.options.connectionString);
+    try {
+      await prepareSource(config, url, opts);
+    } catch (err) {
+      if (!(err instanceof SetupError)) throw err;
+      throw new ApiError(422, `${scrubPassword(err.message, url)} Nothing was changed.`);
+    }
+  }
+
   app.get('/sources', { schema: sourceSchemas.list }, async () => ({ data: (await listSources(pool)).map(present) }));
 
   app.get('/sources/:name', { schema: sourceSchemas.get }, async (request) => present(await existing(pool, request.params.name)));
@@ -39,9 +57,15 @@ export async function sourceRoutes(parent: FastifyInstance, opts: { deps: AppDep
   app.post('/sources', { schema: sourceSchemas.create, ...bodyByLoader }, async (request, reply) => {
     if (!isObject(request.body)) throw notAnObject();
     const config = validateSource(request.body);
-    const row = await changeConfig(deps, async (db) => {
+    const refuseClashes = async (db: PoolClient | typeof pool) => {
       if (await getSource(db, config.name)) throw conflict(`A source named "${config.name}" already exists.`);
       checkSlotFree(config, await listSources(db));
+    };
+    // Every check that can refuse the call comes before a slot is created.
+    await refuseClashes(pool);
+    await prepare(config);
+    const row = await changeConfig(deps, async (db) => {
+      await refuseClashes(db);
       await q.insertSource(db, config);
       return existing(db, config.name);
     });
@@ -53,14 +77,24 @@ export async function sourceRoutes(parent: FastifyInstance, opts: { deps: AppDep
     const patch: unknown = request.body;
     if (!isObject(patch)) throw notAnObject();
     if (patch.name !== undefined && patch.name !== name) throw invalid({ name: ['cannot be changed'] });
-    const row = await changeConfig(deps, async (db) => {
-      // FOR UPDATE: no consumer attaches while the source's tables are checked.
-      const current = await existing(db, name, true);
+    /** The patched config, once every check that can refuse it has passed. */
+    const patched = async (db: PoolClient | typeof pool, current: SourceRow): Promise<SourceConfig> => {
       const merged = mergePatch(toYamlSource(current.config), patch) as Record<string, unknown>;
       merged.url = restoreUrl(merged.url, current.config.url);
       const config = validateSource(merged);
       checkSlotFree(config, await listSources(db));
       await checkConsumersStillValid(db, config);
+      return config;
+    };
+    const before = await existing(pool, name);
+    const prepared = await patched(pool, before);
+    if (captureChanged(before.config, prepared)) await prepare(prepared);
+    const row = await changeConfig(deps, async (db) => {
+      // FOR UPDATE: no consumer attaches while the source's tables are checked.
+      const current = await existing(db, name, true);
+      const config = await patched(db, current);
+      // Changed by another call meanwhile: its publication, again (no slot: see prepare).
+      if (captureChanged(current.config, config) && JSON.stringify(config) !== JSON.stringify(prepared)) await prepare(config, { slot: false });
       await q.updateSource(db, config);
       return existing(db, name);
     });
@@ -110,7 +144,7 @@ function checkSlotFree(config: SourceConfig, sources: SourceRow[]) {
 }
 
 /** A changed source must still capture every table its consumers read. */
-async function checkConsumersStillValid(db: PoolClient, source: SourceConfig) {
+async function checkConsumersStillValid(db: PoolClient | Pool, source: SourceConfig) {
   const problems: string[] = [];
   for (const c of await consumersOfSource(db, source.name)) {
     try {
