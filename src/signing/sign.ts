@@ -18,11 +18,14 @@ export interface SignInput {
 
 export type Signer = (input: SignInput) => string;
 
-export interface WebhookSignatureHeaders {
+// A type alias, not an interface: an alias is assignable to an index-signature
+// type, so these headers go straight into verifyWebhook (sluice/webhooks), fetch
+// or a header record; an interface would not type-check there.
+export type WebhookSignatureHeaders = {
   'webhook-id': string;
   'webhook-timestamp': string;
   'webhook-signature': string;
-}
+};
 
 function seconds(timestamp: number | Date): number {
   const ts = timestamp instanceof Date ? Math.floor(timestamp.getTime() / 1000) : timestamp;
