@@ -43,6 +43,11 @@ describe('sluice CLI', () => {
     ['bad enum', GOOD.replace('kind: pull', 'kind: carrier-pigeon'), /consumers\[0\]\.kind/],
     ['bad duration', GOOD + '    pull:\n      ack_wait: soon\n', /consumers\[0\]\.pull\.ack_wait/],
     ['bad webhook url', GOOD.replace('kind: pull', 'kind: webhook\n    webhook:\n      url: ftp://example.com/x'), /consumers\[0\]\.webhook\.url/],
+    [
+      'private webhook host',
+      GOOD.replace('kind: pull', 'kind: webhook\n    webhook:\n      url: http://169.254.169.254/latest'),
+      /consumers\[0\]\.webhook\.url: host 169\.254\.169\.254 is a cloud metadata address, refused unless webhook\.allow_private_ranges covers it/,
+    ],
     ['unknown source', GOOD.replace('source: app', 'source: nope'), /consumers\[0\]\.source/],
     ['unset variable', GOOD.replace('name: app', 'name: ${SLUICE_TEST_UNSET_VAR}'), /SLUICE_TEST_UNSET_VAR/],
   ])('start refuses a config with %s: exit 2, the path and reason, no stack trace', (_label, text, pattern) => {

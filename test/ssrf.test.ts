@@ -3,7 +3,8 @@
 // before any connection is made. Only loopback is ever dialled here.
 import { describe, expect, it } from 'vitest';
 import { parseCidr, parseIp, inCidr } from '../src/push/ip.js';
-import { AddressGuard, blockedKind, SsrfRefusedError } from '../src/push/ssrf.js';
+import { AddressGuard, SsrfRefusedError } from '../src/push/ssrf.js';
+import { blockedKind } from '../src/push/special-addresses.js';
 import { eventually } from './helpers/capture.js';
 import { insertMessages, insertWebhookConsumer, messagesFor, usePushEnv, webhookSettings } from './helpers/receiver.js';
 

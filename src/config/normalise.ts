@@ -6,6 +6,7 @@ import { didYouMean, issue, type PathSegment, type RawIssue } from './errors.js'
 import { DEFAULTS, type YamlConfig, type YamlConsumer, type YamlPull, type YamlSource, type YamlWebhook } from './schema.js';
 import type { ConsumerConfig, PullSettings, SluiceConfig, SourceConfig, WebhookSettings } from './types.js';
 import { parseDuration, parseSize } from './units.js';
+import { checkWebhookTarget } from './webhook-target.js';
 
 // Headers Sluice sets itself: overriding them would break signing or framing.
 const RESERVED_HEADERS = new Set([
@@ -115,6 +116,7 @@ function normaliseWebhook(y: YamlWebhook, at: PathSegment[], issues: RawIssue[])
     max_age_ms: ms(r.max_age, R.max_age),
   };
   if (retry.cap_ms < retry.initial_ms) issues.push(issue([...at, 'retry', 'cap'], 'must not be shorter than retry.initial'));
+  checkWebhookTarget(y, at, issues);
   return {
     url: y.url,
     headers,

@@ -1,7 +1,12 @@
 // IP addresses as 16 bytes (IPv4 as its IPv4-mapped IPv6 form, ::ffff:a.b.c.d),
 // so one CIDR test covers both families and a mapped address can never slip
 // past a rule written for IPv4. Parsing is strict: anything net.isIP rejects is
-// not an address.
+// not an address (the loose IPv4 forms "0x7f.1" or "2130706433" included: the
+// WHATWG URL parser has normalised those before a hostname reaches us).
+//
+// Hand-written rather than ipaddr.js: ipaddr.js 2.5 reads "::a.b.c.d"
+// (IPv4-compatible, ::0:a.b.c.d) as "::ffff:a.b.c.d" (IPv4-mapped), so the guard
+// would judge a different address from the one the socket dials.
 import net from 'node:net';
 
 export type Ip = Uint8Array;
@@ -50,8 +55,9 @@ export function parseIp(input: string): Ip | null {
   return out;
 }
 
-export function isMappedV4(ip: Ip): boolean {
-  return MAPPED_PREFIX.every((b, i) => ip[i] === b);
+/** An IPv4 address given as 4 bytes, as an Ip (its mapped form). */
+export function v4(bytes: ArrayLike<number>): Ip {
+  return Uint8Array.from([...MAPPED_PREFIX, ...Array.from(bytes)]);
 }
 
 export interface Cidr {

@@ -6,34 +6,8 @@
 import { promises as dns } from 'node:dns';
 import net from 'node:net';
 import { buildConnector } from 'undici';
-import { inCidr, parseCidr, parseIp, type Cidr, type Ip } from './ip.js';
-
-// First match names the reason, so the specific ranges come before the wide ones.
-const BLOCKED: ReadonlyArray<readonly [string, string]> = [
-  ['0.0.0.0/8', 'a "this network" address'],
-  ['10.0.0.0/8', 'a private address'],
-  ['100.64.0.0/10', 'a shared (CGNAT) address'],
-  ['127.0.0.0/8', 'a loopback address'],
-  ['169.254.169.254/32', 'a cloud metadata address'],
-  ['169.254.0.0/16', 'a link-local address'],
-  ['172.16.0.0/12', 'a private address'],
-  ['192.0.0.0/24', 'an IETF protocol address'],
-  ['192.168.0.0/16', 'a private address'],
-  ['198.18.0.0/15', 'a benchmarking address'],
-  ['224.0.0.0/4', 'a multicast address'],
-  ['240.0.0.0/4', 'a reserved address'],
-  ['::/128', 'the unspecified address'],
-  ['::1/128', 'a loopback address'],
-  // IPv4-compatible (deprecated) addresses embed an IPv4 address we'd otherwise not check.
-  ['::/96', 'an IPv4-compatible address'],
-  ['fd00:ec2::254/128', 'a cloud metadata address'],
-  ['fc00::/7', 'a unique-local address'],
-  ['fe80::/10', 'a link-local address'],
-  ['ff00::/8', 'a multicast address'],
-];
-const BLOCKED_RULES: ReadonlyArray<readonly [Cidr, string]> = BLOCKED.map(([c, kind]) => [parseCidr(c), kind]);
-// NAT64 (RFC 6052): the last 4 bytes are an IPv4 address, judged as such.
-const NAT64 = parseCidr('64:ff9b::/96');
+import { parseCidr, parseIp, type Cidr } from './ip.js';
+import { blockedKind } from './special-addresses.js';
 
 export class SsrfRefusedError extends Error {
   readonly code = 'SLUICE_SSRF_REFUSED';
@@ -41,19 +15,6 @@ export class SsrfRefusedError extends Error {
     super(message);
     this.name = 'SsrfRefusedError';
   }
-}
-
-/** Why the address is off limits by default, or null for a public address. */
-export function blockedKind(ip: Ip): string | null {
-  if (inCidr(ip, NAT64)) {
-    const v4 = new Uint8Array(16);
-    v4.set([0xff, 0xff], 10);
-    v4.set(ip.subarray(12), 12);
-    const inner = blockedKind(v4);
-    if (inner) return `${inner} (behind NAT64)`;
-  }
-  for (const [cidr, kind] of BLOCKED_RULES) if (inCidr(ip, cidr)) return kind;
-  return null;
 }
 
 export type Lookup = (hostname: string) => Promise<Array<{ address: string; family: number }>>;
@@ -76,10 +37,7 @@ export class AddressGuard {
   /** Null when the address may be dialled, else why not. */
   refusal(address: string): string | null {
     const ip = parseIp(address);
-    if (!ip) return 'not an IP address';
-    const kind = blockedKind(ip);
-    if (!kind || this.allowed.some((c) => inCidr(ip, c))) return null;
-    return kind;
+    return ip ? blockedKind(ip, this.allowed) : 'not an IP address';
   }
 
   /** The address to dial for `hostname`: the first answer that passes. Throws SsrfRefusedError or the DNS error. */
