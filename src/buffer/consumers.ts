@@ -4,6 +4,7 @@
 import { parse as parseConnectionString } from 'pg-connection-string';
 import type { ConsumerConfig, ConsumerKind, SourceConfig } from '../config/types.js';
 import type { Pool } from '../db/pool.js';
+import { openConsumer, openSource } from '../secrets/fields.js';
 import type { SourceDatabase } from './message.js';
 
 export type ConsumerState = 'active' | 'paused' | 'disabled';
@@ -42,13 +43,18 @@ export function sourceDatabase(row: { id: string; name: string; config: SourceCo
   };
 }
 
+/**
+ * Secrets opened once per load (see src/config/queries.ts), so the hot path
+ * signs with plain values and a reload that fails to open one (a key this
+ * process lacks) throws, leaving the registry as it was: never unsigned.
+ */
 export async function loadConsumers(pool: Pool): Promise<ConsumerRecord[]> {
   // One after the other: the pool may be a single connection.
   const { rows } = await pool.query<Omit<ConsumerRecord, 'database'>>(SELECT_CONSUMERS);
   const sources = await pool.query<{ id: string; name: string; config: SourceConfig }>(SELECT_SOURCES);
   const bufferUrl = String(pool.options.connectionString ?? '');
-  const byName = new Map(sources.rows.map((s) => [s.name, sourceDatabase(s, bufferUrl)]));
-  return rows.map((c) => ({ ...c, database: byName.get(c.source_name) ?? null }));
+  const byName = new Map(sources.rows.map((s) => [s.name, sourceDatabase({ ...s, config: openSource(s.name, s.config) }, bufferUrl)]));
+  return rows.map((c) => ({ ...c, config: openConsumer(c.name, c.config), database: byName.get(c.source_name) ?? null }));
 }
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
