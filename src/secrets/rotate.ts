@@ -4,7 +4,6 @@
 // transaction under the config apply lock, so no apply or API change
 // interleaves and a failure leaves every row as it was.
 import { lockConfigApply, notifyConfigChanged } from '../config/queries.js';
-import type { ConsumerConfig, SourceConfig } from '../config/types.js';
 import { withTransaction, type Pool, type PoolClient } from '../db/pool.js';
 import { countSecrets, emptyCount, openConsumer, openSource, sealConsumer, sealSource, type SecretCount } from './fields.js';
 import { KEY_ENV, KeyringError, type Keyring } from './keyring.js';
@@ -77,8 +76,8 @@ export async function rotateKey(pool: Pool, keyring: Keyring): Promise<RotationR
 
 function reseal(row: StoredConfigRow, keyring: Keyring): unknown {
   return row.resource === 'source'
-    ? sealSource({ ...openSource(row.name, row.config, keyring), name: row.name } as SourceConfig, keyring)
-    : sealConsumer({ ...openConsumer(row.name, row.config, keyring), name: row.name } as ConsumerConfig, keyring);
+    ? sealSource({ ...openSource(row.name, row.config, keyring), name: row.name }, keyring)
+    : sealConsumer({ ...openConsumer(row.name, row.config, keyring), name: row.name }, keyring);
 }
 
 const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
