@@ -13,6 +13,7 @@ import pg from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { loadConsumers } from '../src/buffer/consumers.js';
 import { applyConfig, exportConfig, planConfig } from '../src/config/apply.js';
 import { loadConfig } from '../src/config/load.js';
 import type { SluiceConfig } from '../src/config/types.js';
@@ -197,6 +198,9 @@ describe('secrets at rest with a key set', () => {
     expect(hook.secrets).toEqual([KEY_PAIR.privateKey, SECRET]);
     expect(hook.headers).toEqual({ Authorization: HEADER_VALUE });
     expect(exported.sources.find((s) => s.name === 'other')!.url).toContain(`password=${QUERY_PASSWORD}`);
+    // metadata.database comes from the opened source URL.
+    const served = (await loadConsumers(f.pool)).find((c) => c.name === 'orders-hook')!;
+    expect(served.database).toMatchObject({ name: 'app', database: 'app', hostname: 'db.internal.example' });
     // One header changed: the plan shows that field only, masked.
     const changed = config();
     changed.consumers[0].webhook!.headers.Authorization = 'Bearer another-value-0000000';
