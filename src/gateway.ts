@@ -15,6 +15,7 @@ import { applyConfig } from './config/apply.js';
 import type { SluiceConfig } from './config/types.js';
 import { createPool, type Pool } from './db/pool.js';
 import { migrate } from './db/migrate.js';
+import { checkSecretsAtRest, isProductionMode } from './secrets/startup.js';
 import type { SourceStatus } from './http/deps.js';
 import type { Logger } from './log.js';
 
@@ -66,6 +67,7 @@ export class Gateway {
 
     const applied = await migrate(this.pool);
     if (applied.length) log.info({ migrations: applied }, 'migrations applied');
+    await checkSecretsAtRest(this.pool, log, isProductionMode(process.env, config));
     const plan = await applyConfig(this.pool, config, { onGeneratedSecret: this.opts.onGeneratedSecret });
     if (plan.length) log.info({ changes: plan.map((p) => `${p.action} ${p.resource} ${p.name}`) }, 'config applied');
 

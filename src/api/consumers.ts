@@ -4,6 +4,7 @@
 import type { ConsumerState } from '../buffer/consumers.js';
 import type { ConsumerConfig, ConsumerKind } from '../config/types.js';
 import type { Pool, PoolClient } from '../db/pool.js';
+import { openConsumer } from '../secrets/fields.js';
 
 type Db = Pool | PoolClient;
 
@@ -22,8 +23,9 @@ type Raw = ConsumerRow & { source_name: string; kind: ConsumerKind; annotations:
 const COLUMNS = 'id, name, source_name, kind, config, annotations, state, state_reason, created_at, updated_at';
 
 // The columns win over the copy inside `config`, as config export reads them.
+// Secrets are opened here (see src/config/queries.ts).
 function toRow({ source_name, kind, annotations, ...row }: Raw): ConsumerRow {
-  return { ...row, config: { ...row.config, name: row.name, source: source_name, kind, annotations } };
+  return { ...row, config: { ...openConsumer(row.name, row.config), name: row.name, source: source_name, kind, annotations } };
 }
 
 export async function listConsumers(db: Db): Promise<ConsumerRow[]> {

@@ -5,6 +5,7 @@
 import { parse as parseConnectionString } from 'pg-connection-string';
 import type { ConsumerConfig, ConsumerKind, SourceConfig } from '../config/types.js';
 import type { Pool } from '../db/pool.js';
+import { openConsumer, openSource } from '../secrets/fields.js';
 import type { SourceDatabase } from './message.js';
 
 export type ConsumerState = 'active' | 'paused' | 'disabled';
@@ -49,14 +50,19 @@ export interface SourceRecord {
   config: SourceConfig;
 }
 
-/** Sources and consumers as stored, read together so they agree with each other. */
+/**
+ * Sources and consumers as stored, read together so they agree with each
+ * other. Secrets are opened once per load (see src/config/queries.ts), so the
+ * hot path signs with plain values and a reload that fails to open one (a key
+ * this process lacks) throws, leaving the registry as it was: never unsigned.
+ */
 export async function loadResources(pool: Pool): Promise<{ sources: SourceRecord[]; consumers: ConsumerRecord[] }> {
   // One after the other: the pool may be a single connection.
   const { rows } = await pool.query<Omit<ConsumerRecord, 'database'>>(SELECT_CONSUMERS);
-  const sources = (await pool.query<SourceRecord>(SELECT_SOURCES)).rows;
+  const sources = (await pool.query<SourceRecord>(SELECT_SOURCES)).rows.map((s) => ({ ...s, config: openSource(s.name, s.config) }));
   const bufferUrl = String(pool.options.connectionString ?? '');
   const byName = new Map(sources.map((s) => [s.name, sourceDatabase(s, bufferUrl)]));
-  return { sources, consumers: rows.map((c) => ({ ...c, database: byName.get(c.source_name) ?? null })) };
+  return { sources, consumers: rows.map((c) => ({ ...c, config: openConsumer(c.name, c.config), database: byName.get(c.source_name) ?? null })) };
 }
 
 export async function loadConsumers(pool: Pool): Promise<ConsumerRecord[]> {

@@ -16,8 +16,14 @@ const USAGE = `usage: sluice <command> [options]
   tail <consumer> [--ack]        print a pull consumer's messages as they arrive
   listen [--secret whsec_…]      a local webhook receiver that verifies and prints deliveries
   keygen [--v1a]                 a new webhook signing secret (--v1a: an ed25519 key pair)
+  secrets new-key|status|rotate-key  keys that encrypt stored secrets; re-encrypt them all
 
-Config: --config FILE, SLUICE_CONFIG, or config/sluice.yaml. Docs: README.md, docs/.`;
+Config: --config FILE, SLUICE_CONFIG, or config/sluice.yaml. Docs: README.md, docs/.
+Secrets at rest: SLUICE_SECRETS_KEY="<key id>:<base64 of 32 bytes>" encrypts webhook
+secrets, header values and source/webhook URLs in the database (AES-256-GCM);
+SLUICE_SECRETS_KEYS_OLD (comma-separated, same form) still decrypts during a
+rotation. Without a key they are stored in plain text, with a warning at start in
+production mode (NODE_ENV=production, or DATABASE_URL/buffer.url set).`;
 
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
@@ -72,6 +78,10 @@ async function main(argv: string[]): Promise<void> {
     case 'keygen': {
       const { keygenCommand } = await import('./keygen.js');
       return keygenCommand(positional, flags);
+    }
+    case 'secrets': {
+      const { secretsCommand } = await import('./secrets-cmd.js');
+      return secretsCommand(positional, flags, { bufferUrl: () => bufferUrlForCommand(tryConfig(flags)) });
     }
     case undefined:
     case 'help':

@@ -1,6 +1,9 @@
 // The SQL of config apply/export, and nowhere else. Configs are written as jsonb
-// text parameters (JSON.stringify), never interpolated.
+// text parameters (JSON.stringify), never interpolated. Secrets are sealed
+// (encrypted under SLUICE_SECRETS_KEY) as they are written and opened as they
+// are read, here, so plans compare plain values and callers never see ciphertext.
 import type { Pool, PoolClient } from '../db/pool.js';
+import { openConsumer, openSource, sealConsumer, sealSource } from '../secrets/fields.js';
 import type { ConsumerConfig, ConsumerKind, SourceConfig } from './types.js';
 
 export type Db = Pool | PoolClient;
@@ -30,24 +33,24 @@ export async function lockConfigApply(db: PoolClient): Promise<void> {
 
 export async function selectSources(db: Db): Promise<SourceRow[]> {
   const { rows } = await db.query<SourceRow>('SELECT name, config FROM sluice.sources ORDER BY name');
-  return rows;
+  return rows.map((row) => ({ ...row, config: openSource(row.name, row.config) }));
 }
 
 export async function selectConsumers(db: Db): Promise<ConsumerRow[]> {
   const { rows } = await db.query<ConsumerRow>(
     'SELECT id, name, source_name, kind, config, annotations FROM sluice.consumers ORDER BY name',
   );
-  return rows;
+  return rows.map((row) => ({ ...row, config: openConsumer(row.name, row.config) }));
 }
 
 export async function insertSource(db: Db, source: SourceConfig): Promise<void> {
-  await db.query('INSERT INTO sluice.sources (name, config) VALUES ($1, $2::jsonb)', [source.name, JSON.stringify(source)]);
+  await db.query('INSERT INTO sluice.sources (name, config) VALUES ($1, $2::jsonb)', [source.name, JSON.stringify(sealSource(source))]);
 }
 
 export async function updateSource(db: Db, source: SourceConfig): Promise<void> {
   await db.query('UPDATE sluice.sources SET config = $2::jsonb, updated_at = now() WHERE name = $1', [
     source.name,
-    JSON.stringify(source),
+    JSON.stringify(sealSource(source)),
   ]);
 }
 
@@ -59,7 +62,7 @@ export async function insertConsumer(db: Db, c: ConsumerConfig): Promise<void> {
   await db.query(
     `INSERT INTO sluice.consumers (name, source_name, kind, config, annotations)
      VALUES ($1, $2, $3, $4::jsonb, $5::jsonb)`,
-    [c.name, c.source, c.kind, JSON.stringify(c), JSON.stringify(c.annotations)],
+    [c.name, c.source, c.kind, JSON.stringify(sealConsumer(c)), JSON.stringify(c.annotations)],
   );
 }
 
@@ -69,7 +72,7 @@ export async function updateConsumer(db: Db, c: ConsumerConfig): Promise<void> {
     `UPDATE sluice.consumers
      SET source_name = $2, kind = $3, config = $4::jsonb, annotations = $5::jsonb, updated_at = now()
      WHERE name = $1`,
-    [c.name, c.source, c.kind, JSON.stringify(c), JSON.stringify(c.annotations)],
+    [c.name, c.source, c.kind, JSON.stringify(sealConsumer(c)), JSON.stringify(c.annotations)],
   );
 }
 
