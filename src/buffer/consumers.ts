@@ -27,6 +27,7 @@ const SELECT_CONSUMERS = `
   SELECT id, name, source_name, kind, config, state, state_reason, annotations
   FROM sluice.consumers ORDER BY name`;
 
+const SELECT_VERSION = 'SELECT version FROM sluice.config_version';
 const SELECT_SOURCES = 'SELECT id, name, config FROM sluice.sources ORDER BY name';
 
 /**
@@ -56,13 +57,15 @@ export interface SourceRecord {
  * hot path signs with plain values and a reload that fails to open one (a key
  * this process lacks) throws, leaving the registry as it was: never unsigned.
  */
-export async function loadResources(pool: Pool): Promise<{ sources: SourceRecord[]; consumers: ConsumerRecord[] }> {
-  // One after the other: the pool may be a single connection.
+export async function loadResources(pool: Pool): Promise<{ version: number; sources: SourceRecord[]; consumers: ConsumerRecord[] }> {
+  // One after the other: the pool may be a single connection. The version
+  // first: what is read after it includes at least the changes it counts.
+  const version = Number((await pool.query<{ version: string }>(SELECT_VERSION)).rows[0]?.version ?? 0);
   const { rows } = await pool.query<Omit<ConsumerRecord, 'database'>>(SELECT_CONSUMERS);
   const sources = (await pool.query<SourceRecord>(SELECT_SOURCES)).rows.map((s) => ({ ...s, config: openSource(s.name, s.config) }));
   const bufferUrl = String(pool.options.connectionString ?? '');
   const byName = new Map(sources.map((s) => [s.name, sourceDatabase(s, bufferUrl)]));
-  return { sources, consumers: rows.map((c) => ({ ...c, config: openConsumer(c.name, c.config), database: byName.get(c.source_name) ?? null })) };
+  return { version, sources, consumers: rows.map((c) => ({ ...c, config: openConsumer(c.name, c.config), database: byName.get(c.source_name) ?? null })) };
 }
 
 export async function loadConsumers(pool: Pool): Promise<ConsumerRecord[]> {
@@ -75,17 +78,40 @@ export class ConsumerRegistry {
   private byName = new Map<string, ConsumerRecord>();
   private byId = new Map<string, ConsumerRecord>();
   private storedSources: SourceRecord[] = [];
+  /** The config version (sluice.config_version) the registry holds. */
+  private loadedVersion = -1;
   private listeners = new Set<(all: ConsumerRecord[]) => void>();
 
   constructor(private readonly pool: Pool) {}
 
   async reload(): Promise<ConsumerRecord[]> {
-    const { sources, consumers: all } = await loadResources(this.pool);
+    const { version, sources, consumers: all } = await loadResources(this.pool);
+    // A slower reload that started earlier must not undo a newer one.
+    if (version < this.loadedVersion) return this.all();
+    this.loadedVersion = version;
     this.storedSources = sources;
     this.byName = new Map(all.map((c) => [c.name, c]));
     this.byId = new Map(all.map((c) => [c.id, c]));
     for (const l of this.listeners) l(all);
     return all;
+  }
+
+  get version(): number {
+    return this.loadedVersion;
+  }
+
+  /**
+   * Resolves once the registry holds config `version` or later, reloading if
+   * needed: capture calls it on reading a 'sluice_config' marker, so changes
+   * written after a config call returned are routed by that call's config.
+   */
+  async ensureVersion(version: number): Promise<void> {
+    for (let attempt = 0; this.loadedVersion < version; attempt++) {
+      // The marker is written after the commit, so one reload is enough; the
+      // loop only covers a reload racing this one.
+      if (attempt >= 5) throw new Error(`config version ${version} was written but cannot be read (at ${this.loadedVersion})`);
+      await this.reload();
+    }
   }
 
   /** The sources as stored at the last reload (what the gateway captures). */

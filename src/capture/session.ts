@@ -15,6 +15,7 @@
 import type { Pool } from '../db/pool.js';
 import { writeBatch, type BufferRow } from '../buffer/writer.js';
 import { isoFromMicros } from './commit-time.js';
+import { CONFIG_MARKER_PREFIX } from './config-marker.js';
 import type { ChangeDecoder } from './decoder.js';
 import type { ReplicationEvent } from './replication.js';
 
@@ -34,6 +35,8 @@ export interface SessionDeps {
   confirm(lsn: bigint): void;
   onFatal(err: Error): void;
   onTruncate?(tables: number[]): void;
+  /** Resolves once the consumer registry holds this config version. */
+  awaitConfig?(version: number): Promise<void>;
   /** A transaction_annotations.set message was ignored (the reason). */
   onBadAnnotations?(reason: string): void;
   onWritten?(rows: number, checkpoint: bigint | null): void;
@@ -132,6 +135,12 @@ export class CaptureSession {
         this.deps.onTruncate?.(e.relationOids);
         return;
       case 'message': {
+        if (!e.transactional && e.prefix === CONFIG_MARKER_PREFIX) {
+          // Everything after this point in the WAL was written after a config
+          // change committed: route it by that config (config-marker.ts).
+          await this.deps.awaitConfig?.(Number(Buffer.from(e.content).toString('utf8')));
+          return;
+        }
         if (!e.transactional || !this.inTransaction) return;
         const refused = this.deps.decoder.message(e.prefix, e.content);
         if (refused) this.deps.onBadAnnotations?.(refused);

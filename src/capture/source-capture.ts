@@ -160,6 +160,7 @@ export class SourceCapture {
         this.truncatesNotCaptured += oids.length;
         this.deps.log.warn({ source: this.source.name, relations: oids }, 'TRUNCATE is not captured as messages; consumers are not told');
       },
+      awaitConfig: (version) => this.deps.consumers.ensureVersion(version),
       onBadAnnotations: (reason) => {
         this.deps.log.warn({ source: this.source.name, reason }, 'transaction annotations ignored: pg_logical_emit_message(true, \'sequin:transaction_annotations.set\', …) needs a JSON object as content');
       },

@@ -10,6 +10,8 @@ import { formatExportNote, redactExport } from '../config/export.js';
 import { stringifyConfig } from '../config/load.js';
 import type { SluiceConfig, SourceConfig } from '../config/types.js';
 import { prepareSource } from '../capture/setup.js';
+import { markConfigChange } from '../capture/config-marker.js';
+import { configVersion, selectSources } from '../config/queries.js';
 import { createPool, type Pool } from '../db/pool.js';
 import { bufferUrlForCommand, CliError, configPath, readConfig } from './context.js';
 
@@ -120,9 +122,17 @@ export async function configCommand(
       // Publications and slots are set up before the apply commits: a table it
       // adds is captured from the moment it returns, or nothing is applied.
       const prepare = async (source: SourceConfig, opts: { slot: boolean }) => void (await prepareSource(source, source.url || url, opts));
-      const plan = await withPool(url, (pool) =>
-        sub === 'plan' ? planConfig(pool, config, { prune }) : applyConfig(pool, config, { prune, onGeneratedSecret, prepareSource: prepare }),
-      );
+      const plan = await withPool(url, async (pool) => {
+        if (sub === 'plan') return planConfig(pool, config, { prune });
+        const applied = await applyConfig(pool, config, { prune, onGeneratedSecret, prepareSource: prepare });
+        // Running gateways route what is written after this returns by the new config.
+        if (applied.length > 0) {
+          await markConfigChange(await configVersion(pool), await selectSources(pool), url, (source, err) =>
+            note(`warning: could not mark source ${source}'s database with the new config (${err.message}); gateways pick it up on their reload`),
+          );
+        }
+        return applied;
+      });
       print(formatPlan(plan));
       if (sub === 'apply' && plan.length > 0) print(`\nApplied ${plan.length} change${plan.length === 1 ? '' : 's'}.`);
       for (const line of generated) print(line);

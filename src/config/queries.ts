@@ -88,7 +88,15 @@ export async function deleteConsumer(db: Db, name: string): Promise<void> {
   await db.query('DELETE FROM sluice.consumers WHERE name = $1', [name]);
 }
 
-/** Delivered at commit; running gateways reload their consumers and sources. */
-export async function notifyConfigChanged(db: Db): Promise<void> {
-  await db.query("SELECT pg_notify('sluice_config', '')");
+export async function configVersion(db: Db): Promise<number> {
+  const { rows } = await db.query<{ version: string }>('SELECT version FROM sluice.config_version');
+  return Number(rows[0]?.version ?? 0);
+}
+
+/** Counts the change (see migrations/0009) and wakes every gateway at commit; returns the new version. */
+export async function notifyConfigChanged(db: Db): Promise<number> {
+  const { rows } = await db.query<{ version: string }>(
+    "UPDATE sluice.config_version SET version = version + 1 RETURNING version, pg_notify('sluice_config', '')",
+  );
+  return Number(rows[0].version);
 }
