@@ -134,7 +134,29 @@ function normaliseWebhook(y: YamlWebhook, at: PathSegment[], issues: RawIssue[])
   };
 }
 
+/** Annotations ride in every message's metadata: kept small and shallow. */
+export const ANNOTATIONS_MAX_DEPTH = 32;
+export const ANNOTATIONS_MAX_BYTES = 64 * 1024;
+
+/** Levels of objects and lists in `value`, counted up to `cap + 1` (so the walk stays bounded). */
+function nesting(value: unknown, cap: number): number {
+  if (value === null || typeof value !== 'object') return 0;
+  if (cap < 0) return 1;
+  let deepest = 0;
+  for (const child of Object.values(value)) deepest = Math.max(deepest, nesting(child, cap - 1));
+  return deepest + 1;
+}
+
+function checkAnnotations(annotations: Record<string, unknown>, at: PathSegment[], issues: RawIssue[]): void {
+  if (nesting(annotations, ANNOTATIONS_MAX_DEPTH) > ANNOTATIONS_MAX_DEPTH) {
+    issues.push(issue(at, `must not nest deeper than ${ANNOTATIONS_MAX_DEPTH} levels of maps and lists`));
+  } else if (Buffer.byteLength(JSON.stringify(annotations)) > ANNOTATIONS_MAX_BYTES) {
+    issues.push(issue(at, `must be at most ${ANNOTATIONS_MAX_BYTES / 1024} KiB as JSON`));
+  }
+}
+
 export function normaliseConsumer(y: YamlConsumer, at: PathSegment[], issues: RawIssue[]): ConsumerConfig {
+  checkAnnotations(y.annotations ?? {}, [...at, 'annotations'], issues);
   const tables = qualifyAll(y.tables, [...at, 'tables'], issues);
   let groupBy: ConsumerConfig['group_by'] = y.group_by ?? DEFAULTS.consumer.group_by;
   if (typeof groupBy === 'object') {

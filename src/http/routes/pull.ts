@@ -13,7 +13,7 @@ import { PullService } from '../../pull/receive.js';
 import * as schemas from '../../pull/schemas.js';
 import { resolvePullConsumer } from '../../pull/scope.js';
 import type { AppDeps } from '../deps.js';
-import { registerJsonAnyParser } from '../json-any.js';
+import { errorResponses } from '../schemas/common.js';
 
 export const PULL_PREFIXES = ['/api/http_pull_consumers', '/api/sequin_streams'] as const;
 
@@ -39,10 +39,9 @@ export async function pullRoutes(app: FastifyInstance, opts: PullRoutesOptions):
 
   app.setValidatorCompiler(pullValidatorCompiler());
   app.setErrorHandler(pullErrorHandler);
-  await registerJsonAnyParser(app, { jsonToo: true });
 
   const bodyLimit = deps.bodyLimitBytes ?? DEFAULT_BODY_LIMIT;
-  const errors = { '4xx': schemas.errorResponse, '5xx': schemas.errorResponse };
+  const errors = errorResponses;
   const consumerOf = (request: FastifyRequest) =>
     resolvePullConsumer(request, deps.consumers, (request.params as Params).name);
 
