@@ -12,6 +12,7 @@ import { parseReceiveParams, parseVisibilityMs } from '../../pull/params.js';
 import { PullService } from '../../pull/receive.js';
 import * as schemas from '../../pull/schemas.js';
 import { resolvePullConsumer } from '../../pull/scope.js';
+import { safeError } from '../../log.js';
 import type { AppDeps } from '../deps.js';
 import { errorResponses } from '../schemas/common.js';
 
@@ -101,7 +102,7 @@ async function ownService(app: FastifyInstance, opts: PullRoutesOptions): Promis
   const { deps } = opts;
   let wakeup = opts.wakeup ?? deps.wakeup;
   if (!wakeup) {
-    const own = Wakeup.fromPool(deps.pool, { onError: (err) => app.log.warn({ err }, 'wake-up connection lost') });
+    const own = Wakeup.fromPool(deps.pool, { onError: (err) => app.log.warn({ err: safeError(err) }, 'wake-up connection lost') });
     await own.start();
     app.addHook('onClose', async () => own.stop());
     wakeup = own;
