@@ -92,10 +92,11 @@ describe('nesting and size', () => {
     ]);
   });
 
-  it('annotations nest at most 32 levels and hold at most 64 KiB', async () => {
+  it("a consumer's or source's annotations nest at most 32 levels and hold at most 64 KiB", async () => {
     await expectRefused([
       [{ url: '/api/consumers', payload: json({ ...PULL_CONSUMER, name: 'deep33', annotations: nested(33) }) }, 422, 'annotations'],
       [{ url: '/api/consumers', payload: json({ ...PULL_CONSUMER, name: 'big', annotations: { note: 'x'.repeat(65_536) } }) }, 422, 'annotations'],
+      [{ url: '/api/sources', payload: json({ name: 'deep-src', tables: ['t'], annotations: nested(33) }) }, 422, 'annotations'],
     ]);
     const ok = await f.call('POST', '/api/consumers', { ...PULL_CONSUMER, name: 'deep32', annotations: nested(32) });
     expect(ok.status).toBe(201);
