@@ -46,7 +46,8 @@ function isDatabaseError(err: Error): err is Error & Record<(typeof DB_ERROR_FIE
  * (a source's connection string, a webhook's header values), and so can a JSON
  * SyntaxError's message: those are left out, along with any other property an
  * error carries (Node's URL errors keep their `input`). Stack frames name code,
- * never values.
+ * never values. Log it under `error`, not `err`: pino's err serializer would
+ * take the plain object for an Error and call its type "Object".
  */
 export function safeError(err: unknown): Record<string, unknown> {
   if (!(err instanceof Error)) return { type: typeof err };

@@ -63,9 +63,9 @@ async function expectMasked500s(requests: Req[]) {
     expect(res.statusCode, `${label}: ${res.body}`).toBe(500);
     expect(res.json(), label).toEqual({ summary: 'internal error', request_id: expect.any(String) });
     const logged = lines.map((l) => JSON.parse(l)).find((l) => l.reqId === res.json().request_id && l.msg === 'request failed');
-    expect(logged?.err?.type, label).toBe('DatabaseError');
-    expect(logged?.err?.code, label).toMatch(/^[0-9A-Z]{5}$/);
-    for (const key of ['message', 'detail', 'where', 'hint', 'internalQuery']) expect(logged.err[key], `${label} ${key}`).toBeUndefined();
+    expect(logged?.error?.type, label).toBe('DatabaseError');
+    expect(logged?.error?.code, label).toMatch(/^[0-9A-Z]{5}$/);
+    for (const key of ['message', 'detail', 'where', 'hint', 'internalQuery']) expect(logged.error[key], `${label} ${key}`).toBeUndefined();
   }
 }
 

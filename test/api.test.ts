@@ -154,8 +154,9 @@ describe('error shape', () => {
       expect(body.summary).toBe('internal error');
       expect(r.body).not.toContain('hunter2');
       expect(r.body).not.toContain('at ');
-      const logged = lines.map((l) => JSON.parse(l)).find((l) => l.err?.message === 'db password is hunter2');
+      const logged = lines.map((l) => JSON.parse(l)).find((l) => l.error?.message === 'db password is hunter2');
       expect(logged?.reqId).toBe(body.request_id);
+      expect(logged?.error?.type).toBe('Error');
     } finally {
       await app.close();
     }

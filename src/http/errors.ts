@@ -107,7 +107,7 @@ export function sendError(error: FastifyError | ApiError | Error, request: Fasti
   // Only fields that cannot quote a value (safeError): a database error's
   // detail, context or message may hold a connection string or a header value.
   // fastify's request logger carries reqId, which is what the caller receives.
-  request.log.error({ err: safeError(error) }, 'request failed');
+  request.log.error({ error: safeError(error) }, 'request failed');
   return reply.status(status).send({ summary: 'internal error', request_id: String(request.id) } satisfies ErrorBody);
 }
 

@@ -102,7 +102,7 @@ async function ownService(app: FastifyInstance, opts: PullRoutesOptions): Promis
   const { deps } = opts;
   let wakeup = opts.wakeup ?? deps.wakeup;
   if (!wakeup) {
-    const own = Wakeup.fromPool(deps.pool, { onError: (err) => app.log.warn({ err: safeError(err) }, 'wake-up connection lost') });
+    const own = Wakeup.fromPool(deps.pool, { onError: (err) => app.log.warn({ error: safeError(err) }, 'wake-up connection lost') });
     await own.start();
     app.addHook('onClose', async () => own.stop());
     wakeup = own;
