@@ -17,7 +17,8 @@ const HEADER = 'Bearer HDR-s3cret-91bc';
 const SIGNING = 'whsec_' + Buffer.from('SIGNING-s3cret-0123456789abcdef').toString('base64');
 const PLANTED = [PASSWORD, HEADER, 'HDR-s3cret-91bc', SIGNING, SIGNING.slice(6)];
 
-const source = { ...SOURCE, name: 'secret-src', url: `postgres://sluice:${PASSWORD}@127.0.0.1:1/app` };
+// Its URL is set once the test database exists: a source's database is set up when it is saved.
+const source = { ...SOURCE, name: 'secret-src', url: '' };
 const hook = {
   name: 'secret-hook',
   source: 'main',
@@ -32,8 +33,15 @@ const lines: string[] = [];
 
 beforeAll(async () => {
   f = await startApi('api_error_logging');
+  // A role whose password is the planted secret, so the source can be saved (and set up).
+  await f.pool.query(`CREATE ROLE secret_src LOGIN SUPERUSER PASSWORD '${PASSWORD}'`);
+  const url = new URL(f.url);
+  url.username = 'secret_src';
+  url.password = PASSWORD;
+  source.url = url.toString();
   for (const [path, body] of [['/api/sources', SOURCE], ['/api/sources', source], ['/api/consumers', PULL_CONSUMER], ['/api/consumers', hook]] as const) {
-    expect((await f.call('POST', path, body)).status, path).toBe(201);
+    const r = await f.call('POST', path, body);
+    expect(r.status, `${path} ${r.raw}`).toBe(201);
   }
   const stream = new Writable({
     write(chunk, _enc, done) {
