@@ -42,7 +42,7 @@ describe('health and readiness', () => {
     f.statuses.splice(0, f.statuses.length, running('a', true), running('b', false));
     const r = await f.call('GET', '/ready', undefined, null);
     expect(r.status).toBe(503);
-    expect(r.body).toEqual({ status: 'unavailable', reason: 'capture' });
+    expect(r.body).toEqual({ summary: 'Not ready: a source is not being captured.', status: 'unavailable', reason: 'capture' });
     for (const leak of ['10.1.2.3', 'hunter2', 'db.internal', 'ECONNREFUSED', '"b"']) expect(r.raw).not.toContain(leak);
     f.statuses.splice(0, f.statuses.length);
   });
@@ -61,7 +61,7 @@ describe('health and readiness', () => {
     try {
       const r = await app.inject({ method: 'GET', url: '/ready' });
       expect(r.statusCode).toBe(503);
-      expect(r.json()).toEqual({ status: 'unavailable', reason: 'buffer' });
+      expect(r.json()).toEqual({ summary: 'Not ready: the buffer database does not answer.', status: 'unavailable', reason: 'buffer' });
       for (const leak of ['127.0.0.1', 'topsecret', 'ECONNREFUSED']) expect(r.body).not.toContain(leak);
     } finally {
       await app.close();
@@ -154,8 +154,9 @@ describe('error shape', () => {
       expect(body.summary).toBe('internal error');
       expect(r.body).not.toContain('hunter2');
       expect(r.body).not.toContain('at ');
-      const logged = lines.map((l) => JSON.parse(l)).find((l) => l.err?.message === 'db password is hunter2');
+      const logged = lines.map((l) => JSON.parse(l)).find((l) => l.error?.message === 'db password is hunter2');
       expect(logged?.reqId).toBe(body.request_id);
+      expect(logged?.error?.type).toBe('Error');
     } finally {
       await app.close();
     }

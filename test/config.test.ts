@@ -297,6 +297,24 @@ describe('loadConfig: every problem has a path', () => {
     }
   });
 
+  it('a NUL character anywhere is refused before anything else, as Postgres could not store it (config apply)', () => {
+    const text = [
+      'sources:',
+      '  - {name: app, tables: [orders]}',
+      'consumers:',
+      '  - name: hook',
+      '    source: app',
+      '    kind: webhook',
+      '    tables: [orders]',
+      '    webhook: {url: "https://example.com/h", headers: {X-Key: "Bearer k\\0"}}',
+      '    annotations: {"team\\0": a}',
+    ].join('\n');
+    expect(issuesOf(() => loadConfig({ text }, {}))).toEqual([
+      { path: 'consumers[0].webhook.headers["X-Key"]', reason: 'must not contain a NUL character (\\u0000)', line: 8 },
+      { path: 'consumers[0].annotations["team\\u0000"]', reason: 'is a key with a NUL character (\\u0000), which cannot be stored', line: 9 },
+    ]);
+  });
+
   it('YAML syntax errors and repeated keys', () => {
     expectIssue(() => loadConfig({ text: 'sources: [\n' }, {}), '(yaml)', /./);
     expectIssue(() => loadConfig({ text: 'http: {}\nhttp: {}\n' }, {}), '(yaml)', /unique/);

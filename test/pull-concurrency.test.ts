@@ -96,7 +96,7 @@ describe('two gateway processes, eight workers, one consumer', () => {
     })();
 
     const post = (origin: string, route: string, body: unknown) =>
-      fetch(`${origin}/api/http_pull_consumers/${name}/${route}`, { method: 'POST', body: JSON.stringify(body) }).then(async (r) => {
+      fetch(`${origin}/api/http_pull_consumers/${name}/${route}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }).then(async (r) => {
         if (r.status !== 200) stats.errors.push(`${route} ${r.status} ${await r.text()}`);
         return (await r.json()) as { applied: number };
       });

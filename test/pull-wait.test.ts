@@ -104,7 +104,7 @@ describe('long-poll wake-ups', () => {
     expect(first.body.data).toHaveLength(1);
     const pending = receive(name, 'wait_for=10000');
     await until(async () => (await waitersOf(id)) === 1);
-    const r = await fetch(`${origin}${P}/${name}/ack`, { method: 'POST', body: JSON.stringify({ ack_ids: [first.body.data[0].ack_id] }) });
+    const r = await fetch(`${origin}${P}/${name}/ack`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ack_ids: [first.body.data[0].ack_id] }) });
     const ackedAt = Date.now();
     expect(r.status).toBe(200);
     const res = await pending;

@@ -14,13 +14,17 @@ export interface ConsumerRow {
   config: ConsumerConfig;
   state: ConsumerState;
   state_reason: string | null;
+  /** Why its messages cannot be claimed, when they cannot (sluice.consumer_faults). */
+  fault_reason: string | null;
   created_at: Date;
   updated_at: Date;
 }
 
 type Raw = ConsumerRow & { source_name: string; kind: ConsumerKind; annotations: Record<string, unknown> };
 
-const COLUMNS = 'id, name, source_name, kind, config, annotations, state, state_reason, created_at, updated_at';
+// The fault as a subquery, not a join: these reads may lock the consumer row (FOR UPDATE).
+const COLUMNS = `id, name, source_name, kind, config, annotations, state, state_reason, created_at, updated_at,
+  (SELECT f.reason FROM sluice.consumer_faults f WHERE f.consumer_id = sluice.consumers.id) AS fault_reason`;
 
 // The columns win over the copy inside `config`, as config export reads them.
 // Secrets are opened here (see src/config/queries.ts).

@@ -5,13 +5,14 @@ import { createPool } from '../db/pool.js';
 import type { SluiceConfig } from '../config/types.js';
 import { loadConsumers } from '../buffer/consumers.js';
 import { consumerStats } from '../buffer/dead-letters.js';
+import { listFaults } from '../buffer/faults.js';
 import * as q from '../capture/setup-queries.js';
 
 const POSITIONS = `SELECT source_name, confirmed_lsn::text AS lsn, last_commit_at, updated_at FROM sluice.source_positions ORDER BY 1`;
 
 export interface StatusReport {
   sources: Array<{ name: string; confirmed_lsn: string | null; last_commit_at: string | null; slot_active: boolean | null; lag_bytes: number | null; error?: string }>;
-  consumers: Array<{ name: string; kind: string; state: string; pending: number; in_flight: number; dead_lettered: number; oldest_pending_age_ms: number | null }>;
+  consumers: Array<{ name: string; kind: string; state: string; state_reason: string | null; pending: number; in_flight: number; dead_lettered: number; oldest_pending_age_ms: number | null }>;
 }
 
 export async function statusReport(pool: Pool, config: SluiceConfig | null, bufferUrl: string): Promise<StatusReport> {
@@ -40,9 +41,13 @@ export async function statusReport(pool: Pool, config: SluiceConfig | null, buff
     sources.push(entry);
   }
   const consumers: StatusReport['consumers'] = [];
+  const faults = await listFaults(pool);
   for (const c of await loadConsumers(pool)) {
     const st = await consumerStats(pool, c.id);
-    consumers.push({ name: c.name, kind: c.kind, state: c.state, ...st });
+    // Active in name only while its claims fail (as the API shows it).
+    const fault = c.state === 'active' ? faults.get(c.id) : undefined;
+    const state = fault ? 'failing' : c.state;
+    consumers.push({ name: c.name, kind: c.kind, state, state_reason: fault ? fault.reason : c.state_reason, ...st });
   }
   void bufferUrl;
   return { sources, consumers };
@@ -61,7 +66,8 @@ export function formatStatus(r: StatusReport): string {
   for (const c of r.consumers) {
     lines.push(
       `  ${c.name} (${c.kind}, ${c.state}): pending ${c.pending}, in flight ${c.in_flight}, dead-lettered ${c.dead_lettered}` +
-        (c.oldest_pending_age_ms !== null ? `, oldest pending ${(c.oldest_pending_age_ms / 1000).toFixed(1)} s` : ''),
+        (c.oldest_pending_age_ms !== null ? `, oldest pending ${(c.oldest_pending_age_ms / 1000).toFixed(1)} s` : '') +
+        (c.state !== 'active' && c.state_reason ? `\n    ${c.state_reason}` : ''),
     );
   }
   return lines.join('\n');

@@ -7,6 +7,7 @@ import { LineCounter, parseDocument, type Document } from 'yaml';
 import { ConfigError, placeIssues, type PathSegment, type RawIssue } from './errors.js';
 import { checkConsumerSource, normaliseConfig, normaliseConsumer, normaliseSource } from './normalise.js';
 import type { YamlConfig, YamlConsumer, YamlSource } from './schema.js';
+import { storableIssues } from './storable.js';
 import { substituteVariables, type Env } from './substitute.js';
 import type { ConsumerConfig, SluiceConfig, SourceConfig } from './types.js';
 import { schemaIssues, validators } from './validate.js';
@@ -16,6 +17,9 @@ export { stringifyConfig, toYamlConsumer, toYamlShape, toYamlSource } from './ya
 export { configSchema, consumerSchema, sourceSchema } from './schema.js';
 
 export type ConfigSource = string | { text: string; origin?: string };
+
+/** Levels of maps and lists in a config file: consumers[i].annotations (32 levels) sits at level 4. */
+const MAX_CONFIG_DEPTH = 64;
 
 /**
  * Loads and validates a config file (a path) or text. Throws ConfigError listing
@@ -55,6 +59,9 @@ export function loadConfig(source: ConfigSource, env: Env = process.env): Sluice
   } catch (err) {
     throw new ConfigError([{ path: '(yaml)', reason: (err as Error).message }], origin);
   }
+  // A NUL character would reach Postgres (config apply), which cannot store it.
+  const unstorable = storableIssues(data, [], MAX_CONFIG_DEPTH);
+  if (unstorable.length > 0) throw new ConfigError(placeIssues(unstorable, lineOf), origin);
   const issues = schemaIssues(validators.config, data);
   if (!data || typeof data !== 'object' || Array.isArray(data)) throw new ConfigError(placeIssues(issues, lineOf), origin);
 

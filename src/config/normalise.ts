@@ -3,7 +3,7 @@
 // the checks a schema cannot express: which block fits which kind, references
 // between resources, duplicates that only appear once names are qualified.
 import { didYouMean, issue, type PathSegment, type RawIssue } from './errors.js';
-import { DEFAULTS, type YamlConfig, type YamlConsumer, type YamlPull, type YamlSource, type YamlWebhook } from './schema.js';
+import { DEFAULTS, MAXIMA, type YamlConfig, type YamlConsumer, type YamlPull, type YamlSource, type YamlWebhook } from './schema.js';
 import type { ConsumerConfig, PullSettings, SluiceConfig, SourceConfig, WebhookSettings } from './types.js';
 import { parseDuration, parseSize } from './units.js';
 import { checkWebhookTarget } from './webhook-target.js';
@@ -29,17 +29,24 @@ export function defaultReplicationName(sourceName: string): string {
   return `sluice_${sourceName.replace(/-/g, '_')}`;
 }
 
-// After schema validation these always parse; a failure here is a bug, not bad input.
-function ms(value: string | number | undefined, fallback: string | number): number {
-  const out = parseDuration(value ?? fallback);
-  if (out === undefined) throw new Error(`unparsed duration ${String(value)}`);
+/**
+ * Milliseconds (or bytes) of a schema-valid duration (or size) at `at`, checked
+ * against its maximum: above it, or an integer no timer holds (1e300 passes
+ * `type: integer`), is an issue, and the maximum stands in so normalising goes on.
+ */
+function bounded(parse: (v: unknown) => number | undefined, value: unknown, fallback: string | number, max: string, at: PathSegment[], issues: RawIssue[]): number {
+  const limit = parse(max)!;
+  const out = parse(value ?? fallback);
+  if (out === undefined || out > limit) {
+    issues.push(issue(at, `must be at most ${max}`));
+    return limit;
+  }
   return out;
 }
-function bytes(value: string | number | undefined, fallback: string | number): number {
-  const out = parseSize(value ?? fallback);
-  if (out === undefined) throw new Error(`unparsed size ${String(value)}`);
-  return out;
-}
+const ms = (value: string | number | undefined, fallback: string | number, max: string, at: PathSegment[], issues: RawIssue[]) =>
+  bounded(parseDuration, value, fallback, max, at, issues);
+const bytes = (value: string | number | undefined, fallback: string | number, max: string, at: PathSegment[], issues: RawIssue[]) =>
+  bounded(parseSize, value, fallback, max, at, issues);
 
 /** An empty string in an optional URL or token means "unset" (so ${VAR:-} can switch it off). */
 const optional = (value: string | undefined) => (value === undefined || value === '' ? undefined : value);
@@ -55,7 +62,29 @@ function qualifyAll(names: string[], at: PathSegment[], issues: RawIssue[]): str
   return out;
 }
 
+/** Annotations ride in every message's metadata: kept small and shallow. */
+export const ANNOTATIONS_MAX_DEPTH = 32;
+export const ANNOTATIONS_MAX_BYTES = 64 * 1024;
+
+/** Levels of objects and lists in `value`, counted up to `cap + 1` (so the walk stays bounded). */
+function nesting(value: unknown, cap: number): number {
+  if (value === null || typeof value !== 'object') return 0;
+  if (cap < 0) return 1;
+  let deepest = 0;
+  for (const child of Object.values(value)) deepest = Math.max(deepest, nesting(child, cap - 1));
+  return deepest + 1;
+}
+
+function checkAnnotations(annotations: Record<string, unknown>, at: PathSegment[], issues: RawIssue[]): void {
+  if (nesting(annotations, ANNOTATIONS_MAX_DEPTH) > ANNOTATIONS_MAX_DEPTH) {
+    issues.push(issue(at, `must not nest deeper than ${ANNOTATIONS_MAX_DEPTH} levels of maps and lists`));
+  } else if (Buffer.byteLength(JSON.stringify(annotations)) > ANNOTATIONS_MAX_BYTES) {
+    issues.push(issue(at, `must be at most ${ANNOTATIONS_MAX_BYTES / 1024} KiB as JSON`));
+  }
+}
+
 export function normaliseSource(y: YamlSource, at: PathSegment[], issues: RawIssue[]): SourceConfig {
+  if (y.annotations !== undefined) checkAnnotations(y.annotations, [...at, 'annotations'], issues);
   const tables = qualifyAll(y.tables ?? [], [...at, 'tables'], issues);
   const schemas = y.schemas ?? [];
   if (tables.length === 0 && schemas.length === 0) {
@@ -68,6 +97,7 @@ export function normaliseSource(y: YamlSource, at: PathSegment[], issues: RawIss
     }
   }
   const S = DEFAULTS.source;
+  const M = MAXIMA.source;
   const url = optional(y.url);
   return {
     name: y.name,
@@ -77,18 +107,18 @@ export function normaliseSource(y: YamlSource, at: PathSegment[], issues: RawIss
     publication: y.publication ?? derived,
     slot: y.slot ?? derived,
     create_if_missing: y.create_if_missing ?? S.create_if_missing,
-    heartbeat_interval_ms: ms(y.heartbeat_interval, S.heartbeat_interval),
-    lag_warning_bytes: bytes(y.lag_warning, S.lag_warning),
+    heartbeat_interval_ms: ms(y.heartbeat_interval, S.heartbeat_interval, M.heartbeat_interval, [...at, 'heartbeat_interval'], issues),
+    lag_warning_bytes: bytes(y.lag_warning, S.lag_warning, M.lag_warning, [...at, 'lag_warning'], issues),
     max_batch_changes: y.max_batch_changes ?? S.max_batch_changes,
     // Only when given, so sources that do not mention them store and export as before.
     ...(y.annotations !== undefined && { annotations: y.annotations }),
   };
 }
 
-function normalisePull(y: YamlPull): PullSettings {
+function normalisePull(y: YamlPull, at: PathSegment[], issues: RawIssue[]): PullSettings {
   const P = DEFAULTS.pull;
   return {
-    ack_wait_ms: ms(y.ack_wait, P.ack_wait),
+    ack_wait_ms: ms(y.ack_wait, P.ack_wait, MAXIMA.pull.ack_wait, [...at, 'ack_wait'], issues),
     max_ack_pending: y.max_ack_pending ?? P.max_ack_pending,
     max_waiting: y.max_waiting ?? P.max_waiting,
     ...(y.max_deliver !== undefined && { max_deliver: y.max_deliver }),
@@ -107,13 +137,16 @@ function normaliseWebhook(y: YamlWebhook, at: PathSegment[], issues: RawIssue[])
   }
   const W = DEFAULTS.webhook;
   const R = DEFAULTS.retry;
+  const M = MAXIMA.webhook;
+  const MR = MAXIMA.retry;
   const r = y.retry ?? {};
+  const ra = [...at, 'retry'];
   const retry: WebhookSettings['retry'] = {
-    initial_ms: ms(r.initial, R.initial),
+    initial_ms: ms(r.initial, R.initial, MR.initial, [...ra, 'initial'], issues),
     factor: r.factor ?? R.factor,
-    cap_ms: ms(r.cap, R.cap),
+    cap_ms: ms(r.cap, R.cap, MR.cap, [...ra, 'cap'], issues),
     ...(r.max_attempts !== undefined && { max_attempts: r.max_attempts }),
-    max_age_ms: ms(r.max_age, R.max_age),
+    max_age_ms: ms(r.max_age, R.max_age, MR.max_age, [...ra, 'max_age'], issues),
   };
   if (retry.cap_ms < retry.initial_ms) issues.push(issue([...at, 'retry', 'cap'], 'must not be shorter than retry.initial'));
   checkWebhookTarget(y, at, issues);
@@ -122,19 +155,20 @@ function normaliseWebhook(y: YamlWebhook, at: PathSegment[], issues: RawIssue[])
     headers,
     secrets: y.secrets ?? [],
     batch_size: y.batch_size ?? W.batch_size,
-    batch_timeout_ms: ms(y.batch_timeout, W.batch_timeout),
+    batch_timeout_ms: ms(y.batch_timeout, W.batch_timeout, M.batch_timeout, [...at, 'batch_timeout'], issues),
     max_in_flight: y.max_in_flight ?? W.max_in_flight,
-    timeout_ms: ms(y.timeout, W.timeout),
-    max_response_bytes: bytes(y.max_response_bytes, W.max_response_bytes),
+    timeout_ms: ms(y.timeout, W.timeout, M.timeout, [...at, 'timeout'], issues),
+    max_response_bytes: bytes(y.max_response_bytes, W.max_response_bytes, M.max_response_bytes, [...at, 'max_response_bytes'], issues),
     retry,
     allow_private_ranges: y.allow_private_ranges ?? [],
     // Only when given, so configs that do not mention them store and export as before.
     ...(y.batched !== undefined && { batched: y.batched }),
-    ...(y.disable_after !== undefined && { disable_after_ms: ms(y.disable_after, 0) }),
+    ...(y.disable_after !== undefined && { disable_after_ms: ms(y.disable_after, 0, M.disable_after, [...at, 'disable_after'], issues) }),
   };
 }
 
 export function normaliseConsumer(y: YamlConsumer, at: PathSegment[], issues: RawIssue[]): ConsumerConfig {
+  checkAnnotations(y.annotations ?? {}, [...at, 'annotations'], issues);
   const tables = qualifyAll(y.tables, [...at, 'tables'], issues);
   let groupBy: ConsumerConfig['group_by'] = y.group_by ?? DEFAULTS.consumer.group_by;
   if (typeof groupBy === 'object') {
@@ -158,7 +192,7 @@ export function normaliseConsumer(y: YamlConsumer, at: PathSegment[], issues: Ra
     group_by: groupBy,
     dead_letter_blocks_group: y.dead_letter_blocks_group ?? DEFAULTS.consumer.dead_letter_blocks_group,
     annotations: y.annotations ?? {},
-    ...(y.kind === 'pull' && { pull: normalisePull(y.pull ?? {}) }),
+    ...(y.kind === 'pull' && { pull: normalisePull(y.pull ?? {}, [...at, 'pull'], issues) }),
     ...(y.kind === 'webhook' && y.webhook && { webhook: normaliseWebhook(y.webhook, [...at, 'webhook'], issues) }),
   };
 }
@@ -247,7 +281,7 @@ export function normaliseConfig(y: YamlConfig, invalid: Set<string>, issues: Raw
     http: {
       host: http.host ?? H.host,
       port: http.port ?? H.port,
-      body_limit_bytes: bytes(http.body_limit, H.body_limit),
+      body_limit_bytes: bytes(http.body_limit, H.body_limit, MAXIMA.http.body_limit, ['http', 'body_limit'], issues),
     },
     auth: adminToken !== undefined ? { admin_token: adminToken } : {},
     sources,

@@ -20,6 +20,20 @@ export const DEFAULTS = {
   retry: { initial: '1s', factor: 2, cap: '1h', max_age: '24h' },
 } as const;
 
+/**
+ * The largest value of every duration, size and count, in the form people
+ * write them: what the database columns and Node's timers hold, with room to
+ * spare, and what makes sense (a 30-day visibility timeout does not). Config
+ * files and the API share them; docs/configuration.md lists them.
+ */
+export const MAXIMA = {
+  http: { body_limit: '64MB' },
+  source: { heartbeat_interval: '24h', lag_warning: '1TB', max_batch_changes: 100_000 },
+  pull: { ack_wait: '12h', max_ack_pending: 1_000_000, max_waiting: 10_000, max_deliver: 1_000_000 },
+  webhook: { batch_size: 10_000, batch_timeout: '10m', max_in_flight: 1000, timeout: '15m', max_response_bytes: '16MB', disable_after: '30d' },
+  retry: { initial: '24h', factor: 10, cap: '7d', max_attempts: 1_000_000, max_age: '30d' },
+} as const;
+
 export const NAME_RE = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 // Unquoted-style Postgres identifiers, case kept: names are matched exactly as
 // pgoutput reports them.
@@ -72,26 +86,28 @@ const name = {
 const table = { type: 'string', pattern: TABLE_RE.source, description: 'a table name such as "public.orders" or "orders"' };
 const identifier = { type: 'string', pattern: IDENT_RE.source, description: 'a Postgres identifier' };
 const postgresUrl = { type: 'string', format: 'postgres-url', description: 'a postgres:// URL, or empty for the buffer database' };
-const int = (minimum: number, extra: object = {}) => ({ type: 'integer', minimum, ...extra });
+const int = (minimum: number, maximum: number, extra: object = {}) => ({ type: 'integer', minimum, maximum, ...extra });
 const list = (items: object, extra: object = {}) => ({ type: 'array', items, uniqueItems: true, ...extra });
 
-function duration(defaultValue?: string, allowZero = false) {
+// The maximum of a duration or size is checked where it is parsed
+// (normalise.ts), so "30d" and 2592000000 get the same message.
+function duration(defaultValue: string | undefined, max: string, allowZero = false) {
   return {
     type: ['string', 'integer'],
     format: allowZero ? 'duration' : 'positive-duration',
     minimum: allowZero ? 0 : 1,
     ...(defaultValue !== undefined && { default: defaultValue }),
-    description: `a duration such as "30s", "500ms", "5m", "24h", or integer milliseconds${allowZero ? '' : ' above 0'}`,
+    description: `a duration such as "30s", "500ms", "5m", "24h", or integer milliseconds${allowZero ? '' : ' above 0'}, at most ${max}`,
   };
 }
 
-function size(defaultValue: string) {
+function size(defaultValue: string, max: string) {
   return {
     type: ['string', 'integer'],
     format: 'size',
     minimum: 1,
     default: defaultValue,
-    description: 'a size such as "64KB", "1MB", "1GB" (1KB = 1024 bytes), or integer bytes above 0',
+    description: `a size such as "64KB", "1MB", "1GB" (1KB = 1024 bytes), or integer bytes above 0, at most ${max}`,
   };
 }
 
@@ -112,9 +128,9 @@ export const sourceSchema = object(
     publication: { type: 'string', pattern: '^[a-z_][a-z0-9_]{0,62}$', description: 'a publication name (lowercase letters, digits, "_")' },
     slot: { type: 'string', pattern: '^[a-z0-9_]{1,63}$', description: 'a replication slot name (lowercase letters, digits, "_")' },
     create_if_missing: { type: 'boolean', default: S.create_if_missing },
-    heartbeat_interval: duration(S.heartbeat_interval),
-    lag_warning: size(S.lag_warning),
-    max_batch_changes: int(1, { default: S.max_batch_changes }),
+    heartbeat_interval: duration(S.heartbeat_interval, MAXIMA.source.heartbeat_interval),
+    lag_warning: size(S.lag_warning, MAXIMA.source.lag_warning),
+    max_batch_changes: int(1, MAXIMA.source.max_batch_changes, { default: S.max_batch_changes }),
     // Free-form user data served as metadata.database.annotations of its messages.
     annotations: { type: 'object' },
   },
@@ -124,10 +140,10 @@ export const sourceSchema = object(
 const P = DEFAULTS.pull;
 const pullSchema = object(
   {
-    ack_wait: duration(P.ack_wait),
-    max_ack_pending: int(1, { default: P.max_ack_pending }),
-    max_waiting: int(1, { default: P.max_waiting }),
-    max_deliver: int(1),
+    ack_wait: duration(P.ack_wait, MAXIMA.pull.ack_wait),
+    max_ack_pending: int(1, MAXIMA.pull.max_ack_pending, { default: P.max_ack_pending }),
+    max_waiting: int(1, MAXIMA.pull.max_waiting, { default: P.max_waiting }),
+    max_deliver: int(1, MAXIMA.pull.max_deliver),
   },
   { default: {} },
 );
@@ -147,22 +163,22 @@ const webhookSchema = object(
       { type: 'string', format: 'webhook-secret', description: 'a secret "whsec_" + base64 of 24–64 bytes (v1, HMAC-SHA256), or an ed25519 signing key "whsk_" + base64 of its 32-byte seed (v1a; receivers verify with its "whpk_" public key)' },
       { default: [] },
     ),
-    batch_size: int(1, { maximum: 10_000, default: W.batch_size }),
+    batch_size: int(1, MAXIMA.webhook.batch_size, { default: W.batch_size }),
     // false: one change per request, the bare message as the body.
     batched: { type: 'boolean' },
-    batch_timeout: duration(W.batch_timeout, true),
-    max_in_flight: int(1, { maximum: 1000, default: W.max_in_flight }),
-    timeout: duration(W.timeout),
-    max_response_bytes: size(W.max_response_bytes),
+    batch_timeout: duration(W.batch_timeout, MAXIMA.webhook.batch_timeout, true),
+    max_in_flight: int(1, MAXIMA.webhook.max_in_flight, { default: W.max_in_flight }),
+    timeout: duration(W.timeout, MAXIMA.webhook.timeout),
+    max_response_bytes: size(W.max_response_bytes, MAXIMA.webhook.max_response_bytes),
     // Only failures for this long: the consumer is disabled (default 5 days).
-    disable_after: duration(undefined),
+    disable_after: duration(undefined, MAXIMA.webhook.disable_after),
     retry: object(
       {
-        initial: duration(R.initial),
-        factor: { type: 'number', minimum: 1, default: R.factor },
-        cap: duration(R.cap),
-        max_attempts: int(1),
-        max_age: duration(R.max_age),
+        initial: duration(R.initial, MAXIMA.retry.initial),
+        factor: { type: 'number', minimum: 1, maximum: MAXIMA.retry.factor, default: R.factor },
+        cap: duration(R.cap, MAXIMA.retry.cap),
+        max_attempts: int(1, MAXIMA.retry.max_attempts),
+        max_age: duration(R.max_age, MAXIMA.retry.max_age),
       },
       { default: {} },
     ),
@@ -205,8 +221,8 @@ export const configSchema = object(
     http: object(
       {
         host: { type: 'string', minLength: 1, default: H.host },
-        port: int(0, { maximum: 65_535, default: H.port }),
-        body_limit: size(H.body_limit),
+        port: int(0, 65_535, { default: H.port }),
+        body_limit: size(H.body_limit, MAXIMA.http.body_limit),
       },
       { default: {} },
     ),

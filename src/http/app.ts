@@ -8,9 +8,9 @@ import swagger from '@fastify/swagger';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import { TokenVerifier, requireToken } from './auth.js';
 import type { AppDeps } from './deps.js';
-import { errorHandler, notFoundHandler } from './errors.js';
+import { clientErrorHandler, errorHandler, notFoundHandler, sendError } from './errors.js';
 import { healthRoutes } from './health.js';
-import { registerJsonAnyParser } from './json-any.js';
+import { guardInput } from './input-guard.js';
 import { attemptsRoutes } from './routes/attempts.js';
 import { managementRoutes } from './routes/index.js';
 import { pullRoutes } from './routes/pull.js';
@@ -32,14 +32,18 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const app = Fastify({
     logger: loggerOptions(deps.logger),
     bodyLimit: deps.bodyLimitBytes ?? DEFAULT_BODY_LIMIT,
+    // Refusals before routing (a URL that does not decode) and before fastify
+    // sees a request at all (Node's parser): the one error shape too.
+    frameworkErrors: sendError,
+    clientErrorHandler,
   });
   const compiler = schemaCompiler();
   app.setValidatorCompiler(compiler);
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler(notFoundHandler);
-  // JSON whatever the Content-Type (Sequin clients send form types or none);
-  // an empty JSON body means "no parameters", as for a GET.
-  await registerJsonAnyParser(app, { jsonToo: true });
+  // JSON bodies under the content types docs/api.md lists (Sequin clients
+  // send form types or none), and no NUL or runaway nesting in any input.
+  guardInput(app);
 
   await app.register(swagger, {
     openapi: {

@@ -1,10 +1,15 @@
 // One error shape for every failure the API reports:
 //   {"summary": "<one clear sentence>", "validation_errors": {"<field path>": ["reason", ...]}}
 // 4xx messages pass through (they are written for the caller); 5xx are masked
-// as "internal error" with the request id, and the real error is logged under
-// that id. No stack trace ever reaches a response.
+// as "internal error" with the request id, and the error is logged under that
+// id (its safe fields only). No stack trace ever reaches a response. Fastify's
+// own refusals (a URL that does not decode, a request Node cannot parse) are
+// answered here too, so every status >= 400 has this shape.
+import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { ConfigError } from '../config/load.js';
+import { safeError } from '../log.js';
 
 export type FieldErrors = Record<string, string[]>;
 
@@ -71,43 +76,77 @@ export function fieldErrorsFromAjv(issues: AjvIssue[], part = 'body'): FieldErro
   return out;
 }
 
-// Fastify's own 4xx whose default wording is worth making clearer (json-any.ts
+// Fastify's own 4xx whose default wording is worth making clearer (body.ts
 // reports unparsable bodies under the first code too).
 const CLEARER: Record<string, string> = {
   FST_ERR_CTP_INVALID_JSON_BODY: 'The request body is not valid JSON.',
   FST_ERR_CTP_EMPTY_JSON_BODY: 'The request body is empty; send a JSON object.',
   FST_ERR_CTP_BODY_TOO_LARGE: 'The request body is larger than this server accepts.',
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'The Content-Type header does not parse; send application/json or none.',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'The Content-Length header does not match the body.',
+  FST_ERR_BAD_URL: 'The URL does not decode: a "%" must start an escape such as %20.',
+  FST_ERR_MAX_PARAM_LENGTH: 'A part of the URL path is longer than this server accepts.',
 };
 
-interface ErrorBody {
+export interface ErrorBody {
   summary: string;
   validation_errors?: FieldErrors;
   request_id?: string;
 }
 
-export function errorHandler(error: FastifyError | ApiError | Error, request: FastifyRequest, reply: FastifyReply) {
+/** Every error reply, of every route and of fastify itself, goes out through here. */
+export function sendError(error: FastifyError | ApiError | Error, request: FastifyRequest, reply: FastifyReply) {
   if (error instanceof ConfigError) error = fromConfigError(error);
   const e = error as Partial<FastifyError> & { validationErrors?: FieldErrors };
-  // Schema validation: the JSON parsed but a value is wrong.
-  if (Array.isArray(e.validation)) {
-    const issues = e.validation as AjvIssue[];
-    if (e.validationContext === 'body' && issues.some((i) => !i.instancePath && i.keyword === 'type')) {
-      return reply.status(400).send({ summary: notAnObject().message } satisfies ErrorBody);
-    }
-    const fields = fieldErrorsFromAjv(issues, e.validationContext);
-    return reply.status(422).send({ summary: summarise(fields), validation_errors: fields } satisfies ErrorBody);
-  }
   const status = typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 600 ? e.statusCode : 500;
   if (status < 500) {
     const body: ErrorBody = { summary: (e.code && CLEARER[e.code]) || error.message || 'The request was refused.' };
     if (e.validationErrors) body.validation_errors = e.validationErrors;
     return reply.status(status).send(body);
   }
+  // Only fields that cannot quote a value (safeError): a database error's
+  // detail, context or message may hold a connection string or a header value.
   // fastify's request logger carries reqId, which is what the caller receives.
-  request.log.error({ err: error }, 'request failed');
+  request.log.error({ error: safeError(error) }, 'request failed');
   return reply.status(status).send({ summary: 'internal error', request_id: String(request.id) } satisfies ErrorBody);
+}
+
+export function errorHandler(error: FastifyError | ApiError | Error, request: FastifyRequest, reply: FastifyReply) {
+  const e = error as Partial<FastifyError>;
+  // Schema validation: the JSON parsed but a value is wrong.
+  if (Array.isArray(e.validation)) {
+    const issues = e.validation as AjvIssue[];
+    if (e.validationContext === 'body' && issues.some((i) => !i.instancePath && i.keyword === 'type')) {
+      return sendError(notAnObject(), request, reply);
+    }
+    return sendError(invalid(fieldErrorsFromAjv(issues, e.validationContext)), request, reply);
+  }
+  return sendError(error, request, reply);
 }
 
 export function notFoundHandler(request: FastifyRequest, reply: FastifyReply) {
   return reply.status(404).send({ summary: `No route for ${request.method} ${request.url.split('?')[0]}.` } satisfies ErrorBody);
+}
+
+// Requests Node's HTTP parser refuses before fastify sees a request (the
+// clientErrorHandler option): answered in the same shape, then the connection
+// is closed, as Node and fastify do.
+const UNPARSED: Record<string, [number, string]> = {
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'The request took too long to arrive.'],
+  HPE_HEADER_OVERFLOW: [431, 'The request line and headers are larger than this server accepts (16 KiB).'],
+};
+const NOT_HTTP: [number, string] = [400, 'The request is not valid HTTP; check that Content-Length matches the body and that headers hold no control characters.'];
+
+export function clientErrorHandler(err: Error & { code?: string }, socket: Duplex): void {
+  // A reset connection has nobody left to answer.
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const [status, summary] = (err.code && UNPARSED[err.code]) || NOT_HTTP;
+  const body = JSON.stringify({ summary } satisfies ErrorBody);
+  if (socket.writable) {
+    socket.write(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy(err);
 }

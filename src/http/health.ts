@@ -14,6 +14,8 @@ const healthSchema = {
   additionalProperties: false,
   required: ['status'],
   properties: {
+    // Not ready is a status >= 400, so it has the API's error shape as well.
+    summary: { type: 'string' },
     status: { type: 'string', enum: ['ok', 'unavailable'] },
     reason: { type: 'string', enum: ['buffer', 'capture'] },
   },
@@ -48,13 +50,13 @@ export async function healthRoutes(parent: FastifyInstance, opts: { deps: AppDep
     },
     async (_request, reply) => {
       if (!(await pingBuffer(deps.pool, READY_TIMEOUT_MS))) {
-        return reply.status(503).send({ status: 'unavailable', reason: 'buffer' });
+        return reply.status(503).send({ summary: 'Not ready: the buffer database does not answer.', status: 'unavailable', reason: 'buffer' });
       }
       // A source streamed by another gateway process is captured: this one
       // stands by, and serves the API and dispatch meanwhile.
       const sources = deps.capture?.status() ?? [];
       if (sources.some((s) => !s.running && !s.standing_by)) {
-        return reply.status(503).send({ status: 'unavailable', reason: 'capture' });
+        return reply.status(503).send({ summary: 'Not ready: a source is not being captured.', status: 'unavailable', reason: 'capture' });
       }
       return { status: 'ok' as const };
     },

@@ -1,25 +1,12 @@
-// Errors of the pull API, in the API's one error shape:
-//   {"summary": "<one clear sentence>", "validation_errors": {"<field>": ["reason"]}}
-export type FieldErrors = Record<string, string[]>;
+// Errors of the pull API: the API's one error shape and error class
+// (src/http/errors.ts), with the pull routes' wording of value errors.
+import { ApiError, type FieldErrors } from '../http/errors.js';
 
-export class PullError extends Error {
-  constructor(
-    readonly statusCode: number,
-    summary: string,
-    readonly validationErrors?: FieldErrors,
-  ) {
-    super(summary);
-    this.name = 'PullError';
-  }
+export { ApiError as PullError, type FieldErrors };
 
-  toBody(): { summary: string; validation_errors?: FieldErrors } {
-    return this.validationErrors ? { summary: this.message, validation_errors: this.validationErrors } : { summary: this.message };
-  }
-}
-
-/** 422: the request parsed, but these values are not acceptable. */
-export function invalidValues(errors: FieldErrors): PullError {
+/** 422: the request parsed, but these values are not acceptable ("Invalid request: batch_size must be …"). */
+export function invalidValues(errors: FieldErrors): ApiError {
   const [field, reasons] = Object.entries(errors)[0] ?? ['request', ['is invalid']];
   const more = Object.keys(errors).length > 1 ? ` (and ${Object.keys(errors).length - 1} more)` : '';
-  return new PullError(422, `Invalid request: ${field} ${reasons[0]}${more}.`, errors);
+  return new ApiError(422, `Invalid request: ${field} ${reasons[0]}${more}.`, errors);
 }

@@ -2,12 +2,14 @@
 // context so they hold whatever the surrounding app configures:
 //   400  the body is not JSON, or not a JSON object
 //   413  the body is over the limit
-//   415  a Content-Type header that does not parse
+//   415  a content type, charset or encoding the API does not accept (body.ts)
 //   422  a value is wrong (type, range, unknown field, missing field)
-//   5xx  masked as "internal error" with the request id; the error is logged.
+//   5xx  masked as "internal error", with the request id in `request_id`; the
+//        error is logged (src/http/errors.ts, as for every route).
 import { Ajv, type ErrorObject } from 'ajv';
 import type { FastifyError, FastifyReply, FastifyRequest, FastifySchemaCompiler } from 'fastify';
-import { PullError, type FieldErrors } from './errors.js';
+import { sendError } from '../http/errors.js';
+import { invalidValues, type FieldErrors } from './errors.js';
 
 /** No coercion and no silent removal of unknown fields: params.ts reads strings itself. */
 export function pullValidatorCompiler(): FastifySchemaCompiler<unknown> {
@@ -40,16 +42,12 @@ function fieldErrors(issues: ErrorObject[], part: string): FieldErrors {
   return out;
 }
 
-const CLIENT_ERRORS: Record<string, [number, string]> = {
-  FST_ERR_CTP_INVALID_JSON_BODY: [400, 'The request body is not valid JSON.'],
-  FST_ERR_CTP_EMPTY_JSON_BODY: [400, 'The request body is empty; send a JSON object.'],
-  FST_ERR_CTP_BODY_TOO_LARGE: [413, 'The request body is larger than this server accepts.'],
-  FST_ERR_CTP_INVALID_MEDIA_TYPE: [415, 'The Content-Type header is not valid; send application/json or none.'],
-  FST_ERR_CTP_INVALID_CONTENT_LENGTH: [400, 'The Content-Length header does not match the body.'],
-};
-
+/**
+ * The pull routes' own wording of validation errors (`ack_ids[3]`, an example
+ * body); everything else is answered as on every other route (sendError), so
+ * 5xx carry `request_id` and fastify's refusals have the same shape.
+ */
 export function pullErrorHandler(error: FastifyError | Error, request: FastifyRequest, reply: FastifyReply) {
-  if (error instanceof PullError) return reply.status(error.statusCode).send(error.toBody());
   const e = error as Partial<FastifyError>;
   if (Array.isArray(e.validation)) {
     const issues = e.validation as ErrorObject[];
@@ -58,18 +56,7 @@ export function pullErrorHandler(error: FastifyError | Error, request: FastifyRe
       const example = request.url.split('?')[0].endsWith('/receive') ? '{"batch_size": 10}' : '{"ack_ids": ["…"]}';
       return reply.status(400).send({ summary: `The request body must be a JSON object, such as ${example}.` });
     }
-    const fields = fieldErrors(issues, e.validationContext ?? 'request');
-    const first = Object.entries(fields)[0];
-    const more = Object.keys(fields).length > 1 ? ` (and ${Object.keys(fields).length - 1} more)` : '';
-    return reply
-      .status(422)
-      .send({ summary: `Invalid request: ${first[0]} ${first[1][0]}${more}.`, validation_errors: fields });
+    return sendError(invalidValues(fieldErrors(issues, e.validationContext ?? 'request')), request, reply);
   }
-  const known = e.code ? CLIENT_ERRORS[e.code] : undefined;
-  if (known) return reply.status(known[0]).send({ summary: known[1] });
-  if (error instanceof SyntaxError) return reply.status(400).send({ summary: CLIENT_ERRORS.FST_ERR_CTP_INVALID_JSON_BODY[1] });
-  const status = typeof e.statusCode === 'number' ? e.statusCode : 500;
-  if (status >= 400 && status < 500) return reply.status(status).send({ summary: error.message || 'The request was refused.' });
-  request.log.error({ err: error }, 'pull request failed');
-  return reply.status(500).send({ summary: `internal error (request ${String(request.id)})` });
+  return sendError(error, request, reply);
 }

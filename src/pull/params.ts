@@ -21,18 +21,18 @@ type Raw = Record<string, unknown> | undefined;
 
 const DURATION_UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000 };
 
-/** "5s" → 5000; 5000 or "5000" → 5000 (milliseconds); null when unparsable. */
+/** "5s" → 5000; 5000 or "5000" → 5000 (milliseconds); null when unparsable (" 5s" and "5 s" too: exactly as documented). */
 export function parseDurationMs(v: unknown): number | null {
   if (typeof v === 'number') return Number.isSafeInteger(v) ? v : null;
   if (typeof v !== 'string') return null;
-  const m = /^\s*(\d{1,9})\s*(ms|s|m)?\s*$/.exec(v);
+  const m = /^(\d{1,9})(ms|s|m)?$/.exec(v);
   if (!m) return null;
   return Number(m[1]) * DURATION_UNITS_MS[m[2] ?? 'ms'];
 }
 
 function parseInteger(v: unknown): number | null {
   if (typeof v === 'number') return Number.isSafeInteger(v) ? v : null;
-  if (typeof v === 'string' && /^\s*\d{1,9}\s*$/.test(v)) return Number(v);
+  if (typeof v === 'string' && /^\d{1,9}$/.test(v)) return Number(v);
   return null;
 }
 

@@ -7,6 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import { ack, claim, modifyVisibility, nack, type AckOutcome, type ClaimedMessage, type ClaimResult } from '../buffer/claim.js';
 import type { ConsumerRecord, ConsumerRegistry } from '../buffer/consumers.js';
+import { ClaimFaults } from '../buffer/faults.js';
 import { servedMetadataJson, withConsumer } from '../buffer/message.js';
 import { beginWait, endWait } from '../buffer/waiters.js';
 import type { Wakeup } from '../buffer/wakeup.js';
@@ -56,11 +57,14 @@ export class PullService {
   private readonly consumerJsonCache = new WeakMap<ConsumerRecord, string>();
   private readonly unsubscribe: () => void;
   private readonly coalescer = new ClaimCoalescer((id, limit) => this.claimNow(id, limit), BATCH_SIZE_MAX);
+  // A consumer whose claims fail shows as failing, with the reason (API, sluice status).
+  private readonly faults: ClaimFaults;
   // Aborted when the service closes: long-polls end at once with what they have.
   private readonly closing = new AbortController();
 
   constructor(private readonly opts: PullServiceOptions) {
     this.safetyRecheckMs = opts.safetyRecheckMs ?? 1000;
+    this.faults = new ClaimFaults(opts.pool, opts.instanceId);
     // Paused, resumed or reconfigured consumers: every waiter looks again.
     this.unsubscribe = opts.consumers.onChange(() => opts.wakeup.notifyAll());
   }
@@ -133,14 +137,21 @@ export class PullService {
     if (!c || c.kind !== 'pull' || c.state !== 'active') return { messages: [], nextVisibleAt: null };
     const s = pullSettings(c);
     this.counters.claims++;
-    return claim(this.opts.pool, {
-      consumerId: c.id,
-      limit,
-      visibilityMs: s.ackWaitMs,
-      maxAckPending: s.maxAckPending,
-      maxDeliver: s.maxDeliver,
-      deadLetterBlocksGroup: s.deadLetterBlocksGroup,
-    });
+    try {
+      const result = await claim(this.opts.pool, {
+        consumerId: c.id,
+        limit,
+        visibilityMs: s.ackWaitMs,
+        maxAckPending: s.maxAckPending,
+        maxDeliver: s.maxDeliver,
+        deadLetterBlocksGroup: s.deadLetterBlocksGroup,
+      });
+      this.faults.succeeded(c.id);
+      return result;
+    } catch (err) {
+      this.faults.failed(c.id, err);
+      throw err;
+    }
   }
 
   private async admitWaiter(c: ConsumerRecord, waitMs: number): Promise<string> {

@@ -47,16 +47,6 @@ export const modifyVisibilityBody = {
   additionalProperties: false,
 } as const;
 
-export const errorResponse = {
-  type: 'object',
-  properties: {
-    summary: { type: 'string' },
-    validation_errors: { type: 'object', additionalProperties: { type: 'array', items: { type: 'string' } } },
-  },
-  required: ['summary'],
-  additionalProperties: false,
-} as const;
-
 // Documentation only: receive sends its body as pre-built JSON text.
 export const receiveResponse = {
   type: 'object',

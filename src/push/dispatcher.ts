@@ -4,6 +4,7 @@
 // gateway processes may run a Dispatcher on the same buffer: batches are leased
 // in the database, so they share the work without sending a batch twice at once.
 import type { ConsumerRecord, ConsumerRegistry } from '../buffer/consumers.js';
+import { ClaimFaults } from '../buffer/faults.js';
 import { Wakeup } from '../buffer/wakeup.js';
 import type { Pool } from '../db/pool.js';
 import { EndpointClients } from './http.js';
@@ -33,12 +34,14 @@ export class Dispatcher {
   private readonly workers = new Map<string, { worker: ConsumerWorker; fingerprint: string }>();
   private readonly stopping = new Set<Promise<void>>();
   private readonly clients: EndpointClients;
+  private readonly faults: ClaimFaults;
   private unsubscribe: (() => void) | null = null;
   private ownWakeup: Wakeup | null = null;
   private started = false;
 
   constructor(private readonly deps: DispatcherDeps) {
     this.clients = new EndpointClients(deps.lookup);
+    this.faults = new ClaimFaults(deps.pool, deps.instanceId);
   }
 
   /** Idempotent. Dispatches the registry's current consumers and follows its changes. */
@@ -91,6 +94,7 @@ export class Dispatcher {
         wakeup: this.wakeup,
         instanceId: this.deps.instanceId,
         log: this.deps.log,
+        faults: this.faults,
         onStateChange: () => void this.deps.consumers.reload().catch(() => {}),
       });
       this.workers.set(name, { worker, fingerprint: fingerprint(c) });

@@ -4,6 +4,7 @@
 // sluice_messages (new messages, nack, dead-letter retry), a batch finishing
 // here, the next lease or backoff ending, or the safety poll.
 import type { ConsumerRecord } from '../buffer/consumers.js';
+import type { ClaimFaults } from '../buffer/faults.js';
 import { servedMetadataJson } from '../buffer/message.js';
 import type { Wakeup } from '../buffer/wakeup.js';
 import type { WebhookSettings } from '../config/types.js';
@@ -28,6 +29,8 @@ export interface WorkerDeps {
   wakeup?: Wakeup;
   instanceId: string;
   log: Log;
+  /** Where failing claims are reported, so the consumer shows as failing rather than active. */
+  faults: ClaimFaults;
   /** The consumer was paused or disabled by a delivery outcome. */
   onStateChange(): void;
 }
@@ -162,8 +165,10 @@ export class ConsumerWorker {
           fresh,
         });
         dbErrors = 0;
+        this.deps.faults.succeeded(id);
       } catch (err) {
         dbErrors++;
+        this.deps.faults.failed(id, err);
         this.log('warn', { err: String(err) }, 'claiming webhook batches failed; retrying');
         await this.nextEvent(Math.min(5000, 100 * 2 ** Math.min(dbErrors, 6)), undefined, -1);
         continue;

@@ -32,11 +32,13 @@ export function presentConsumer(row: ConsumerRow, revealSecrets = false) {
     yaml.webhook.headers = maskHeaders(yaml.webhook.headers ?? {});
     if (!revealSecrets) yaml.webhook.secrets = maskSecrets(yaml.webhook.secrets ?? []);
   }
+  // Active in name only while its claims fail: shown as failing, with the reason.
+  const failing = row.state === 'active' && row.fault_reason !== null;
   return {
     id: row.id,
     ...yaml,
-    state: row.state,
-    state_reason: row.state_reason,
+    state: failing ? ('failing' as const) : row.state,
+    state_reason: failing ? row.fault_reason : row.state_reason,
     created_at: row.created_at.toISOString(),
     updated_at: row.updated_at.toISOString(),
   };

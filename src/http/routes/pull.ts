@@ -12,8 +12,9 @@ import { parseReceiveParams, parseVisibilityMs } from '../../pull/params.js';
 import { PullService } from '../../pull/receive.js';
 import * as schemas from '../../pull/schemas.js';
 import { resolvePullConsumer } from '../../pull/scope.js';
+import { safeError } from '../../log.js';
 import type { AppDeps } from '../deps.js';
-import { registerJsonAnyParser } from '../json-any.js';
+import { errorResponses } from '../schemas/common.js';
 
 export const PULL_PREFIXES = ['/api/http_pull_consumers', '/api/sequin_streams'] as const;
 
@@ -39,10 +40,9 @@ export async function pullRoutes(app: FastifyInstance, opts: PullRoutesOptions):
 
   app.setValidatorCompiler(pullValidatorCompiler());
   app.setErrorHandler(pullErrorHandler);
-  await registerJsonAnyParser(app, { jsonToo: true });
 
   const bodyLimit = deps.bodyLimitBytes ?? DEFAULT_BODY_LIMIT;
-  const errors = { '4xx': schemas.errorResponse, '5xx': schemas.errorResponse };
+  const errors = errorResponses;
   const consumerOf = (request: FastifyRequest) =>
     resolvePullConsumer(request, deps.consumers, (request.params as Params).name);
 
@@ -102,7 +102,7 @@ async function ownService(app: FastifyInstance, opts: PullRoutesOptions): Promis
   const { deps } = opts;
   let wakeup = opts.wakeup ?? deps.wakeup;
   if (!wakeup) {
-    const own = Wakeup.fromPool(deps.pool, { onError: (err) => app.log.warn({ err }, 'wake-up connection lost') });
+    const own = Wakeup.fromPool(deps.pool, { onError: (err) => app.log.warn({ error: safeError(err) }, 'wake-up connection lost') });
     await own.start();
     app.addHook('onClose', async () => own.stop());
     wakeup = own;

@@ -65,7 +65,11 @@ export const sourceResponse = resource(sourceSchema, { status: sourceStatus }, [
 export const consumerResponse = resource(
   consumerSchema,
   {
-    state: { type: 'string', enum: ['active', 'paused', 'disabled'] },
+    state: {
+      type: 'string',
+      enum: ['active', 'paused', 'disabled', 'failing'],
+      description: 'failing: active, but its messages cannot be claimed; state_reason says why',
+    },
     state_reason: { type: ['string', 'null'] },
   },
   ['state', 'state_reason'],
