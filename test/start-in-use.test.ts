@@ -1,7 +1,7 @@
 // A second `sluice start` while one runs: one line that says what is in use and
 // by which process, and a non-zero exit (it printed a TypeError's stack trace).
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -71,6 +71,21 @@ describe('a second sluice start', () => {
     expectOneLine(r.err);
     expect(r.err).toContain(`HTTP port ${env.SLUICE_HTTP_PORT} on 127.0.0.1 is in use by the Sluice gateway pid ${first.proc.pid}`);
   });
+
+  it('on the same embedded Postgres port (another data folder): says who holds it, takes a free port and runs', async () => {
+    const second = runFixture('src/cli/main.ts', { ...env, SLUICE_DATA_DIR: path.join(dir, 'three'), SLUICE_HTTP_PORT: '0' }, { args: ['start'] });
+    try {
+      const warning = await second.waitFor(/the embedded Postgres takes a free port/, 60_000);
+      const postmaster = readFileSync(path.join(dir, 'one', 'pg', 'postmaster.pid'), 'utf8').split('\n')[0];
+      expect(JSON.parse(warning)).toMatchObject({ port: Number(env.SLUICE_EMBEDDED_PORT), by: expect.stringContaining(`pid ${postmaster} (postgres `) });
+      await second.waitFor(/Sluice is running/, 60_000);
+      const connect = await second.waitFor(/Connect:/);
+      expect(connect).toMatch(/127\.0\.0\.1:\d+\/postgres/);
+      expect(connect).not.toContain(`:${env.SLUICE_EMBEDDED_PORT}/`);
+    } finally {
+      await second.stop();
+    }
+  }, 90_000);
 
   it('leaves the first one running; SIGINT stops it cleanly', async () => {
     const exited = new Promise<number | null>((resolve) => first.proc.once('exit', (code) => resolve(code)));

@@ -111,25 +111,34 @@ export async function startPostgres(
   hookExit();
   const child = spawnAs(bin, ['-D', dataDir, '-p', String(port), ...flags], opts);
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const silence = opts.readyTimeoutMs ?? 60_000;
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => {
+    // Bounded by silence, not by total time: crash recovery of a large data folder may take
+    // minutes, and Postgres reports its progress every 10 s (log_startup_progress_interval).
+    const giveUp = () => {
+      timer = null;
       child.kill('SIGKILL');
-      reject(new EmbeddedPostgresError(`Postgres did not become ready within ${(opts.readyTimeoutMs ?? 60_000) / 1000} s; last lines: ${lines.slice(-3).join(' | ')}`, 'timeout'));
-    }, opts.readyTimeoutMs ?? 60_000);
+      reject(new EmbeddedPostgresError(`Postgres said nothing for ${silence / 1000} s without becoming ready; last lines: ${lines.slice(-3).join(' | ')}`, 'timeout'));
+    };
+    let timer: NodeJS.Timeout | null = setTimeout(giveUp, silence);
     const lines = collect(child, opts, (line) => {
+      if (!timer) return; // ready already
+      clearTimeout(timer);
+      timer = setTimeout(giveUp, silence);
       if (line.includes('database system is ready to accept connections')) {
         clearTimeout(timer);
+        timer = null;
         running.add(child);
         resolve();
       }
     });
     child.once('error', (err) => {
-      clearTimeout(timer);
+      if (timer) clearTimeout(timer);
       reject(cannotRun(bin, err, opts.user));
     });
     // 'close', not 'exit': by then all of its output has been read.
     child.once('close', (code, signal) => {
-      clearTimeout(timer);
+      if (timer) clearTimeout(timer);
       running.delete(child);
       reject(startupFailure(lines, dataDir, port, code ?? signal));
     });
