@@ -42,7 +42,7 @@ async function selectOne(url: string): Promise<number> {
   }
 }
 
-describe.skipIf(!asRoot)('as root, from a folder the postgres OS user cannot enter (skipped: not root)', () => {
+describe.skipIf(!asRoot)('as root (skipped for anyone else, whom Postgres runs as), from a folder the postgres OS user cannot enter', () => {
   let copy: string;
   let home: string;
   beforeAll(() => {

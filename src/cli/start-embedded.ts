@@ -19,11 +19,10 @@ export async function startEmbeddedPostgres(dir: string, port: number, log: Logg
   } catch (err) {
     if (err instanceof EmbeddedPostgresError && err.reason === 'data_dir_in_use') {
       const gateway = runningEmbedded(env);
+      // Without a live gateway it is a Postgres left behind (its gateway killed with -9): it is the one to stop.
       const holder = gateway ? `, run by the Sluice gateway pid ${gateway.pid} (another \`npm start\` from this folder)` : '';
-      const kill = gateway?.pid ?? err.holderPid;
-      throw new CliError(
-        `${err.message}${holder}: stop it first (Ctrl-C in its terminal${kill ? `, or kill ${kill}` : ''}), or set SLUICE_DATA_DIR to another folder`,
-      );
+      const stop = gateway ? `Ctrl-C in its terminal, or kill ${gateway.pid}` : err.holderPid ? `kill ${err.holderPid}` : 'see its postmaster.pid';
+      throw new CliError(`${err.message}${holder}: stop it first (${stop}), or set SLUICE_DATA_DIR to another folder`);
     }
     throw new CliError(`embedded Postgres: ${err instanceof Error ? err.message : String(err)}`);
   }

