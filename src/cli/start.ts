@@ -48,7 +48,7 @@ export async function startCommand(flags: Record<string, string | true>, env = p
     log.info({ dir }, 'no DATABASE_URL: starting the embedded Postgres');
     embedded = await startEmbeddedPostgres(dir, Number(env.SLUICE_EMBEDDED_PORT ?? EMBEDDED_PORT), log, env);
     // As root, out of the postgres user's reach, the data lives elsewhere: say where, every time.
-    if (embedded.linkedFrom) log.info({ dir: embedded.linkedFrom, data: embedded.dataDir }, 'the embedded Postgres data is in a folder the postgres OS user can reach (README: Running as root)');
+    if (embedded.linkedFrom) log.info({ dir: embedded.linkedFrom, data: embedded.dataDir }, 'the embedded Postgres data is in a folder the postgres OS user can reach (README: running as root)');
     bufferUrl = embedded.url;
     writeEmbeddedNote({ url: bufferUrl, pid: process.pid }, env);
     const c = new pg.Client({ connectionString: bufferUrl });
@@ -66,7 +66,7 @@ export async function startCommand(flags: Record<string, string | true>, env = p
       `  Connect:   psql ${bufferUrl}`,
       `  Try:       psql ${bufferUrl} -c "INSERT INTO demo_orders (customer_id, amount) VALUES (7, 19.90)"`,
       '  Then:      npm run sluice -- status',
-      ...(embedded.linkedFrom ? [`  Data:      ${embedded.dataDir} (${embedded.linkedFrom} links there; README: Running as root)`] : []),
+      ...(embedded.linkedFrom ? [`  Data:      ${embedded.dataDir} (${embedded.linkedFrom} links there; README: running as root)`] : []),
       ...banner,
     ];
   }
