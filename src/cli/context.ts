@@ -59,13 +59,14 @@ export function writeEmbeddedNote(note: EmbeddedNote, env = process.env): void {
   writeFileSync(path.join(dataDir(env), 'embedded.json'), JSON.stringify(note) + '\n', { mode: 0o600 });
 }
 
-function runningEmbedded(env = process.env): string | undefined {
+/** The note of the `npm start` running from this data folder, if its process is alive. */
+export function runningEmbedded(env = process.env): EmbeddedNote | undefined {
   const file = path.join(dataDir(env), 'embedded.json');
   if (!existsSync(file)) return undefined;
   try {
     const note = JSON.parse(readFileSync(file, 'utf8')) as EmbeddedNote;
     process.kill(note.pid, 0);
-    return note.url;
+    return note;
   } catch {
     return undefined;
   }
@@ -73,7 +74,7 @@ function runningEmbedded(env = process.env): string | undefined {
 
 /** The buffer database for commands that do not start one: DATABASE_URL, the config, or a running `npm start`. */
 export function bufferUrlForCommand(config: SluiceConfig | null, env = process.env): string {
-  const url = env.DATABASE_URL || config?.buffer.url || runningEmbedded(env);
+  const url = env.DATABASE_URL || config?.buffer.url || runningEmbedded(env)?.url;
   if (!url) {
     throw new CliError(
       'no buffer database: set DATABASE_URL, or run `npm start` in another terminal (its embedded Postgres is found through .sluice/embedded.json)',

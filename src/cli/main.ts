@@ -5,6 +5,7 @@ import { setupSql } from '../capture/setup.js';
 import { createPool } from '../db/pool.js';
 import { migrate } from '../db/migrate.js';
 import { bufferUrlForCommand, CliError, configPath, parseArgs, readConfig } from './context.js';
+import { describeFailure } from './fatal.js';
 
 const USAGE = `usage: sluice <command> [options]
 
@@ -105,16 +106,8 @@ function tryConfig(flags: Record<string, string | true>) {
 }
 
 main(process.argv.slice(2)).catch((err: unknown) => {
-  if (err instanceof ConfigError) {
-    console.error(err.message);
-    process.exit(2);
-  }
-  if (err instanceof CliError) {
-    console.error(err.message);
-    process.exit(err.exitCode);
-  }
-  const e = err as Error & { code?: string };
-  console.error(`sluice: ${e.message}`);
-  if (process.env.LOG_LEVEL === 'debug') console.error(e.stack);
-  process.exit(1);
+  const failure = describeFailure(err);
+  console.error(failure.text);
+  if (process.env.LOG_LEVEL === 'debug' && failure.stack) console.error(failure.stack);
+  process.exit(failure.exitCode);
 });

@@ -5,12 +5,14 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { startEmbedded, type EmbeddedHandle } from '../db/embedded.js';
+import type { EmbeddedHandle } from '../db/embedded.js';
 import { Gateway } from '../gateway.js';
 import { startDemoReceiver } from '../push/demo-receiver.js';
 import { createLogger, maskUrl } from '../log.js';
 import type { SluiceConfig } from '../config/types.js';
 import { configPath, dataDir, readConfig, writeEmbeddedNote } from './context.js';
+import { checkHttpPort, httpPortInUse } from './http-port.js';
+import { startEmbeddedPostgres } from './start-embedded.js';
 
 const DEMO_TABLE = `
 CREATE TABLE IF NOT EXISTS public.demo_orders (
@@ -40,14 +42,13 @@ export async function startCommand(flags: Record<string, string | true>, env = p
   let bufferUrl = config.buffer.url || env.DATABASE_URL || '';
   let banner: string[] = [];
 
+  await checkHttpPort(config.http.host, config.http.port, file, env);
   if (!bufferUrl) {
     const dir = path.join(dataDir(env), 'pg');
     log.info({ dir }, 'no DATABASE_URL: starting the embedded Postgres');
-    embedded = await startEmbedded({
-      dataDir: dir,
-      port: Number(env.SLUICE_EMBEDDED_PORT ?? EMBEDDED_PORT),
-      persistent: true,
-    }).catch(async () => startEmbedded({ dataDir: dir, port: 0, persistent: true }));
+    embedded = await startEmbeddedPostgres(dir, Number(env.SLUICE_EMBEDDED_PORT ?? EMBEDDED_PORT), log, env);
+    // As root, out of the postgres user's reach, the data lives elsewhere: say where, every time.
+    if (embedded.linkedFrom) log.info({ dir: embedded.linkedFrom, data: embedded.dataDir }, 'the embedded Postgres data is in a folder the postgres OS user can reach (README: running as root)');
     bufferUrl = embedded.url;
     writeEmbeddedNote({ url: bufferUrl, pid: process.pid }, env);
     const c = new pg.Client({ connectionString: bufferUrl });
@@ -65,6 +66,7 @@ export async function startCommand(flags: Record<string, string | true>, env = p
       `  Connect:   psql ${bufferUrl}`,
       `  Try:       psql ${bufferUrl} -c "INSERT INTO demo_orders (customer_id, amount) VALUES (7, 19.90)"`,
       '  Then:      npm run sluice -- status',
+      ...(embedded.linkedFrom ? [`  Data:      ${embedded.dataDir} (${embedded.linkedFrom} links there; README: running as root)`] : []),
       ...banner,
     ];
   }
@@ -98,6 +100,8 @@ export async function startCommand(flags: Record<string, string | true>, env = p
     await gateway.start();
   } catch (err) {
     await gateway.stop().catch(() => {});
+    // Taken between the check above and the gateway's listen.
+    if ((err as NodeJS.ErrnoException)?.code === 'EADDRINUSE') throw httpPortInUse(config.http.host, config.http.port, file, env);
     throw err;
   }
   log.info({ buffer: maskUrl(bufferUrl), sources: config.sources.map((s) => s.name), http: gateway.httpAddress }, 'sluice started');

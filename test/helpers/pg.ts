@@ -27,7 +27,9 @@ export async function startTestPg(): Promise<TestPg> {
     };
   }
   const dir = mkdtempSync(path.join(os.tmpdir(), 'sluice-test-'));
-  // As root, Postgres runs as the 'postgres' OS user, which must reach the folder.
+  // As root, Postgres runs as the 'postgres' OS user, which must reach the folder. Where the
+  // temp folder itself is out of its reach, startEmbedded puts the data under
+  // SLUICE_POSTGRES_HOME, or fails at once with one line that names the fix.
   chmodSync(dir, 0o755);
   const h = await startEmbedded({ dataDir: path.join(dir, 'pg'), persistent: false });
   return {
