@@ -2,6 +2,9 @@
 // pull API and dispatcher), driven from outside: real inserts, the pull API
 // over HTTP, and `sluice tail` as a child process.
 import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import http from 'node:http';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -119,6 +122,40 @@ describe('the gateway end to end', () => {
     expect(((await res.json()) as { data: unknown[] }).data).toEqual([]);
   });
 
+  it('`sluice tail` without a token reads the admin token `npm start` keeps in its data folder', async () => {
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'sluice-tail-'));
+    writeFileSync(path.join(dataDir, 'admin-token'), TOKEN + '\n', { mode: 0o600 });
+    await sql(url, `INSERT INTO orders VALUES (3, 'new')`);
+    // Not spawnSync: the gateway runs in this process and must keep serving.
+    const tail = (env: Record<string, string | undefined>) =>
+      new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+        const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'tail', 'orders-pull', '--ack', '--max', '1'], {
+          env: { ...process.env, SLUICE_TOKEN: undefined, SLUICE_URL: gateway.httpAddress!, ...env },
+        });
+        let stdout = '';
+        let stderr = '';
+        child.stdout.on('data', (d) => (stdout += d));
+        child.stderr.on('data', (d) => (stderr += d));
+        const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+        child.on('close', (status) => {
+          clearTimeout(timer);
+          resolve({ status, stdout, stderr });
+        });
+      });
+    try {
+      const ok = await tail({ SLUICE_DATA_DIR: dataDir });
+      expect(ok.stderr).toBe('');
+      expect(ok.status).toBe(0);
+      expect(ok.stdout).toMatch(/^public\.orders insert \[3\]/);
+      const none = await tail({ SLUICE_DATA_DIR: path.join(dataDir, 'nothing-here') });
+      expect(none.status).toBe(2);
+      expect(none.stderr).toMatch(/a token is needed: SLUICE_TOKEN=slk_… or --token slk_…/);
+      expect(none.stderr).not.toMatch(/\n\s+at /);
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+
   it("serves Sequin's transaction annotations, set and cleared inside a transaction through the real slot", async () => {
     const c = new pg.Client({ connectionString: url });
     await c.connect();
@@ -163,6 +200,29 @@ describe('the gateway end to end', () => {
       ['insert', 5, null],
     ]);
     expect(items[0].data.metadata.database).toMatchObject({ name: 'app', database: 'gateway', annotations: { team: 'payments' } });
+  });
+
+  it('a table added through the API is captured from the moment the call returns, with no restart', async () => {
+    await sql(url, 'CREATE TABLE audit_items (id bigint PRIMARY KEY)');
+    const api = async (method: string, path: string, body: unknown) => {
+      const res = await fetch(`${gateway.httpAddress}/api${path}`, {
+        method,
+        headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+      return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+    };
+    const patched = await api('PATCH', '/sources/app', { tables: ['public.orders', 'public.audits', 'public.audit_items'] });
+    expect(patched.status).toBe(200);
+    const created = await api('POST', '/consumers', { name: 'audit-items-pull', source: 'app', kind: 'pull', tables: ['public.audit_items'] });
+    expect(created.status).toBe(201);
+    await sql(url, 'INSERT INTO audit_items VALUES (1), (2)'); // no wait after the 201
+    const items = await eventually(async () => {
+      const res = await api('POST', '/http_pull_consumers/audit-items-pull/receive', { batch_size: 10 });
+      const data = res.body.data as Array<{ data: { record: { id: number } } }>;
+      return data.length ? data : null;
+    });
+    expect(items.map((i) => i.data.record.id).sort()).toEqual([1, 2]);
   });
 
   it('reports ready while capture runs, with its connections named sluice-*', async () => {

@@ -200,13 +200,13 @@ describe('buffer vacuum job', () => {
 describe('demo receiver', () => {
   it('verifies deliveries and prints one line per message', async () => {
     const lines: string[] = [];
-    const demo = await startDemoReceiver({ port: 0, secret: TEST_SECRET, log: quietLog, print: (l) => lines.push(l) });
+    const demo = await startDemoReceiver({ port: 0, consumerId: 'x', secret: TEST_SECRET, log: quietLog, print: (l) => lines.push(l) });
     try {
-      const message = (pk: string, action: string) => ({
+      const message = (pk: string, action: string, consumerId = 'x') => ({
         record: { id: pk },
         changes: null,
         action,
-        metadata: { table_schema: 'public', table_name: 'orders', record_pks: [pk], consumer: { id: 'x', name: 'orders-hook', annotations: {} } },
+        metadata: { table_schema: 'public', table_name: 'orders', record_pks: [pk], consumer: { id: consumerId, name: 'orders-hook', annotations: {} } },
       });
       const body = JSON.stringify({ data: [message('1', 'insert'), message('2', 'delete')] });
       const headers = webhookHeaders({ id: 'msg_demo', body }, [TEST_SECRET]);
@@ -215,6 +215,15 @@ describe('demo receiver', () => {
       expect(lines).toEqual(['orders-hook  public.orders  insert  1', 'orders-hook  public.orders  delete  2']);
       const forged = await fetch(demo.url, { method: 'POST', headers: { ...headers, 'content-type': 'application/json' }, body: body + ' ' });
       expect(forged.status).toBe(401);
+      // Signed with the same secret but made for another consumer: refused, so never acked.
+      const strangerBody = JSON.stringify({ data: [message('3', 'insert'), message('4', 'insert', 'y')] });
+      const stranger = await fetch(demo.url, {
+        method: 'POST',
+        headers: { ...webhookHeaders({ id: 'msg_other', body: strangerBody }, [TEST_SECRET]), 'content-type': 'application/json' },
+        body: strangerBody,
+      });
+      expect(stranger.status).toBe(409);
+      expect(lines).toHaveLength(2);
     } finally {
       await demo.close();
     }

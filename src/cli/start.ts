@@ -109,17 +109,30 @@ export async function startCommand(flags: Record<string, string | true>, env = p
   if (banner.length) process.stdout.write(banner.join('\n') + '\n\n');
 }
 
-const DEMO_RECEIVER = /^http:\/\/127\.0\.0\.1:(\d+)\//;
+/** The webhook consumer config/sluice.yaml declares for the embedded demo. */
+export const DEMO_CONSUMER = 'demo-webhook';
+const DEMO_PORT = 7377;
+
+/** The one URL the demo receiver serves: where config/sluice.yaml points demo-webhook by default. */
+export function demoReceiverUrl(env: NodeJS.ProcessEnv = process.env): string {
+  return `http://127.0.0.1:${Number(env.SLUICE_DEMO_PORT ?? DEMO_PORT)}/webhook`;
+}
 
 /**
  * The embedded default's demo webhook points at a receiver built into the
- * gateway, which verifies each POST as a user's app would and prints it.
+ * gateway, which verifies each POST as a user's app would and prints it. It
+ * serves the consumer named demo-webhook alone, and only while that consumer
+ * targets the demo receiver's own URL (DEMO_WEBHOOK_URL pointed elsewhere:
+ * no receiver). It never binds another consumer's port, and answers 409 to
+ * any delivery not made for that consumer, so it can never ack someone else's
+ * messages (they stay pending and are retried).
  */
 async function startDemo(gateway: Gateway, log: ReturnType<typeof createLogger>, banner: string[]) {
-  const demo = gateway.consumers.all().find((c) => c.kind === 'webhook' && DEMO_RECEIVER.test(c.config.webhook?.url ?? ''));
-  if (!demo?.config.webhook) return;
-  const port = Number(DEMO_RECEIVER.exec(demo.config.webhook.url)![1]);
-  const receiver = await startDemoReceiver({ port, secret: demo.config.webhook.secrets, log }).catch((err: Error) => {
+  const demo = gateway.consumers.get(DEMO_CONSUMER);
+  const url = demoReceiverUrl();
+  if (demo?.kind !== 'webhook' || demo.config.webhook?.url !== url) return;
+  const port = Number(new URL(url).port);
+  const receiver = await startDemoReceiver({ port, consumerId: demo.id, secret: demo.config.webhook.secrets, log }).catch((err: Error) => {
     log.warn({ port, err: err.message }, 'demo receiver not started (port busy?)');
     return null;
   });

@@ -1,7 +1,8 @@
 // The receiving end of `npm start`'s embedded demo: a tiny node:http server on
 // 127.0.0.1 that verifies every delivery the way a user's app should (raw body
 // bytes, src/receive's verifyWebhook) and prints one line per message.
-// Answers 204 when verified, 401 when not, 400 for a body that isn't JSON.
+// Answers 204 when verified, 401 when not, 400 for a body that isn't JSON, 409
+// for a delivery made for another consumer than the demo's.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { verifyWebhook, WebhookVerificationError } from '../receive/index.js';
@@ -9,6 +10,8 @@ import { verifyWebhook, WebhookVerificationError } from '../receive/index.js';
 export interface DemoReceiverOptions {
   /** 0: any free port. */
   port: number;
+  /** The demo consumer's id: a delivery for any other consumer is refused (409), never acked. */
+  consumerId: string;
   /** The consumer's whsec_ secret (or the list during a rotation). */
   secret: string | readonly string[];
   log: { info(obj: Record<string, unknown>, msg?: string): void; warn(obj: Record<string, unknown>, msg?: string): void };
@@ -38,6 +41,12 @@ export async function startDemoReceiver(opts: DemoReceiverOptions): Promise<Demo
     req.on('end', () => {
       try {
         const hook = verifyWebhook(Buffer.concat(chunks), req.headers, opts.secret);
+        const stranger = hook.data.find((m) => m.metadata?.consumer?.id !== opts.consumerId);
+        if (stranger) {
+          opts.log.warn({ consumer: stranger.metadata?.consumer?.name }, 'demo receiver refused a delivery for another consumer');
+          res.writeHead(409).end();
+          return;
+        }
         for (const m of hook.data) {
           const meta = m.metadata;
           print(`${meta.consumer.name}  ${meta.table_schema}.${meta.table_name}  ${m.action}  ${meta.record_pks.join(',')}`);
