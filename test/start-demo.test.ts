@@ -81,4 +81,17 @@ describe('the demo receiver', () => {
     );
     expect(rows[0].pending).toBe(1);
   });
+
+  it('a gateway on an external DATABASE_URL with no admin token says so at startup', async () => {
+    const file = path.join(dir, 'external.yaml');
+    writeFileSync(file, `http: { host: 127.0.0.1, port: ${await freePort()} }\n`);
+    const second = runFixture('src/cli/main.ts', { DATABASE_URL: pgUrl, SLUICE_CONFIG: file, SLUICE_ADMIN_TOKEN: undefined }, { args: ['start'] });
+    try {
+      await second.waitFor(/sluice started/, 60_000);
+      const warning = await second.waitFor(/no admin token/);
+      expect(JSON.parse(warning)).toMatchObject({ level: 40, fix: expect.stringMatching(/SLUICE_ADMIN_TOKEN/) });
+    } finally {
+      await second.stop();
+    }
+  });
 });

@@ -18,6 +18,9 @@ export interface CapturesDeps {
   log: Logger;
 }
 
+/** How long start() waits for the captures' first attempts (an unreachable source may take its connect timeout). */
+const FIRST_ATTEMPT_MS = 15_000;
+
 interface Running {
   fingerprint: string;
   capture: SourceCapture;
@@ -32,10 +35,20 @@ export class Captures {
 
   constructor(private readonly deps: CapturesDeps) {}
 
-  /** Starts a capture for every stored source, then follows the registry's reloads. */
-  async start(): Promise<void> {
+  /**
+   * Starts a capture for every stored source, then follows the registry's
+   * reloads. Resolves once each capture's first attempt is over (bounded), so
+   * a gateway that says it runs has its slots: changes from then on are kept.
+   */
+  async start(firstAttemptMs = FIRST_ATTEMPT_MS): Promise<void> {
     this.unsubscribe = this.deps.consumers.onChange(() => void this.sync());
     await this.sync();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.all(this.all().map((c) => c.firstAttempt())),
+      new Promise((resolve) => (timer = setTimeout(resolve, firstAttemptMs))),
+    ]);
+    clearTimeout(timer);
   }
 
   all(): SourceCapture[] {

@@ -56,6 +56,9 @@ export class SourceCapture {
   written = 0;
   truncatesNotCaptured = 0;
   private standingBy = false;
+  private settledFirst!: () => void;
+  /** Resolves once the first attempt streams, stands by or fails (see firstAttempt). */
+  private readonly firstAttemptDone = new Promise<void>((resolve) => (this.settledFirst = resolve));
 
   constructor(
     readonly source: SourceConfig,
@@ -69,6 +72,15 @@ export class SourceCapture {
     return { ...this.state };
   }
 
+  /**
+   * The first attempt's outcome is known: streaming (the slot exists, so every
+   * change committed from now on is captured), standing by, or failed (and
+   * retrying). `sluice start` waits for it before it says it is running.
+   */
+  firstAttempt(): Promise<void> {
+    return this.firstAttemptDone;
+  }
+
   start(): void {
     this.unsubscribe = this.deps.consumers.onChange(() => this.decoder?.refreshRoutes());
     this.loop = this.run();
@@ -78,6 +90,7 @@ export class SourceCapture {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.settledFirst();
     for (const t of this.timers) clearInterval(t);
     this.unsubscribe?.();
     this.wake?.();
@@ -96,6 +109,7 @@ export class SourceCapture {
       try {
         await this.streamOnce();
       } catch (err) {
+        this.settledFirst();
         if (this.stopped) break;
         const e = err as Error & { code?: string };
         // Another process (or the walsender of a killed one) holds the slot:
@@ -186,6 +200,7 @@ export class SourceCapture {
         this.state.running = true;
         this.state.last_error = null;
         this.deps.log.info({ source: this.source.name, slot: this.source.slot, from: startLsn.toString() }, 'capture streaming');
+        this.settledFirst();
       },
     });
     this.stream = stream;

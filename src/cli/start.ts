@@ -105,6 +105,12 @@ export async function startCommand(flags: Record<string, string | true>, env = p
     throw err;
   }
   log.info({ buffer: maskUrl(bufferUrl), sources: config.sources.map((s) => s.name), http: gateway.httpAddress }, 'sluice started');
+  if (!config.auth.admin_token) {
+    log.warn(
+      { fix: 'set SLUICE_ADMIN_TOKEN (auth.admin_token) to a long random value, e.g. slk_$(openssl rand -base64 32)' },
+      'no admin token: the management API answers 401 to everything, and pull clients need tokens stored earlier',
+    );
+  }
   banner.push(...secretsShown);
   if (banner.length) process.stdout.write(banner.join('\n') + '\n\n');
 }

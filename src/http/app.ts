@@ -36,6 +36,16 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     // sees a request at all (Node's parser): the one error shape too.
     frameworkErrors: sendError,
     clientErrorHandler,
+    // fastify's two info lines per request drown a busy gateway's log (a pull
+    // worker alone makes several requests a second): one line at debug instead.
+    disableRequestLogging: true,
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    // The path only: a query string is the caller's, and may carry anything.
+    request.log.debug(
+      { method: request.method, path: request.url.split('?')[0], status: reply.statusCode, ms: Math.round(reply.elapsedTime) },
+      'request',
+    );
   });
   const compiler = schemaCompiler();
   app.setValidatorCompiler(compiler);
