@@ -78,6 +78,24 @@ afterAll(async () => {
   await pgh?.stop();
 });
 
+/** `sluice tail orders-pull --ack …` as a child process (not spawnSync: the gateway runs in this process and must keep serving). */
+function tail(args: string[], env: Record<string, string | undefined>) {
+  return new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'tail', 'orders-pull', '--ack', ...args], {
+      env: { ...process.env, SLUICE_TOKEN: undefined, SLUICE_URL: gateway.httpAddress!, ...env },
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    child.on('close', (status) => {
+      clearTimeout(timer);
+      resolve({ status, stdout, stderr });
+    });
+  });
+}
+
 describe('the gateway end to end', () => {
   it('captures inserts and serves them to the pull API, the webhook and `sluice tail`', async () => {
     await sql(url, `INSERT INTO orders VALUES (1, 'new'), (2, 'new')`);
@@ -96,20 +114,9 @@ describe('the gateway end to end', () => {
     expect(hooks[0].metadata.database).toEqual({ id: src[0].id, name: 'app', annotations: { team: 'payments' }, database: 'gateway', hostname: '127.0.0.1' });
 
     // `sluice tail --ack`: prints and acks the same three changes.
-    const out = await new Promise<string>((resolve, reject) => {
-      const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'tail', 'orders-pull', '--ack', '--max', '3'], {
-        env: { ...process.env, SLUICE_URL: gateway.httpAddress!, SLUICE_TOKEN: TOKEN },
-      });
-      let text = '';
-      child.stdout.on('data', (d) => (text += d));
-      child.stderr.on('data', (d) => (text += d));
-      const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-      child.on('exit', (code) => {
-        clearTimeout(timer);
-        if (code === 0) resolve(text);
-        else reject(new Error(`tail exited ${code}: ${text}`));
-      });
-    });
+    const tailed = await tail(['--max', '3'], { SLUICE_TOKEN: TOKEN });
+    expect(tailed.status, tailed.stderr).toBe(0);
+    const out = tailed.stdout;
     const lines = out.trim().split('\n');
     expect(lines).toHaveLength(3);
     expect(lines[0]).toMatch(/^public\.orders insert \[1\] \{"id":1,"status":"new"\}$/);
@@ -126,28 +133,12 @@ describe('the gateway end to end', () => {
     const dataDir = mkdtempSync(path.join(os.tmpdir(), 'sluice-tail-'));
     writeFileSync(path.join(dataDir, 'admin-token'), TOKEN + '\n', { mode: 0o600 });
     await sql(url, `INSERT INTO orders VALUES (3, 'new')`);
-    // Not spawnSync: the gateway runs in this process and must keep serving.
-    const tail = (env: Record<string, string | undefined>) =>
-      new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
-        const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'tail', 'orders-pull', '--ack', '--max', '1'], {
-          env: { ...process.env, SLUICE_TOKEN: undefined, SLUICE_URL: gateway.httpAddress!, ...env },
-        });
-        let stdout = '';
-        let stderr = '';
-        child.stdout.on('data', (d) => (stdout += d));
-        child.stderr.on('data', (d) => (stderr += d));
-        const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-        child.on('close', (status) => {
-          clearTimeout(timer);
-          resolve({ status, stdout, stderr });
-        });
-      });
     try {
-      const ok = await tail({ SLUICE_DATA_DIR: dataDir });
+      const ok = await tail(['--max', '1'], { SLUICE_DATA_DIR: dataDir });
       expect(ok.stderr).toBe('');
       expect(ok.status).toBe(0);
       expect(ok.stdout).toMatch(/^public\.orders insert \[3\]/);
-      const none = await tail({ SLUICE_DATA_DIR: path.join(dataDir, 'nothing-here') });
+      const none = await tail(['--max', '1'], { SLUICE_DATA_DIR: path.join(dataDir, 'nothing-here') });
       expect(none.status).toBe(2);
       expect(none.stderr).toMatch(/a token is needed: SLUICE_TOKEN=slk_… or --token slk_…/);
       expect(none.stderr).not.toMatch(/\n\s+at /);
