@@ -80,9 +80,9 @@ export class Gateway {
     // Every stored source, not only the file's: sources created through the API
     // are captured too, and changes to them take effect without a restart.
     const captures = new Captures({ bufferPool: this.pool, bufferUrl: this.opts.bufferUrl, consumers: this.consumers, log });
-    await captures.start();
     this.capturesOwner = captures;
     this.push('capture', () => captures.stop());
+    await captures.start();
 
     const wakeup = Wakeup.fromPool(this.pool, { onError: (err) => log.warn({ err: err.message }, 'wakeup listener') });
     await wakeup.start();

@@ -95,7 +95,6 @@ export async function planConfig(pool: Pool, config: SluiceConfig, opts: ApplyOp
   return diffConfig(fillSecrets(config, stored, false).config, stored, opts);
 }
 
-/** Applies the config in one transaction and returns what it changed. */
 /** The sources a plan creates or changes in what they capture. */
 function sourcesToPrepare(plan: ConfigPlan, config: SluiceConfig, stored: StoredConfig): SourceConfig[] {
   const before = new Map(stored.sources.map((s) => [s.name, s]));
@@ -106,6 +105,7 @@ function sourcesToPrepare(plan: ConfigPlan, config: SluiceConfig, stored: Stored
     .filter((s) => captureChanged(before.get(s.name), s));
 }
 
+/** Applies the config in one transaction and returns what it changed. */
 export async function applyConfig(pool: Pool, declared: SluiceConfig, opts: ApplyOptions = {}): Promise<ConfigPlan> {
   let generated: Array<[string, string]> = [];
   const prepared = new Set<string>();

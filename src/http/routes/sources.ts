@@ -46,7 +46,7 @@ export async function sourceRoutes(parent: FastifyInstance, opts: { deps: AppDep
       await prepareSource(config, url, opts);
     } catch (err) {
       if (!(err instanceof SetupError)) throw err;
-      throw new ApiError(422, `${scrubPassword(err.message, url)} Nothing was changed.`);
+      throw new ApiError(422, `${scrubPassword(err.message, url)} Nothing was saved.`);
     }
   }
 
