@@ -100,7 +100,7 @@ describe('sources', () => {
     // Creating it is refused (its publication cannot be checked), without the password either.
     const refused = await f.call('POST', '/api/sources', { name: 'badpw', url: u.toString(), tables: ['orders'], create_if_missing: false });
     expect(refused.status).toBe(422);
-    expect(refused.body.summary).toMatch(/source "badpw": cannot reach its database to set up capture: .*Nothing was changed\.$/);
+    expect(refused.body.summary).toMatch(/source "badpw": cannot reach its database to set up capture: .*Nothing was saved\.$/);
     expect(refused.raw).not.toContain('wrong-password-xyz');
     expect((await f.call('GET', '/api/sources/badpw')).status).toBe(404);
     // A source stored while its password was right, tested after it changed.
