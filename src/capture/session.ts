@@ -40,6 +40,13 @@ export interface SessionDeps {
   /** A transaction_annotations.set message was ignored (the reason). */
   onBadAnnotations?(reason: string): void;
   onWritten?(rows: number, checkpoint: bigint | null): void;
+  /**
+   * Test-only: each buffer write waits this long before it starts. Crash tests
+   * set it to widen the window between receiving a commit and storing it, so a
+   * position confirmed before its rows are stored is caught by every kill in
+   * that window. Unset (always, outside tests) it costs one falsy check per write.
+   */
+  writeDelayMs?: number;
 }
 
 export class CaptureSession {
@@ -218,6 +225,7 @@ export class CaptureSession {
 
   private async write(batch: Parameters<typeof writeBatch>[1]): Promise<void> {
     try {
+      if (this.deps.writeDelayMs) await new Promise((r) => setTimeout(r, this.deps.writeDelayMs));
       await writeBatch(this.deps.bufferPool, batch);
       if (batch.checkpoint !== null && batch.checkpoint > this.durable) {
         this.durable = batch.checkpoint;

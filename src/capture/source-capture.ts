@@ -24,6 +24,8 @@ export interface SourceCaptureDeps {
   sourceUrl: string;
   consumers: ConsumerRegistry;
   log: Logger;
+  /** Test-only: passed to each CaptureSession (see SessionDeps.writeDelayMs). */
+  writeDelayMs?: number;
 }
 
 const BACKOFF_MIN_MS = 250;
@@ -168,6 +170,7 @@ export class SourceCapture {
       decoder,
       maxBatch: this.source.max_batch_changes,
       durableLsn: startLsn,
+      writeDelayMs: this.deps.writeDelayMs,
       confirm: (lsn) => stream?.confirm(lsn),
       onFatal: (err) => stream?.abort(new Error(`buffer write failed: ${err.message}`)),
       onTruncate: (oids) => {
