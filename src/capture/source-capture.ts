@@ -225,7 +225,7 @@ export class SourceCapture {
     const stored = (await readPosition(this.deps.bufferPool, this.source.name)) ?? 0n;
     const position = stored > requested ? stored : requested;
     const cleared = await clearTail(this.deps.bufferPool, this.source.name, position);
-    if (cleared) this.deps.log.info({ source: this.source.name, rows: cleared }, 'removed a partly stored transaction; it is captured again');
+    if (cleared) this.deps.log.info({ source: this.source.name, rows: cleared, from: position.toString() }, 'removed a partly stored transaction; it is captured again');
     return position;
   }
 

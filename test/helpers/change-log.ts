@@ -50,6 +50,12 @@ export class ChangeLog {
     return this.txs[tx].changes;
   }
 
+  /** The commit position of transaction `tx`, from commitPositions(); undefined for an unknown one. */
+  commitLsnOf(tx: number, commitLsnOfXid: Map<number, bigint>): bigint | undefined {
+    const t = this.txs[tx];
+    return t && tx > 0 ? commitLsnOfXid.get(t.xid) : undefined;
+  }
+
   /**
    * Commits one transaction of 1..maxChanges changes: new rows while there are
    * fewer than `rows` (about half the time), else an update of a range of
@@ -97,8 +103,7 @@ export class ChangeLog {
     const idxsOfTx = new Map<number, number[]>();
     const byRow = new Map<number, SeenMessage[]>();
     for (const m of messages) {
-      const tx = this.txs[m.tx];
-      const truth = tx && commitLsnOfXid.get(tx.xid);
+      const truth = this.commitLsnOf(m.tx, commitLsnOfXid);
       if (truth === undefined) problems.push(`row ${m.id} v${m.v}: transaction ${m.tx} unknown`);
       else if (m.lsn !== truth) problems.push(`row ${m.id} v${m.v}: commit_lsn ${m.lsn}, its transaction committed at ${truth}`);
       if (m.key !== idempotencyKey(m.lsn, m.idx)) problems.push(`row ${m.id} v${m.v}: idempotency_key ${m.key} for ${m.lsn}:${m.idx}`);
