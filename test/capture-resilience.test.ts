@@ -251,8 +251,10 @@ describe('capture resilience', () => {
     cleanups.push(() => pool.end());
     await migrate(pool);
     // Rule 2: keepalives that ask for a reply get one while the transaction is
-    // written; with a 3 s wal_sender_timeout a silent client would be cut off.
-    await sql(srcUrl, `ALTER SYSTEM SET wal_sender_timeout = '3s'`);
+    // written; with an 8 s wal_sender_timeout a silent client would be cut off
+    // (the write takes 15-25 s). 3 s cut off a replying one too when the test
+    // suite's other files kept both cores busy (load above ~5).
+    await sql(srcUrl, `ALTER SYSTEM SET wal_sender_timeout = '8s'`);
     await sql(srcUrl, 'SELECT pg_reload_conf()');
     cleanups.push(async () => {
       await sql(srcUrl, 'ALTER SYSTEM RESET wal_sender_timeout');
