@@ -13,7 +13,7 @@ import { MIGRATIONS_DIR, migrate, readMigrations } from '../src/db/migrate.js';
 import { createPool, type Pool } from '../src/db/pool.js';
 import { vacuumBatchesIfNeeded, vacuumBufferIfNeeded } from '../src/jobs/vacuum.js';
 import { ackBatches, claimBatches, recordFailure, type ClaimOptions, type ClaimedBatch, type FailureRecord } from '../src/push/queries.js';
-import { partition } from '../src/push/split.js';
+import { partition, splitInto } from '../src/push/split.js';
 import { consumerConfig, eventually, insertConsumer } from './helpers/capture.js';
 import { startTestPg, type TestPg } from './helpers/pg.js';
 import { insertMessages, insertWebhookConsumer, webhookSettings, type FixtureMessage } from './helpers/receiver.js';
@@ -480,6 +480,43 @@ describe('failures', () => {
     expect(row).toMatchObject({ attempt: 2, lsns: [2102], group_keys: ['c'], delivery_token: c.token });
     expect(row.due_in_ms).toBeGreaterThan(5_000);
     await checkInvariants(id);
+  });
+
+  it('parts sent again at once (isolating a refused group) are due now and claimed as the same attempt', async () => {
+    const id = await webhook('isolate');
+    await insertMessages(pool, id, rows(2300, ['a', 'b', 'c', 'a', 'd', null]));
+    let [batch] = (await claimBatches(pool, claimOpts(id, { batchSize: 10 }))).batches;
+    // A second attempt, so the repeated number is not the default.
+    await recordFailure(pool, id, 'test', batch, failure(batch, { delayMs: 0 }));
+    [batch] = (await claimBatches(pool, claimOpts(id, { fresh: false }))).batches;
+    expect(batch.attempt).toBe(2);
+
+    const parts = splitInto(batch, 3);
+    expect(new Set(parts).size).toBe(3);
+    const res = await recordFailure(pool, id, 'test', batch, failure(batch, { parts, delayMs: 0, sameAttempt: true }));
+    expect(res.moved).toBe(6);
+    const got = await batchRows(pool, id);
+    // Five groups (the ungrouped row is its own) in three parts of consecutive groups, each group whole and in order.
+    expect(got.map((b) => [b.lsns, b.group_keys])).toEqual([
+      [[2300, 2301, 2303], ['a', 'b', 'a']],
+      [[2302, 2304], ['c', 'd']],
+      [[2305], [null]],
+    ]);
+    for (const b of got) {
+      expect(b).toMatchObject({ attempt: 1, first_attempt_at: batch.firstAttemptAt });
+      expect(b.due_in_ms).toBeLessThanOrEqual(0);
+    }
+    await checkInvariants(id);
+    const again = (await claimBatches(pool, claimOpts(id, { fresh: false }))).batches;
+    expect(again.map((b) => [b.attempt, b.batchId]).sort()).toEqual(got.map((b) => [2, b.batch_id]).sort());
+    // The attempt that was split is logged once, as the retry it was.
+    const { rows: log } = await pool.query('SELECT attempt, outcome, message_count FROM sluice.webhook_attempts WHERE batch_id = $1 ORDER BY id', [
+      batch.batchId,
+    ]);
+    expect(log).toEqual([
+      { attempt: 1, outcome: 'retry', message_count: 6 },
+      { attempt: 2, outcome: 'retry', message_count: 6 },
+    ]);
   });
 
   it('dead_letter makes the messages state 1 with the attempt count and error, and removes the batch row', async () => {

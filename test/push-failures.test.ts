@@ -19,6 +19,25 @@ import {
 
 const env = usePushEnv('push_failures');
 const hasGroup = (d: Delivery, g: string) => d.messages.some((m) => m.record.id === g);
+/**
+ * Requests that carried a group's message while an earlier one of the group was
+ * not yet accepted, other than as the head of what was left (rule 3). Each
+ * request's messages of a group must be the next ones the group has not had accepted.
+ */
+function outOfTurn(ds: Delivery[]): string[] {
+  const acceptedUpTo = new Map<string, number>();
+  const bad: string[] = [];
+  for (const d of ds) {
+    const perGroup = new Map<string, number[]>();
+    for (const m of d.messages) perGroup.set(m.record.id, [...(perGroup.get(m.record.id) ?? []), m.record.seq]);
+    for (const [g, seqs] of perGroup) {
+      const next = (acceptedUpTo.get(g) ?? -1) + 1;
+      if (seqs.some((s, i) => s !== next + i)) bad.push(`${d.n}: ${g} ${seqs.join(',')} (next ${next})`);
+      if (d.status >= 200 && d.status < 300) acceptedUpTo.set(g, next + seqs.length - 1);
+    }
+  }
+  return bad;
+}
 const gaps = (ds: Delivery[]) => ds.slice(1).map((d, i) => d.receivedAt - ds[i].receivedAt);
 
 describe('push failures', () => {
@@ -224,6 +243,129 @@ describe('push failures', () => {
     const sick = r.deliveries.filter((d) => hasGroup(d, 'sick')).flatMap((d) => d.messages.filter((m) => m.record.id === 'sick'));
     expect(new Set(sick.map((m) => m.record.seq))).toEqual(new Set([0]));
     expect(inconsistentBatches(r.deliveries)).toEqual([]);
+  });
+
+  it('sends a failing group\'s neighbours again at once, apart from it, while its own retries keep their schedule', async () => {
+    const r = await env.receiver((d) => ({ status: hasGroup(d, 'poison') ? 500 : 200 }));
+    // A long backoff: a healthy message held for even its shortest wait (5 s) fails the 2 s bound below.
+    const retry = { initial_ms: 10_000, factor: 2, cap_ms: 60_000, max_attempts: 3 };
+    const id = await insertWebhookConsumer(env.pool, 'neighbours', webhookSettings(r.url, { retry, batch_size: 50, max_in_flight: 4 }));
+    const groups = ['poison', ...Array.from({ length: 49 }, (_, i) => `ok${i}`)];
+    await env.run();
+    // Five rounds, 150 ms apart, of two messages per group: the poison group's
+    // head shares its first batch with healthy groups' messages.
+    const insertedAt = new Map<number, number>();
+    for (let round = 0; round < 5; round++) {
+      const msgs = [0, 1].flatMap((k) =>
+        groups.map((group, g) => ({ lsn: 1000 + round * 100 + k * 50 + g, idx: 0, group, seq: round * 2 + k })),
+      );
+      await insertMessages(env.pool, id, msgs);
+      for (const m of msgs) insertedAt.set(m.lsn, Date.now());
+      await sleep(150);
+    }
+    await eventually(async () => r.accepted().length === 490, 10_000);
+
+    // Every healthy message arrived within 2 s of its insert (old behaviour: the
+    // neighbours waited out the poison group's backoff, 5-10 s), in order, and
+    // no group ever had a later message out while an earlier one was.
+    const late = r
+      .deliveries.filter((d) => d.status === 200)
+      .flatMap((d) => d.messages.map((m) => d.receivedAt - insertedAt.get(m.metadata.commit_lsn)!));
+    expect(Math.max(...late)).toBeLessThan(2000);
+    const byGroup = seqsByGroup(r.accepted());
+    for (const g of groups.slice(1)) expect(byGroup.get(g)).toEqual(Array.from({ length: 10 }, (_, i) => i));
+    expect(outOfTurn(r.deliveries)).toEqual([]);
+    expect(inconsistentBatches(r.deliveries)).toEqual([]);
+    const refused = r.deliveries.filter((d) => d.status === 500);
+    expect(refused.length).toBeGreaterThan(1);
+    // Only the poison group's head was ever sent, and the last refusal carried it alone.
+    expect(new Set(refused.flatMap((d) => d.messages.filter((m) => m.record.id === 'poison').map((m) => m.record.seq)))).toEqual(new Set([0]));
+    expect(refused.at(-1)!.messages.map((m) => m.record.id)).toEqual(['poison']);
+
+    // The requests that isolated it were all its first attempt: neither its
+    // schedule nor its neighbours' attempt counts moved.
+    let attempts = await env.attempts(id);
+    expect(new Set(attempts.map((a) => a.attempt))).toEqual(new Set([1]));
+    expect(attempts.filter((a) => a.outcome === 'delivered').reduce((n, a) => n + a.message_count, 0)).toBe(490);
+    expect(attempts.filter((a) => a.outcome === 'retry')).toHaveLength(refused.length);
+    const poisonRow = async () =>
+      (
+        await env.pool.query(
+          `SELECT attempt, cardinality(lsns) AS n, (extract(epoch FROM due_at - last_attempt_at) * 1000)::float8 AS wait_ms
+           FROM sluice.webhook_batches WHERE consumer_id = $1`,
+          [id],
+        )
+      ).rows;
+    // Backing off alone, on the schedule's first step: initial (10 s), equal jitter.
+    let [row] = await poisonRow();
+    expect(row).toMatchObject({ attempt: 1, n: 1 });
+    expect(row.wait_ms).toBeGreaterThanOrEqual(5000 - 50);
+    expect(row.wait_ms).toBeLessThanOrEqual(10_000 + 500);
+
+    // Its backoff over: attempt 2 fails and waits initial × factor (20 s, jittered).
+    await env.pool.query(`UPDATE sluice.webhook_batches SET due_at = now() WHERE consumer_id = $1`, [id]);
+    await eventually(async () => (await env.attempts(id)).some((a) => a.attempt === 2));
+    [row] = await poisonRow();
+    expect(row.wait_ms).toBeGreaterThanOrEqual(10_000 - 50);
+    expect(row.wait_ms).toBeLessThanOrEqual(20_000 + 500);
+    // Attempt 3 is its last: a dead letter, after 3 attempts; no healthy message is one.
+    await env.pool.query(`UPDATE sluice.webhook_batches SET due_at = now() WHERE consumer_id = $1`, [id]);
+    await eventually(async () => (await env.remaining(id, 1)) === 1);
+    const dead = await listDeadLetters(env.pool, id, { limit: 10 });
+    expect(dead.map((x) => [JSON.parse(x.payload).record.id, x.deliver_count])).toEqual([['poison', 3]]);
+    attempts = await env.attempts(id);
+    expect(attempts.filter((a) => a.attempt > 1).map((a) => [a.attempt, a.outcome, a.message_count])).toEqual([
+      [2, 'retry', 1],
+      [3, 'dead_letter', 1],
+    ]);
+    // The group is free again: its later messages go, in order (the receiver still refuses them).
+    await eventually(async () => r.deliveries.some((d) => d.messages.some((m) => m.record.id === 'poison' && m.record.seq === 1)));
+  });
+
+  it('isolates a refused group before dead-lettering a batch at its last attempt, so only that group becomes a dead letter', async () => {
+    const r = await env.receiver((d) => ({ status: hasGroup(d, 'bad') ? 422 : 200 }));
+    const retry = { initial_ms: 10_000, factor: 2, cap_ms: 60_000, max_attempts: 1 };
+    const id = await insertWebhookConsumer(env.pool, 'last-try', webhookSettings(r.url, { retry, batch_size: 20 }));
+    const groups = ['bad', ...Array.from({ length: 9 }, (_, i) => `ok${i}`)];
+    await env.run();
+    await insertMessages(env.pool, id, messagesFor(groups, 20));
+    await eventually(async () => (await env.remaining(id, 1)) === 2 && (await env.remaining(id)) === 2);
+    const dead = await listDeadLetters(env.pool, id, { limit: 10 });
+    expect(dead.map((x) => [JSON.parse(x.payload).record.id, JSON.parse(x.payload).record.seq, x.deliver_count])).toEqual([
+      ['bad', 0, 1],
+      ['bad', 1, 1],
+    ]);
+    const byGroup = seqsByGroup(r.accepted());
+    for (const g of groups.slice(1)) expect(byGroup.get(g)).toEqual([0, 1]);
+    expect(new Set((await env.attempts(id)).map((a) => a.attempt))).toEqual(new Set([1]));
+  });
+
+  it('does not split at once for an endpoint that refuses everything, nor for rate limiting', async () => {
+    // Down (every request a 500): the first three failed batches are split at
+    // once, their parts fail too, and from then on everything waits for the schedule.
+    const down = await env.receiver(() => ({ status: 500 }));
+    const retry = { initial_ms: 10_000, factor: 2, cap_ms: 60_000, max_attempts: 5 };
+    const id = await insertWebhookConsumer(env.pool, 'down', webhookSettings(down.url, { retry, batch_size: 40, max_in_flight: 4 }));
+    // Busy: 429, and a 503 with Retry-After, ask for less traffic: not split at once.
+    const busy = await env.receiver((d) => (d.n % 2 ? { status: 429 } : { status: 503, headers: { 'retry-after': '5' } }));
+    const slow = await insertWebhookConsumer(env.pool, 'busy', webhookSettings(busy.url, { retry, batch_size: 10, max_in_flight: 2 }));
+    await env.run();
+    const groups = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
+    await insertMessages(env.pool, id, messagesFor(groups('d', 160), 160));
+    await insertMessages(env.pool, slow, messagesFor(groups('b', 20), 20));
+    await eventually(async () => down.deliveries.length >= 16 && busy.deliveries.length >= 2);
+    await sleep(1000);
+    expect(down.deliveries).toHaveLength(4 + 3 * 4);
+    expect(down.deliveries.slice(4).every((d) => d.messages.length === 10)).toBe(true);
+    expect(busy.deliveries).toHaveLength(2);
+    for (const consumer of [id, slow]) {
+      const { rows } = await env.pool.query<{ soonest: number }>(
+        `SELECT (extract(epoch FROM min(due_at) - now()) * 1000)::float8 AS soonest FROM sluice.webhook_batches WHERE consumer_id = $1`,
+        [consumer],
+      );
+      expect(rows[0].soonest).toBeGreaterThan(2000);
+      expect(new Set((await env.attempts(consumer)).map((a) => a.attempt))).toEqual(new Set([1]));
+    }
   });
 
   it('disables a consumer that has failed for disable_after with no success', async () => {

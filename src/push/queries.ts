@@ -155,10 +155,13 @@ const FAIL = `WITH gone AS (
   ), parts AS (
     -- k.part: the row's batch from now on (its own, or a part of a split;
     -- src/push/split.ts). Retried: due after the delay; paused: due at once,
-    -- claimed when the consumer is resumed.
+    -- claimed when the consumer is resumed. $21, parts sent again at once to
+    -- isolate a refused group: they repeat this attempt (the claim counts it
+    -- again), so the refused group's backoff and max_attempts count only its
+    -- own attempts on the schedule.
     INSERT INTO sluice.webhook_batches
       (batch_id, consumer_id, delivery_token, attempt, first_attempt_at, last_attempt_at, due_at, lsns, idxs, group_keys, last_error)
-    SELECT k.part, $1, $5, g.attempt, g.first_attempt_at, g.last_attempt_at,
+    SELECT k.part, $1, $5, g.attempt - CASE WHEN $21::boolean THEN 1 ELSE 0 END, g.first_attempt_at, g.last_attempt_at,
       CASE WHEN $6::text = 'retry' THEN now() + $7::float8 * interval '1 millisecond' ELSE now() END,
       array_agg(k.lsn ORDER BY k.ord), array_agg(k.idx ORDER BY k.ord), array_agg(k.grp ORDER BY k.ord), $8
     FROM gone g, unnest($2::bigint[], $3::int[], $19::uuid[], $20::text[]) WITH ORDINALITY AS k(lsn, idx, part, grp, ord)
@@ -204,6 +207,8 @@ export interface FailureRecord {
   delayMs: number;
   /** Per row (claim order), its batch id from now on: the batch's own, or a split part's. */
   parts: string[];
+  /** The parts are sent again at once as the same attempt (isolating a refused group); delayMs is 0. */
+  sameAttempt?: boolean;
   /** Kept on the batch, and on its messages if they become dead letters (listings show it). */
   lastError: string;
   facts: AttemptFacts;
@@ -240,6 +245,7 @@ export async function recordFailure(
     f.disableAfterMs,
     f.parts,
     batch.groups,
+    f.sameAttempt ?? false,
   ]);
   return rows[0];
 }

@@ -2,12 +2,27 @@
 // hold back (or drag into the dead letters) the other groups that happened to
 // share its batch. A batch keeps its id, and so its webhook-id, across retries
 // unless it is split; the parts get new ids (messages keep their
-// idempotency_key, which is what receivers should deduplicate on).
+// idempotency_key, which is what receivers should deduplicate on). A group's
+// messages always stay together, in order, in one part.
 //
-//   halves: on a first failure with no sign that the endpoint takes anything
+// An error status for the whole batch does not say which message caused it,
+// so the refused group is found by splitting:
+//
+//   at once (isolate): the endpoint answered with an error that can be about
+//           the content (4xx/5xx, not 408/429 or a Retry-After) and it does
+//           not look down. The batch goes again at once in up to 8 parts, as
+//           the same attempt; a part that fails again is split again, so the
+//           refused group is alone after a few quick rounds (100 groups in 8
+//           parts: 3) while every other group is delivered on the way. The
+//           refused group then backs off on its own schedule, which these
+//           rounds did not advance: they repeat its attempt number.
+//   on the schedule, otherwise (no answer, a timeout, rate limiting, or an
+//           endpoint that fails everything: isolating would only multiply the
+//           requests it fails):
+//     halves: on a first failure with no sign that the endpoint takes anything
 //           (an outage looks like that too): halve the batch by groups, so a
 //           short blip costs one extra request, not one per group.
-//   groups: otherwise (the endpoint accepted other batches since this one was
+//     groups: otherwise (the endpoint accepted other batches since this one was
 //           first sent, or this batch failed before, or the next attempt is its
 //           last): one batch per group, so the next attempt isolates the
 //           group the endpoint refuses.
@@ -15,6 +30,9 @@ import { randomUUID } from 'node:crypto';
 import type { ClaimedBatch } from './queries.js';
 
 export type SplitMode = 'groups' | 'halves';
+
+/** At most this many parts per isolating split: more quick rounds, but fewer requests, than one part per group. */
+export const MAX_ISOLATION_PARTS = 8;
 
 /** Each row's group; ungrouped rows are each their own. */
 function groupKeys(batch: ClaimedBatch): string[] {
@@ -31,13 +49,35 @@ export function splitMode(batch: ClaimedBatch, successSinceFirstAttempt: boolean
   return successSinceFirstAttempt || batch.attempt >= 2 || nextIsLast ? 'groups' : 'halves';
 }
 
+/**
+ * Whether an answer can be about what the batch held, so that sending its
+ * groups apart may get most of them through: an error status, except a
+ * timeout (408), rate limiting (429) and any Retry-After the endpoint set,
+ * which ask for less traffic, not other content. No answer at all (a refused
+ * connection, a timeout) says nothing about the content.
+ */
+export function mayBeAboutContent(status: number | null, retryAfterMs: number | null): boolean {
+  return status !== null && status >= 400 && status !== 408 && status !== 429 && retryAfterMs === null;
+}
+
+/** Parts for an isolating split: as many as can go at once (max_in_flight), at least 2, at most MAX_ISOLATION_PARTS. */
+export function isolationParts(batch: ClaimedBatch, maxInFlight: number): number {
+  return Math.min(groupCount(batch), MAX_ISOLATION_PARTS, Math.max(2, maxInFlight));
+}
+
+/** The batch id each row gets when the batch is split into `parts` parts by group, in order of first appearance. */
+export function splitInto(batch: ClaimedBatch, parts: number): string[] {
+  const keys = groupKeys(batch);
+  const order = [...new Set(keys)];
+  const n = Math.max(1, Math.min(parts, order.length));
+  const ids = Array.from({ length: n }, () => randomUUID());
+  // Consecutive groups share a part; parts differ in size by at most one group.
+  const partOf = new Map(order.map((k, j) => [k, ids[Math.floor((j * n) / order.length)]]));
+  return keys.map((k) => partOf.get(k)!);
+}
+
 /** The batch id each row gets: its part's new id (a group's rows stay together and in order). */
 export function partition(batch: ClaimedBatch, mode: SplitMode | null): string[] {
   if (!mode) return batch.lsns.map(() => batch.batchId);
-  const keys = groupKeys(batch);
-  const order = [...new Set(keys)];
-  const firstHalf = new Set(order.slice(0, Math.ceil(order.length / 2)));
-  const halves = [randomUUID(), randomUUID()];
-  const perGroup = new Map(order.map((k) => [k, randomUUID()]));
-  return keys.map((k) => (mode === 'groups' ? perGroup.get(k)! : firstHalf.has(k) ? halves[0] : halves[1]));
+  return splitInto(batch, mode === 'halves' ? 2 : groupCount(batch));
 }

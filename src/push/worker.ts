@@ -14,7 +14,7 @@ import { baseHeaders, buildBody, deliver, webhookId, type DeliveryResult, type E
 import { StopSwitch, type EndpointClients } from './http.js';
 import { claimBatches, ensureHealthRow, recordFailure, type AttemptFacts, type ClaimedBatch } from './queries.js';
 import { DEFAULT_DISABLE_AFTER_MS, exhausted, retryDelayMs, verdict } from './schedule.js';
-import { partition, splitMode } from './split.js';
+import { groupCount, isolationParts, mayBeAboutContent, partition, splitInto, splitMode } from './split.js';
 import { loadExpiries, signingState, storedSecrets, type SigningState } from './secrets.js';
 
 export interface Log {
@@ -45,6 +45,17 @@ export const SAFETY_POLL_MS = 1000;
  * wake-up would cost the database for nothing.
  */
 const CIRCUIT_AFTER_FAILURES = 3;
+/**
+ * A failed batch of several groups is sent again at once, split, to isolate
+ * the group the endpoint refuses (src/push/split.ts), until this many requests
+ * of several groups have failed with no success between: then the endpoint
+ * looks down, not picky, and splitting at once would only multiply requests it
+ * fails. The count leaves out a lone group's own retries, so a group failing
+ * on its schedule does not stop its next neighbours from being isolated; and
+ * each isolating round adds one, so three rounds (8^3 groups) always go through
+ * (in practice the healthy parts' successes reset it on the way).
+ */
+const ISOLATE_UNTIL_FAILURES = 3;
 /**
  * A claim costs the database about a millisecond whatever it forms (the
  * function call, the blocked-group read, the walk past batches that are out),
@@ -81,6 +92,8 @@ export class ConsumerWorker {
   /** When a batch of this consumer was last acked here (ms). */
   private lastSuccessAt = 0;
   private consecutiveFailures = 0;
+  /** Failed requests holding several groups since the last success (see ISOLATE_UNTIL_FAILURES). */
+  private mixedFailures = 0;
   private nextFreshProbeAt = 0;
   private readonly probeMs: number;
   private readonly claimChunk: number;
@@ -266,6 +279,7 @@ export class ConsumerWorker {
     if (v.kind === 'ack') {
       this.lastSuccessAt = Date.now();
       this.consecutiveFailures = 0;
+      this.mixedFailures = 0;
       // The slot frees now, not when the ack commits: acks are coalesced and
       // written behind, and until one commits its rows still block their groups,
       // so order holds. A lost ack means a redelivery with the same webhook-id.
@@ -279,28 +293,41 @@ export class ConsumerWorker {
 
   private async fail(batch: ClaimedBatch, result: DeliveryResult, facts: AttemptFacts, pauseReason: string | null, retryAfterMs: number | null) {
     const retry = this.settings.retry;
-    this.consecutiveFailures++;
     const lastError = result.status !== null ? `HTTP ${result.status}${result.excerpt ? ': ' + result.excerpt.slice(0, 200) : ''}` : result.error ?? 'failed';
     const stopping = this.stopSwitch.stopped;
-    const outcome = pauseReason ? 'paused' : !stopping && exhausted(retry, batch.attempt, batch.firstAttemptAt) ? 'dead_letter' : 'retry';
-    // Aborted by shutdown: due at once, for whichever process runs next.
-    const delayMs = outcome === 'retry' && !stopping ? retryDelayMs(retry, batch.attempt, retryAfterMs) : 0;
-    // A retried batch with several groups is split (src/push/split.ts), so a
-    // group the endpoint refuses cannot take the others down with it.
-    const sawSuccess = this.lastSuccessAt > batch.firstAttemptAt.getTime();
-    const split = outcome === 'retry' && !stopping ? splitMode(batch, sawSuccess, retry.max_attempts) : null;
-    if (split) facts = { ...facts, error: `${facts.error ?? `HTTP ${result.status}`}; split (${split}) for the next attempt` };
+    // Several groups, an answer that may be about one of them, and an endpoint
+    // that does not refuse everything: send the groups again at once, apart,
+    // as the same attempt (src/push/split.ts). A batch at its last attempt is
+    // isolated too, so only the group the endpoint refuses becomes a dead letter.
+    const several = groupCount(batch) > 1;
+    const isolate =
+      several && !pauseReason && !stopping && this.mixedFailures < ISOLATE_UNTIL_FAILURES && mayBeAboutContent(result.status, retryAfterMs);
+    if (several) this.mixedFailures++;
+    // A failure that is being isolated does not count towards the circuit: its
+    // rounds would otherwise trip it while the other groups are being delivered.
+    if (!isolate) this.consecutiveFailures++;
+    const outcome = pauseReason ? 'paused' : !isolate && !stopping && exhausted(retry, batch.attempt, batch.firstAttemptAt) ? 'dead_letter' : 'retry';
+    // Not on the schedule: isolating, or aborted by shutdown (due at once, for whichever process runs next).
+    const scheduled = outcome === 'retry' && !stopping && !isolate;
+    const delayMs = scheduled ? retryDelayMs(retry, batch.attempt, retryAfterMs) : 0;
+    // On the schedule, a batch with several groups is split too, so a group the
+    // endpoint refuses cannot take the others down with it.
+    const split = scheduled ? splitMode(batch, this.lastSuccessAt > batch.firstAttemptAt.getTime(), retry.max_attempts) : null;
+    const ways = isolate ? isolationParts(batch, this.settings.max_in_flight) : 0;
+    const note = isolate ? `split in ${ways} parts, sent again at once as the same attempt` : split ? `split (${split}) for the next attempt` : null;
+    if (note) facts = { ...facts, error: `${facts.error ?? `HTTP ${result.status}`}; ${note}` };
     const out = await recordFailure(this.deps.pool, this.consumer.id, this.deps.instanceId, batch, {
       outcome,
       delayMs,
-      parts: partition(batch, split),
+      parts: isolate ? splitInto(batch, ways) : partition(batch, split),
+      sameAttempt: isolate,
       lastError,
       facts,
       pauseReason: pauseReason ? `${pauseReason} (${new Date().toISOString()})` : null,
       disableAfterMs: this.settings.disable_after_ms ?? DEFAULT_DISABLE_AFTER_MS,
     });
     const level = outcome === 'retry' ? 'warn' : 'error';
-    this.log(level, { batch: webhookId(batch.batchId), attempt: batch.attempt, status: result.status, error: result.error, outcome, delay_ms: delayMs, split }, 'webhook delivery failed');
+    this.log(level, { batch: webhookId(batch.batchId), attempt: batch.attempt, status: result.status, error: result.error, outcome, delay_ms: delayMs, split: isolate ? `${ways} parts, at once` : split }, 'webhook delivery failed');
     if (out.paused || out.disabled) {
       this.log('error', { state: out.paused ? 'paused' : 'disabled' }, 'webhook consumer stopped by its endpoint\'s answers');
       this.running = false;
