@@ -152,6 +152,20 @@ describe('push delivery', () => {
     expect(() => new StandardWebhook(TEST_SECRET).verify(last.raw.toString(), h)).toThrow();
   });
 
+  it("sends a group's next batch once the previous one's ack commits, not at the next poll", async () => {
+    // One group, ten batches' worth: each batch waits for the one before it to
+    // be acked. Nothing else wakes the dispatcher (no new messages), so a batch
+    // that waited for the once-a-second re-check would show as a gap.
+    const r = await receiver();
+    const id = await insertWebhookConsumer(pool, 'one-hot-row', webhookSettings(r.url, { batch_size: 10 }));
+    await run();
+    await insertMessages(pool, id, messagesFor(['hot'], 100));
+    await eventually(async () => r.accepted().length === 100, 15_000);
+    expect(seqsByGroup(r.accepted()).get('hot')).toEqual(Array.from({ length: 100 }, (_, i) => i));
+    const gaps = r.deliveries.slice(1).map((d, i) => d.receivedAt - r.deliveries[i].receivedAt);
+    expect(Math.max(...gaps)).toBeLessThan(500);
+  });
+
   it('keeps many groups in order with several batches in flight', async () => {
     const r = await receiver(() => ({ status: 200, delayMs: Math.random() * 20 }));
     const id = await insertWebhookConsumer(pool, 'many', webhookSettings(r.url, { batch_size: 25, max_in_flight: 8 }));

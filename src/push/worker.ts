@@ -98,6 +98,14 @@ export class ConsumerWorker {
   private readonly probeMs: number;
   private readonly claimChunk: number;
   private readonly claimWanted: number;
+  /**
+   * Acks committed and failures recorded here. After a claim that came up
+   * short, these (not a response arriving) are what can make more claimable:
+   * the acked or rescheduled batch's groups are free, or its parts are due.
+   */
+  private outcomes = 0;
+  /** What the current wait, if any, is woken by besides notifications and its timer. */
+  private waitingFor: 'slot' | 'outcome' = 'slot';
   /** When the oldest slot that is free now became free (0: none since the last claim). */
   private slotFreeSince = 0;
 
@@ -162,7 +170,7 @@ export class ConsumerWorker {
       }
       this.slotFreeSince = 0;
       const epoch = wakeup?.epoch(id);
-      const seen = this.completions;
+      const seen = this.outcomes;
       const down = this.consecutiveFailures >= CIRCUIT_AFTER_FAILURES;
       const fresh = !down || Date.now() >= this.nextFreshProbeAt;
       if (down && fresh) this.nextFreshProbeAt = Date.now() + this.probeMs;
@@ -191,7 +199,10 @@ export class ConsumerWorker {
       if (claimed.batches.length === free) continue;
       let dueIn = claimed.nextDueAt ? Math.max(0, claimed.nextDueAt.getTime() - Date.now()) : Infinity;
       if (!fresh) dueIn = Math.min(dueIn, Math.max(0, this.nextFreshProbeAt - Date.now()));
-      const why = await this.nextEvent(Math.min(SAFETY_POLL_MS, dueIn), epoch, seen);
+      // Nothing more was claimable: a slot freeing changes nothing, an outcome
+      // may (a group's next messages wait for its batch's ack to commit, which
+      // comes after the response), so wait for one, from before the claim.
+      const why = await this.nextEvent(Math.min(SAFETY_POLL_MS, dueIn), epoch, seen, 'outcome');
       // New messages after a quiet spell: give the batch batch_timeout to fill.
       if (why === 'notified' && this.settings.batch_timeout_ms > 0 && this.running) {
         await this.nextEvent(this.settings.batch_timeout_ms, undefined, -1);
@@ -199,10 +210,14 @@ export class ConsumerWorker {
     }
   }
 
-  /** Resolves on a notification, a batch finishing (unless `seen` is stale already), stop(), or after ms. */
-  private nextEvent(ms: number, epoch: number | undefined, seen: number): Promise<'notified' | 'slot' | 'timeout'> {
+  /**
+   * Resolves on a notification, stop(), after ms, or when the counter `on`
+   * moves past `seen` (at once if it has already; -1: never): 'slot', a batch
+   * finishing here; 'outcome', an ack committing or a failure recorded here.
+   */
+  private nextEvent(ms: number, epoch: number | undefined, seen: number, on: 'slot' | 'outcome' = 'slot'): Promise<'notified' | 'slot' | 'timeout'> {
     if (!this.running) return Promise.resolve('slot');
-    if (seen >= 0 && this.completions !== seen) return Promise.resolve('slot');
+    if (seen >= 0 && (on === 'slot' ? this.completions : this.outcomes) !== seen) return Promise.resolve('slot');
     return new Promise((resolve) => {
       // Only a wait on notifications needs cancelling; waits for a slot (one
       // per completion under load) skip the AbortController.
@@ -219,6 +234,7 @@ export class ConsumerWorker {
       };
       const onWake = () => finish('slot');
       this.wake = onWake;
+      this.waitingFor = on;
       const timer = setTimeout(() => finish('timeout'), ms);
       if (cancel) {
         void this.deps.wakeup!.wait(this.consumer.id, ms, cancel.signal, epoch).then((r) => r === 'notified' && finish('notified'));
@@ -249,6 +265,11 @@ export class ConsumerWorker {
     }
   }
 
+  private noteOutcome(): void {
+    this.outcomes++;
+    if (this.waitingFor === 'outcome') this.wake?.();
+  }
+
   private launch(batch: ClaimedBatch): void {
     const run = this.send(batch)
       .catch((err) => this.log('error', { batch: webhookId(batch.batchId), err: String(err) }, 'recording a webhook attempt failed'))
@@ -256,7 +277,7 @@ export class ConsumerWorker {
         this.inFlight.delete(run);
         this.completions++;
         if (this.slotFreeSince === 0) this.slotFreeSince = Date.now();
-        this.wake?.();
+        if (this.waitingFor === 'slot') this.wake?.();
       });
     this.inFlight.add(run);
   }
@@ -283,8 +304,9 @@ export class ConsumerWorker {
       // The slot frees now, not when the ack commits: acks are coalesced and
       // written behind, and until one commits its rows still block their groups,
       // so order holds. A lost ack means a redelivery with the same webhook-id.
-      this.acks.add({ batch, facts }).catch((err) =>
-        this.log('error', { batch: webhookId(batch.batchId), err: String(err) }, 'acking a delivered batch failed; it will be redelivered'),
+      this.acks.add({ batch, facts }).then(
+        () => this.noteOutcome(),
+        (err) => this.log('error', { batch: webhookId(batch.batchId), err: String(err) }, 'acking a delivered batch failed; it will be redelivered'),
       );
       return;
     }
@@ -326,6 +348,7 @@ export class ConsumerWorker {
       pauseReason: pauseReason ? `${pauseReason} (${new Date().toISOString()})` : null,
       disableAfterMs: this.settings.disable_after_ms ?? DEFAULT_DISABLE_AFTER_MS,
     });
+    this.noteOutcome();
     const level = outcome === 'retry' ? 'warn' : 'error';
     this.log(level, { batch: webhookId(batch.batchId), attempt: batch.attempt, status: result.status, error: result.error, outcome, delay_ms: delayMs, split: isolate ? `${ways} parts, at once` : split }, 'webhook delivery failed');
     if (out.paused || out.disabled) {
