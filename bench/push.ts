@@ -12,6 +12,7 @@ import { ConsumerRegistry } from '../src/buffer/consumers.js';
 import { startEmbedded } from '../src/db/embedded.js';
 import { migrate } from '../src/db/migrate.js';
 import { createPool, type Pool } from '../src/db/pool.js';
+import type { WebhookSettings } from '../src/config/types.js';
 import { Jobs } from '../src/jobs/index.js';
 import { Dispatcher } from '../src/push/dispatcher.js';
 import { generateSecret } from '../src/signing/secrets.js';
@@ -45,7 +46,7 @@ export interface PushBenchResult {
 
 // Postgres CPU (utime + stime, in ms) of the postmaster's children, from /proc:
 // the machine may be shared, so CPU per message is steadier than wall time.
-function postgresCpuMs(dataDir: string): number | null {
+export function postgresCpuMs(dataDir: string): number | null {
   try {
     const postmaster = readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0].trim();
     let ticks = 0;
@@ -64,7 +65,7 @@ function postgresCpuMs(dataDir: string): number | null {
   }
 }
 
-const gatewayCpuMs = () => {
+export const gatewayCpuMs = () => {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1000;
 };
@@ -112,8 +113,35 @@ async function startReceiverThread(failGroup: string | null) {
   return { port, counts, stop: () => worker.terminate() };
 }
 
+/** The bench's webhook settings: batch_timeout 0, a 30 s timeout, retries from 1 s doubling (5 attempts unless `retry` says). */
+export function benchWebhook(port: number, batchSize: number, maxInFlight: number, retry: Partial<WebhookSettings['retry']> = {}): WebhookSettings {
+  return {
+    url: `http://127.0.0.1:${port}/hook`,
+    headers: {},
+    secrets: [generateSecret()],
+    batch_size: batchSize,
+    batch_timeout_ms: 0,
+    max_in_flight: maxInFlight,
+    timeout_ms: 30_000,
+    max_response_bytes: 65_536,
+    retry: { initial_ms: 1000, factor: 2, cap_ms: 60_000, max_attempts: 5, ...retry },
+    allow_private_ranges: ['127.0.0.0/8'],
+  };
+}
+
+/** Replaces whatever the buffer held with one webhook consumer, 'bench' (grouped by row, dead letters not blocking); returns its id. */
+export async function insertBenchConsumer(pool: Pool, webhook: WebhookSettings): Promise<string> {
+  await pool.query('DELETE FROM sluice.messages; DELETE FROM sluice.consumers');
+  const config = { name: 'bench', source: 'src', kind: 'webhook', tables: ['public.orders'], group_by: true, dead_letter_blocks_group: false, annotations: {}, webhook };
+  const { rows } = await pool.query<{ id: string }>(
+    `INSERT INTO sluice.consumers (name, source_name, kind, config) VALUES ('bench', 'src', 'webhook', $1) RETURNING id`,
+    [JSON.stringify(config)],
+  );
+  return rows[0].id;
+}
+
 // Capture's payload shape (metadata last, transaction_annotations last in it), built in SQL.
-const FILL = `INSERT INTO sluice.messages (consumer_id, commit_lsn, commit_idx, group_key, payload)
+export const FILL = `INSERT INTO sluice.messages (consumer_id, commit_lsn, commit_idx, group_key, payload)
   SELECT $1, i, 0, 'g' || (i % $3),
     format('{"record":{"id":%s,"group":"g%s","status":"paid","amount":"19.90","note":"an order of some size"},'
       '"changes":null,"action":"insert","metadata":{"table_schema":"public","table_name":"orders",'
@@ -142,25 +170,8 @@ export async function runPushBench(o: PushBenchOptions): Promise<PushBenchResult
   let jobs: Jobs | null = null;
   try {
     await migrate(pool);
-    await pool.query('DELETE FROM sluice.messages; DELETE FROM sluice.consumers');
-    const webhook = {
-      url: `http://127.0.0.1:${receiver.port}/hook`,
-      headers: {},
-      secrets: [generateSecret()],
-      batch_size: o.batchSize,
-      batch_timeout_ms: 0,
-      max_in_flight: o.maxInFlight,
-      timeout_ms: 30_000,
-      max_response_bytes: 65_536,
-      retry: { initial_ms: 1000, factor: 2, cap_ms: 60_000, max_attempts: 5 },
-      allow_private_ranges: ['127.0.0.0/8'],
-    };
-    const config = { name: 'bench', source: 'src', kind: 'webhook', tables: ['public.orders'], group_by: true, dead_letter_blocks_group: false, annotations: {}, webhook };
-    const { rows } = await pool.query<{ id: string }>(
-      `INSERT INTO sluice.consumers (name, source_name, kind, config) VALUES ('bench', 'src', 'webhook', $1) RETURNING id`,
-      [JSON.stringify(config)],
-    );
-    await fill(pool, rows[0].id, o.messages, o.groups);
+    const consumerId = await insertBenchConsumer(pool, benchWebhook(receiver.port, o.batchSize, o.maxInFlight));
+    await fill(pool, consumerId, o.messages, o.groups);
     const target = failGroup ? o.messages - Math.ceil(o.messages / o.groups) : o.messages;
 
     const registry = new ConsumerRegistry(pool);
