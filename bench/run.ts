@@ -35,7 +35,7 @@ if (want('push')) {
   // What a failing group costs its neighbours is a delay, not a rate: the same
   // steady load with and without one group the receiver refuses.
   const { baseline, failing } = await compareNeighbours(2000, Math.max(5, Math.round(20 * scale)));
-  rows.push(['push: 2,000/s over 1,001 groups, commit → receipt', fmtPercentiles(baseline.latency), '']);
+  rows.push(['push: 2,000/s, 1,001 groups, commit → receipt', fmtPercentiles(baseline.latency), '']);
   rows.push(['push: the same with one group failing', `${fmtPercentiles(failing.latency)} (healthy groups)`, '']);
   rows.push(['push: … delay it added to its neighbours', `${fmtPercentiles(failing.heldBack)} (${failing.heldBack.count} messages)`, 'p99 < 500 ms']);
 }
