@@ -346,18 +346,19 @@ describe('push failures', () => {
     const down = await env.receiver(() => ({ status: 500 }));
     const retry = { initial_ms: 10_000, factor: 2, cap_ms: 60_000, max_attempts: 5 };
     const id = await insertWebhookConsumer(env.pool, 'down', webhookSettings(down.url, { retry, batch_size: 40, max_in_flight: 4 }));
-    // Busy: 429, and a 503 with Retry-After, ask for less traffic: not split at once.
-    const busy = await env.receiver((d) => (d.n % 2 ? { status: 429 } : { status: 503, headers: { 'retry-after': '5' } }));
-    const slow = await insertWebhookConsumer(env.pool, 'busy', webhookSettings(busy.url, { retry, batch_size: 10, max_in_flight: 2 }));
+    // Busy: 429, 503, and a 504 with Retry-After ask for less traffic: not split at once.
+    const answers = [{ status: 429 }, { status: 503 }, { status: 504, headers: { 'retry-after': '5' } }];
+    const busy = await env.receiver((d) => answers[d.n % 3]);
+    const slow = await insertWebhookConsumer(env.pool, 'busy', webhookSettings(busy.url, { retry, batch_size: 10, max_in_flight: 3 }));
     await env.run();
     const groups = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
     await insertMessages(env.pool, id, messagesFor(groups('d', 160), 160));
-    await insertMessages(env.pool, slow, messagesFor(groups('b', 20), 20));
-    await eventually(async () => down.deliveries.length >= 16 && busy.deliveries.length >= 2);
+    await insertMessages(env.pool, slow, messagesFor(groups('b', 30), 30));
+    await eventually(async () => down.deliveries.length >= 16 && busy.deliveries.length >= 3);
     await sleep(1000);
     expect(down.deliveries).toHaveLength(4 + 3 * 4);
     expect(down.deliveries.slice(4).every((d) => d.messages.length === 10)).toBe(true);
-    expect(busy.deliveries).toHaveLength(2);
+    expect(busy.deliveries).toHaveLength(3);
     for (const consumer of [id, slow]) {
       const { rows } = await env.pool.query<{ soonest: number }>(
         `SELECT (extract(epoch FROM min(due_at) - now()) * 1000)::float8 AS soonest FROM sluice.webhook_batches WHERE consumer_id = $1`,

@@ -9,8 +9,8 @@
 // so the refused group is found by splitting:
 //
 //   at once (isolate): the endpoint answered with an error that can be about
-//           the content (4xx/5xx, not 408/429 or a Retry-After) and it does
-//           not look down. The batch goes again at once in up to 8 parts, as
+//           the content (4xx/5xx, not 408/429/503 or a Retry-After) and it
+//           does not look down. The batch goes again at once in up to 8 parts, as
 //           the same attempt; a part that fails again is split again, so the
 //           refused group is alone after a few quick rounds (100 groups in 8
 //           parts: 3) while every other group is delivered on the way. The
@@ -49,15 +49,18 @@ export function splitMode(batch: ClaimedBatch, successSinceFirstAttempt: boolean
   return successSinceFirstAttempt || batch.attempt >= 2 || nextIsLast ? 'groups' : 'halves';
 }
 
+/** Error statuses that ask for less traffic, not other content. */
+const BUSY_STATUSES = new Set([408, 429, 503]);
+
 /**
  * Whether an answer can be about what the batch held, so that sending its
  * groups apart may get most of them through: an error status, except a
- * timeout (408), rate limiting (429) and any Retry-After the endpoint set,
- * which ask for less traffic, not other content. No answer at all (a refused
+ * timeout (408), rate limiting (429), unavailable (503) and any Retry-After
+ * that was honoured, which ask for less traffic. No answer at all (a refused
  * connection, a timeout) says nothing about the content.
  */
 export function mayBeAboutContent(status: number | null, retryAfterMs: number | null): boolean {
-  return status !== null && status >= 400 && status !== 408 && status !== 429 && retryAfterMs === null;
+  return status !== null && status >= 400 && !BUSY_STATUSES.has(status) && retryAfterMs === null;
 }
 
 /** Parts for an isolating split: as many as can go at once (max_in_flight), at least 2, at most MAX_ISOLATION_PARTS. */
