@@ -214,6 +214,10 @@ describe('the gateway end to end', () => {
       return data.length ? data : null;
     });
     expect(items.map((i) => i.data.record.id).sort()).toEqual([1, 2]);
+    // Annotations are read when messages are served: changing them does not restart capture.
+    const running = gateway.captures[0];
+    expect((await api('PATCH', '/sources/app', { annotations: { team: 'billing' } })).status).toBe(200);
+    expect(gateway.captures[0]).toBe(running);
   });
 
   it('reports ready while capture runs, with its connections named sluice-*', async () => {

@@ -102,4 +102,5 @@ export class Captures {
   }
 }
 
-const fingerprint = (s: SourceRecord) => JSON.stringify(s.config);
+/** What a running capture depends on: everything but annotations, which are read when messages are served. */
+const fingerprint = ({ config: { annotations: _served, ...capture } }: SourceRecord) => JSON.stringify(capture);
