@@ -103,10 +103,15 @@ export async function sql(url: string, text: string, params: unknown[] = []): Pr
   }
 }
 
+/** The changes of the consumer's tables stored in its source's log, in commit order (admitted or not). */
 export async function payloads(pool: Pool, consumerName: string): Promise<Record<string, any>[]> {
   const { rows } = await pool.query<{ payload: string }>(
-    `SELECT m.payload FROM sluice.messages m JOIN sluice.consumers c ON c.id = m.consumer_id
-      WHERE c.name = $1 ORDER BY m.commit_lsn, m.commit_idx`,
+    `SELECT l.payload FROM sluice.consumers c
+       JOIN sluice.sources s ON s.name = c.source_name
+       JOIN sluice.log l ON l.source_no = s.log_no
+      WHERE c.name = $1 AND (l.schema_name || '.' || l.table_name) IN (SELECT jsonb_array_elements_text(c.config -> 'tables'))
+        AND (l.commit_lsn, l.commit_idx) > (SELECT p.commit_lsn, p.commit_idx FROM sluice.consumer_positions p WHERE p.consumer_id = c.id)
+      ORDER BY l.commit_lsn, l.commit_idx`,
     [consumerName],
   );
   return rows.map((r) => JSON.parse(r.payload));
