@@ -634,6 +634,9 @@ SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
 DECLARE
+  c_ahead CONSTANT integer := 5000;
+  v_pass integer;
+  v_want integer;
   v_now timestamptz;
   v_route record;
   v_lease interval := p_lease_ms * interval '1 millisecond';
@@ -688,11 +691,24 @@ BEGIN
     END IF;
   END LOOP;
 
-  IF p_fresh AND v_batches < p_batches THEN
-    -- Take in from the log what the batches left could hold; rows already
-    -- waiting come first (they are earlier), the rest wait for the next claim.
-    PERFORM count(*) FROM sluice.admit(p_consumer, v_route.source_no, v_route.tables, v_route.group_by,
-                                       (p_batches - v_batches) * p_batch_size);
+  -- New batches, from the rows waiting (oldest first), topped up from the log
+  -- first: the rows waiting (those in batches out included) are brought up
+  -- to what the batches left could hold and 100 more. When that leaves
+  -- batches unformed (their groups are blocked), a second pass tops them up
+  -- to c_ahead: the look-ahead lets a pick find free groups behind blocked
+  -- ones, as when every captured row was here, and bounds what a claim
+  -- takes in whatever the backlog. Admission is one statement per pass.
+  FOR v_pass IN 1..2 LOOP
+  EXIT WHEN NOT p_fresh OR v_batches >= p_batches;
+  v_want := CASE WHEN v_pass = 1 THEN (p_batches - v_batches) * p_batch_size + 100 ELSE c_ahead END;
+  SELECT count(*) INTO v_rows FROM (
+    SELECT 1 FROM sluice.messages m
+    WHERE m.consumer_id = p_consumer AND m.state = 0 AND m.delivery_token IS NULL AND m.batch_id IS NULL
+    LIMIT v_want) x;
+  PERFORM 1 FROM sluice.admit(p_consumer, v_route.source_no, v_route.tables, v_route.group_by,
+                              greatest(v_want - v_rows, CASE WHEN v_pass = 2 THEN (p_batches - v_batches) * p_batch_size ELSE 0 END));
+  EXIT WHEN v_pass = 2 AND NOT FOUND;
+  IF true THEN
     SELECT coalesce(array_agg(o.g) FILTER (WHERE o.g IS NOT NULL), '{}'),
            coalesce(array_agg(o.l) FILTER (WHERE o.g IS NULL), '{}'),
            coalesce(array_agg(o.i) FILTER (WHERE o.g IS NULL), '{}')
@@ -740,6 +756,7 @@ BEGIN
       ORDER BY o.commit_lsn, o.commit_idx;
       GET DIAGNOSTICS v_rows = ROW_COUNT;
       v_claimed := v_claimed + v_rows;
+      v_batches := v_batches + v_rows;
     ELSE
       WHILE v_batches < p_batches LOOP
         v_batch := gen_random_uuid();
@@ -781,6 +798,7 @@ BEGIN
       END LOOP;
     END IF;
   END IF;
+  END LOOP;
 
   IF v_claimed = 0 THEN
     RETURN QUERY SELECT NULL::uuid, NULL::integer, NULL::timestamptz, NULL::integer, NULL::bigint, NULL::integer,

@@ -91,7 +91,9 @@ const TARGET = `SELECT s.log_no, c.name FROM sluice.consumers c JOIN sluice.sour
 const COVER = `SELECT sluice.log_cover($1, $2::bigint, $3::bigint, 3600)`;
 const INSERT_LOG = `INSERT INTO sluice.log (source_no, commit_lsn, commit_idx, schema_name, table_name, action, group_key, committed_at, payload)
   SELECT $1::int, k.lsn, k.idx, 'public', 'orders', 'insert', k.grp, now(), k.payload
-  FROM unnest($2::bigint[], $3::int[], $4::text[], $5::text[]) AS k(lsn, idx, grp, payload)`;
+  FROM unnest($2::bigint[], $3::int[], $4::text[], $5::text[]) AS k(lsn, idx, grp, payload)
+  -- Consumers sharing a source may write the same change twice.
+  ON CONFLICT DO NOTHING`;
 const INSERT_AND_NOTIFY = `WITH ins AS (${INSERT_LOG} RETURNING 1)
   SELECT count(*)::int AS n, (SELECT count(pg_notify('sluice_messages', $6::uuid::text))) AS notified FROM ins`;
 
@@ -108,17 +110,43 @@ export async function insertMessages(
   messages: TestMessage[],
   opts: { notify?: boolean } = {},
 ): Promise<void> {
-  if (messages.length === 0) return;
+  await insertLogRows(
+    pool,
+    consumerId,
+    messages.map((m) => ({
+      lsn: m.lsn,
+      idx: m.idx ?? 0,
+      group: m.group === undefined ? `g${m.lsn}` : m.group,
+      payload: messagePayload(m.lsn, m.idx ?? 0, m.record ?? { id: m.lsn }),
+    })),
+    opts,
+  );
+}
+
+/** Log rows of the consumer's source (its group key as the default group), as capture would store them. */
+export async function insertLogRows(
+  pool: Pool,
+  consumerId: string,
+  rows: { lsn: number | string; idx: number; group: string | null; payload: string }[],
+  opts: { notify?: boolean } = {},
+): Promise<void> {
+  if (rows.length === 0) return;
   const t = await target(pool, consumerId);
-  const lsns = messages.map((m) => String(m.lsn));
-  const idxs = messages.map((m) => m.idx ?? 0);
-  const groups = messages.map((m) => (m.group === undefined ? `g${m.lsn}` : m.group));
-  const payloads = messages.map((m) => messagePayload(m.lsn, m.idx ?? 0, m.record ?? { id: m.lsn }));
-  const sorted = messages.map((m) => BigInt(m.lsn)).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  const sorted = rows.map((m) => BigInt(m.lsn)).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
   await pool.query(COVER, [t.log_no, sorted[0].toString(), sorted[sorted.length - 1].toString()]);
-  const args = [t.log_no, lsns, idxs, groups, payloads];
+  const args = [t.log_no, rows.map((m) => String(m.lsn)), rows.map((m) => m.idx), rows.map((m) => m.group), rows.map((m) => m.payload)];
   if (opts.notify === false) await pool.query(INSERT_LOG, args);
   else await pool.query(INSERT_AND_NOTIFY, [...args, consumerId]);
+}
+
+/** A stored source for tests (no capture runs it unless a test starts one). */
+export async function ensureSource(pool: Pool, name: string): Promise<void> {
+  await pool.query(INSERT_SOURCE, [name]);
+}
+
+/** The consumer takes in every change its source's log holds, whatever their positions. */
+export async function startAtEarliest(pool: Pool, consumerId: string): Promise<void> {
+  await pool.query(START_AT_EARLIEST, [consumerId]);
 }
 
 // Bulk setup at COPY-like speed: the payload text is built by Postgres.
@@ -140,6 +168,23 @@ export async function insertSeries(pool: Pool, consumerId: string, startLsn: num
   await pool.query(INSERT_SERIES, [t.log_no, t.name, startLsn, count, groups]);
 }
 
+// Changes of the consumer's tables in its source's log that it has not taken in yet.
+const AHEAD = `SELECT count(*)::int AS n
+  FROM sluice.consumer_route($1) r
+  JOIN sluice.consumer_positions p ON p.consumer_id = $1
+  JOIN sluice.log l ON l.source_no = r.source_no AND (l.commit_lsn, l.commit_idx) > (p.commit_lsn, p.commit_idx)
+   AND (l.schema_name || '.' || l.table_name) = ANY (r.tables)`;
+
+/** What the consumer still has to do: its rows (any state, or this one), plus changes not yet taken in (pending). */
+export async function remainingFor(pool: Pool, consumerId: string, state?: number): Promise<number> {
+  const { rows } = await pool.query<{ n: number }>(
+    'SELECT count(*)::int AS n FROM sluice.messages WHERE consumer_id = $1 AND ($2::int IS NULL OR state = $2)',
+    [consumerId, state ?? null],
+  );
+  const ahead = state === undefined || state === 0 ? (await pool.query<{ n: number }>(AHEAD, [consumerId])).rows[0].n : 0;
+  return rows[0].n + ahead;
+}
+
 export async function countMessages(pool: Pool, consumerId: string): Promise<{ total: number; dead: number; inFlight: number }> {
   const { rows } = await pool.query(
     `SELECT count(*)::int AS total, count(*) FILTER (WHERE state = 1)::int AS dead,
@@ -147,7 +192,8 @@ export async function countMessages(pool: Pool, consumerId: string): Promise<{ t
      FROM sluice.messages WHERE consumer_id = $1`,
     [consumerId],
   );
-  return { total: rows[0].total, dead: rows[0].dead, inFlight: rows[0].in_flight };
+  const ahead = (await pool.query<{ n: number }>(AHEAD, [consumerId])).rows[0].n;
+  return { total: rows[0].total + ahead, dead: rows[0].dead, inFlight: rows[0].in_flight };
 }
 
 /** The table's content for a consumer, to assert "nothing changed". */
