@@ -91,6 +91,7 @@ export async function runCaptureBench(changes = 1_000_000, log = console.log): P
       create_if_missing: true, heartbeat_interval_ms: 3_600_000, lag_warning_bytes: 2 ** 40, max_batch_changes: Number(process.env.BENCH_MAX_BATCH ?? 2500),
     };
     await ensureSource(pool, source);
+    await pool.query(`INSERT INTO sluice.sources (name, config) VALUES ('bench', $1)`, [JSON.stringify(source)]);
     // The ceiling's own slot, at the same starting point.
     await q.createSlot(pool, 'bench_ceiling');
     const consumerCfg = { name: 'bench', source: 'bench', kind: 'pull', tables: ['public.bench_orders'], group_by: true,

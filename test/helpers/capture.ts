@@ -56,9 +56,18 @@ export interface CaptureFixture {
   stop(): Promise<void>;
 }
 
+/** Stores the source (captures write into its log, numbered by sluice.sources); kept if already there. */
+export async function storeSource(pool: Pool, source: SourceConfig): Promise<void> {
+  await pool.query(`INSERT INTO sluice.sources (name, config) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`, [
+    source.name,
+    JSON.stringify(source),
+  ]);
+}
+
 export async function startCapture(url: string, source: SourceConfig, consumers: ConsumerConfig[]): Promise<CaptureFixture> {
   const pool = createPool(url);
   await migrate(pool);
+  await storeSource(pool, source);
   for (const c of consumers) await insertConsumer(pool, c);
   const registry = new ConsumerRegistry(pool);
   await registry.reload();
@@ -102,6 +111,25 @@ export async function sql(url: string, text: string, params: unknown[] = []): Pr
     await c.end();
   }
 }
+
+/**
+ * A relation of every consumer's changes, as it will be handed them: the rows
+ * of its tables in its source's log after its position (capture tests claim
+ * nothing, so that is everything captured since the consumer was created),
+ * with the group key it computes (sluice.admit). Columns: consumer (name),
+ * consumer_id, commit_lsn, commit_idx, group_key, payload.
+ */
+export const CONSUMER_CHANGES = `(SELECT c.name AS consumer, c.id AS consumer_id, l.commit_lsn, l.commit_idx, l.payload,
+    CASE WHEN r.group_by IS NULL THEN l.group_key
+         WHEN jsonb_typeof(r.group_by) <> 'object' THEN NULL
+         WHEN r.group_by ? (l.schema_name || '.' || l.table_name) THEN
+           sluice.custom_group_key(l.schema_name || '.' || l.table_name, l.payload, r.group_by -> (l.schema_name || '.' || l.table_name), l.group_key)
+         ELSE l.group_key END AS group_key
+  FROM sluice.consumers c
+  CROSS JOIN LATERAL sluice.consumer_route(c.id) r
+  JOIN sluice.consumer_positions p ON p.consumer_id = c.id
+  JOIN sluice.log l ON l.source_no = r.source_no AND (l.schema_name || '.' || l.table_name) = ANY (r.tables)
+   AND (l.commit_lsn, l.commit_idx) > (p.commit_lsn, p.commit_idx))`;
 
 /** The changes of the consumer's tables stored in its source's log, in commit order (admitted or not). */
 export async function payloads(pool: Pool, consumerName: string): Promise<Record<string, any>[]> {
