@@ -56,7 +56,7 @@ CREATE TABLE sluice.log (
 ) PARTITION BY RANGE (source_no, commit_lsn);
 -- Commit times follow LSN order closely: a BRIN index finds "changes since"
 -- (start positions, rewinds, queries on sluice.changes) for almost no upkeep.
-CREATE INDEX log_committed_at_idx ON sluice.log USING brin (committed_at);
+CREATE INDEX log_committed_at_idx ON sluice.log USING brin (committed_at) WITH (autosummarize = on);
 
 -- The partitions, so that capture and retention need not read the catalog.
 -- Each covers [lo, hi) of one source's commit LSNs; they are contiguous.
@@ -256,6 +256,30 @@ SELECT c.id, t.commit_lsn, t.commit_idx FROM sluice.consumers c CROSS JOIN LATER
 -- sources), and they could never be served.
 DELETE FROM sluice.messages m
 WHERE NOT EXISTS (SELECT 1 FROM sluice.consumers c JOIN sluice.sources s ON s.name = c.source_name WHERE c.id = m.consumer_id);
+
+-- Custom group keys (group_by: {table: [columns]}) as admission computes them,
+-- from the message's JSON record (sluice.custom_group_key), not as 0009's
+-- capture did, from the columns' Postgres text ("t" / true, "2026-12-01
+-- 09:00:00+00" / "2026-12-01T09:00:00.000000Z"...): otherwise a change
+-- captured after the upgrade falls in another group than the rows of its
+-- group still here (waiting, in flight, in a batch) and overtakes them.
+UPDATE sluice.messages m
+SET group_key = sluice.custom_group_key(
+      (m.payload::jsonb -> 'metadata' ->> 'table_schema') || '.' || (m.payload::jsonb -> 'metadata' ->> 'table_name'),
+      m.payload,
+      c.config -> 'group_by' -> ((m.payload::jsonb -> 'metadata' ->> 'table_schema') || '.' || (m.payload::jsonb -> 'metadata' ->> 'table_name')),
+      m.group_key)
+FROM sluice.consumers c
+WHERE c.id = m.consumer_id AND m.group_key IS NOT NULL AND jsonb_typeof(c.config -> 'group_by') = 'object'
+  AND c.config -> 'group_by' ? ((m.payload::jsonb -> 'metadata' ->> 'table_schema') || '.' || (m.payload::jsonb -> 'metadata' ->> 'table_name'));
+-- A batch out names its rows' groups (what blocks them): the same keys.
+UPDATE sluice.webhook_batches b
+SET group_keys = ARRAY(
+  SELECT coalesce(m.group_key, k.g) FROM unnest(b.lsns, b.idxs, b.group_keys) WITH ORDINALITY AS k(l, i, g, o)
+  LEFT JOIN sluice.messages m ON m.consumer_id = b.consumer_id AND m.commit_lsn = k.l AND m.commit_idx = k.i
+  ORDER BY k.o)
+FROM sluice.consumers c
+WHERE c.id = b.consumer_id AND jsonb_typeof(c.config -> 'group_by') = 'object';
 
 ALTER TABLE sluice.messages DROP COLUMN payload;
 -- A rewind landed while this row was in flight (pull) or in a batch out
