@@ -41,6 +41,21 @@ describe('sluice.changes', () => {
         'transaction_annotations jsonb',
         'message jsonb',
       ]);
+
+      // docs/sql.md: a role granted the view alone reads it, and nothing behind it.
+      await pool.query(`DROP ROLE IF EXISTS sluice_test_auditor; CREATE ROLE sluice_test_auditor;
+        GRANT USAGE ON SCHEMA sluice TO sluice_test_auditor; GRANT SELECT ON sluice.changes TO sluice_test_auditor`);
+      const c = await pool.connect();
+      try {
+        await c.query('SET ROLE sluice_test_auditor');
+        expect((await c.query('SELECT count(*)::int AS n FROM sluice.changes')).rows[0].n).toBe(0);
+        for (const table of ['sluice.log', 'sluice.sources', 'sluice.consumers']) {
+          await expect(c.query(`SELECT 1 FROM ${table} LIMIT 1`)).rejects.toThrow(/permission denied/);
+        }
+      } finally {
+        await c.query('RESET ROLE').catch(() => {});
+        c.release();
+      }
     } finally {
       await pool.end();
     }
