@@ -66,16 +66,7 @@ describe('sluice.changes', () => {
     await sql(url, `CREATE TABLE orders (id bigint PRIMARY KEY, status text, amount numeric(10,2))`);
     // The old row in full, so an update's changes and a delete's record carry every column.
     await sql(url, `ALTER TABLE orders REPLICA IDENTITY FULL`);
-    const source = sourceConfig('audit', ['public.orders']);
-    // Captures write into their stored source's log.
-    const setup = createPool(url);
-    await migrate(setup);
-    await setup.query(`INSERT INTO sluice.sources (name, config) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`, [
-      source.name,
-      JSON.stringify(source),
-    ]);
-    await setup.end();
-    const fx = await startCapture(url, source, [consumerConfig('auditor', 'audit', ['public.orders'])]);
+    const fx = await startCapture(url, sourceConfig('audit', ['public.orders']), [consumerConfig('auditor', 'audit', ['public.orders'])]);
     try {
       const before = (await sql(url, `SELECT now() AS t, pg_current_wal_lsn()::text AS lsn`)).rows[0];
       await sql(url, `INSERT INTO orders VALUES (42, 'pending', 19.90)`);
