@@ -18,6 +18,7 @@ import { changeConfig } from './config-tx.js';
 import { restoreUrl, scrubPassword } from './masking.js';
 import { isObject, mergePatch } from './merge-patch.js';
 import { presentSource } from './present.js';
+import { logStatus } from '../../log/status.js';
 
 export async function sourceRoutes(parent: FastifyInstance, opts: { deps: AppDeps; compiler: FastifySchemaCompiler<unknown> }) {
   const app = parent.withTypeProvider<SchemaTypes>();
@@ -52,7 +53,10 @@ export async function sourceRoutes(parent: FastifyInstance, opts: { deps: AppDep
 
   app.get('/sources', { schema: sourceSchemas.list }, async () => ({ data: (await listSources(pool)).map(present) }));
 
-  app.get('/sources/:name', { schema: sourceSchemas.get }, async (request) => present(await existing(pool, request.params.name)));
+  app.get('/sources/:name', { schema: sourceSchemas.get }, async (request) => {
+    const row = await existing(pool, request.params.name);
+    return { ...present(row), log: await logStatus(pool, row.name) };
+  });
 
   app.post('/sources', { schema: sourceSchemas.create, ...bodyByLoader }, async (request, reply) => {
     if (!isObject(request.body)) throw notAnObject();
