@@ -95,13 +95,14 @@ export async function usersOfRange(db: Db, sourceName: string, lo: bigint, hi: b
   return (await db.query(USERS_OF_RANGE, [sourceName, lo.toString(), hi.toString()])).rows.map((r) => r.name);
 }
 
-/** Counted once it lies below the confirmed position: no change can land in it any more. */
-const COUNT_PARTITION = `UPDATE sluice.log_partitions p
+// Partitions are counted once they lie below the confirmed position: no change
+// can land in them any more (migrations/0011). One pass over each, once.
+const COUNT_SEALED = `UPDATE sluice.log_partitions p
   SET changes = (SELECT count(*) FROM sluice.log l WHERE l.source_no = p.source_no AND l.commit_lsn >= p.lo AND l.commit_lsn < p.hi)
-  WHERE p.relname = $1 AND p.changes IS NULL`;
+  WHERE p.source_no = $1 AND p.changes IS NULL AND p.hi <= $2`;
 
-export async function countPartition(db: Db, relname: string): Promise<void> {
-  await db.query(COUNT_PARTITION, [relname]);
+export async function countSealedPartitions(db: Db, sourceNo: number, confirmed: bigint): Promise<void> {
+  await db.query(COUNT_SEALED, [sourceNo, confirmed.toString()]);
 }
 
 /** Catalogue rows whose table is detached (or detaching), gone, or whose source was deleted. */

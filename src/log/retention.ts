@@ -112,8 +112,9 @@ export class RetentionJob {
   private async retain(client: PoolClient, source: q.StoredSource): Promise<SourceRetentionResult> {
     const now = this.opts.now?.() ?? new Date();
     const retention = retentionOf({ retention: source.retention });
-    const parts = await q.partitionFacts(client, source.log_no);
     const bounds = await q.sourceBounds(client, source.name);
+    if (bounds.confirmed !== null) await q.countSealedPartitions(client, source.log_no, bounds.confirmed);
+    const parts = await q.partitionFacts(client, source.log_no);
     const plan = planRetention(parts, bounds, retention, now);
     const result: SourceRetentionResult = { source: source.name, dropped: 0, droppedBytes: 0, held: heldBack(plan, retention, now, source.name) };
     for (const p of plan.drop) {
@@ -128,10 +129,6 @@ export class RetentionJob {
     }
     if (result.dropped > 0) {
       this.opts.log.info({ job: 'log-retention', source: source.name, partitions: result.dropped, bytes: result.droppedBytes }, 'dropped old log partitions');
-    }
-    // Counted once no change can land in them any more (migrations/0011).
-    for (const p of parts.slice(result.dropped)) {
-      if (bounds.confirmed !== null && p.hi <= bounds.confirmed) await q.countPartition(client, p.relname);
     }
     this.warnIfHeld(source.name, result.held, now);
     return result;
