@@ -185,7 +185,10 @@ describe('log retention', () => {
     await job().run();
     expect(await partitions(s)).toEqual([parts[2], parts[3]]);
     expect(await horizon(s)).toBe(parts[1].hi);
-    // A limit below the newest partition's size still keeps it.
+    // A limit below the newest partition's size still keeps it, even with no consumer left and capture
+    // confirmed past it (a quiet source's heartbeats move the confirmed position on): capture writes there next.
+    await pool.query('DELETE FROM sluice.consumers WHERE id = $1', [s.consumers.c]);
+    await confirm(s, parts[3].hi + 100n);
     await pool.query(`UPDATE sluice.sources SET config = jsonb_set(config, '{retention,max_size_bytes}', '1') WHERE name = $1`, [s.name]);
     await job().run();
     expect(await partitions(s)).toEqual([parts[3]]);

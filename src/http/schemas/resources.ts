@@ -66,7 +66,7 @@ const nullableTimestamp = { type: ['string', 'null'], format: 'date-time' };
 const sourceLog = {
   type: 'object',
   additionalProperties: false,
-  description: 'The retained change log of the source (GET of one source only).',
+  description: 'The retained change log of the source (in reads: GET of one source and the list).',
   required: ['partitions', 'retained_changes', 'retained_bytes', 'oldest_commit_at', 'dropped_before_lsn', 'held_back'],
   properties: {
     partitions: { type: 'integer', description: 'Log partitions: retention drops whole ones, oldest first.' },
