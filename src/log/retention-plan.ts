@@ -45,7 +45,7 @@ export interface SourceBounds {
 export interface RetentionPlan {
   drop: PartitionFacts[];
   held: PartitionFacts[];
-  /** What holds `held[0]`: consumers furthest behind first, and whether capture has not confirmed past it. */
+  /** What holds `held` (any of it): consumers furthest behind first, and whether capture has not confirmed past it. */
   holders: { consumers: ConsumerBound[]; capture: boolean };
 }
 
@@ -82,7 +82,8 @@ export function planRetention(parts: PartitionFacts[], bounds: SourceBounds, ret
   let free = 0;
   while (free < wanted && parts[free].hi <= safe) free++;
   const held = parts.slice(free, wanted);
-  const blocked = held[0]?.hi;
+  // Whoever needs any of the held partitions holds them back.
+  const blocked = held.at(-1)?.hi;
   return {
     drop: parts.slice(0, free),
     held,
