@@ -101,8 +101,9 @@ const COUNT_SEALED = `UPDATE sluice.log_partitions p
   SET changes = (SELECT count(*) FROM sluice.log l WHERE l.source_no = p.source_no AND l.commit_lsn >= p.lo AND l.commit_lsn < p.hi)
   WHERE p.source_no = $1 AND p.changes IS NULL AND p.hi <= $2`;
 
-export async function countSealedPartitions(db: Db, sourceNo: number, confirmed: bigint): Promise<void> {
-  await db.query(COUNT_SEALED, [sourceNo, confirmed.toString()]);
+/** Returns how many partitions were counted. */
+export async function countSealedPartitions(db: Db, sourceNo: number, confirmed: bigint): Promise<number> {
+  return (await db.query(COUNT_SEALED, [sourceNo, confirmed.toString()])).rowCount ?? 0;
 }
 
 /** Catalogue rows whose table is detached (or detaching), gone, or whose source was deleted. */

@@ -113,10 +113,8 @@ export class RetentionJob {
     const now = this.opts.now?.() ?? new Date();
     const retention = retentionOf({ retention: source.retention });
     const bounds = await q.sourceBounds(client, source.name);
-    if (bounds.confirmed !== null) await q.countSealedPartitions(client, source.log_no, bounds.confirmed);
-    const parts = await q.partitionFacts(client, source.log_no);
-    const plan = planRetention(parts, bounds, retention, now);
-    const result: SourceRetentionResult = { source: source.name, dropped: 0, droppedBytes: 0, held: heldBack(plan, retention, now, source.name) };
+    let plan = planRetention(await q.partitionFacts(client, source.log_no), bounds, retention, now);
+    const result: SourceRetentionResult = { source: source.name, dropped: 0, droppedBytes: 0, held: null };
     for (const p of plan.drop) {
       // Again, just before: a consumer may have been created or rewound since.
       if (p.hi > safePoint(await q.sourceBounds(client, source.name))) break;
@@ -130,6 +128,11 @@ export class RetentionJob {
     if (result.dropped > 0) {
       this.opts.log.info({ job: 'log-retention', source: source.name, partitions: result.dropped, bytes: result.droppedBytes }, 'dropped old log partitions');
     }
+    // Counted after the drops (a partition about to go is not worth a pass),
+    // and before what is held is reported, so that its figures are exact.
+    const counted = bounds.confirmed === null ? 0 : await q.countSealedPartitions(client, source.log_no, bounds.confirmed);
+    if (counted > 0 && plan.held.length > 0) plan = planRetention(await q.partitionFacts(client, source.log_no), bounds, retention, now);
+    result.held = heldBack(plan, retention, now, source.name);
     this.warnIfHeld(source.name, result.held, now);
     return result;
   }
