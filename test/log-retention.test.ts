@@ -4,7 +4,7 @@
 // source's status; low locking, measured.
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ack, claim } from '../src/buffer/claim.js';
-import { createPool, type Pool } from '../src/db/pool.js';
+import { createPool, type Pool, type PoolClient } from '../src/db/pool.js';
 import { RetentionJob } from '../src/log/retention.js';
 import { logStatus } from '../src/log/status.js';
 import { createConsumer, messagePayload, startAtEarliest, testSource } from './helpers/buffer.js';
@@ -116,6 +116,29 @@ async function drain(consumerId: string, keep: bigint[] = []): Promise<string[]>
     if (done.length) await ack(pool, consumerId, done.map((m) => m.ackId));
   }
   throw new Error('drain: still claiming after 100 rounds');
+}
+
+/** A source whose older partition expired (3 days old, max_age 1 d) and is acked by its one consumer "c"; p1 is the newest. */
+async function expiredWindow() {
+  const s = await source(['c'], { max_age_ms: DAY, max_size_bytes: 20 * GiB });
+  const p0 = await partition(s, 10, daysAgo(3));
+  const p1 = await partition(s, 10, new Date());
+  await confirm(s, p1.lo + 10n);
+  await drain(s.consumers.c);
+  return { s, p0, p1 };
+}
+
+/** Runs `fn` while a long reader holds a snapshot of the source's log (as a long report query would). */
+async function whileReading(s: TestSource, fn: (reader: PoolClient) => Promise<void>): Promise<void> {
+  const reader = await pool.connect();
+  try {
+    await reader.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+    await reader.query('SELECT count(*) FROM sluice.log WHERE source_no = $1', [s.logNo]);
+    await fn(reader);
+  } finally {
+    await reader.query('COMMIT');
+    reader.release();
+  }
 }
 
 const job = (opts: { lockTimeoutMs?: number } = {}) => new RetentionJob(pool, { log, ...opts });
@@ -233,15 +256,8 @@ describe('log retention', () => {
   });
 
   it('behind a long reader it gives up at lock_timeout and a later run finishes the detach (FINALIZE) and the drop', async () => {
-    const s = await source(['c'], { max_age_ms: DAY, max_size_bytes: 20 * GiB });
-    const p0 = await partition(s, 10, daysAgo(3));
-    const p1 = await partition(s, 10, new Date());
-    await confirm(s, p1.lo + 10n);
-    await drain(s.consumers.c);
-    const reader = await pool.connect();
-    try {
-      await reader.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
-      await reader.query('SELECT count(*) FROM sluice.log WHERE source_no = $1', [s.logNo]);
+    const { s, p0, p1 } = await expiredWindow();
+    await whileReading(s, async (reader) => {
       const started = Date.now();
       const run = await job({ lockTimeoutMs: 300 }).run();
       expect(Date.now() - started).toBeLessThan(5000);
@@ -250,10 +266,7 @@ describe('log retention', () => {
       expect(await logRows(s)).toBe(10);
       expect((await reader.query('SELECT count(*)::int AS n FROM sluice.log WHERE source_no = $1', [s.logNo])).rows[0].n).toBe(20);
       expect(await horizon(s)).toBe(p0.hi);
-    } finally {
-      await reader.query('COMMIT');
-      reader.release();
-    }
+    });
     const run = await job().run();
     expect(run!.interrupted).toBe(false);
     expect(run!.cleanedUp).toBe(1);
@@ -263,11 +276,7 @@ describe('log retention', () => {
   });
 
   it('a deleted source loses its partitions, catalogue rows and horizon', async () => {
-    const s = await source(['c'], { max_age_ms: DAY, max_size_bytes: 20 * GiB });
-    await partition(s, 10, daysAgo(3));
-    const p1 = await partition(s, 10, new Date());
-    await confirm(s, p1.lo + 10n);
-    await drain(s.consumers.c);
+    const { s } = await expiredWindow();
     await job().run();
     expect(await horizon(s)).not.toBeNull();
     const { deleteConsumer, deleteSource } = await import('../src/config/queries.js');
@@ -283,21 +292,11 @@ describe('log retention', () => {
   });
 
   it('a partition a rewind reached while it was detached is attached again, not dropped', async () => {
-    const s = await source(['c'], { max_age_ms: DAY, max_size_bytes: 20 * GiB });
-    const p0 = await partition(s, 10, daysAgo(3));
-    const p1 = await partition(s, 10, new Date());
-    await confirm(s, p1.lo + 10n);
-    await drain(s.consumers.c);
+    const { s, p0, p1 } = await expiredWindow();
     // The detach is left pending behind a reader…
-    const reader = await pool.connect();
-    try {
-      await reader.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
-      await reader.query('SELECT count(*) FROM sluice.log WHERE source_no = $1', [s.logNo]);
+    await whileReading(s, async () => {
       expect((await job({ lockTimeoutMs: 200 }).run())!.interrupted).toBe(true);
-    } finally {
-      await reader.query('COMMIT');
-      reader.release();
-    }
+    });
     // …and meanwhile a rewind had the consumer take one of its changes in again.
     await pool.query(
       `INSERT INTO sluice.messages (consumer_id, commit_lsn, commit_idx, group_key) VALUES ($1, $2::bigint, 0, 'public.orders:' || $2::text)`,
