@@ -1,13 +1,14 @@
 // `npm run bench`: every benchmark, one after another, each on its own fresh
 // embedded Postgres, then a summary beside the issue's targets. Prints figures;
 // asserts nothing. BENCH_SCALE=0.1 runs a tenth of each backlog; BENCH_ONLY=
-// capture,pull,push,latency picks some.
+// capture,pull,push,latency,retention picks some.
 import os from 'node:os';
 import { runCaptureBench } from './capture.js';
 import { runLatencyBench } from './latency.js';
 import { compareNeighbours, fmtPercentiles } from './neighbours.js';
 import { runPullBench } from './pull.js';
 import { runPushBench } from './push.js';
+import { runRetentionBench } from './retention.js';
 
 const scale = Number(process.env.BENCH_SCALE ?? 1);
 const only = process.env.BENCH_ONLY?.split(',');
@@ -44,6 +45,10 @@ if (want('latency')) {
   rows.push(['latency: commit → pull receive at 1,000/s', `p50 ${pull.p50} ms, p99 ${pull.p99} ms`, 'p50 ≤ 20, p99 ≤ 100 ms']);
   const hook = await runLatencyBench('webhook', 1000, 20);
   rows.push(['latency: commit → webhook receipt at 1,000/s', `p50 ${hook.p50} ms, p99 ${hook.p99} ms`, 'p50 ≤ 20, p99 ≤ 100 ms']);
+}
+if (want('retention')) {
+  const r = await runRetentionBench(n(1_000_000));
+  rows.push([`retention: drop a window of ${fmt(r.changes)} changes`, `${fmt(r.dropMs)} ms (${fmt(r.partitionBytes / 2 ** 20)} MiB), ${r.deadRows} dead rows left`, '< 1 s, no VACUUM']);
 }
 
 console.log('\nSummary');

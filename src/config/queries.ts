@@ -54,7 +54,14 @@ export async function updateSource(db: Db, source: SourceConfig): Promise<void> 
   ]);
 }
 
+/**
+ * Its horizon goes with it. Its log partitions stay attached (dropping one
+ * here would lock the whole log until this transaction ends) but are read by
+ * nothing, since its log number is never reused; the retention job detaches
+ * and drops them with their catalogue rows (src/log/retention.ts).
+ */
 export async function deleteSource(db: Db, name: string): Promise<void> {
+  await db.query('DELETE FROM sluice.log_horizons WHERE source_no = (SELECT log_no FROM sluice.sources WHERE name = $1)', [name]);
   await db.query('DELETE FROM sluice.sources WHERE name = $1', [name]);
 }
 

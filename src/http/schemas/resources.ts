@@ -61,7 +61,45 @@ const sourceStatus = {
   },
 };
 
-export const sourceResponse = resource(sourceSchema, { status: sourceStatus }, []);
+const nullableTimestamp = { type: ['string', 'null'], format: 'date-time' };
+
+const sourceLog = {
+  type: 'object',
+  additionalProperties: false,
+  description: 'The retained change log of the source (in reads: GET of one source and the list).',
+  required: ['partitions', 'retained_changes', 'retained_bytes', 'oldest_commit_at', 'dropped_before_lsn', 'held_back'],
+  properties: {
+    partitions: { type: 'integer', description: 'Log partitions: retention drops whole ones, oldest first.' },
+    retained_changes: { type: 'integer', description: 'Exact for sealed partitions, estimated for the one being written.' },
+    retained_bytes: { type: 'integer', description: 'Heap, indexes and TOAST of the partitions.' },
+    oldest_commit_at: nullableTimestamp,
+    dropped_before_lsn: { type: ['string', 'null'], description: 'Every change below this LSN was dropped by retention.' },
+    held_back: {
+      type: ['object', 'null'],
+      additionalProperties: false,
+      description: 'Changes retention would drop (older than max_age, or beyond max_size) but cannot, and who holds them.',
+      properties: {
+        changes: { type: 'integer' },
+        bytes: { type: 'integer' },
+        oldest_commit_at: nullableTimestamp,
+        oldest_age_ms: { type: ['integer', 'null'] },
+        consumers: {
+          type: 'array',
+          description: 'Consumers that still need them (position or unacked messages), furthest behind first.',
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            properties: { name: { type: 'string' }, state: { type: 'string' } },
+          },
+        },
+        capture: { type: 'boolean', description: 'Capture has not confirmed past them yet.' },
+        warning: { type: ['string', 'null'], description: 'Past the threshold: who holds the log and the fix (also logged).' },
+      },
+    },
+  },
+};
+
+export const sourceResponse = resource(sourceSchema, { status: sourceStatus, log: sourceLog }, []);
 export const consumerResponse = resource(
   consumerSchema,
   {
