@@ -218,6 +218,9 @@ describe('the gateway end to end', () => {
     const running = gateway.captures[0];
     expect((await api('PATCH', '/sources/app', { annotations: { team: 'billing' } })).status).toBe(200);
     expect(gateway.captures[0]).toBe(running);
+    // Nor retention: the retention job reads it, capture sizes new log partitions by it as they come.
+    expect((await api('PATCH', '/sources/app', { retention: { max_age: '1d' } })).status).toBe(200);
+    expect(gateway.captures[0]).toBe(running);
   });
 
   it('reports ready while capture runs, with its connections named sluice-*', async () => {

@@ -30,10 +30,9 @@ export async function rewindCommand(
   if (flags.help || flags.h) return print(REWIND_USAGE);
   if (!consumer || extra !== undefined || typeof flags.to !== 'string') throw new CliError(REWIND_USAGE, 2);
   const { base, headers } = apiTarget(flags, env);
-  const res = await fetch(`${base}/api/consumers/${encodeURIComponent(consumer)}/rewind`, {
-    method: 'POST',
-    headers,
-    body: JSON.stringify({ to: flags.to }),
+  const url = `${base}/api/consumers/${encodeURIComponent(consumer)}/rewind`;
+  const res = await fetch(url, { method: 'POST', headers, body: JSON.stringify({ to: flags.to }) }).catch((err: Error) => {
+    throw new CliError(`cannot reach the gateway at ${base} (${err.message}); is it running? (--url or SLUICE_URL)`);
   });
   const body = (await res.json().catch(() => ({}))) as Reply;
   if (!res.ok) throw new CliError(`rewind refused (${res.status}): ${body.summary ?? 'no summary'}`);

@@ -47,7 +47,10 @@ const FIRST_OF_TABLES = `SELECT commit_lsn::text AS lsn, committed_at FROM sluic
 const SET_POSITION = `UPDATE sluice.consumer_positions SET commit_lsn = $2::bigint, commit_idx = $3::integer, updated_at = now()
   WHERE consumer_id = $1`;
 const REWIND = 'SELECT sluice.rewind_consumer($1, $2::bigint, $3::integer)::text AS n';
-const CURRENT_WAL = "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint::text AS lsn";
+// The insert position, not pg_current_wal_lsn() (what is written out so far):
+// a transaction committed asynchronously may not be written yet, and its
+// commit LSN would be past the write position although it committed before.
+const CURRENT_WAL = "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint::text AS lsn";
 
 /** The source database's current WAL position, or null when it cannot be asked (unreachable, a standby). */
 export async function currentWal(source: SourceConfig, bufferUrl: string): Promise<bigint | null> {
