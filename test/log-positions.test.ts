@@ -328,7 +328,7 @@ describe('sluice rewind', () => {
     expect(ok.stderr).toBe('');
     expect(ok.status).toBe(0);
     expect(ok.stdout.trim()).toBe(
-      `from-now: 3 retained changes will be delivered again, from LSN ${formatLsn(logRows[3].lsn)} (committed ${logRows[3].at.toISOString()}).`,
+      `from-now: 4 retained changes will be delivered again, from LSN ${formatLsn(logRows[3].lsn)} (committed ${logRows[3].at.toISOString()}).`,
     );
     const bad = await run(['from-now', '--to', 'yesterday']);
     expect(bad.status).toBe(1);
