@@ -7,8 +7,13 @@
 // rewind` as a child process.
 import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { applyConfig } from '../src/config/apply.js';
-import { ConfigError, loadConfig } from '../src/config/load.js';
+import { cpSync, mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { applyConfig, exportConfig } from '../src/config/apply.js';
+import { ConfigError, loadConfig, stringifyConfig } from '../src/config/load.js';
+import { migrate, MIGRATIONS_DIR } from '../src/db/migrate.js';
+import { createPool } from '../src/db/pool.js';
 import { formatLsn } from '../src/log/points.js';
 import { ADMIN_TOKEN, expectRejections, startApi, type ApiFixture } from './api-fixture.js';
 import { eventually, sourceConfig, startCapture, type CaptureFixture } from './helpers/capture.js';
@@ -282,6 +287,23 @@ describe('retention on sources', () => {
     expect(patched.status).toBe(200);
     expect(patched.body.retention).toEqual({ max_age: '48h', max_size: '20GB' });
     expect((await f.call('GET', '/api/sources')).body.data[0].retention).toEqual({ max_age: '48h', max_size: '20GB' });
+    expect(stringifyConfig(await exportConfig(f.pool))).toMatch(/\n    retention:\n      max_age: 48h\n      max_size: 20GB\n/);
+  });
+
+  it('sources stored before retention existed get the defaults on upgrade (migration 0012)', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'sluice-migrations-'));
+    const pool = createPool(await f.pg.createDatabase('upgrade_0012'), { max: 1 });
+    try {
+      cpSync(MIGRATIONS_DIR, dir, { recursive: true, filter: (p) => !/\/00(1[1-9]|[2-9]\d)_[^/]*$/.test(p) });
+      await migrate(pool, dir);
+      await pool.query(`INSERT INTO sluice.sources (name, config) VALUES ('old', '{"name": "old", "tables": ["public.orders"]}')`);
+      await migrate(pool);
+      const { rows } = await pool.query(`SELECT config -> 'retention' AS r FROM sluice.sources`);
+      expect(rows).toEqual([{ r: { max_age_ms: 7 * 86_400_000, max_size_bytes: 20 * 1024 ** 3 } }]);
+    } finally {
+      await pool.end();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('is in the OpenAPI document, with rewind', async () => {

@@ -27,7 +27,7 @@ export async function rewindCommand(
   print: (text: string) => void = console.log,
 ): Promise<void> {
   const [consumer, extra] = positional;
-  if (flags.help || flags.h) return print(REWIND_USAGE);
+  if (flags.help || consumer === '-h') return print(REWIND_USAGE);
   if (!consumer || extra !== undefined || typeof flags.to !== 'string') throw new CliError(REWIND_USAGE, 2);
   const { base, headers } = apiTarget(flags, env);
   const url = `${base}/api/consumers/${encodeURIComponent(consumer)}/rewind`;

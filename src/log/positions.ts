@@ -19,9 +19,8 @@ export interface LogPosition {
   commit_idx: number;
 }
 
+/** Before every change the log holds or will hold ("earliest"). */
 const MIN_LSN = -(2n ** 63n);
-/** Before every change the log holds or will hold. */
-export const EARLIEST: LogPosition = { commit_lsn: MIN_LSN, commit_idx: -1 };
 
 const CONNECT_TIMEOUT_MS = 5_000;
 
