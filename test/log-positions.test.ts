@@ -5,7 +5,6 @@
 // or that retention has dropped) answers 4xx and changes nothing. Also
 // `retention` on sources, `start` through `sluice config apply`, and `sluice
 // rewind` as a child process.
-import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -17,6 +16,7 @@ import { createPool } from '../src/db/pool.js';
 import { formatLsn } from '../src/log/points.js';
 import { ADMIN_TOKEN, expectRejections, startApi, type ApiFixture } from './api-fixture.js';
 import { eventually, sourceConfig, startCapture, type CaptureFixture } from './helpers/capture.js';
+import { runCli } from './helpers/child.js';
 
 let f: ApiFixture;
 let capture: CaptureFixture;
@@ -331,21 +331,7 @@ describe('now', () => {
 describe('sluice rewind', () => {
   it('asks the API and says how many changes come again; a refusal is one line and exit 1', async () => {
     const address = await f.app.listen({ host: '127.0.0.1', port: 0 });
-    const run = (args: string[]) =>
-      new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
-        const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'rewind', ...args], {
-          env: { ...process.env, SLUICE_URL: address, SLUICE_TOKEN: ADMIN_TOKEN },
-        });
-        let stdout = '';
-        let stderr = '';
-        child.stdout.on('data', (d) => (stdout += d));
-        child.stderr.on('data', (d) => (stderr += d));
-        const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-        child.on('close', (status) => {
-          clearTimeout(timer);
-          resolve({ status, stdout, stderr });
-        });
-      });
+    const run = (args: string[]) => runCli(['rewind', ...args], { SLUICE_URL: address, SLUICE_TOKEN: ADMIN_TOKEN });
     const ok = await run(['from-now', '--to', formatLsn(logRows[3].lsn)]);
     expect(ok.stderr).toBe('');
     expect(ok.status).toBe(0);
