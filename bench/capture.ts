@@ -14,6 +14,7 @@ import { ensureSource } from '../src/capture/setup.js';
 import * as q from '../src/capture/setup-queries.js';
 import { lsnToBigInt } from '../src/capture/lsn.js';
 import { SourceCapture } from '../src/capture/source-capture.js';
+import { DEFAULT_RETENTION } from '../src/config/normalise.js';
 import { startEmbedded } from '../src/db/embedded.js';
 import { createPool } from '../src/db/pool.js';
 import { migrate } from '../src/db/migrate.js';
@@ -89,6 +90,7 @@ export async function runCaptureBench(changes = 1_000_000, log = console.log): P
     const source = {
       name: 'bench', tables: ['public.bench_orders'], schemas: [], publication: 'sluice_bench', slot: 'sluice_bench',
       create_if_missing: true, heartbeat_interval_ms: 3_600_000, lag_warning_bytes: 2 ** 40, max_batch_changes: Number(process.env.BENCH_MAX_BATCH ?? 2500),
+      retention: DEFAULT_RETENTION,
     };
     await ensureSource(pool, source);
     await pool.query(`INSERT INTO sluice.sources (name, config) VALUES ('bench', $1)`, [JSON.stringify(source)]);

@@ -225,10 +225,17 @@ export async function readSourceNo(pool: Pool, sourceName: string): Promise<numb
 // those rows goes too (its other messages are sent again in a new batch): the
 // replay stores the rows anew, and a batch must not name a row that is also
 // fresh. Positions past the cut move back to it, so the replayed rows are
-// taken in again.
+// taken in again; but not positions past every row cleared: those were never
+// reached by admission (which stops at a stored row) but set by a consumer's
+// start ("now": the source's WAL as it was created, maybe past what capture
+// had stored), and the replayed rows before them were committed before it.
 const CLEAR_TAIL = `
 WITH mine AS (
   SELECT id FROM sluice.consumers WHERE source_name = $1
+), newest AS (
+  SELECT l.commit_lsn, l.commit_idx FROM sluice.log l
+   WHERE l.source_no = (SELECT log_no FROM sluice.sources WHERE name = $1) AND l.commit_lsn >= $2::bigint
+   ORDER BY l.commit_lsn DESC, l.commit_idx DESC LIMIT 1
 ), batches AS (
   DELETE FROM sluice.webhook_batches
    WHERE consumer_id IN (SELECT id FROM mine) AND $2::bigint <= ANY (lsns)
@@ -238,6 +245,7 @@ WITH mine AS (
 ), positions AS (
   UPDATE sluice.consumer_positions SET commit_lsn = $2::bigint, commit_idx = -1, updated_at = now()
    WHERE consumer_id IN (SELECT id FROM mine) AND (commit_lsn, commit_idx) >= ($2::bigint, 0)
+     AND (commit_lsn, commit_idx) <= (SELECT n.commit_lsn, n.commit_idx FROM newest n)
 )
 DELETE FROM sluice.log
  WHERE source_no = (SELECT log_no FROM sluice.sources WHERE name = $1) AND commit_lsn >= $2::bigint`;

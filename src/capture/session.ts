@@ -29,8 +29,12 @@ export interface SessionDeps {
   sourceName: string;
   /** The source's log number (sluice.sources.log_no). */
   sourceNo: number;
-  /** Time of WAL a new log partition should cover (the source's retention decides). */
-  partitionSeconds?: number;
+  /**
+   * Time of WAL a new log partition should cover (the source's retention
+   * decides). Asked at each write, so a retention change applies to the next
+   * partition without restarting capture.
+   */
+  partitionSeconds?: () => number;
   bufferPool: Pool;
   decoder: ChangeDecoder;
   maxBatch: number;
@@ -206,7 +210,7 @@ export class CaptureSession {
     const batch = {
       sourceName: this.deps.sourceName,
       sourceNo: this.deps.sourceNo,
-      partitionSeconds: this.deps.partitionSeconds,
+      partitionSeconds: this.deps.partitionSeconds?.(),
       rows: this.rows,
       checkpoint,
       lastCommitAt: this.lastCommitAt,

@@ -49,7 +49,8 @@ export function routesFor(consumers: ConsumerRecord[], sourceName: string, table
  * is how finely it can cut.
  */
 export function partitionSeconds(source: SourceConfig): number {
-  const maxAgeMs = (source as { retention?: { max_age_ms?: number } }).retention?.max_age_ms;
+  // Optional chaining: a source row written by hand (tests) may lack retention.
+  const maxAgeMs = source.retention?.max_age_ms;
   if (!maxAgeMs) return 3600;
   return Math.min(3600, Math.max(1, maxAgeMs / 1000 / 24));
 }
@@ -181,7 +182,10 @@ export class SourceCapture {
     const session = new CaptureSession({
       sourceName: this.source.name,
       sourceNo,
-      partitionSeconds: partitionSeconds(this.source),
+      // The stored source as last reloaded: a retention change does not restart
+      // capture (src/capture/captures.ts), so read its current value here.
+      partitionSeconds: () =>
+        partitionSeconds(this.deps.consumers.sources().find((s) => s.name === this.source.name)?.config ?? this.source),
       bufferPool: this.deps.bufferPool,
       decoder,
       maxBatch: this.source.max_batch_changes,

@@ -2,6 +2,7 @@
 // buffer, consumers inserted as rows, and a running SourceCapture.
 import pg from 'pg';
 import { ConsumerRegistry } from '../../src/buffer/consumers.js';
+import { DEFAULT_RETENTION } from '../../src/config/normalise.js';
 import type { ConsumerConfig, SourceConfig } from '../../src/config/types.js';
 import { SourceCapture } from '../../src/capture/source-capture.js';
 import { createPool, type Pool } from '../../src/db/pool.js';
@@ -23,6 +24,7 @@ export function sourceConfig(name: string, tables: string[], extra: Partial<Sour
     heartbeat_interval_ms: 60_000,
     lag_warning_bytes: 1 << 30,
     max_batch_changes: 2500,
+    retention: DEFAULT_RETENTION,
     ...extra,
   };
 }
