@@ -839,8 +839,8 @@ END $$;
 --     (webhook) is marked replay: when that delivery ends it waits again
 --     instead of going, and until then its group is held (the rewound
 --     changes before it must not overtake it);
---   * dead letters at or after the point are pending again;
---   * rows waiting stay as they are: admission finds them present.
+--   * rows waiting at or after the point (taken in ahead) and dead letters
+--     there are removed: admission takes them in again, in commit order.
 -- Returns how many changes of the consumer's tables the log holds from the
 -- point on (what will be delivered again, beside rows still waiting).
 CREATE FUNCTION sluice.rewind_consumer(p_consumer uuid, p_lsn bigint, p_idx integer)
@@ -863,8 +863,15 @@ BEGIN
         WHERE b.consumer_id = p_consumer) k
   WHERE m.consumer_id = p_consumer AND m.commit_lsn = k.lsn AND m.commit_idx = k.idx AND m.state = 0 AND NOT m.replay
     AND (m.commit_lsn, m.commit_idx) >= (p_lsn, p_idx);
-  UPDATE sluice.messages m
-  SET state = 0, deliver_count = 0, delivery_token = NULL, visible_at = '-infinity', last_error = NULL
+  -- Rows waiting at or after the point (taken in ahead, never delivered, in no
+  -- batch) go: admission takes them in again in commit order, after the
+  -- rewound changes of their group before them. Kept, one would head its
+  -- group now and overtake those.
+  DELETE FROM sluice.messages m
+  WHERE m.consumer_id = p_consumer AND m.state = 0 AND m.delivery_token IS NULL AND NOT m.replay
+    AND (m.commit_lsn, m.commit_idx) >= (p_lsn, p_idx);
+  -- Dead letters at or after the point go too: delivered again like the rest.
+  DELETE FROM sluice.messages m
   WHERE m.consumer_id = p_consumer AND m.state = 1 AND (m.commit_lsn, m.commit_idx) >= (p_lsn, p_idx);
   -- The position is the last key taken in; just before the point is
   -- (p_lsn, p_idx - 1) (idx -1 precedes every change of a commit).
