@@ -1,7 +1,7 @@
 // `npm run bench`: every benchmark, one after another, each on its own fresh
 // embedded Postgres, then a summary beside the issue's targets. Prints figures;
 // asserts nothing. BENCH_SCALE=0.1 runs a tenth of each backlog; BENCH_ONLY=
-// capture,pull,push,latency,retention picks some.
+// capture,pull,push,latency,retention,rewind picks some.
 import os from 'node:os';
 import { runCaptureBench } from './capture.js';
 import { runLatencyBench } from './latency.js';
@@ -20,8 +20,16 @@ const fmt = (x: number) => Math.round(x).toLocaleString('en');
 console.log(`sluice bench: ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}, scale ${scale}\n`);
 
 if (want('capture')) {
-  const r = await runCaptureBench(n(1_000_000));
-  rows.push(['capture: backlog → buffer', `${fmt(r.captureRate)} changes/s (${(r.ratio * 100).toFixed(0)}% of the library alone: ${fmt(r.ceilingRate)}/s), peak RSS ${r.peakRssMb.toFixed(0)} MB`, '≥ 50,000/s, ≤ 250 MB']);
+  // Fan-out: the same backlog with 1 and with 10 consumers on the same table.
+  // Store once: capture writes each change once whatever the consumer count.
+  const one = await runCaptureBench(n(1_000_000), console.log, { consumers: 1 });
+  const ten = await runCaptureBench(n(1_000_000), console.log, { consumers: 10 });
+  rows.push(['capture: backlog → buffer, 1 consumer', `${fmt(one.captureRate)} changes/s (${(one.ratio * 100).toFixed(0)}% of the library alone: ${fmt(one.ceilingRate)}/s), peak RSS ${one.peakRssMb.toFixed(0)} MB`, '≥ 60,000/s, ≤ 250 MB']);
+  rows.push(['capture: the same, 10 consumers on the table', `${fmt(ten.captureRate)} changes/s = ${(ten.captureRate / one.captureRate).toFixed(2)} × 1 consumer`, '≥ 0.7 × 1 consumer']);
+  const perChange = (r: typeof one) => `${r.bytesPerChange.toFixed(0)} B/change (tables ${(r.tableBytes / r.changes).toFixed(0)} + WAL ${(r.walBytes / r.changes).toFixed(0)})`;
+  rows.push(['capture: buffer bytes, 1 consumer / 10', `${perChange(one)} / ${perChange(ten)}`, '']);
+  const extra = (ten.tableBytes + ten.walBytes - one.tableBytes - one.walBytes) / (9 * one.changes);
+  rows.push(['capture: bytes/change per extra consumer', `${extra.toFixed(1)} B ((B10 - B1) / (9 × N): heap, TOAST, indexes, WAL)`, '≤ 64 B']);
 }
 if (want('pull')) {
   const r = await runPullBench({ messages: n(1_000_000), workers: 8, batchSize: 100, log: (l) => console.log(l) });
