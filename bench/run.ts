@@ -9,6 +9,7 @@ import { compareNeighbours, fmtPercentiles } from './neighbours.js';
 import { runPullBench } from './pull.js';
 import { runPushBench } from './push.js';
 import { runRetentionBench } from './retention.js';
+import { runRewindBench } from './rewind.js';
 
 const scale = Number(process.env.BENCH_SCALE ?? 1);
 const only = process.env.BENCH_ONLY?.split(',');
@@ -57,6 +58,12 @@ if (want('latency')) {
 if (want('retention')) {
   const r = await runRetentionBench(n(1_000_000));
   rows.push([`retention: drop a window of ${fmt(r.changes)} changes`, `${fmt(r.dropMs)} ms (${fmt(r.partitionBytes / 2 ** 20)} MiB), ${r.deadRows} dead rows left`, '< 1 s, no VACUUM']);
+}
+
+if (want('rewind')) {
+  const r = await runRewindBench(n(1_000_000), 8);
+  rows.push([`rewind: ${fmt(r.changes)} acked changes to earliest`, `first message ${fmt(r.firstMessageMs)} ms after the rewind began (rewind itself ${fmt(r.rewindMs)} ms)`, '≤ 1 s']);
+  rows.push(['rewind: … then drained by 8 pull workers', `${fmt(r.drainPerSecond)} messages/s`, 'the pull rate']);
 }
 
 console.log('\nSummary');
