@@ -229,8 +229,16 @@ describe('rewind to earliest under load, the gateway killed twice during the rep
       },
       60_000,
       250,
-    ).catch((err) => {
-      console.log(current().child.output.slice(-20).join('\n'));
+    ).catch(async (err) => {
+      const state = await sql(
+        url,
+        `SELECT (SELECT count(*) FROM sluice.changes WHERE table_name = 'items') AS logged,
+                (SELECT json_agg(p) FROM sluice.consumer_positions p) AS positions,
+                (SELECT max((commit_lsn, commit_idx)::text) FROM sluice.log) AS tail,
+                (SELECT json_agg(json_build_object('lsn', commit_lsn, 'idx', commit_idx, 'state', state, 'replay', replay, 'token', delivery_token, 'group', group_key)) FROM sluice.messages) AS messages,
+                (SELECT json_agg(b) FROM sluice.webhook_batches b) AS batches`,
+      );
+      writeFileSync("/tmp/rc-stuck.txt", `${run.expected} ${JSON.stringify(state.rows[0])}\n${current().child.output.join("\n")}`);
       throw err;
     });
     await current().child.stop();
@@ -289,7 +297,9 @@ describe('rewind to earliest under load, the gateway killed twice during the rep
       let restarted = false;
       receipts.forEach((r, k) => {
         if (k === 0 || cmp(r.m, receipts[k - 1].m) >= 0) return;
-        const step = `row ${id}: ${keyOf(r.m)} (v${r.m.v}, ${r.webhookId}, delivery ${r.delivery}) after ${keyOf(receipts[k - 1].m)} (v${receipts[k - 1].m.v})`;
+        const p = receipts[k - 1];
+        const made = (w: string) => (replayBatch(w) ? 'made after the rewind' : 'made before the rewind');
+        const step = `row ${id}: ${keyOf(r.m)} (v${r.m.v}, ${r.webhookId}, delivery ${r.delivery}) after ${keyOf(p.m)} (v${p.m.v}, delivery ${p.delivery}, ${made(p.webhookId)})`;
         if (firstIndexOfId.get(r.webhookId)! < r.delivery) return void allowed.redelivery++;
         if (!restarted && keyOf(r.m) === firstOfRow.get(id) && receipts.slice(0, k).every((e) => !replayBatch(e.webhookId))) {
           restarted = true;
@@ -336,6 +346,7 @@ describe('rewind to earliest under load, the gateway killed twice during the rep
       kinds[kind] = (kinds[kind] ?? 0) + 1;
     }
     console.log(JSON.stringify(figures));
+    if (process.env.REWIND_DEBUG) writeFileSync(process.env.REWIND_DEBUG, JSON.stringify({ rewindSentAt, rewindSeq, problems, deliveries: deliveries.map((d) => ({ n: d.n, id: d.id, seq: seqOfBatch.get(d.id), s: d.startedAt, e: d.answeredAt, m: d.messages.map((msg) => [seen(msg).id, seen(msg).v]) })) }));
     expect({ kinds, first: problems.slice(0, 10), figures }).toEqual({ kinds: {}, first: [], figures });
     expect(kills).toHaveLength(KILLS);
     // The kills landed during the replay, with requests out.
