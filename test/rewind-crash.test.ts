@@ -120,9 +120,9 @@ async function startGateway(): Promise<Gateway> {
  * advisory lock, so this order is their commit order.
  */
 const WATCH = `
-CREATE TABLE public.rewind_watch (seq bigserial PRIMARY KEY, kind text NOT NULL, batch_id uuid);
+CREATE TABLE public.rewind_watch (seq bigserial PRIMARY KEY, kind text NOT NULL, batch_id uuid, lsns bigint[], idxs int[], at timestamptz DEFAULT clock_timestamp());
 CREATE FUNCTION public.rewind_watch_batch() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN INSERT INTO public.rewind_watch (kind, batch_id) VALUES ('batch', NEW.batch_id); RETURN NULL; END $$;
+BEGIN INSERT INTO public.rewind_watch (kind, batch_id, lsns, idxs) VALUES ('batch', NEW.batch_id, NEW.lsns, NEW.idxs); RETURN NULL; END $$;
 CREATE FUNCTION public.rewind_watch_back() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN INSERT INTO public.rewind_watch (kind) VALUES ('back'); RETURN NULL; END $$;
 CREATE TRIGGER rewind_watch_batch AFTER INSERT ON sluice.webhook_batches FOR EACH ROW EXECUTE FUNCTION public.rewind_watch_batch();
@@ -236,7 +236,9 @@ describe('rewind to earliest under load, the gateway killed twice during the rep
                 (SELECT json_agg(p) FROM sluice.consumer_positions p) AS positions,
                 (SELECT max((commit_lsn, commit_idx)::text) FROM sluice.log) AS tail,
                 (SELECT json_agg(json_build_object('lsn', commit_lsn, 'idx', commit_idx, 'state', state, 'replay', replay, 'token', delivery_token, 'group', group_key)) FROM sluice.messages) AS messages,
-                (SELECT json_agg(b) FROM sluice.webhook_batches b) AS batches`,
+                (SELECT json_agg(b) FROM sluice.webhook_batches b) AS batches,
+                (SELECT json_agg(w) FROM public.rewind_watch w WHERE kind = 'back' OR EXISTS (SELECT 1 FROM sluice.messages m WHERE m.replay AND m.commit_lsn = ANY (w.lsns))) AS watch,
+                (SELECT json_agg(a) FROM sluice.webhook_attempts a WHERE a.batch_id IN (SELECT w.batch_id FROM public.rewind_watch w, sluice.messages m WHERE m.replay AND m.commit_lsn = ANY (w.lsns))) AS attempts`,
       );
       writeFileSync("/tmp/rc-stuck.txt", `${run.expected} ${JSON.stringify(state.rows[0])}\n${current().child.output.join("\n")}`);
       throw err;
