@@ -758,3 +758,24 @@ describe('an ack racing a rewind', () => {
     expect(again.batches.map(keysOf)).toEqual([[1000, 1001, 1002]]);
   });
 });
+
+describe('a rewind with rows already taken in past the point', () => {
+  // Known bug (open): a claim takes in ~100 rows ahead of its batches; a
+  // rewind moves the position back but leaves those rows waiting, so the next
+  // claim (which tops up only what it lacks) sends a group's later change
+  // before the earlier ones are taken in again. Seen under load in
+  // test/rewind-crash.test.ts. Flip to `it` when fixed.
+  it.fails('sends a group\'s changes again from its first, not its pending later one first', async () => {
+    const id = await webhook('rewind-ahead');
+    // 300 changes of one group: the first claim sends the first and, finding
+    // its second batch blocked, takes in the rest ahead.
+    await insertMessages(pool, id, rows(1000, Array(300).fill('a')));
+    const [first] = (await claimBatches(pool, claimOpts(id, { batches: 2, batchSize: 1 }))).batches;
+    expect(keysOf(first)).toEqual([1000]);
+    expect((await pool.query('SELECT count(*)::int AS n FROM sluice.messages WHERE consumer_id = $1', [id])).rows[0].n).toBeGreaterThan(101);
+    await ackBatches(pool, id, 'test', [{ batch: first, facts: facts(first, 200) }]);
+    await pool.query('SELECT sluice.rewind_consumer($1, 0, 0)', [id]);
+    const again = await claimBatches(pool, claimOpts(id, { batches: 1, batchSize: 1 }));
+    expect(again.batches.map(keysOf)).toEqual([[1000]]);
+  });
+});
