@@ -44,7 +44,8 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually, sql } from './helpers/capture.js';
 import { ChangeLog, ITEMS_TABLE, seen, type SeenMessage } from './helpers/change-log.js';
-import { runFixture, type Child } from './helpers/child.js';
+import { type Child } from './helpers/child.js';
+import { captureReplays, killDuringDelivery, problemKinds, startGateway } from './helpers/gateway-process.js';
 import { startTestPg, type TestPg } from './helpers/pg.js';
 import { inconsistentBatches, sleep, startReceiver, TEST_SECRET, type Delivery, type Receiver } from './helpers/receiver.js';
 
@@ -97,21 +98,7 @@ afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-interface Gateway {
-  child: Child;
-  api: string;
-  /** Deliveries the receiver had seen when it started (all from earlier processes). */
-  deliveredBefore: number;
-}
-
-async function startGateway(): Promise<Gateway> {
-  const deliveredBefore = receiver.deliveries.length;
-  const child = runFixture('src/cli/main.ts', { DATABASE_URL: url, SLUICE_DATA_DIR: dir }, { args: ['start', '--config', path.join(dir, 'sluice.yaml')] });
-  children.add(child);
-  const line = await child.waitFor(/"msg":"http listening"/, 60_000);
-  await child.waitFor(/"msg":"sluice started"/, 60_000);
-  return { child, api: JSON.parse(line).address, deliveredBefore };
-}
+const start = () => startGateway(url, dir, receiver, children);
 
 /**
  * Triggers (test only) numbering, in one sequence, every webhook batch made
@@ -141,7 +128,7 @@ interface Receipt {
 describe('rewind to earliest under load, the gateway killed twice during the replay', () => {
   it('every retained change arrives again after the rewind, per-row order holds, no row in two requests at once', async () => {
     const began = Date.now();
-    const gateways = [await startGateway()];
+    const gateways = [await start()];
     const current = () => gateways[gateways.length - 1];
     await eventually(async () => (await sql(url, `SELECT 1 FROM pg_replication_slots WHERE slot_name = 'sluice_app' AND active`)).rowCount === 1, 30_000);
     await sql(url, WATCH);
@@ -193,18 +180,9 @@ describe('rewind to earliest under load, the gateway killed twice during the rep
     const kills: Array<{ at: number; open: Delivery[]; replayLeft: number }> = [];
     for (let k = 0; k < KILLS; k++) {
       await sleep(500 + Math.random() * 500);
-      const { child, deliveredBefore } = current();
-      const until = Date.now() + 20_000;
-      let open: Delivery[] = [];
-      while (!(open = receiver.deliveries.slice(deliveredBefore).filter((d) => d.status === 0)).length) {
-        if (Date.now() > until) throw new Error(`kill ${k + 1}: no delivery in flight within 20 s`);
-        await sleep(1);
-      }
-      child.proc.kill('SIGKILL');
-      const at = Date.now();
-      await child.kill9();
+      const { at, open } = await killDuringDelivery(current(), receiver, `kill ${k + 1}`);
       kills.push({ at, open, replayLeft: await replayLeft() });
-      gateways.push(await startGateway());
+      gateways.push(await start());
     }
     await sleep(1000);
     live = false;
@@ -280,9 +258,7 @@ describe('rewind to earliest under load, the gateway killed twice during the rep
     if (after.some(({ d }) => !seqOfBatch.has(d.id))) problems.push(`a delivery after the rewind whose batch was never made`);
 
     // Per-row order from the rewind call on (rules a–c of the header).
-    const replaysAt = gateways.flatMap((g) =>
-      g.child.output.filter((l) => l.includes('removed a partly stored transaction')).map((l) => ({ from: BigInt(JSON.parse(l).from), deliveredBefore: g.deliveredBefore })),
-    );
+    const replaysAt = captureReplays(gateways);
     const maxLsn = deliveries.map((d) => d.messages.reduce((max, msg) => (seen(msg).lsn > max ? seen(msg).lsn : max), -1n));
     const byRow = new Map<number, Receipt[]>();
     for (const { d, i } of after) {
@@ -342,11 +318,7 @@ describe('rewind to earliest under load, the gateway killed twice during the rep
       captureReplays: replaysAt.length,
       seconds: Math.round(took / 1000),
     };
-    const kinds: Record<string, number> = {};
-    for (const p of problems) {
-      const kind = p.replace(/msg_\w+/g, 'msg_…').replace(/'[^']*'/g, "'…'").replace(/\d+/g, '#');
-      kinds[kind] = (kinds[kind] ?? 0) + 1;
-    }
+    const kinds = problemKinds(problems);
     console.log(JSON.stringify(figures));
     expect({ kinds, first: problems.slice(0, 10), figures }).toEqual({ kinds: {}, first: [], figures });
     expect(kills).toHaveLength(KILLS);
