@@ -119,6 +119,19 @@ const ACK_MANY = `WITH batches AS (
   SELECT ((SELECT count(*) FROM acked) + (SELECT count(*) FROM replayed))::int AS n,
     set_config('synchronous_commit', 'off', true) AS async_commit`;
 
+// A rewind that commits while ACK_MANY runs marks the batch's rows for replay
+// after the statement's snapshot: its DELETE skips them (they are replay now)
+// and its "replayed" UPDATE never saw them as replay, so they would stay
+// marked with their batch gone, blocking their groups for good. When the ack
+// took fewer rows than it named, those left marked and in no batch are
+// cleared here (a fresh snapshot sees the rewind): they wait to be sent again,
+// as a rewind landing while a batch is out means.
+const CLEAR_RACED_REPLAY = `UPDATE sluice.messages m SET replay = false
+  FROM unnest($2::bigint[], $3::int[]) AS k(lsn, idx)
+  WHERE m.consumer_id = $1 AND m.commit_lsn = k.lsn AND m.commit_idx = k.idx AND m.state = 0 AND m.replay
+    AND NOT EXISTS (SELECT 1 FROM sluice.webhook_batches b
+                    WHERE b.consumer_id = $1 AND k.lsn = ANY (b.lsns) AND (k.lsn, k.idx) IN (SELECT * FROM unnest(b.lsns, b.idxs)))`;
+
 /** Deletes the batches' rows and logs their attempts; returns how many rows went. */
 export async function ackBatches(pool: Pool, consumerId: string, instanceId: string, done: readonly Delivered[]): Promise<number> {
   const lsns: string[] = [];
@@ -145,6 +158,7 @@ export async function ackBatches(pool: Pool, consumerId: string, instanceId: str
     done.map((d) => d.batch.lsns.length),
     instanceId,
   ] });
+  if (rows[0].n < lsns.length) await pool.query(CLEAR_RACED_REPLAY, [consumerId, lsns, idxs]);
   return rows[0].n;
 }
 

@@ -26,6 +26,9 @@ export interface Delivery {
   /** The messages in the body (a bare message counts as one). */
   messages: any[];
   receivedAt: number;
+  /** When the request began (its first bytes), and when it was answered (unset until then, and for a reset or hang). */
+  startedAt: number;
+  answeredAt?: number;
   /** What the script answered (0: no answer: reset or hang). */
   status: number;
 }
@@ -76,6 +79,7 @@ export async function startReceiver(script: Script = ok): Promise<Receiver> {
     },
   };
   const server = http.createServer((req, res) => {
+    const startedAt = Date.now();
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', async () => {
@@ -91,6 +95,7 @@ export async function startReceiver(script: Script = ok): Promise<Receiver> {
         raw,
         messages: parseMessages(raw),
         receivedAt: Date.now(),
+        startedAt,
         status: 0,
       };
       deliveries.push(d);
@@ -99,6 +104,7 @@ export async function startReceiver(script: Script = ok): Promise<Receiver> {
       if ('hang' in action) return;
       if (action.delayMs) await new Promise((s) => setTimeout(s, action.delayMs));
       d.status = action.status;
+      d.answeredAt = Date.now();
       res.writeHead(action.status, action.headers ?? {});
       if (action.trickleMs) {
         // Headers now, the body a byte at a time: a slow response body.
