@@ -453,14 +453,25 @@ BEGIN
     v_expired_from := v_cur.expired_from;
   END IF;
 
-  -- A replayed row whose delivery ended (nacked, or its visibility ran out)
-  -- waits again, as a never-delivered row, for its turn after the rewind.
-  WITH back AS (
-    UPDATE sluice.messages m SET delivery_token = NULL, visible_at = '-infinity', deliver_count = 0, replay = false
+  -- A replayed row whose delivery ended (nacked, or its visibility ran out):
+  -- see sluice.end_replays (below), whose rule this is.
+  WITH pos AS (
+    SELECT p.commit_lsn, p.commit_idx FROM sluice.consumer_positions p WHERE p.consumer_id = p_consumer
+  ), ended AS (
+    SELECT m.commit_lsn, m.commit_idx, (m.commit_lsn, m.commit_idx) > (pos.commit_lsn, pos.commit_idx) AS ahead
+    FROM sluice.messages m, pos
     WHERE m.consumer_id = p_consumer AND m.replay AND m.delivery_token IS NOT NULL AND m.visible_at <= v_now
-    RETURNING m.commit_lsn, m.commit_idx
+  ), gone AS (
+    DELETE FROM sluice.messages m USING ended e
+    WHERE e.ahead AND m.consumer_id = p_consumer AND m.commit_lsn = e.commit_lsn AND m.commit_idx = e.commit_idx
+    RETURNING 1
+  ), back AS (
+    UPDATE sluice.messages m SET delivery_token = NULL, visible_at = '-infinity', deliver_count = 0, replay = false
+    FROM ended e
+    WHERE NOT e.ahead AND m.consumer_id = p_consumer AND m.commit_lsn = e.commit_lsn AND m.commit_idx = e.commit_idx
+    RETURNING 1
   )
-  SELECT count(*) INTO v_n FROM back;
+  SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM back) INTO v_n;
   IF v_n > 0 THEN
     v_fresh := false;
     v_from_lsn := -9223372036854775808;
@@ -896,4 +907,51 @@ BEGIN
     AND (l.schema_name || '.' || l.table_name) = ANY (v_route.tables);
   PERFORM pg_notify('sluice_messages', p_consumer::text);
   RETURN v_count;
+END $$;
+
+-- The end of a delivery that a rewind marked (replay): the pull ack of these
+-- keys with their tokens, or (p_tokens NULL) a webhook batch answered, retried
+-- elsewhere or dead-lettered, for those of its rows no batch names any more.
+-- A row past the consumer's position is deleted: admission takes it in again,
+-- in commit order after the rewound changes of its group before it. One at or
+-- before the position (admission already met it) waits again, never
+-- delivered, at its place. Under the claim lock: the position must not move
+-- while this decides. Returns how many rows it settled.
+CREATE FUNCTION sluice.end_replays(p_consumer uuid, p_lsns bigint[], p_idxs integer[], p_tokens integer[])
+RETURNS integer
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+  v_n integer;
+BEGIN
+  PERFORM pg_advisory_xact_lock(736001, hashtext(p_consumer::text));
+  WITH ended AS (
+    SELECT m.commit_lsn, m.commit_idx,
+           (m.commit_lsn, m.commit_idx) > (p.commit_lsn, p.commit_idx) AS ahead
+    FROM unnest(p_lsns, p_idxs, coalesce(p_tokens, array_fill(NULL::integer, ARRAY[cardinality(p_lsns)])))
+      AS k(lsn, idx, token)
+    JOIN sluice.messages m ON m.consumer_id = p_consumer AND m.commit_lsn = k.lsn AND m.commit_idx = k.idx
+    JOIN sluice.consumer_positions p ON p.consumer_id = p_consumer
+    WHERE m.replay AND m.state = 0
+      AND CASE WHEN p_tokens IS NULL
+        THEN NOT EXISTS (SELECT 1 FROM sluice.webhook_batches b
+                         WHERE b.consumer_id = p_consumer AND k.lsn = ANY (b.lsns)
+                           AND (k.lsn, k.idx) IN (SELECT u.l, u.i FROM unnest(b.lsns, b.idxs) AS u(l, i)))
+        ELSE m.delivery_token = k.token END
+  ), gone AS (
+    DELETE FROM sluice.messages m USING ended e
+    WHERE e.ahead AND m.consumer_id = p_consumer AND m.commit_lsn = e.commit_lsn AND m.commit_idx = e.commit_idx
+    RETURNING 1
+  ), back AS (
+    UPDATE sluice.messages m SET delivery_token = NULL, visible_at = '-infinity', deliver_count = 0, replay = false
+    FROM ended e
+    WHERE NOT e.ahead AND m.consumer_id = p_consumer AND m.commit_lsn = e.commit_lsn AND m.commit_idx = e.commit_idx
+    RETURNING 1
+  )
+  SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM back) INTO v_n;
+  IF v_n > 0 THEN
+    -- Rows waiting again may lie below the claim cursor.
+    DELETE FROM sluice.claim_cursors c WHERE c.consumer_id = p_consumer;
+    PERFORM pg_notify('sluice_messages', p_consumer::text);
+  END IF;
+  RETURN v_n;
 END $$;
