@@ -367,10 +367,7 @@ CREATE FUNCTION sluice.stamp_deliveries(
   p_consumer uuid, p_source integer, p_lsns bigint[], p_idxs integer[], p_now timestamptz, p_visibility_ms integer
 ) RETURNS TABLE (commit_lsn bigint, commit_idx integer, delivery_token integer,
                  deliver_count integer, group_key text, payload text, retry_at timestamptz)
-LANGUAGE plpgsql VOLATILE
-SET enable_mergejoin = off
-SET enable_hashjoin = off
-AS $$
+LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 BEGIN
   RETURN QUERY
@@ -404,13 +401,6 @@ CREATE FUNCTION sluice.claim_messages(
 LANGUAGE plpgsql VOLATILE
 SET enable_seqscan = off
 SET enable_bitmapscan = off
--- A few keys each time, joined to the log and to this table by primary key:
--- nested loops only. With the statistics of a table that was empty when last
--- analyzed (it fills as changes are taken in), the planner otherwise picks a
--- merge or hash join that walks a whole index (measured: a webhook claim
--- took ~1 ms of Postgres time per message instead of ~30 µs).
-SET enable_mergejoin = off
-SET enable_hashjoin = off
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -675,9 +665,6 @@ RETURNS TABLE (batch_id uuid, attempt integer, first_attempt_at timestamptz, del
 LANGUAGE plpgsql VOLATILE
 SET enable_seqscan = off
 SET enable_bitmapscan = off
--- Nested loops only (see claim_messages above).
-SET enable_mergejoin = off
-SET enable_hashjoin = off
 SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column

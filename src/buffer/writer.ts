@@ -12,7 +12,7 @@
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { from as copyFrom } from 'pg-copy-streams';
-import type { Pool } from '../db/pool.js';
+import { withTransaction, type Pool } from '../db/pool.js';
 
 /** One captured change, as stored in the log (once, whatever the number of consumers). */
 export interface LogRow {
@@ -250,8 +250,20 @@ WITH mine AS (
 DELETE FROM sluice.log
  WHERE source_no = (SELECT log_no FROM sluice.sources WHERE name = $1) AND commit_lsn >= $2::bigint`;
 
+// Claims take changes in from the log under their consumer's lock (736001,
+// see migrations/0010_log.sql). A claim running beside the clear could take in
+// a tail row after the clear's snapshot: its consumer's row would outlive the
+// log row, and be sent ahead of the changes captured again before it. So the
+// clear holds the lock of every consumer of the source (in id order: a claim
+// takes one, so no deadlock), then reads with a fresh snapshot.
+const LOCK_CONSUMERS = `SELECT count(pg_advisory_xact_lock(736001, hashtext(id::text)))
+  FROM (SELECT id FROM sluice.consumers WHERE source_name = $1 ORDER BY id) c`;
+
 /** Deletes what a previous session stored past the durable position; returns how many log rows. */
 export async function clearTail(pool: Pool, sourceName: string, durableLsn: bigint): Promise<number> {
-  const { rowCount } = await pool.query(CLEAR_TAIL, [sourceName, durableLsn.toString()]);
-  return rowCount ?? 0;
+  return withTransaction(pool, async (c) => {
+    await c.query(LOCK_CONSUMERS, [sourceName]);
+    const { rowCount } = await c.query(CLEAR_TAIL, [sourceName, durableLsn.toString()]);
+    return rowCount ?? 0;
+  });
 }
