@@ -4,6 +4,12 @@
 // Prints figures (and CPU by process role); asserts nothing.
 //   BENCH_CHANGES=300000     backlog size (default 1,000,000)
 //   BENCH_MAX_BATCH=5000     the source's max_batch_changes (default 2,500)
+//   BENCH_CAPTURE_CONSUMERS=10  pull consumers on the same table (default 1)
+// Also measures what the capture added to the buffer: the size of every table
+// of the sluice schema (heap, TOAST, indexes; log partitions included) and the
+// WAL the server generated while capturing (the backlog's own WAL is written
+// before; this includes checkpoints' full-page images and anything autovacuum
+// writes meanwhile).
 import { mkdtempSync, chmodSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -14,6 +20,7 @@ import { ensureSource } from '../src/capture/setup.js';
 import * as q from '../src/capture/setup-queries.js';
 import { lsnToBigInt } from '../src/capture/lsn.js';
 import { SourceCapture } from '../src/capture/source-capture.js';
+import { DEFAULT_RETENTION } from '../src/config/normalise.js';
 import { startEmbedded } from '../src/db/embedded.js';
 import { createPool } from '../src/db/pool.js';
 import { migrate } from '../src/db/migrate.js';
@@ -28,7 +35,20 @@ export interface CaptureBenchResult {
   ceilingRate: number;
   ratio: number;
   peakRssMb: number;
+  consumers: number;
+  /** Growth of the sluice schema's tables (heap, TOAST, indexes) during the capture. */
+  tableBytes: number;
+  /** WAL generated during the capture (pg_current_wal_lsn() delta). */
+  walBytes: number;
+  /** (tableBytes + walBytes) / changes. */
+  bytesPerChange: number;
 }
+
+// Every table of the sluice schema, log partitions included (relkind 'r'; a
+// partitioned parent holds nothing itself), with its TOAST and indexes.
+const SLUICE_BYTES = `SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint AS b
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE n.nspname = 'sluice' AND c.relkind IN ('r', 'm')`;
 
 // CPU seconds (utime + stime) of the Postgres server's processes by role, from
 // /proc on Linux: shows which side of the capture is busy. Empty elsewhere.
@@ -69,7 +89,13 @@ function rssSampler() {
   return { stop: () => (clearInterval(t), Math.max(peak, process.memoryUsage().rss)) };
 }
 
-export async function runCaptureBench(changes = 1_000_000, log = console.log): Promise<CaptureBenchResult> {
+export interface CaptureBenchOptions {
+  /** Pull consumers on the bench table (default 1, or BENCH_CAPTURE_CONSUMERS). */
+  consumers?: number;
+}
+
+export async function runCaptureBench(changes = 1_000_000, log = console.log, opts: CaptureBenchOptions = {}): Promise<CaptureBenchResult> {
+  const consumers = opts.consumers ?? Number(process.env.BENCH_CAPTURE_CONSUMERS ?? 1);
   const dir = mkdtempSync(path.join(os.tmpdir(), 'sluice-bench-'));
   chmodSync(dir, 0o755);
   const pgh = await startEmbedded({ dataDir: path.join(dir, 'pg'), persistent: false, extraFlags: ['-c', 'max_wal_size=4GB', '-c', 'shared_buffers=512MB', '-c', 'synchronous_commit=on'] });
@@ -89,16 +115,21 @@ export async function runCaptureBench(changes = 1_000_000, log = console.log): P
     const source = {
       name: 'bench', tables: ['public.bench_orders'], schemas: [], publication: 'sluice_bench', slot: 'sluice_bench',
       create_if_missing: true, heartbeat_interval_ms: 3_600_000, lag_warning_bytes: 2 ** 40, max_batch_changes: Number(process.env.BENCH_MAX_BATCH ?? 2500),
+      retention: DEFAULT_RETENTION,
     };
     await ensureSource(pool, source);
+    await pool.query(`INSERT INTO sluice.sources (name, config) VALUES ('bench', $1)`, [JSON.stringify(source)]);
     // The ceiling's own slot, at the same starting point.
     await q.createSlot(pool, 'bench_ceiling');
-    const consumerCfg = { name: 'bench', source: 'bench', kind: 'pull', tables: ['public.bench_orders'], group_by: true,
-      dead_letter_blocks_group: false, annotations: {}, pull: { ack_wait_ms: 30000, max_ack_pending: 10000, max_waiting: 20 } };
-    await pool.query(`INSERT INTO sluice.consumers (name, source_name, kind, config) VALUES ('bench', 'bench', 'pull', $1)`, [JSON.stringify(consumerCfg)]);
+    for (let i = 1; i <= consumers; i++) {
+      const name = i === 1 ? 'bench' : `bench-${i}`;
+      const consumerCfg = { name, source: 'bench', kind: 'pull', tables: ['public.bench_orders'], group_by: true,
+        dead_letter_blocks_group: false, annotations: {}, pull: { ack_wait_ms: 30000, max_ack_pending: 10000, max_waiting: 20 } };
+      await pool.query(`INSERT INTO sluice.consumers (name, source_name, kind, config) VALUES ($2, 'bench', 'pull', $1)`, [JSON.stringify(consumerCfg), name]);
+    }
 
     const txs = Math.ceil(changes / 100);
-    log(`capture bench: writing a backlog of ${txs * 100} changes in ${txs} transactions of 100 rows…`);
+    log(`capture bench (${consumers} consumer${consumers === 1 ? '' : 's'} on the table): writing a backlog of ${txs * 100} changes in ${txs} transactions of 100 rows…`);
     const t0 = Date.now();
     await pool.query(`DO $$ BEGIN
       FOR i IN 0..${txs - 1} LOOP
@@ -117,6 +148,9 @@ export async function runCaptureBench(changes = 1_000_000, log = console.log): P
     await registry.reload();
     const rss = rssSampler();
     const capture = new SourceCapture(source, { bufferPool: pool, sourceUrl: pgh.url, consumers: registry, log: quiet });
+    await pool.query('CHECKPOINT');
+    const bytes0 = BigInt((await pool.query(SLUICE_BYTES)).rows[0].b);
+    const wal0 = (await pool.query(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l as string;
     const pgCpu0 = serverCpuByRole(pgh.dataDir);
     const nodeCpu0 = process.cpuUsage();
     const s0 = Date.now();
@@ -128,6 +162,8 @@ export async function runCaptureBench(changes = 1_000_000, log = console.log): P
     const nodeCpu = process.cpuUsage(nodeCpu0);
     const cpuLine = `CPU during the capture: node ${((nodeCpu.user + nodeCpu.system) / 1e6).toFixed(1)} s; postgres: ${cpuDelta(pgCpu0, serverCpuByRole(pgh.dataDir))}`;
     await capture.stop();
+    const walBytes = Number((await pool.query(`SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::bigint AS b`, [wal0])).rows[0].b);
+    const tableBytes = Number(BigInt((await pool.query(SLUICE_BYTES)).rows[0].b) - bytes0);
     // Ceiling: the library alone, every message discarded.
     const endLsn = lsnToBigInt((await pool.query(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l);
     let seen = 0;
@@ -156,7 +192,7 @@ export async function runCaptureBench(changes = 1_000_000, log = console.log): P
       }
     }
 
-    const stored = Number((await pool.query(`SELECT count(*) AS n FROM sluice.messages`)).rows[0].n);
+    const stored = Number((await pool.query(`SELECT count(*) AS n FROM sluice.log`)).rows[0].n);
     const result = {
       changes: total,
       captureSeconds,
@@ -165,11 +201,16 @@ export async function runCaptureBench(changes = 1_000_000, log = console.log): P
       ceilingRate: seen / ceilingSeconds,
       ratio: (total / captureSeconds) / (seen / ceilingSeconds),
       peakRssMb,
+      consumers,
+      tableBytes,
+      walBytes,
+      bytesPerChange: (tableBytes + walBytes) / total,
     };
     log(`  ceiling (library alone, discarding): ${seen} changes in ${ceilingSeconds.toFixed(2)} s = ${Math.round(result.ceilingRate).toLocaleString('en')} changes/s`);
-    log(`  sluice capture into the buffer:      ${total} changes in ${captureSeconds.toFixed(2)} s = ${Math.round(result.captureRate).toLocaleString('en')} changes/s (${stored} rows stored)`);
+    log(`  sluice capture into the buffer:      ${total} changes in ${captureSeconds.toFixed(2)} s = ${Math.round(result.captureRate).toLocaleString('en')} changes/s (${stored} log rows stored)`);
     log(`  ratio to ceiling: ${(result.ratio * 100).toFixed(0)}%   peak RSS (Node process): ${peakRssMb.toFixed(0)} MB`);
     log(`  ${cpuLine}`);
+    log(`  buffer bytes written by the capture: tables ${tableBytes} (heap, TOAST, indexes) + WAL ${walBytes} = ${result.bytesPerChange.toFixed(1)} bytes/change`);
     return result;
   } finally {
     await pool.end();

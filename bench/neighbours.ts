@@ -21,7 +21,7 @@ import { startEmbedded } from '../src/db/embedded.js';
 import { migrate } from '../src/db/migrate.js';
 import { createPool } from '../src/db/pool.js';
 import { Dispatcher } from '../src/push/dispatcher.js';
-import { FILL, benchWebhook, gatewayCpuMs, insertBenchConsumer, postgresCpuMs } from './push.js';
+import { benchWebhook, fillLog, gatewayCpuMs, insertBenchConsumer, postgresCpuMs } from './push.js';
 
 export interface NeighboursOptions {
   /** Messages committed per second, in 10 ms ticks. */
@@ -145,7 +145,7 @@ export async function runNeighboursBench(o: NeighboursOptions): Promise<Neighbou
       const due = Math.min(total, Math.floor(((performance.now() - started) / 1000) * o.rate));
       if (due >= next) {
         const count = due - next + 1;
-        await pool.query(FILL, [consumerId, count, groups, next]);
+        await fillLog(pool, consumerId, count, groups, next);
         const now = Date.now();
         committedAt.fill(now, next, next + count);
         await pool.query(`SELECT pg_notify('sluice_messages', $1)`, [consumerId]);

@@ -22,6 +22,11 @@ export interface PullBenchOptions {
   /** An existing server instead of an embedded one. */
   databaseUrl?: string;
   log?: (line: string) => void;
+  /**
+   * Instead of the default backlog: fills the buffer for the consumer itself
+   * and returns how many messages the workers then drain (bench/rewind.ts).
+   */
+  prepare?: (pool: ReturnType<typeof createPool>, consumerId: string) => Promise<number>;
 }
 
 export interface PullBenchResult {
@@ -80,7 +85,7 @@ function latency(samples: number[]): Latency {
 }
 
 export async function runPullBench(opts: PullBenchOptions = {}): Promise<PullBenchResult> {
-  const total = opts.messages ?? 1_000_000;
+  let total = opts.messages ?? 1_000_000;
   const workers = opts.workers ?? 8;
   const batchSize = opts.batchSize ?? 100;
   const groups = opts.groups ?? Math.max(1, Math.floor(total / 10));
@@ -103,11 +108,14 @@ export async function runPullBench(opts: PullBenchOptions = {}): Promise<PullBen
     const name = `bench-${Date.now()}`;
     const consumerId = await createConsumer(pool, { name, pull: { ack_wait_ms: 60_000, max_ack_pending: 10_000 } });
     const setupStart = performance.now();
-    const chunk = 100_000;
-    for (let at = 0; at < total; at += chunk) await insertSeries(pool, consumerId, 1_000 + at, Math.min(chunk, total - at), groups);
-    await pool.query('VACUUM ANALYZE sluice.messages');
+    if (opts.prepare) total = await opts.prepare(pool, consumerId);
+    else {
+      const chunk = 100_000;
+      for (let at = 0; at < total; at += chunk) await insertSeries(pool, consumerId, 1_000 + at, Math.min(chunk, total - at), groups);
+      await pool.query('VACUUM ANALYZE sluice.log');
+    }
     const setupSeconds = (performance.now() - setupStart) / 1000;
-    log(`setup: ${total} messages (${groups} groups) inserted in ${setupSeconds.toFixed(1)} s`);
+    log(`setup: ${total} messages to drain, set up in ${setupSeconds.toFixed(1)} s`);
 
     t = await buildPullTestApp(pool);
     await t.app.listen({ port: 0, host: '127.0.0.1' });

@@ -129,33 +129,44 @@ export function benchWebhook(port: number, batchSize: number, maxInFlight: numbe
   };
 }
 
-/** Replaces whatever the buffer held with one webhook consumer, 'bench' (grouped by row, dead letters not blocking); returns its id. */
+/** Replaces whatever the buffer held with one webhook consumer, 'bench' (grouped by row, dead letters not blocking), on a stored source 'src' whose log it reads from the start; returns its id. */
 export async function insertBenchConsumer(pool: Pool, webhook: WebhookSettings): Promise<string> {
   await pool.query('DELETE FROM sluice.messages; DELETE FROM sluice.consumers');
+  await pool.query(`INSERT INTO sluice.sources (name, config) VALUES ('src', '{"name": "src", "tables": ["public.orders"]}') ON CONFLICT (name) DO NOTHING`);
   const config = { name: 'bench', source: 'src', kind: 'webhook', tables: ['public.orders'], group_by: true, dead_letter_blocks_group: false, annotations: {}, webhook };
   const { rows } = await pool.query<{ id: string }>(
     `INSERT INTO sluice.consumers (name, source_name, kind, config) VALUES ('bench', 'src', 'webhook', $1) RETURNING id`,
     [JSON.stringify(config)],
   );
+  // Before every change: the rows filled into the log are its to deliver.
+  await pool.query('UPDATE sluice.consumer_positions SET commit_lsn = -9223372036854775808, commit_idx = -1 WHERE consumer_id = $1', [rows[0].id]);
   return rows[0].id;
 }
 
-// Capture's payload shape (metadata last, transaction_annotations last in it), built in SQL.
-export const FILL = `INSERT INTO sluice.messages (consumer_id, commit_lsn, commit_idx, group_key, payload)
-  SELECT $1, i, 0, 'g' || (i % $3),
+// Capture's payload shape (metadata last, transaction_annotations last in it), built in SQL,
+// written into the log of the consumer's source (its partitions covered first: see fillLog).
+const FILL = `INSERT INTO sluice.log (source_no, commit_lsn, commit_idx, schema_name, table_name, action, group_key, committed_at, payload)
+  SELECT s.log_no, i, 0, 'public', 'orders', 'insert', 'g' || (i % $3), now(),
     format('{"record":{"id":%s,"group":"g%s","status":"paid","amount":"19.90","note":"an order of some size"},'
       '"changes":null,"action":"insert","metadata":{"table_schema":"public","table_name":"orders",'
       '"commit_timestamp":"2026-01-01T00:00:00.000000Z","commit_lsn":%s,"commit_idx":0,"idempotency_key":"%s",'
       '"record_pks":["%s"],"database_name":"app","transaction_annotations":null}}',
       i, i % $3, i, encode(convert_to(i || ':0', 'UTF8'), 'base64'), i)
-  FROM generate_series($4::bigint, $4::bigint + $2 - 1) AS i`;
+  FROM sluice.consumers c JOIN sluice.sources s ON s.name = c.source_name, generate_series($4::bigint, $4::bigint + $2 - 1) AS i
+  WHERE c.id = $1`;
+const COVER = `SELECT sluice.log_cover(s.log_no, $2::bigint, $3::bigint, 3600)
+  FROM sluice.consumers c JOIN sluice.sources s ON s.name = c.source_name WHERE c.id = $1`;
+
+/** Writes `count` changes at LSN start… into the consumer's source's log, spread over `groups` groups. */
+export async function fillLog(pool: Pool, consumerId: string, count: number, groups: number, start: number): Promise<void> {
+  await pool.query(COVER, [consumerId, start, start + count - 1]);
+  await pool.query(FILL, [consumerId, count, groups, start]);
+}
 
 async function fill(pool: Pool, consumerId: string, count: number, groups: number): Promise<void> {
   const chunk = 200_000;
-  for (let start = 1; start <= count; start += chunk) {
-    await pool.query(FILL, [consumerId, Math.min(chunk, count - start + 1), groups, start]);
-  }
-  await pool.query('VACUUM ANALYZE sluice.messages');
+  for (let start = 1; start <= count; start += chunk) await fillLog(pool, consumerId, Math.min(chunk, count - start + 1), groups, start);
+  await pool.query('VACUUM ANALYZE sluice.log');
 }
 
 export async function runPushBench(o: PushBenchOptions): Promise<PushBenchResult> {

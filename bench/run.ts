@@ -1,13 +1,15 @@
 // `npm run bench`: every benchmark, one after another, each on its own fresh
 // embedded Postgres, then a summary beside the issue's targets. Prints figures;
 // asserts nothing. BENCH_SCALE=0.1 runs a tenth of each backlog; BENCH_ONLY=
-// capture,pull,push,latency picks some.
+// capture,pull,push,latency,retention,rewind picks some.
 import os from 'node:os';
 import { runCaptureBench } from './capture.js';
 import { runLatencyBench } from './latency.js';
 import { compareNeighbours, fmtPercentiles } from './neighbours.js';
 import { runPullBench } from './pull.js';
 import { runPushBench } from './push.js';
+import { runRetentionBench } from './retention.js';
+import { runRewindBench } from './rewind.js';
 
 const scale = Number(process.env.BENCH_SCALE ?? 1);
 const only = process.env.BENCH_ONLY?.split(',');
@@ -19,8 +21,16 @@ const fmt = (x: number) => Math.round(x).toLocaleString('en');
 console.log(`sluice bench: ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}, scale ${scale}\n`);
 
 if (want('capture')) {
-  const r = await runCaptureBench(n(1_000_000));
-  rows.push(['capture: backlog → buffer', `${fmt(r.captureRate)} changes/s (${(r.ratio * 100).toFixed(0)}% of the library alone: ${fmt(r.ceilingRate)}/s), peak RSS ${r.peakRssMb.toFixed(0)} MB`, '≥ 50,000/s, ≤ 250 MB']);
+  // Fan-out: the same backlog with 1 and with 10 consumers on the same table.
+  // Store once: capture writes each change once whatever the consumer count.
+  const one = await runCaptureBench(n(1_000_000), console.log, { consumers: 1 });
+  const ten = await runCaptureBench(n(1_000_000), console.log, { consumers: 10 });
+  rows.push(['capture: backlog → buffer, 1 consumer', `${fmt(one.captureRate)} changes/s (${(one.ratio * 100).toFixed(0)}% of the library alone: ${fmt(one.ceilingRate)}/s), peak RSS ${one.peakRssMb.toFixed(0)} MB`, '≥ 60,000/s, ≤ 250 MB']);
+  rows.push(['capture: the same, 10 consumers on the table', `${fmt(ten.captureRate)} changes/s = ${(ten.captureRate / one.captureRate).toFixed(2)} × 1 consumer`, '≥ 0.7 × 1 consumer']);
+  const perChange = (r: typeof one) => `${r.bytesPerChange.toFixed(0)} B/change (tables ${(r.tableBytes / r.changes).toFixed(0)} + WAL ${(r.walBytes / r.changes).toFixed(0)})`;
+  rows.push(['capture: buffer bytes, 1 consumer / 10', `${perChange(one)} / ${perChange(ten)}`, '']);
+  const extra = (ten.tableBytes + ten.walBytes - one.tableBytes - one.walBytes) / (9 * one.changes);
+  rows.push(['capture: bytes/change per extra consumer', `${extra.toFixed(1)} B ((B10 - B1) / (9 × N): heap, TOAST, indexes, WAL)`, '≤ 64 B']);
 }
 if (want('pull')) {
   const r = await runPullBench({ messages: n(1_000_000), workers: 8, batchSize: 100, log: (l) => console.log(l) });
@@ -44,6 +54,16 @@ if (want('latency')) {
   rows.push(['latency: commit → pull receive at 1,000/s', `p50 ${pull.p50} ms, p99 ${pull.p99} ms`, 'p50 ≤ 20, p99 ≤ 100 ms']);
   const hook = await runLatencyBench('webhook', 1000, 20);
   rows.push(['latency: commit → webhook receipt at 1,000/s', `p50 ${hook.p50} ms, p99 ${hook.p99} ms`, 'p50 ≤ 20, p99 ≤ 100 ms']);
+}
+if (want('retention')) {
+  const r = await runRetentionBench(n(1_000_000));
+  rows.push([`retention: drop a window of ${fmt(r.changes)} changes`, `${fmt(r.dropMs)} ms (${fmt(r.partitionBytes / 2 ** 20)} MiB), ${r.deadRows} dead rows left`, '< 1 s, no VACUUM']);
+}
+
+if (want('rewind')) {
+  const r = await runRewindBench(n(1_000_000), 8);
+  rows.push([`rewind: ${fmt(r.changes)} acked changes to earliest`, `first message ${fmt(r.firstMessageMs)} ms after the rewind began (rewind itself ${fmt(r.rewindMs)} ms)`, '≤ 1 s']);
+  rows.push(['rewind: … then drained by 8 pull workers', `${fmt(r.drainPerSecond)} messages/s`, 'the pull rate']);
 }
 
 console.log('\nSummary');

@@ -68,7 +68,10 @@ export class Gateway {
     const applied = await migrate(this.pool);
     if (applied.length) log.info({ migrations: applied }, 'migrations applied');
     await checkSecretsAtRest(this.pool, log, isProductionMode(process.env, config));
-    const plan = await applyConfig(this.pool, config, { onGeneratedSecret: this.opts.onGeneratedSecret });
+    const plan = await applyConfig(this.pool, config, {
+      onGeneratedSecret: this.opts.onGeneratedSecret,
+      onNote: (text) => log.warn({}, text),
+    });
     if (plan.length) log.info({ changes: plan.map((p) => `${p.action} ${p.resource} ${p.name}`) }, 'config applied');
 
     this.consumers = new ConsumerRegistry(this.pool);

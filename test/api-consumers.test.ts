@@ -192,7 +192,7 @@ describe('delete', () => {
   it('removes the consumer and its buffered messages', async () => {
     const id = f.deps.consumers.get('orders-pull')!.id;
     await f.pool.query(
-      `INSERT INTO sluice.messages (consumer_id, commit_lsn, commit_idx, payload) VALUES ($1, 1, 0, '{}')`,
+      `INSERT INTO sluice.messages (consumer_id, commit_lsn, commit_idx) VALUES ($1, 1, 0)`,
       [id],
     );
     expect((await f.call('DELETE', '/api/consumers/orders-pull')).status).toBe(204);

@@ -1,6 +1,7 @@
 // Dead letters through the management API: paged listing, retry, discard.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PULL_CONSUMER, SOURCE, expectRejections, startApi, type ApiFixture } from './api-fixture.js';
+import { insertLogRows } from './helpers/buffer.js';
 
 let f: ApiFixture;
 let consumerId: string;
@@ -14,10 +15,12 @@ beforeAll(async () => {
     const payload =
       `{"record":{"id":9007199254740993,"n":${i}},"changes":null,"action":"insert","metadata":{"table_schema":"public",` +
       `"table_name":"orders","commit_lsn":${1000 + i},"commit_idx":${i},"transaction_annotations":null}}`;
+    // The change in the source's log, and the consumer's row of it (taken in: a dead letter or waiting).
+    await insertLogRows(f.pool, consumerId, [{ lsn: 1000 + i, idx: i, group: `g${i}`, payload }], { notify: false });
     await f.pool.query(
-      `INSERT INTO sluice.messages (consumer_id, commit_lsn, commit_idx, group_key, payload, state, deliver_count, last_error)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-      [consumerId, 1000 + i, i, `g${i}`, payload, i < 5 ? 1 : 0, i < 5 ? 3 : 0, i < 5 ? 'max_deliver reached' : null],
+      `INSERT INTO sluice.messages (consumer_id, commit_lsn, commit_idx, group_key, state, deliver_count, last_error)
+       VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+      [consumerId, 1000 + i, i, `g${i}`, i < 5 ? 1 : 0, i < 5 ? 3 : 0, i < 5 ? 'max_deliver reached' : null],
     );
   }
 });

@@ -3,9 +3,9 @@
 // so the rows and the position of a write must stay invisible until the hook
 // lets it commit, and a rejected hook must leave nothing behind.
 import { beforeAll, describe, expect, it } from 'vitest';
-import { readPosition, writeBatch, type BufferRow } from '../src/buffer/writer.js';
+import { readPosition, writeBatch, type LogRow } from '../src/buffer/writer.js';
 import type { Pool } from '../src/db/pool.js';
-import { createConsumer, messagePayload } from './helpers/buffer.js';
+import { messagePayload } from './helpers/buffer.js';
 import { useBufferDb } from './helpers/pg.js';
 
 const db = useBufferDb('buffer_writer');
@@ -16,18 +16,29 @@ beforeAll(() => {
   pool = db.pool;
 });
 
-function rows(consumerId: string, fromLsn: number, n: number): BufferRow[] {
+function rows(fromLsn: number, n: number): LogRow[] {
   return Array.from({ length: n }, (_, i) => ({
-    consumerId,
     commitLsn: BigInt(fromLsn + i),
     commitIdx: 0,
+    schema: 'public',
+    table: 'orders',
+    action: 'insert',
     groupKey: `g${i % 7}`,
+    committedAt: '2026-11-23T20:15:01.123456Z',
     payload: messagePayload(fromLsn + i, 0, { id: i, note: 'tab\there, back\\slash' }),
+    wake: [],
   }));
 }
 
-const stored = async (consumerId: string) =>
-  (await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM sluice.messages WHERE consumer_id = $1', [consumerId])).rows[0].n;
+/** A stored source of its own; returns its log number. */
+async function newSource(name: string): Promise<number> {
+  const { rows: r } = await pool.query<{ log_no: number }>(
+    `INSERT INTO sluice.sources (name, config) VALUES ($1, '{}') RETURNING log_no`, [name]);
+  return r[0].log_no;
+}
+
+const stored = async (sourceNo: number) =>
+  (await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM sluice.log WHERE source_no = $1', [sourceNo])).rows[0].n;
 
 function gate() {
   let open!: () => void;
@@ -46,47 +57,47 @@ describe('writeBatch with beforeCommit', () => {
   for (const size of [300, 20]) {
     it(`keeps ${size} rows and the position invisible until it may commit, then commits both`, async () => {
       const source = `w${++seq}`;
-      const consumerId = await createConsumer(pool, { name: source });
+      const sourceNo = await newSource(source);
       const g = gate();
-      const write = writeBatch(pool, { sourceName: source, rows: rows(consumerId, 1000, size), checkpoint: 5000n, lastCommitAt: null, beforeCommit: g.wait });
+      const write = writeBatch(pool, { sourceName: source, sourceNo, rows: rows( 1000, size), checkpoint: 5000n, lastCommitAt: null, beforeCommit: g.wait });
       await new Promise((r) => setTimeout(r, 300));
-      expect(await stored(consumerId)).toBe(0);
+      expect(await stored(sourceNo)).toBe(0);
       expect(await readPosition(pool, source)).toBeNull();
       g.open();
       await write;
-      expect(await stored(consumerId)).toBe(size);
+      expect(await stored(sourceNo)).toBe(size);
       expect(await readPosition(pool, source)).toBe(5000n);
-      const { rows: back } = await pool.query<{ payload: string }>('SELECT payload FROM sluice.messages WHERE consumer_id = $1 AND commit_lsn = 1000', [consumerId]);
+      const { rows: back } = await pool.query<{ payload: string }>('SELECT payload FROM sluice.log WHERE source_no = $1 AND commit_lsn = 1000', [sourceNo]);
       expect(JSON.parse(back[0].payload).record.note).toBe('tab\there, back\\slash');
     });
 
     it(`rolls ${size} rows and the position back when the previous write failed`, async () => {
       const source = `w${++seq}`;
-      const consumerId = await createConsumer(pool, { name: source });
+      const sourceNo = await newSource(source);
       const g = gate();
-      const write = writeBatch(pool, { sourceName: source, rows: rows(consumerId, 1000, size), checkpoint: 5000n, lastCommitAt: null, beforeCommit: g.wait });
+      const write = writeBatch(pool, { sourceName: source, sourceNo, rows: rows( 1000, size), checkpoint: 5000n, lastCommitAt: null, beforeCommit: g.wait });
       g.fail(new Error('the previous write failed'));
       await expect(write).rejects.toThrow('the previous write failed');
-      expect(await stored(consumerId)).toBe(0);
+      expect(await stored(sourceNo)).toBe(0);
       expect(await readPosition(pool, source)).toBeNull();
     });
   }
 
   it('two writes sent together commit in order: the later one waits for the earlier', async () => {
     const source = `w${++seq}`;
-    const consumerId = await createConsumer(pool, { name: source });
+    const sourceNo = await newSource(source);
     const g = gate();
     const first = (async () => {
       await g.wait();
-      await writeBatch(pool, { sourceName: source, rows: rows(consumerId, 1000, 300), checkpoint: 2000n, lastCommitAt: null });
+      await writeBatch(pool, { sourceName: source, sourceNo, rows: rows( 1000, 300), checkpoint: 2000n, lastCommitAt: null });
     })();
-    const second = writeBatch(pool, { sourceName: source, rows: rows(consumerId, 3000, 300), checkpoint: 4000n, lastCommitAt: null, beforeCommit: () => first });
+    const second = writeBatch(pool, { sourceName: source, sourceNo, rows: rows( 3000, 300), checkpoint: 4000n, lastCommitAt: null, beforeCommit: () => first });
     await new Promise((r) => setTimeout(r, 300));
     // The later batch's rows were sent, but nothing of it shows before the earlier commits.
-    expect(await stored(consumerId)).toBe(0);
+    expect(await stored(sourceNo)).toBe(0);
     g.open();
     await Promise.all([first, second]);
-    expect(await stored(consumerId)).toBe(600);
+    expect(await stored(sourceNo)).toBe(600);
     expect(await readPosition(pool, source)).toBe(4000n);
   });
 });

@@ -7,7 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createPool, type Pool } from '../src/db/pool.js';
 import { migrate } from '../src/db/migrate.js';
 import { runFixture, type Child } from './helpers/child.js';
-import { consumerConfig, eventually, insertConsumer, sourceConfig, sql } from './helpers/capture.js';
+import { consumerConfig, eventually, insertConsumer, sourceConfig, sql, CONSUMER_CHANGES } from './helpers/capture.js';
 import { ChangeLog, commitPositions, ITEMS_TABLE, storedMessages } from './helpers/change-log.js';
 import { startTestPg, type TestPg } from './helpers/pg.js';
 
@@ -39,7 +39,7 @@ async function countByConsumer(pool: Pool): Promise<Record<string, { rows: numbe
   const { rows } = await pool.query(
     `SELECT c.name, count(*)::int AS rows,
             count(DISTINCT (m.payload::json->>'action') || ':' || (m.payload::json->'record'->>'id') || ':' || coalesce(m.payload::json->'record'->>'v', ''))::int AS distinct
-       FROM sluice.messages m JOIN sluice.consumers c ON c.id = m.consumer_id GROUP BY c.name`,
+       FROM ${CONSUMER_CHANGES} m JOIN sluice.consumers c ON c.id = m.consumer_id GROUP BY c.name`,
   );
   return Object.fromEntries(rows.map((r) => [r.name, { rows: r.rows, distinct: r.distinct }]));
 }
@@ -104,7 +104,7 @@ describe('capture crash safety', () => {
     expect(kills).toBeGreaterThanOrEqual(5);
 
     await eventually(async () => {
-      const { rows } = await pool.query(`SELECT count(*)::int AS n FROM sluice.messages WHERE (payload::json->'record'->>'tx')::int = $1`, [last]);
+      const { rows } = await pool.query(`SELECT count(*)::int AS n FROM ${CONSUMER_CHANGES} m WHERE (payload::json->'record'->>'tx')::int = $1`, [last]);
       return rows[0].n === 2 * run.changesOf(last);
     }, 60_000, 200).catch((err) => {
       console.log(child.output.slice(-30).join('\n'));
@@ -197,7 +197,7 @@ describe('capture crash safety', () => {
     child = startChild(srcUrl, bufUrl, src);
     await child.waitFor(/^streaming/);
     const rows = await eventually(async () => {
-      const r = await pool.query(`SELECT commit_lsn::text AS lsn, payload::json->'record'->>'id' AS id FROM sluice.messages ORDER BY commit_lsn`);
+      const r = await pool.query(`SELECT commit_lsn::text AS lsn, payload::json->'record'->>'id' AS id FROM ${CONSUMER_CHANGES} m ORDER BY commit_lsn`);
       return r.rows.length === 2 ? r.rows : null;
     });
     await child.stop();

@@ -3,7 +3,7 @@
 // record, `changes`, record_pks and the group key each consumer stores.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Pool } from '../src/db/pool.js';
-import { consumerConfig, eventually, sourceConfig, sql, startCapture, type CaptureFixture } from './helpers/capture.js';
+import { consumerConfig, eventually, sourceConfig, sql, startCapture, type CaptureFixture, CONSUMER_CHANGES } from './helpers/capture.js';
 import { startTestPg, type TestPg } from './helpers/pg.js';
 
 let server: TestPg;
@@ -38,8 +38,8 @@ interface Stored {
 async function stored(pool: Pool, consumer: string, table: string, n: number): Promise<Stored[]> {
   return eventually(async () => {
     const { rows } = await pool.query<{ group_key: string | null; payload: string }>(
-      `SELECT m.group_key, m.payload FROM sluice.messages m JOIN sluice.consumers c ON c.id = m.consumer_id
-        WHERE c.name = $1 AND m.payload::json->'metadata'->>'table_name' = $2 ORDER BY m.commit_lsn, m.commit_idx`,
+      `SELECT m.group_key, m.payload FROM ${CONSUMER_CHANGES} m
+        WHERE m.consumer = $1 AND m.payload::json->'metadata'->>'table_name' = $2 ORDER BY m.commit_lsn, m.commit_idx`,
       [consumer, table],
     );
     return rows.length >= n ? rows.map((r) => ({ group_key: r.group_key, msg: JSON.parse(r.payload) })) : null;

@@ -11,7 +11,7 @@ import { freePort, startEmbedded, type EmbeddedHandle } from '../src/db/embedded
 import { migrate } from '../src/db/migrate.js';
 import { createPool, type Pool } from '../src/db/pool.js';
 import { runFixture, type Child } from './helpers/child.js';
-import { consumerConfig, eventually, insertConsumer, quietLog, sourceConfig, sql, startCapture, type CaptureFixture } from './helpers/capture.js';
+import { consumerConfig, eventually, insertConsumer, quietLog, sourceConfig, sql, startCapture, type CaptureFixture, CONSUMER_CHANGES } from './helpers/capture.js';
 import { startTestPg, type TestPg } from './helpers/pg.js';
 
 let server: TestPg;
@@ -72,7 +72,7 @@ async function currentWalLsn(url: string): Promise<bigint> {
 /** Stored messages of a consumer: how many, how many distinct record ids. */
 async function storedIds(pool: Pool, consumer: string): Promise<{ rows: number; ids: number[] }> {
   const { rows } = await pool.query<{ id: string }>(
-    `SELECT m.payload::json->'record'->>'id' AS id FROM sluice.messages m JOIN sluice.consumers c ON c.id = m.consumer_id WHERE c.name = $1`,
+    `SELECT m.payload::json->'record'->>'id' AS id FROM ${CONSUMER_CHANGES} m WHERE m.consumer = $1`,
     [consumer],
   );
   return { rows: rows.length, ids: [...new Set(rows.map((r) => Number(r.id)))].sort((a, b) => a - b) };
@@ -206,7 +206,7 @@ describe('capture resilience', () => {
     // The buffer's own position followed (the heartbeat transaction was stored), and no message was made.
     const { rows: pos } = await fx.pool.query(`SELECT (confirmed_lsn - '0/0')::bigint::text AS l FROM sluice.source_positions WHERE source_name = 'quiet'`);
     expect(BigInt(pos[0].l)).toBeGreaterThanOrEqual(written);
-    const { rows: msgs } = await fx.pool.query(`SELECT count(*)::int AS n FROM sluice.messages`);
+    const { rows: msgs } = await fx.pool.query(`SELECT count(*)::int AS n FROM sluice.log`);
     expect(msgs[0].n).toBe(0);
     // Without a heartbeat, the other slot did not move (nothing to confirm).
     expect(await slotFlushLsn(url, 'sluice_quietctl')).toBe(ctlBefore);
@@ -274,7 +274,7 @@ describe('capture resilience', () => {
     await sql(srcUrl, `INSERT INTO big SELECT g, repeat(md5(g::text), 6) || lpad(g::text, 8, '0') FROM generate_series(1, 200000) g`);
     const committed = Date.now() - t0;
     await eventually(async () => {
-      const { rows } = await pool.query(`SELECT count(*)::int AS n FROM sluice.messages`);
+      const { rows } = await pool.query(`SELECT count(*)::int AS n FROM ${CONSUMER_CHANGES} m`);
       return rows[0].n >= 200_000;
     }, 90_000, 250);
     const captured = Date.now() - t0;
@@ -290,7 +290,7 @@ describe('capture resilience', () => {
 
     const { rows } = await pool.query(
       `SELECT count(*)::int AS n, count(DISTINCT commit_idx)::int AS idx, count(DISTINCT commit_lsn)::int AS lsns,
-              min(commit_idx) AS lo, max(commit_idx) AS hi FROM sluice.messages`,
+              min(commit_idx) AS lo, max(commit_idx) AS hi FROM ${CONSUMER_CHANGES} m`,
     );
     expect(rows[0]).toEqual({ n: 200_000, idx: 200_000, lsns: 1, lo: 0, hi: 199_999 });
     // One stream throughout: never cut off for silence, never restarted.
@@ -316,7 +316,9 @@ describe('capture resilience', () => {
     });
 
     // Every insert into the buffer now fails (rows already there stay valid).
-    await fx.pool.query(`ALTER TABLE sluice.messages ADD CONSTRAINT sluice_test_no_writes CHECK (false) NOT VALID`);
+    await fx.pool.query(`CREATE FUNCTION public.sluice_test_no_writes() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN RAISE EXCEPTION 'sluice_test_no_writes'; END $$;
+      CREATE TRIGGER sluice_test_no_writes BEFORE INSERT ON sluice.log FOR EACH ROW EXECUTE FUNCTION public.sluice_test_no_writes()`);
     const failFrom = await currentWalLsn(url);
     await sql(url, 'INSERT INTO t VALUES (2)'); // the one-statement path
     await sql(url, 'INSERT INTO t SELECT generate_series(3, 502)'); // the COPY path
@@ -330,7 +332,7 @@ describe('capture resilience', () => {
     expect(await slotFlushLsn(url, 'sluice_wfail')).toBeLessThanOrEqual(failFrom);
     expect((await storedIds(fx.pool, 'c')).rows).toBe(1);
 
-    await fx.pool.query(`ALTER TABLE sluice.messages DROP CONSTRAINT sluice_test_no_writes`);
+    await fx.pool.query(`DROP TRIGGER sluice_test_no_writes ON sluice.log`);
     await sql(url, 'INSERT INTO t VALUES (503)');
     const stored = await eventually(async () => {
       const s = await storedIds(fx.pool, 'c');

@@ -7,12 +7,12 @@
 // that read the position and cleared the tail while that COMMIT was pending
 // would then store its rows a second time.
 import { beforeAll, describe, expect, it } from 'vitest';
-import { readPosition, type BufferRow } from '../src/buffer/writer.js';
+import { readPosition, type LogRow } from '../src/buffer/writer.js';
 import type { ChangeDecoder } from '../src/capture/decoder.js';
 import type { ReplicationEvent } from '../src/capture/replication.js';
 import { CaptureSession } from '../src/capture/session.js';
 import type { Pool } from '../src/db/pool.js';
-import { createConsumer, messagePayload } from './helpers/buffer.js';
+import { messagePayload } from './helpers/buffer.js';
 import { useBufferDb } from './helpers/pg.js';
 
 const db = useBufferDb('capture_session_race');
@@ -24,30 +24,34 @@ beforeAll(async () => {
   await pool.query(`
     CREATE FUNCTION public.slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN PERFORM pg_sleep(1.5); RETURN NULL; END $$;
-    CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON sluice.messages
+    CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON sluice.log
       DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
       WHEN (NEW.payload LIKE '%"mark":"slow"%') EXECUTE FUNCTION public.slow_commit();
-    ALTER TABLE sluice.messages ADD CONSTRAINT no_poison CHECK (payload NOT LIKE '%"mark":"poison"%');
+    ALTER TABLE sluice.log ADD CONSTRAINT no_poison CHECK (payload NOT LIKE '%"mark":"poison"%');
   `);
 });
 
 // Rows come straight from the events: this test is about the session's writes,
 // not about decoding (test/decoder*.test.ts).
-type FakeInsert = { tag: 'insert'; row: BufferRow };
+type FakeInsert = { tag: 'insert'; row: LogRow };
 const decoder = {
   begin: () => {},
   onRelation: async () => {},
-  change: (e: FakeInsert, out: BufferRow[]) => out.push(e.row),
+  change: (e: FakeInsert, out: LogRow[]) => out.push(e.row),
 } as unknown as ChangeDecoder;
 
 /** One transaction of `n` rows (COPY path: more than 200), one of them marked. */
-function transaction(consumerId: string, commitLsn: bigint, n: number, mark: 'slow' | 'poison'): ReplicationEvent[] {
-  const rows = Array.from({ length: n }, (_, i): BufferRow => ({
-    consumerId,
+function transaction(commitLsn: bigint, n: number, mark: 'slow' | 'poison'): ReplicationEvent[] {
+  const rows = Array.from({ length: n }, (_, i): LogRow => ({
     commitLsn,
     commitIdx: i,
+    schema: 'public',
+    table: 'orders',
+    action: 'insert',
     groupKey: `g${i % 5}`,
+    committedAt: '2026-11-23T20:15:01.123456Z',
     payload: messagePayload(commitLsn, i, { id: i, mark: i === n - 1 ? mark : 'plain' }),
+    wake: [],
   }));
   return [
     { tag: 'begin', commitLsn, commitTimeMicros: 0n, xid: 1 },
@@ -56,19 +60,21 @@ function transaction(consumerId: string, commitLsn: bigint, n: number, mark: 'sl
   ];
 }
 
-const stored = async (consumerId: string, commitLsn: bigint) =>
-  (await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM sluice.messages WHERE consumer_id = $1 AND commit_lsn = $2', [consumerId, commitLsn.toString()]))
+const stored = async (sourceNo: number, commitLsn: bigint) =>
+  (await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM sluice.log WHERE source_no = $1 AND commit_lsn = $2', [sourceNo, commitLsn.toString()]))
     .rows[0].n;
 
 describe('CaptureSession: the second write fails while the first commits', () => {
   it('reports once, confirms only the first, and settle() waits for the first to commit', async () => {
-    const consumerId = await createConsumer(pool, { name: 'race' });
+    const { rows: src } = await pool.query<{ log_no: number }>(`INSERT INTO sluice.sources (name, config) VALUES ('race', '{}') RETURNING log_no`);
+    const sourceNo = src[0].log_no;
     const confirmed: bigint[] = [];
     const fatal: Error[] = [];
     let onFatal!: () => void;
     const failedOnce = new Promise<void>((resolve) => (onFatal = resolve));
     const session = new CaptureSession({
       sourceName: 'race',
+      sourceNo,
       bufferPool: pool,
       decoder,
       maxBatch: 2500,
@@ -80,21 +86,21 @@ describe('CaptureSession: the second write fails while the first commits', () =>
       },
     });
 
-    for (const e of transaction(consumerId, 1000n, 250, 'slow')) await session.onEvent(e);
+    for (const e of transaction(1000n, 250, 'slow')) await session.onEvent(e);
     // Let the first write start (flushes run on setImmediate), then queue the second beside it.
     await new Promise((r) => setImmediate(r));
-    for (const e of transaction(consumerId, 2000n, 250, 'poison')) await session.onEvent(e);
+    for (const e of transaction(2000n, 250, 'poison')) await session.onEvent(e);
 
     await failedOnce;
     expect(fatal[0].message).toMatch(/no_poison/);
     // The first write is still in its COMMIT (the trigger sleeps): nothing visible yet.
-    expect(await stored(consumerId, 1000n)).toBe(0);
+    expect(await stored(sourceNo, 1000n)).toBe(0);
 
     await session.settle();
     // settle() returned only once the first write had committed, with its position.
-    expect(await stored(consumerId, 1000n)).toBe(250);
+    expect(await stored(sourceNo, 1000n)).toBe(250);
     expect(await readPosition(pool, 'race')).toBe(1010n);
-    expect(await stored(consumerId, 2000n)).toBe(0);
+    expect(await stored(sourceNo, 2000n)).toBe(0);
     expect(confirmed).toEqual([1010n]);
     expect(fatal).toHaveLength(1);
     expect(session.durableLsn()).toBe(1010n);

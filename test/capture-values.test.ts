@@ -5,7 +5,7 @@
 // would round an int8 through a double and hide a bug).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Pool } from '../src/db/pool.js';
-import { consumerConfig, eventually, sourceConfig, sql, startCapture, type CaptureFixture } from './helpers/capture.js';
+import { consumerConfig, eventually, sourceConfig, sql, startCapture, type CaptureFixture, CONSUMER_CHANGES } from './helpers/capture.js';
 import { startTestPg, type TestPg } from './helpers/pg.js';
 
 let server: TestPg;
@@ -20,8 +20,8 @@ afterAll(async () => {
 async function rawPayloads(pool: Pool, consumer: string, n: number): Promise<string[]> {
   return eventually(async () => {
     const { rows } = await pool.query<{ payload: string }>(
-      `SELECT m.payload FROM sluice.messages m JOIN sluice.consumers c ON c.id = m.consumer_id
-        WHERE c.name = $1 ORDER BY m.commit_lsn, m.commit_idx`,
+      `SELECT m.payload FROM ${CONSUMER_CHANGES} m
+        WHERE m.consumer = $1 ORDER BY m.commit_lsn, m.commit_idx`,
       [consumer],
     );
     return rows.length >= n ? rows.map((r) => r.payload) : null;

@@ -175,7 +175,7 @@ describe('applyConfig', () => {
     await applyConfig(pool, config({ extraSource: true }));
     const { rows: ids } = await pool.query('SELECT id, name FROM sluice.consumers');
     for (const { id } of ids) {
-      await pool.query("INSERT INTO sluice.messages (consumer_id, commit_lsn, commit_idx, payload) VALUES ($1, 1, 0, '{}')", [id]);
+      await pool.query("INSERT INTO sluice.messages (consumer_id, commit_lsn, commit_idx) VALUES ($1, 1, 0)", [id]);
     }
     const smaller = config({ consumers: ['orders-pull'] });
 

@@ -64,8 +64,11 @@ describe('loadConfig: valid input', () => {
       heartbeat_interval_ms: 30_000,
       lag_warning_bytes: 1024 ** 3,
       max_batch_changes: 2500,
+      retention: { max_age_ms: 7 * 86_400_000, max_size_bytes: 20 * 1024 ** 3 },
     });
     const [pull, hook] = c.consumers;
+    // Read once, when a consumer is created: not stored unless given ("now").
+    expect(pull.start).toBeUndefined();
     expect(pull.pull).toEqual({ ack_wait_ms: 30_000, max_ack_pending: 10_000, max_waiting: 20 });
     expect(pull.webhook).toBeUndefined();
     expect(pull).toMatchObject({ tables: ['public.orders'], group_by: true, dead_letter_blocks_group: false, annotations: {} });
@@ -175,6 +178,45 @@ describe('loadConfig: every problem has a path', () => {
     const doc = base();
     doc.sources[0].lag_warning = '1XB';
     expectIssue(() => load(doc), 'sources[0].lag_warning', /^must be a size such as "64KB"/);
+  });
+
+  it('retention: durations and sizes within their bounds, a path on each problem', () => {
+    const doc = base();
+    doc.sources[0].retention = { max_age: '36h', max_size: '512MB' };
+    doc.consumers[0].start = 'earliest';
+    doc.consumers[1].start = '2026-12-01T09:30:00.123456+01:00';
+    const c = load(doc);
+    expect(c.sources[0].retention).toEqual({ max_age_ms: 36 * 3_600_000, max_size_bytes: 512 * 1024 ** 2 });
+    expect(c.consumers.map((x) => x.start)).toEqual(['earliest', '2026-12-01T09:30:00.123456+01:00']);
+    expect(load({ ...base(), sources: [{ ...base().sources[0], retention: { max_age: 1000 } }] }).sources[0].retention.max_age_ms).toBe(1000);
+    const cases: Array<[unknown, string, RegExp]> = [
+      [{ max_age: '500ms' }, 'sources[0].retention.max_age', /^must be at least 1s$/],
+      [{ max_age: '3651d' }, 'sources[0].retention.max_age', /^must be at most 3650d$/],
+      [{ max_age: 'a week' }, 'sources[0].retention.max_age', /^must be a duration such as "30s".*from 1s, at most 3650d$/],
+      [{ max_size: '512KB' }, 'sources[0].retention.max_size', /^must be at least 1MB$/],
+      [{ max_size: '101TB' }, 'sources[0].retention.max_size', /^must be at most 100TB$/],
+      [{ max_size: 0 }, 'sources[0].retention.max_size', /^must be a size such as "64KB".*from 1MB, at most 100TB$/],
+      [{ max_rows: 5 }, 'sources[0].retention.max_rows', /^unknown key/],
+      ['7d', 'sources[0].retention', /^must be a map$/],
+    ];
+    for (const [retention, path, reason] of cases) {
+      const d = base();
+      d.sources[0].retention = retention;
+      expectIssue(() => load(d), path, reason);
+    }
+  });
+
+  it('start: now, earliest, an RFC 3339 timestamp or an LSN', () => {
+    for (const good of ['now', 'earliest', '2026-12-01T09:30:00Z', '2026-12-01 09:30:00.5-05:00', '16/B374D848', '0/0']) {
+      const d = base();
+      d.consumers[0].start = good;
+      expect(load(d).consumers[0].start).toBe(good);
+    }
+    for (const bad of ['latest', 'Now', '2026-02-30T00:00:00Z', '2026-12-01', '2026-12-01T09:30:00', '16/B374D848/1', '123456789/0', 'FFFFFFFF/0', 5]) {
+      const d = base();
+      d.consumers[0].start = bad;
+      expectIssue(() => load(d), 'consumers[0].start', typeof bad === 'number' ? /^must be now, earliest/ : /^must be now, earliest, an RFC 3339 timestamp .*or an LSN such as "16\/B374D848"$/);
+    }
   });
 
   it('bad URL', () => {

@@ -43,7 +43,8 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually, sql } from './helpers/capture.js';
 import { ChangeLog, commitPositions, ITEMS_TABLE, seen, type SeenMessage } from './helpers/change-log.js';
-import { runFixture, type Child } from './helpers/child.js';
+import { type Child } from './helpers/child.js';
+import { captureReplays, killDuringDelivery, problemKinds, startGateway } from './helpers/gateway-process.js';
 import { startTestPg, type TestPg } from './helpers/pg.js';
 import { inconsistentBatches, sleep, startReceiver, TEST_SECRET, type Delivery, type Receiver } from './helpers/receiver.js';
 
@@ -94,23 +95,7 @@ afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-interface Gateway {
-  child: Child;
-  startedAt: number;
-  /** Deliveries the receiver had seen when it started (all from earlier processes). */
-  deliveredBefore: number;
-}
-
-async function startGateway(): Promise<Gateway> {
-  const g = {
-    startedAt: Date.now(),
-    deliveredBefore: receiver.deliveries.length,
-    child: runFixture('src/cli/main.ts', { DATABASE_URL: url, SLUICE_DATA_DIR: dir }, { args: ['start', '--config', path.join(dir, 'sluice.yaml')] }),
-  };
-  children.add(g.child);
-  await g.child.waitFor(/"msg":"sluice started"/, 60_000);
-  return g;
-}
+const start = () => startGateway(url, dir, receiver, children);
 
 interface Receipt {
   webhookId: string;
@@ -154,7 +139,7 @@ function orderProblems(id: number, receipts: Receipt[], last: number): string[] 
 describe('the gateway killed with SIGKILL under load', () => {
   it('10 kills during 20,000 changes to a slow receiver: nothing missing, duplicates keep their key, per-row order holds', async () => {
     const began = Date.now();
-    const gateways = [await startGateway()];
+    const gateways = [await start()];
     const current = () => gateways[gateways.length - 1];
     // Capture streams (the slot is in use) before anything is committed.
     await eventually(async () => (await sql(url, `SELECT 1 FROM pg_replication_slots WHERE slot_name = 'sluice_app' AND active`)).rowCount === 1, 30_000);
@@ -183,17 +168,8 @@ describe('the gateway killed with SIGKILL under load', () => {
     const kills: Delivery[][] = [];
     for (let k = 0; k < KILLS; k++) {
       await sleep(1000 + Math.random() * 1500);
-      const { child, startedAt } = current();
-      const until = Date.now() + 20_000;
-      let open: Delivery[] = [];
-      while (!(open = receiver.deliveries.filter((d) => d.status === 0 && d.receivedAt >= startedAt)).length) {
-        if (Date.now() > until) throw new Error(`kill ${k + 1}: no delivery in flight within 20 s`);
-        await sleep(1);
-      }
-      child.proc.kill('SIGKILL');
-      kills.push(open);
-      await child.kill9();
-      gateways.push(await startGateway());
+      kills.push((await killDuringDelivery(current(), receiver, `kill ${k + 1}`)).open);
+      gateways.push(await start());
     }
     killing = false;
     await producing;
@@ -238,11 +214,7 @@ describe('the gateway killed with SIGKILL under load', () => {
 
     // Capture replays: from the restart's log, where the removed tail began
     // and how many deliveries the receiver had seen before that restart.
-    const replaysAt = gateways.flatMap((g) =>
-      g.child.output
-        .filter((l) => l.includes('removed a partly stored transaction'))
-        .map((l) => ({ from: BigInt(JSON.parse(l).from), deliveredBefore: g.deliveredBefore })),
-    );
+    const replaysAt = captureReplays(gateways);
     const maxLsn = deliveries.map((d) => d.messages.reduce((max, msg) => (seen(msg).lsn > max ? seen(msg).lsn : max), -1n));
     // A change may come again under a new webhook-id only if a replay came
     // between: it was captured again (at or past the replay's start), or it
@@ -291,11 +263,7 @@ describe('the gateway killed with SIGKILL under load', () => {
     const resends = deliveries.length - new Set(deliveries.map((d) => d.id)).size;
     const figures = { kills: kills.length, openAtKills: kills.map((o) => o.length), deliveries: deliveries.length, resends, duplicates, newIds, captureReplays: replaysAt.length, seconds: Math.round(took / 1000) };
     // On failure: how many of each kind (numbers and ids blanked), and the first few.
-    const kinds: Record<string, number> = {};
-    for (const p of problems) {
-      const kind = p.replace(/msg_\w+/g, 'msg_…').replace(/'[^']*'/g, "'…'").replace(/\d+/g, '#');
-      kinds[kind] = (kinds[kind] ?? 0) + 1;
-    }
+    const kinds = problemKinds(problems);
     expect({ kinds, first: problems.slice(0, 10), figures }).toEqual({ kinds: {}, first: [], figures });
     expect(kills).toHaveLength(KILLS);
     expect(kills.every((open) => open.length > 0)).toBe(true);

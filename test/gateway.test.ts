@@ -1,7 +1,6 @@
 // The whole gateway as `sluice start` wires it (config → capture → buffer →
 // pull API and dispatcher), driven from outside: real inserts, the pull API
 // over HTTP, and `sluice tail` as a child process.
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -13,6 +12,7 @@ import { Gateway } from '../src/gateway.js';
 import { createLogger } from '../src/log.js';
 import { verifyWebhook } from '../src/receive/index.js';
 import { eventually, sql } from './helpers/capture.js';
+import { runCli } from './helpers/child.js';
 import { startTestPg, type TestPg } from './helpers/pg.js';
 
 const TOKEN = 'test-admin-token-0123456789';
@@ -78,23 +78,9 @@ afterAll(async () => {
   await pgh?.stop();
 });
 
-/** `sluice tail orders-pull --ack …` as a child process (not spawnSync: the gateway runs in this process and must keep serving). */
-function tail(args: string[], env: Record<string, string | undefined>) {
-  return new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'tail', 'orders-pull', '--ack', ...args], {
-      env: { ...process.env, SLUICE_TOKEN: undefined, SLUICE_URL: gateway.httpAddress!, ...env },
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-    child.on('close', (status) => {
-      clearTimeout(timer);
-      resolve({ status, stdout, stderr });
-    });
-  });
-}
+/** `sluice tail orders-pull --ack …` as a child process. */
+const tail = (args: string[], env: Record<string, string | undefined>) =>
+  runCli(['tail', 'orders-pull', '--ack', ...args], { SLUICE_TOKEN: undefined, SLUICE_URL: gateway.httpAddress!, ...env });
 
 describe('the gateway end to end', () => {
   it('captures inserts and serves them to the pull API, the webhook and `sluice tail`', async () => {
@@ -217,6 +203,9 @@ describe('the gateway end to end', () => {
     // Annotations are read when messages are served: changing them does not restart capture.
     const running = gateway.captures[0];
     expect((await api('PATCH', '/sources/app', { annotations: { team: 'billing' } })).status).toBe(200);
+    expect(gateway.captures[0]).toBe(running);
+    // Nor retention: the retention job reads it, capture sizes new log partitions by it as they come.
+    expect((await api('PATCH', '/sources/app', { retention: { max_age: '1d' } })).status).toBe(200);
     expect(gateway.captures[0]).toBe(running);
   });
 

@@ -231,8 +231,10 @@ describe('claim', () => {
     const { consumerId, opts } = await consumer();
     await insertMessages(pool, consumerId, [{ lsn: 100 }, { lsn: 101 }]);
     await ack(pool, consumerId, (await claim(pool, opts)).messages.map((m) => m.ackId));
-    // A replayed change, older than everything the cursor has passed.
+    // A never-delivered row older than everything the cursor has passed (as a
+    // path that gives rows back below the cursor would leave it).
     await insertMessages(pool, consumerId, [{ lsn: 50 }, { lsn: 200 }]);
+    await pool.query(`INSERT INTO sluice.messages (consumer_id, commit_lsn, commit_idx, group_key) VALUES ($1, 50, 0, 'g50')`, [consumerId]);
     const soon = await claim(pool, opts);
     await pool.query(`UPDATE sluice.claim_cursors SET rescan_at = now() - interval '1 second' WHERE consumer_id = $1`, [consumerId]);
     const later = await claim(pool, opts);

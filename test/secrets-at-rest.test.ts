@@ -84,7 +84,9 @@ async function dumpTables(url: string): Promise<string> {
   await c.connect();
   try {
     const { rows } = await c.query<{ t: string }>(
-      `SELECT format('%I.%I', schemaname, tablename) AS t FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')`,
+      `SELECT format('%I.%I', schemaname, tablename) AS t FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')
+         -- A partitioned table holds no rows itself: its partitions are listed.
+         AND NOT EXISTS (SELECT 1 FROM pg_partitioned_table p WHERE p.partrelid = format('%I.%I', schemaname, tablename)::regclass)`,
     );
     let out = '';
     for (const { t } of rows) for await (const chunk of c.query(copyTo(`COPY ${t} TO STDOUT`))) out += String(chunk);

@@ -12,6 +12,7 @@ import { verifyWebhook } from '../src/receive/index.js';
 import { Keyring, useKeyring, type SecretsKey } from '../src/secrets/keyring.js';
 import { rotateKey } from '../src/secrets/rotate.js';
 import { generateKeyPair } from '../src/signing/secrets.js';
+import { ensureSource, startAtEarliest } from './helpers/buffer.js';
 import { consumerConfig, eventually, quietLog } from './helpers/capture.js';
 import { insertMessages, insertWebhookConsumer, messagesFor, TEST_SECRET, usePushEnv, webhookSettings, type Receiver } from './helpers/receiver.js';
 
@@ -36,11 +37,14 @@ async function storedKeyIds(name: string): Promise<string[]> {
 
 /** A webhook consumer written by the config layer, so sealed under the process keyring. */
 async function insertSealed(name: string, url: string, secrets = [TEST_SECRET]): Promise<string> {
+  await ensureSource(env.pool, 'src');
   await q.insertConsumer(
     env.pool,
     consumerConfig(name, 'src', ['public.orders'], { kind: 'webhook', pull: undefined, webhook: webhookSettings(url, { secrets, headers: { 'x-api-key': HEADER } }) }),
   );
-  return (await env.pool.query('SELECT id FROM sluice.consumers WHERE name = $1', [name])).rows[0].id;
+  const id: string = (await env.pool.query('SELECT id FROM sluice.consumers WHERE name = $1', [name])).rows[0].id;
+  await startAtEarliest(env.pool, id);
+  return id;
 }
 
 /** Delivers `count` messages and checks each delivery's v1 signature with TEST_SECRET. */

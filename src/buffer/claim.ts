@@ -1,6 +1,7 @@
 // Claim, ack, nack and visibility changes on sluice.messages, for any consumer
 // (pull receives, and the webhook dispatcher). The claim itself is the plpgsql
-// function sluice.claim_messages (migrations/0002_pull.sql): one round trip that
+// function sluice.claim_messages (migrations/0002_pull.sql, with admission from
+// the log since 0010_log.sql): one round trip that
 // locks the consumer, dead-letters exhausted messages, respects max_ack_pending
 // and per-group order, and stamps each delivery with a fresh token.
 import type { Pool } from '../db/pool.js';
@@ -59,11 +60,26 @@ const CLAIM = `SELECT commit_lsn, commit_idx, delivery_token, deliver_count, gro
 
 // Ack needs no lock: it only takes messages out of flight, which can't break
 // max_ack_pending or group order. A concurrent claim that re-stamps the row
-// first makes the token comparison fail, as it should.
-const ACK = `DELETE FROM sluice.messages m
-  USING unnest($2::bigint[], $3::int[], $4::int[]) AS a(lsn, idx, token)
-  WHERE m.consumer_id = $1 AND m.commit_lsn = a.lsn AND m.commit_idx = a.idx
-    AND m.delivery_token = a.token AND m.state = 0`;
+// first makes the token comparison fail, as it should. The change stays in
+// the log; only the consumer's row goes. A row a rewind marked for replay
+// (migrations/0010_log.sql) waits again instead, as never delivered.
+const ACK = `WITH keys AS (
+    SELECT * FROM unnest($2::bigint[], $3::int[], $4::int[]) AS a(lsn, idx, token)
+  ), gone AS (
+    DELETE FROM sluice.messages m USING keys a
+    WHERE m.consumer_id = $1 AND m.commit_lsn = a.lsn AND m.commit_idx = a.idx
+      AND m.delivery_token = a.token AND m.state = 0 AND NOT m.replay
+    RETURNING 1
+  ), replayed AS (
+    UPDATE sluice.messages m SET delivery_token = NULL, visible_at = '-infinity', deliver_count = 0, replay = false
+    FROM keys a
+    WHERE m.consumer_id = $1 AND m.commit_lsn = a.lsn AND m.commit_idx = a.idx
+      AND m.delivery_token = a.token AND m.state = 0 AND m.replay
+    RETURNING 1
+  ), woken AS (
+    SELECT pg_notify('sluice_messages', $1::text) WHERE EXISTS (SELECT 1 FROM replayed)
+  )
+  SELECT ((SELECT count(*) FROM gone) + (SELECT count(*) FROM replayed))::int AS n, (SELECT count(*) FROM woken) AS w`;
 
 // Under the claim lock (see migrations/0002_pull.sql); wakes long-pollers everywhere.
 const NACK = `SELECT sluice.nack_messages($1, $2::bigint[], $3::int[], $4::int[]) AS n`;
@@ -106,12 +122,12 @@ export interface AckOutcome {
   ignored: number;
 }
 
-/** Done with these deliveries: their messages are deleted. */
+/** Done with these deliveries: the consumer's rows of them are deleted (the changes stay in the log). */
 export async function ack(pool: Pool, consumerId: string, ackIds: readonly string[]): Promise<AckOutcome> {
   const k = ackKeyArrays(ackIds);
   if (k.lsns.length === 0) return { applied: 0, ignored: ackIds.length };
-  const res = await pool.query({ name: 'sluice_ack', text: ACK, values: [consumerId, k.lsns, k.idxs, k.tokens] });
-  const applied = res.rowCount ?? 0;
+  const res = await pool.query<{ n: number }>({ name: 'sluice_ack', text: ACK, values: [consumerId, k.lsns, k.idxs, k.tokens] });
+  const applied = res.rows[0].n;
   return { applied, ignored: ackIds.length - applied };
 }
 

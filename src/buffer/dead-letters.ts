@@ -29,10 +29,13 @@ export interface ConsumerStats {
   oldest_pending_age_ms: number | null;
 }
 
-const LIST = `SELECT commit_lsn, commit_idx, group_key, deliver_count, last_delivered_at, last_error, created_at, payload
-  FROM sluice.messages
-  WHERE consumer_id = $1 AND state = 1 AND (commit_lsn, commit_idx) > ($2::bigint, $3::int)
-  ORDER BY commit_lsn, commit_idx
+// The payload is the change's, in the log (migrations/0010_log.sql).
+const LIST = `SELECT m.commit_lsn, m.commit_idx, m.group_key, m.deliver_count, m.last_delivered_at, m.last_error, m.created_at, l.payload
+  FROM sluice.messages m
+  JOIN sluice.log l ON l.source_no = (SELECT r.source_no FROM sluice.consumer_route($1) r)
+    AND l.commit_lsn = m.commit_lsn AND l.commit_idx = m.commit_idx
+  WHERE m.consumer_id = $1 AND m.state = 1 AND (m.commit_lsn, m.commit_idx) > ($2::bigint, $3::int)
+  ORDER BY m.commit_lsn, m.commit_idx
   LIMIT $4`;
 
 // Retry must not race a claim: the claim lock (same key as sluice.claim_messages)
@@ -57,17 +60,33 @@ const DISCARD_KEYS = `DELETE FROM sluice.messages m
   WHERE m.consumer_id = $1 AND m.commit_lsn = k.lsn AND m.commit_idx = k.idx AND m.state = 1`;
 const DISCARD_ALL = `DELETE FROM sluice.messages WHERE consumer_id = $1 AND state = 1`;
 
-// One pass over the consumer's rows: stats are for dashboards, not the hot path.
+// One pass over the consumer's rows, and over the log after its position
+// (changes not yet taken in): stats are for dashboards, not the hot path.
 // A webhook consumer's messages in a batch out (sluice.webhook_batches: in
 // flight or awaiting a retry) count as in flight; its rows never carry a
-// delivery token, as a pull consumer's never are in a batch.
+// delivery token, as a pull consumer's never are in a batch. Ages count from
+// the change's commit.
 const BATCHED = `(SELECT coalesce(sum(cardinality(lsns)), 0) FROM sluice.webhook_batches WHERE consumer_id = $1)`;
-const STATS = `SELECT
-    (count(*) FILTER (WHERE state = 0 AND NOT (delivery_token IS NOT NULL AND visible_at > now())) - ${BATCHED})::float8 AS pending,
-    (count(*) FILTER (WHERE state = 0 AND delivery_token IS NOT NULL AND visible_at > now()) + ${BATCHED})::float8 AS in_flight,
-    count(*) FILTER (WHERE state = 1)::float8 AS dead_lettered,
-    (extract(epoch FROM now() - min(created_at) FILTER (WHERE state = 0)) * 1000)::float8 AS oldest_pending_age_ms
-  FROM sluice.messages WHERE consumer_id = $1`;
+const STATS = `WITH route AS (
+    SELECT r.source_no, r.tables, p.commit_lsn, p.commit_idx
+    FROM sluice.consumer_route($1) r, sluice.consumer_positions p WHERE p.consumer_id = $1
+  ), ahead AS (
+    SELECT count(*) AS n, min(l.committed_at) AS oldest FROM route r
+    JOIN sluice.log l ON l.source_no = r.source_no AND (l.commit_lsn, l.commit_idx) > (r.commit_lsn, r.commit_idx)
+      AND (l.schema_name || '.' || l.table_name) = ANY (r.tables)
+  ), mine AS (
+    SELECT
+      count(*) FILTER (WHERE state = 0 AND NOT (delivery_token IS NOT NULL AND visible_at > now())) AS pending,
+      count(*) FILTER (WHERE state = 0 AND delivery_token IS NOT NULL AND visible_at > now()) AS in_flight,
+      count(*) FILTER (WHERE state = 1) AS dead,
+      min(created_at) FILTER (WHERE state = 0) AS oldest
+    FROM sluice.messages WHERE consumer_id = $1
+  )
+  SELECT (mine.pending - ${BATCHED} + coalesce(ahead.n, 0))::float8 AS pending,
+    (mine.in_flight + ${BATCHED})::float8 AS in_flight,
+    mine.dead::float8 AS dead_lettered,
+    (extract(epoch FROM now() - least(mine.oldest, ahead.oldest)) * 1000)::float8 AS oldest_pending_age_ms
+  FROM mine LEFT JOIN ahead ON true`;
 
 export async function listDeadLetters(
   pool: Pool,

@@ -1,4 +1,5 @@
-// Writes captured changes into sluice.messages. Rows go in by COPY (measured: a
+// Writes captured changes into the retained log (sluice.log), once per change
+// whatever the number of consumers (migrations/0010_log.sql). Rows go in by COPY (measured: a
 // 5,000-row batch of ~550-byte payloads loads at ~120k rows/s by COPY, ~33k by
 // INSERT … unnest($n::text[]), ~53k by json_to_recordset: array-literal parsing
 // dominated), and the source's durable position is advanced inside the same
@@ -11,22 +12,34 @@
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { from as copyFrom } from 'pg-copy-streams';
-import type { Pool } from '../db/pool.js';
+import { withTransaction, type Pool } from '../db/pool.js';
 
-export interface BufferRow {
-  consumerId: string;
+/** One captured change, as stored in the log (once, whatever the number of consumers). */
+export interface LogRow {
   commitLsn: bigint;
   commitIdx: number;
+  schema: string;
+  table: string;
+  action: string;
+  /** The default group ("schema.table:" and the primary key values); null never for captured rows. */
   groupKey: string | null;
+  /** ISO 8601, shared by the rows of one transaction. */
+  committedAt: string;
   payload: string;
+  /** Consumers of this change's table, to wake when it is stored (shared per table, not per row). */
+  wake: readonly string[];
 }
 
 export interface BatchWrite {
   sourceName: string;
-  rows: BufferRow[];
+  /** The source's log number (sluice.sources.log_no). */
+  sourceNo: number;
+  rows: LogRow[];
   /** End LSN of the last complete transaction in this batch; null for a chunk of an unfinished one. */
   checkpoint: bigint | null;
   lastCommitAt: string | null;
+  /** How much time of WAL a new log partition should cover (see sluice.log_cover); default one hour. */
+  partitionSeconds?: number;
   /**
    * Awaited after the rows are sent and before anything commits (the position
    * included); a rejection rolls the write back. Lets a capture session send a
@@ -35,7 +48,8 @@ export interface BatchWrite {
   beforeCommit?: () => Promise<void>;
 }
 
-const COPY_MESSAGES = 'COPY sluice.messages (consumer_id, commit_lsn, commit_idx, group_key, payload) FROM STDIN';
+const COPY_LOG =
+  'COPY sluice.log (source_no, commit_lsn, commit_idx, schema_name, table_name, action, group_key, committed_at, payload) FROM STDIN';
 
 // The source's position moves with the rows ($1 source, $2 end LSN or null,
 // $3 last commit time); GREATEST: it never moves back.
@@ -62,13 +76,14 @@ function copyText(s: string): string {
   return SPECIAL.test(s) ? s.replace(SPECIAL_ALL, (c) => ESCAPES[c]) : s;
 }
 
-function* copyChunks(rows: BufferRow[]): Generator<string> {
+function* copyChunks(sourceNo: number, rows: LogRow[]): Generator<string> {
   // ~256 KB chunks: few stream writes, no single multi-megabyte string.
+  const src = sourceNo + '\t';
   let chunk = '';
   for (const r of rows) {
     chunk +=
-      r.consumerId + '\t' + r.commitLsn + '\t' + r.commitIdx + '\t' +
-      (r.groupKey === null ? '\\N' : copyText(r.groupKey)) + '\t' + copyText(r.payload) + '\n';
+      src + r.commitLsn + '\t' + r.commitIdx + '\t' + copyText(r.schema) + '\t' + copyText(r.table) + '\t' + r.action + '\t' +
+      (r.groupKey === null ? '\\N' : copyText(r.groupKey)) + '\t' + r.committedAt + '\t' + copyText(r.payload) + '\n';
     if (chunk.length > 262_144) {
       yield chunk;
       chunk = '';
@@ -86,15 +101,61 @@ const SMALL_BATCH = 200;
 
 const INSERT_SMALL = `
 WITH pos AS (${ADVANCE_POSITION}), ins AS (
-  INSERT INTO sluice.messages (consumer_id, commit_lsn, commit_idx, group_key, payload)
-  SELECT * FROM unnest($5::uuid[], $6::bigint[], $7::int[], $8::text[], $9::text[])
+  INSERT INTO sluice.log (source_no, commit_lsn, commit_idx, schema_name, table_name, action, group_key, committed_at, payload)
+  SELECT $5::int, * FROM unnest($6::bigint[], $7::int[], $8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[], $13::text[])
   ON CONFLICT DO NOTHING
   RETURNING 1
 )
 SELECT (SELECT count(*) FROM ins) AS inserted, count(pg_notify('sluice_messages', c)) FROM unnest($4::text[]) c`;
 
+const COVER = 'SELECT sluice.log_cover($1, $2::bigint, $3::bigint, $4)::text AS hi';
+/** Per source number: the upper bound of its newest log partition, as last seen. */
+const covered = new Map<number, bigint>();
+/** Postgres: "no partition of relation … found for row". */
+const NO_PARTITION = '23514';
+
+/** Makes sure log partitions cover the batch's LSNs: a round trip only when it reaches past the newest one. */
+async function cover(pool: Pool, batch: BatchWrite): Promise<void> {
+  const rows = batch.rows;
+  if (rows.length === 0) return;
+  const max = rows[rows.length - 1].commitLsn;
+  const hi = covered.get(batch.sourceNo);
+  if (hi !== undefined && max < hi) return;
+  const { rows: r } = await pool.query<{ hi: string }>(COVER, [
+    batch.sourceNo,
+    rows[0].commitLsn.toString(),
+    max.toString(),
+    batch.partitionSeconds ?? 3600,
+  ]);
+  covered.set(batch.sourceNo, BigInt(r[0].hi));
+}
+
+/** Consumers to wake: the union of the rows' wake lists (one list per table, so few distinct arrays). */
+function wakeList(rows: LogRow[]): string[] {
+  const lists = new Set<readonly string[]>();
+  for (const r of rows) lists.add(r.wake);
+  const ids = new Set<string>();
+  for (const l of lists) for (const id of l) ids.add(id);
+  return [...ids];
+}
+
 export async function writeBatch(pool: Pool, batch: BatchWrite): Promise<void> {
-  const consumers = [...new Set(batch.rows.map((r) => r.consumerId))];
+  try {
+    await cover(pool, batch);
+    await write(pool, batch);
+  } catch (err) {
+    // A partition this process thought present was dropped (the source deleted
+    // and its number reused never happens: numbers come from a sequence): learn
+    // again and retry once.
+    if ((err as { code?: string }).code !== NO_PARTITION) throw err;
+    covered.delete(batch.sourceNo);
+    await cover(pool, batch);
+    await write(pool, batch);
+  }
+}
+
+async function write(pool: Pool, batch: BatchWrite): Promise<void> {
+  const consumers = wakeList(batch.rows);
   const checkpoint = batch.checkpoint === null ? null : batch.checkpoint.toString();
   if (batch.rows.length <= SMALL_BATCH) {
     const rows = batch.rows;
@@ -105,10 +166,14 @@ export async function writeBatch(pool: Pool, batch: BatchWrite): Promise<void> {
       checkpoint,
       batch.lastCommitAt,
       consumers,
-      rows.map((r) => r.consumerId),
+      batch.sourceNo,
       rows.map((r) => r.commitLsn.toString()),
       rows.map((r) => r.commitIdx),
+      rows.map((r) => r.schema),
+      rows.map((r) => r.table),
+      rows.map((r) => r.action),
       rows.map((r) => r.groupKey),
+      rows.map((r) => r.committedAt),
       rows.map((r) => r.payload),
     ]);
     return;
@@ -122,7 +187,7 @@ export async function writeBatch(pool: Pool, batch: BatchWrite): Promise<void> {
   client.on('error', onError);
   try {
     await client.query('BEGIN');
-    await pipeline(Readable.from(copyChunks(batch.rows)), client.query(copyFrom(COPY_MESSAGES)));
+    await pipeline(Readable.from(copyChunks(batch.sourceNo, batch.rows)), client.query(copyFrom(COPY_LOG)));
     // The position and the rows' visibility come with COMMIT, so waiting here
     // keeps both in order while the COPY above overlapped the previous write.
     await batch.beforeCommit?.();
@@ -146,23 +211,59 @@ export async function readPosition(pool: Pool, sourceName: string): Promise<bigi
   return rows.length ? BigInt(rows[0].lsn) : null;
 }
 
-// A transaction whose commit record starts at or after the durable position was
-// not completely stored (its end would be past the position).
-// A webhook batch holding any of those rows goes too (its other messages are
-// sent again in a new batch): the replay stores the rows anew, and a batch must
-// not name a row that is also fresh.
-const CLEAR_TAIL = `
-WITH batches AS (
-  DELETE FROM sluice.webhook_batches
-   WHERE consumer_id IN (SELECT id FROM sluice.consumers WHERE source_name = $1)
-     AND $2::bigint <= ANY (lsns)
-)
-DELETE FROM sluice.messages
- WHERE consumer_id IN (SELECT id FROM sluice.consumers WHERE source_name = $1)
-   AND commit_lsn >= $2::bigint`;
+const READ_SOURCE_NO = 'SELECT log_no FROM sluice.sources WHERE name = $1';
 
-/** Deletes rows a previous session stored past the durable position; returns how many. */
+/** The log number of a stored source, or null when the source is not stored. */
+export async function readSourceNo(pool: Pool, sourceName: string): Promise<number | null> {
+  const { rows } = await pool.query<{ log_no: number }>(READ_SOURCE_NO, [sourceName]);
+  return rows.length ? rows[0].log_no : null;
+}
+
+// A transaction whose commit record starts at or after the durable position was
+// not completely stored (its end would be past the position): its log rows go,
+// and so does every consumer's state of them. A webhook batch holding any of
+// those rows goes too (its other messages are sent again in a new batch): the
+// replay stores the rows anew, and a batch must not name a row that is also
+// fresh. Positions past the cut move back to it, so the replayed rows are
+// taken in again; but not positions past every row cleared: those were never
+// reached by admission (which stops at a stored row) but set by a consumer's
+// start ("now": the source's WAL as it was created, maybe past what capture
+// had stored), and the replayed rows before them were committed before it.
+const CLEAR_TAIL = `
+WITH mine AS (
+  SELECT id FROM sluice.consumers WHERE source_name = $1
+), newest AS (
+  SELECT l.commit_lsn, l.commit_idx FROM sluice.log l
+   WHERE l.source_no = (SELECT log_no FROM sluice.sources WHERE name = $1) AND l.commit_lsn >= $2::bigint
+   ORDER BY l.commit_lsn DESC, l.commit_idx DESC LIMIT 1
+), batches AS (
+  DELETE FROM sluice.webhook_batches
+   WHERE consumer_id IN (SELECT id FROM mine) AND $2::bigint <= ANY (lsns)
+), messages AS (
+  DELETE FROM sluice.messages
+   WHERE consumer_id IN (SELECT id FROM mine) AND commit_lsn >= $2::bigint
+), positions AS (
+  UPDATE sluice.consumer_positions SET commit_lsn = $2::bigint, commit_idx = -1, updated_at = now()
+   WHERE consumer_id IN (SELECT id FROM mine) AND (commit_lsn, commit_idx) >= ($2::bigint, 0)
+     AND (commit_lsn, commit_idx) <= (SELECT n.commit_lsn, n.commit_idx FROM newest n)
+)
+DELETE FROM sluice.log
+ WHERE source_no = (SELECT log_no FROM sluice.sources WHERE name = $1) AND commit_lsn >= $2::bigint`;
+
+// Claims take changes in from the log under their consumer's lock (736001,
+// see migrations/0010_log.sql). A claim running beside the clear could take in
+// a tail row after the clear's snapshot: its consumer's row would outlive the
+// log row, and be sent ahead of the changes captured again before it. So the
+// clear holds the lock of every consumer of the source (in id order: a claim
+// takes one, so no deadlock), then reads with a fresh snapshot.
+const LOCK_CONSUMERS = `SELECT count(pg_advisory_xact_lock(736001, hashtext(id::text)))
+  FROM (SELECT id FROM sluice.consumers WHERE source_name = $1 ORDER BY id) c`;
+
+/** Deletes what a previous session stored past the durable position; returns how many log rows. */
 export async function clearTail(pool: Pool, sourceName: string, durableLsn: bigint): Promise<number> {
-  const { rowCount } = await pool.query(CLEAR_TAIL, [sourceName, durableLsn.toString()]);
-  return rowCount ?? 0;
+  return withTransaction(pool, async (c) => {
+    await c.query(LOCK_CONSUMERS, [sourceName]);
+    const { rowCount } = await c.query(CLEAR_TAIL, [sourceName, durableLsn.toString()]);
+    return rowCount ?? 0;
+  });
 }

@@ -102,5 +102,9 @@ export class Captures {
   }
 }
 
-/** What a running capture depends on: everything but annotations, which are read when messages are served. */
-const fingerprint = ({ config: { annotations: _served, ...capture } }: SourceRecord) => JSON.stringify(capture);
+/**
+ * What a running capture depends on: everything but annotations, which are
+ * read when messages are served, and retention, which the retention job reads
+ * and capture asks the registry for when it sizes a new log partition.
+ */
+const fingerprint = ({ config: { annotations: _served, retention: _kept, ...capture } }: SourceRecord) => JSON.stringify(capture);

@@ -1,9 +1,10 @@
-// Turns pgoutput row events into buffer rows: one JSON payload per change
-// (shared/spec/message.md), fanned out to every consumer of the change's table.
+// Turns pgoutput row events into log rows: one JSON payload per change
+// (the change envelope), stored once whatever the number of consumers; the
+// consumers of its table are only noted, to be woken when it is stored.
 // Payloads are built as JSON text, column by column, so no value passes through
 // a JS number or a JSON.parse/stringify round trip.
 import { idempotencyKey } from '../buffer/message.js';
-import type { BufferRow } from '../buffer/writer.js';
+import type { LogRow } from '../buffer/writer.js';
 import { isoFromMicros } from './commit-time.js';
 import type { Relation, ReplicationEvent, Tuple } from './replication.js';
 import { encodeValue, unknownType, type TypeInfo, type TypeLookup } from './values.js';
@@ -31,7 +32,10 @@ interface RelationPlan {
   columns: ColumnPlan[];
   /** `"table_schema":"…","table_name":"…",` */
   tableJson: string;
-  routes: Route[];
+  schema: string;
+  table: string;
+  /** Consumers of this table (ids), woken when its changes are stored. */
+  wake: string[];
 }
 
 export interface DecoderDeps {
@@ -47,6 +51,7 @@ export class ChangeDecoder {
   private plans = new Map<number, RelationPlan>();
   private commitLsn = 0n;
   private commitJson = '';
+  private committedAt = '';
   private idx = 0;
   /** JSON text of the transaction's annotations ('null' when none are set). */
   private annotationsJson = 'null';
@@ -72,20 +77,23 @@ export class ChangeDecoder {
         type: this.deps.types.get(c.typeOid) ?? unknownType(c.typeOid),
       })),
       tableJson: `"table_schema":${JSON.stringify(rel.schema)},"table_name":${JSON.stringify(rel.name)},`,
-      routes: this.deps.routesFor(qualified),
+      schema: rel.schema,
+      table: rel.name,
+      wake: this.deps.routesFor(qualified).map((r) => r.consumerId),
     });
   }
 
   /** Consumers changed: recompute every known table's routes. */
   refreshRoutes(): void {
-    for (const plan of this.plans.values()) plan.routes = this.deps.routesFor(plan.qualified);
+    for (const plan of this.plans.values()) plan.wake = this.deps.routesFor(plan.qualified).map((r) => r.consumerId);
   }
 
   begin(commitLsn: bigint, commitTimeMicros: bigint): void {
     this.commitLsn = commitLsn;
     this.idx = 0;
     this.annotationsJson = 'null';
-    this.commitJson = `"commit_timestamp":"${isoFromMicros(commitTimeMicros)}","commit_lsn":${commitLsn},`;
+    this.committedAt = isoFromMicros(commitTimeMicros);
+    this.commitJson = `"commit_timestamp":"${this.committedAt}","commit_lsn":${commitLsn},`;
   }
 
   /**
@@ -115,12 +123,11 @@ export class ChangeDecoder {
     return null;
   }
 
-  /** Appends this change's rows (one per routed consumer) to `out`. */
-  change(e: RowEvent, out: BufferRow[]): void {
+  /** Appends this change's log row to `out`. */
+  change(e: RowEvent, out: LogRow[]): void {
     const plan = this.plans.get(e.relationOid);
     if (!plan) throw new Error(`change for relation ${e.relationOid} before its relation message`);
     const commitIdx = this.idx++;
-    if (plan.routes.length === 0) return;
 
     let record: Tuple;
     let changes = 'null';
@@ -144,16 +151,19 @@ export class ChangeDecoder {
       `"transaction_annotations":${this.annotationsJson}}}`;
     const payload = `{"record":${recordJson},"changes":${changes},"action":"${e.tag}",${meta}`;
 
-    let pkGroup: string | undefined;
-    for (const route of plan.routes) {
-      let groupKey: string | null;
-      if (route.groupColumns === false) groupKey = null;
-      else if (route.groupColumns === null || !route.groupColumns.every((c) => record[c] !== undefined)) {
-        // Default, and the fallback when a delete's key tuple lacks the group columns.
-        groupKey = pkGroup ??= plan.qualified + ':' + pksJson;
-      } else groupKey = plan.qualified + ':' + JSON.stringify(route.groupColumns.map((c) => record[c]));
-      out.push({ consumerId: route.consumerId, commitLsn: this.commitLsn, commitIdx, groupKey, payload });
-    }
+    // The default group; consumers grouping by other columns compute theirs
+    // from the record when they take the change in (sluice.admit).
+    out.push({
+      commitLsn: this.commitLsn,
+      commitIdx,
+      schema: plan.schema,
+      table: plan.table,
+      action: e.tag,
+      groupKey: plan.qualified + ':' + pksJson,
+      committedAt: this.committedAt,
+      payload,
+      wake: plan.wake,
+    });
   }
 
   private tupleJson(plan: RelationPlan, t: Tuple, omitted: string[]): string {

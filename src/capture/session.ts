@@ -13,7 +13,7 @@
 // pauses the replication socket (flow control) and bounds memory to about
 // three batches, however large a transaction.
 import type { Pool } from '../db/pool.js';
-import { writeBatch, type BufferRow } from '../buffer/writer.js';
+import { writeBatch, type LogRow } from '../buffer/writer.js';
 import { isoFromMicros } from './commit-time.js';
 import { CONFIG_MARKER_PREFIX } from './config-marker.js';
 import type { ChangeDecoder } from './decoder.js';
@@ -27,6 +27,14 @@ const WRITE_SLOTS = 2;
 
 export interface SessionDeps {
   sourceName: string;
+  /** The source's log number (sluice.sources.log_no). */
+  sourceNo: number;
+  /**
+   * Time of WAL a new log partition should cover (the source's retention
+   * decides). Asked at each write, so a retention change applies to the next
+   * partition without restarting capture.
+   */
+  partitionSeconds?: () => number;
   bufferPool: Pool;
   decoder: ChangeDecoder;
   maxBatch: number;
@@ -50,7 +58,7 @@ export interface SessionDeps {
 }
 
 export class CaptureSession {
-  private rows: BufferRow[] = [];
+  private rows: LogRow[] = [];
   private checkpoint: bigint | null = null;
   private lastCommitAt: string | null = null;
   private durable: bigint;
@@ -201,6 +209,8 @@ export class CaptureSession {
     const previous = this.writes[this.writes.length - 1];
     const batch = {
       sourceName: this.deps.sourceName,
+      sourceNo: this.deps.sourceNo,
+      partitionSeconds: this.deps.partitionSeconds?.(),
       rows: this.rows,
       checkpoint,
       lastCommitAt: this.lastCommitAt,

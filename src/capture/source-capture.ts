@@ -1,6 +1,6 @@
 // Captures one source: setup, stream, reconnect with backoff, heartbeat, lag.
 import type { ConsumerRecord, ConsumerRegistry } from '../buffer/consumers.js';
-import { clearTail, readPosition } from '../buffer/writer.js';
+import { clearTail, readPosition, readSourceNo } from '../buffer/writer.js';
 import type { SourceConfig } from '../config/types.js';
 import { createPool, type Pool } from '../db/pool.js';
 import type { SourceStatus } from '../http/deps.js';
@@ -41,6 +41,18 @@ export function routesFor(consumers: ConsumerRecord[], sourceName: string, table
     routes.push({ consumerId: c.id, groupColumns });
   }
   return routes;
+}
+
+/**
+ * How much time of WAL a new log partition covers: a 24th of the retention's
+ * max_age, between 1 s and an hour. Retention drops whole partitions, so this
+ * is how finely it can cut.
+ */
+export function partitionSeconds(source: SourceConfig): number {
+  // Optional chaining: a source row written by hand (tests) may lack retention.
+  const maxAgeMs = source.retention?.max_age_ms;
+  if (!maxAgeMs) return 3600;
+  return Math.min(3600, Math.max(1, maxAgeMs / 1000 / 24));
 }
 
 export class SourceCapture {
@@ -151,6 +163,9 @@ export class SourceCapture {
     if (setup.createdPublication || setup.createdSlot || setup.addedTables.length) {
       this.deps.log.info({ source: this.source.name, ...setup }, 'capture setup created what was missing');
     }
+    const sourceNo = await readSourceNo(this.deps.bufferPool, this.source.name);
+    // Captures follow the stored sources; one deleted meanwhile is stopped soon.
+    if (sourceNo === null) throw new Error(`source ${this.source.name} is not stored in the buffer (sluice.sources)`);
     const stored = await readPosition(this.deps.bufferPool, this.source.name);
     const slotLsn = setup.slotConfirmedLsn ? lsnToBigInt(setup.slotConfirmedLsn) : 0n;
     // Resume from the buffer's own position: Postgres starts at the later of this
@@ -166,6 +181,11 @@ export class SourceCapture {
     let stream: ReplicationStream | null = null;
     const session = new CaptureSession({
       sourceName: this.source.name,
+      sourceNo,
+      // The stored source as last reloaded: a retention change does not restart
+      // capture (src/capture/captures.ts), so read its current value here.
+      partitionSeconds: () =>
+        partitionSeconds(this.deps.consumers.sources().find((s) => s.name === this.source.name)?.config ?? this.source),
       bufferPool: this.deps.bufferPool,
       decoder,
       maxBatch: this.source.max_batch_changes,

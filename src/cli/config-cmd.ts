@@ -123,8 +123,8 @@ export async function configCommand(
       // adds is captured from the moment it returns, or nothing is applied.
       const prepare = async (source: SourceConfig, opts: { slot: boolean }) => void (await prepareSource(source, source.url || url, opts));
       const plan = await withPool(url, async (pool) => {
-        if (sub === 'plan') return planConfig(pool, config, { prune });
-        const applied = await applyConfig(pool, config, { prune, onGeneratedSecret, prepareSource: prepare });
+        if (sub === 'plan') return planConfig(pool, config, { prune, onNote: note });
+        const applied = await applyConfig(pool, config, { prune, onGeneratedSecret, prepareSource: prepare, onNote: note });
         // Running gateways route what is written after this returns by the new config.
         if (applied.length > 0) {
           await markConfigChange(await configVersion(pool), await selectSources(pool), url, (source, err) =>

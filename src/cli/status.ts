@@ -1,5 +1,6 @@
-// `sluice status`: per source its durable position, slot lag and capture
-// state; per consumer pending / in flight / dead-lettered.
+// `sluice status`: per source its durable position, slot lag, capture state
+// and retained log (and what holds it back); per consumer pending / in flight /
+// dead-lettered.
 import type { Pool } from '../db/pool.js';
 import { createPool } from '../db/pool.js';
 import type { SluiceConfig } from '../config/types.js';
@@ -7,11 +8,12 @@ import { loadConsumers } from '../buffer/consumers.js';
 import { consumerStats } from '../buffer/dead-letters.js';
 import { listFaults } from '../buffer/faults.js';
 import * as q from '../capture/setup-queries.js';
+import { logStatus, type LogStatus } from '../log/status.js';
 
 const POSITIONS = `SELECT source_name, confirmed_lsn::text AS lsn, last_commit_at, updated_at FROM sluice.source_positions ORDER BY 1`;
 
 export interface StatusReport {
-  sources: Array<{ name: string; confirmed_lsn: string | null; last_commit_at: string | null; slot_active: boolean | null; lag_bytes: number | null; error?: string }>;
+  sources: Array<{ name: string; confirmed_lsn: string | null; last_commit_at: string | null; slot_active: boolean | null; lag_bytes: number | null; log?: LogStatus; error?: string }>;
   consumers: Array<{ name: string; kind: string; state: string; state_reason: string | null; pending: number; in_flight: number; dead_lettered: number; oldest_pending_age_ms: number | null }>;
 }
 
@@ -38,6 +40,8 @@ export async function statusReport(pool: Pool, config: SluiceConfig | null, buff
     } finally {
       if (src !== pool) await src.end();
     }
+    // A buffer not migrated yet has no log to show.
+    entry.log = await logStatus(pool, s.name).catch(() => undefined);
     sources.push(entry);
   }
   const consumers: StatusReport['consumers'] = [];
@@ -59,7 +63,8 @@ export function formatStatus(r: StatusReport): string {
     lines.push(
       `  ${s.name}: position ${s.confirmed_lsn ?? '-'}, last commit ${s.last_commit_at ?? '-'}, ` +
         `slot ${s.slot_active === null ? 'missing' : s.slot_active ? 'streaming' : 'idle'}, lag ${s.lag_bytes ?? '-'} bytes` +
-        (s.error ? `\n    ${s.error}` : ''),
+        (s.error ? `\n    ${s.error}` : '') +
+        (s.log ? `\n    ${formatLog(s.log)}` : ''),
     );
   }
   lines.push('Consumers:');
@@ -71,4 +76,17 @@ export function formatStatus(r: StatusReport): string {
     );
   }
   return lines.join('\n');
+}
+
+function formatLog(log: LogStatus): string {
+  let line =
+    `log: ${log.retained_changes} changes, ${log.retained_bytes} bytes in ${log.partitions} partition${log.partitions === 1 ? '' : 's'}, ` +
+    `oldest ${log.oldest_commit_at ?? '-'}`;
+  const held = log.held_back;
+  if (held) {
+    const by = [...held.consumers.map((c) => `${c.name} (${c.state})`), ...(held.capture ? ['capture'] : [])].join(', ');
+    line += `\n    held back: ${held.changes} changes, ${held.bytes} bytes, oldest ${held.oldest_commit_at ?? '-'}, by ${by || '-'}`;
+    if (held.warning) line += `\n    warning: ${held.warning}`;
+  }
+  return line;
 }

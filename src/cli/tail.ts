@@ -1,25 +1,8 @@
 // `sluice tail <consumer> [--ack]`: long-polls the pull API and prints each
 // message as it arrives. Without --ack messages stay in flight until their
 // visibility timeout and are then delivered again (to tail or to workers).
-import { existsSync, readFileSync } from 'node:fs';
-import path from 'node:path';
-import { CliError, dataDir } from './context.js';
-
-/**
- * --token, SLUICE_TOKEN, or the admin token `npm start` keeps for its embedded
- * default (.sluice/admin-token), so no secret has to be typed on a command
- * line (npm echoes its scripts' arguments to the terminal).
- */
-function resolveToken(flags: Record<string, string | true>, env: NodeJS.ProcessEnv): string {
-  if (typeof flags.token === 'string') return flags.token;
-  if (env.SLUICE_TOKEN) return env.SLUICE_TOKEN;
-  const file = path.join(dataDir(env), 'admin-token');
-  if (existsSync(file)) return readFileSync(file, 'utf8').trim();
-  throw new CliError(
-    `a token is needed: SLUICE_TOKEN=slk_… or --token slk_… (with the embedded default, \`npm start\` keeps its admin token in ${file}, read when neither is given)`,
-    2,
-  );
-}
+import { apiTarget } from './api-target.js';
+import { CliError } from './context.js';
 
 interface Item {
   ack_id: string;
@@ -29,10 +12,8 @@ interface Item {
 export async function tailCommand(positional: string[], flags: Record<string, string | true>, env = process.env): Promise<void> {
   const consumer = positional[0];
   if (!consumer) throw new CliError('usage: sluice tail <consumer> [--ack] [--url http://127.0.0.1:7376] [--token slk_…] [--max N]', 2);
-  const base = String(flags.url ?? env.SLUICE_URL ?? 'http://127.0.0.1:7376').replace(/\/$/, '');
-  const token = resolveToken(flags, env);
+  const { base, headers } = apiTarget(flags, env);
   const max = flags.max ? Number(flags.max) : Infinity;
-  const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
   const url = `${base}/api/http_pull_consumers/${encodeURIComponent(consumer)}`;
   let seen = 0;
   let stop = false;

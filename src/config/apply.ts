@@ -2,7 +2,9 @@
 // loaded config. Plan first (what would change), apply in one transaction, and
 // only touch rows that really change, so applying the same file twice is a no-op
 // (no writes, updated_at unchanged, no reload signal).
-import { withTransaction, type Pool } from '../db/pool.js';
+import { withTransaction, type Pool, type PoolClient } from '../db/pool.js';
+import { parseLogPoint } from '../log/points.js';
+import { currentWal, setStartPosition } from '../log/positions.js';
 import { ConfigError } from './errors.js';
 import { normaliseConfig } from './normalise.js';
 import { diffConfig, type ConfigPlan, type StoredConfig } from './plan.js';
@@ -26,6 +28,27 @@ export interface ApplyOptions {
    * open), and inside it with `slot: false` for a source that changed meanwhile.
    */
   prepareSource?: (source: SourceConfig, opts: { slot: boolean }) => Promise<void>;
+  /** Told of what the config asks that is not applied (a changed `start` of an existing consumer). */
+  onNote?: (text: string) => void;
+}
+
+/**
+ * `start` is read once, when a consumer is created: an existing consumer keeps
+ * the stored value (so the plan shows no change), and a different declared
+ * one is noted.
+ */
+function keepStart(config: SluiceConfig, stored: StoredConfig, onNote?: (text: string) => void): SluiceConfig {
+  const storedByName = new Map(stored.consumers.map((c) => [c.name, c]));
+  const consumers = config.consumers.map((c) => {
+    const old = storedByName.get(c.name);
+    if (!old || old.start === c.start) return c;
+    if (c.start !== undefined) {
+      onNote?.(`consumer ${c.name}: start "${c.start}" is not applied: start is read only when a consumer is created (to deliver retained changes again: sluice rewind ${c.name} --to …)`);
+    }
+    const { start: _ignored, ...rest } = c;
+    return old.start === undefined ? rest : { ...rest, start: old.start };
+  });
+  return { ...config, consumers };
 }
 
 /**
@@ -92,7 +115,7 @@ function refuseKindChanges(declared: SluiceConfig, stored: StoredConfig): void {
 export async function planConfig(pool: Pool, config: SluiceConfig, opts: ApplyOptions = {}): Promise<ConfigPlan> {
   const stored = await readStored(pool);
   refuseKindChanges(config, stored);
-  return diffConfig(fillSecrets(config, stored, false).config, stored, opts);
+  return diffConfig(fillSecrets(keepStart(config, stored, opts.onNote), stored, false).config, stored, opts);
 }
 
 /** The sources a plan creates or changes in what they capture. */
@@ -103,6 +126,14 @@ function sourcesToPrepare(plan: ConfigPlan, config: SluiceConfig, stored: Stored
     .filter((c) => c.resource === 'source' && c.action !== 'delete')
     .map((c) => declared.get(c.name)!)
     .filter((s) => captureChanged(before.get(s.name), s));
+}
+
+/** Places a new consumer where its `start` says (see src/log/positions.ts); a refusal names consumers[i].start. */
+async function startConsumer(db: PoolClient, c: { id: string; config: ConsumerConfig }, source: SourceConfig | undefined, index: number, pool: Pool): Promise<void> {
+  const point = parseLogPoint(c.config.start ?? 'now')!;
+  // A source the config does not declare (applyConfig called without loadConfig's checks): the log's tail.
+  const now = point.kind === 'now' && source ? await currentWal(source, String(pool.options.connectionString)) : null;
+  await setStartPosition(db, { id: c.id, source: c.config.source }, point, now, `consumers[${index}].start`);
 }
 
 /** Applies the config in one transaction and returns what it changed. */
@@ -122,7 +153,7 @@ export async function applyConfig(pool: Pool, declared: SluiceConfig, opts: Appl
     await q.lockConfigApply(client);
     const stored = await readStored(client);
     refuseKindChanges(declared, stored);
-    const filled = fillSecrets(declared, stored, true);
+    const filled = fillSecrets(keepStart(declared, stored, opts.onNote), stored, true);
     const config = filled.config;
     generated = filled.generated;
     const sources = new Map(config.sources.map((s) => [s.name, s]));
@@ -138,8 +169,13 @@ export async function applyConfig(pool: Pool, declared: SluiceConfig, opts: Appl
       if (change.action === 'update') await q.updateSource(client, sources.get(change.name)!);
     }
     for (const change of plan.filter((c) => c.resource === 'consumer')) {
-      if (change.action === 'create') await q.insertConsumer(client, consumers.get(change.name)!);
-      if (change.action === 'update') await q.updateConsumer(client, consumers.get(change.name)!);
+      const consumer = consumers.get(change.name)!;
+      if (change.action === 'create') {
+        const id = await q.insertConsumer(client, consumer);
+        const index = declared.consumers.findIndex((c) => c.name === consumer.name);
+        await startConsumer(client, { id, config: consumer }, sources.get(consumer.source), index, pool);
+      }
+      if (change.action === 'update') await q.updateConsumer(client, consumer);
     }
     for (const change of plan.filter((c) => c.resource === 'source' && c.action === 'delete')) {
       await q.deleteSource(client, change.name);

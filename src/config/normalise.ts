@@ -3,7 +3,7 @@
 // the checks a schema cannot express: which block fits which kind, references
 // between resources, duplicates that only appear once names are qualified.
 import { didYouMean, issue, type PathSegment, type RawIssue } from './errors.js';
-import { DEFAULTS, MAXIMA, type YamlConfig, type YamlConsumer, type YamlPull, type YamlSource, type YamlWebhook } from './schema.js';
+import { DEFAULTS, MAXIMA, MINIMA, type YamlConfig, type YamlConsumer, type YamlPull, type YamlSource, type YamlWebhook } from './schema.js';
 import type { ConsumerConfig, PullSettings, SluiceConfig, SourceConfig, WebhookSettings } from './types.js';
 import { parseDuration, parseSize } from './units.js';
 import { checkWebhookTarget } from './webhook-target.js';
@@ -34,19 +34,32 @@ export function defaultReplicationName(sourceName: string): string {
  * against its maximum: above it, or an integer no timer holds (1e300 passes
  * `type: integer`), is an issue, and the maximum stands in so normalising goes on.
  */
-function bounded(parse: (v: unknown) => number | undefined, value: unknown, fallback: string | number, max: string, at: PathSegment[], issues: RawIssue[]): number {
+function bounded(
+  parse: (v: unknown) => number | undefined,
+  value: unknown,
+  fallback: string | number,
+  max: string,
+  at: PathSegment[],
+  issues: RawIssue[],
+  min?: string,
+): number {
   const limit = parse(max)!;
   const out = parse(value ?? fallback);
   if (out === undefined || out > limit) {
     issues.push(issue(at, `must be at most ${max}`));
     return limit;
   }
+  if (min !== undefined && out < parse(min)!) {
+    issues.push(issue(at, `must be at least ${min}`));
+    return parse(min)!;
+  }
   return out;
 }
-const ms = (value: string | number | undefined, fallback: string | number, max: string, at: PathSegment[], issues: RawIssue[]) =>
-  bounded(parseDuration, value, fallback, max, at, issues);
-const bytes = (value: string | number | undefined, fallback: string | number, max: string, at: PathSegment[], issues: RawIssue[]) =>
-  bounded(parseSize, value, fallback, max, at, issues);
+type Value = string | number | undefined;
+const ms = (value: Value, fallback: string | number, max: string, at: PathSegment[], issues: RawIssue[], min?: string) =>
+  bounded(parseDuration, value, fallback, max, at, issues, min);
+const bytes = (value: Value, fallback: string | number, max: string, at: PathSegment[], issues: RawIssue[], min?: string) =>
+  bounded(parseSize, value, fallback, max, at, issues, min);
 
 /** An empty string in an optional URL or token means "unset" (so ${VAR:-} can switch it off). */
 const optional = (value: string | undefined) => (value === undefined || value === '' ? undefined : value);
@@ -112,6 +125,21 @@ export function normaliseSource(y: YamlSource, at: PathSegment[], issues: RawIss
     max_batch_changes: y.max_batch_changes ?? S.max_batch_changes,
     // Only when given, so sources that do not mention them store and export as before.
     ...(y.annotations !== undefined && { annotations: y.annotations }),
+    retention: normaliseRetention(y.retention ?? {}, [...at, 'retention'], issues),
+  };
+}
+
+/** The default retention in the units the code uses (rows stored by hand, tests and benches). */
+export const DEFAULT_RETENTION: SourceConfig['retention'] = {
+  max_age_ms: parseDuration(DEFAULTS.retention.max_age)!,
+  max_size_bytes: parseSize(DEFAULTS.retention.max_size)!,
+};
+
+function normaliseRetention(y: NonNullable<YamlSource['retention']>, at: PathSegment[], issues: RawIssue[]): SourceConfig['retention'] {
+  const [D, MAX, MIN] = [DEFAULTS.retention, MAXIMA.retention, MINIMA.retention];
+  return {
+    max_age_ms: ms(y.max_age, D.max_age, MAX.max_age, [...at, 'max_age'], issues, MIN.max_age),
+    max_size_bytes: bytes(y.max_size, D.max_size, MAX.max_size, [...at, 'max_size'], issues, MIN.max_size),
   };
 }
 
@@ -191,6 +219,8 @@ export function normaliseConsumer(y: YamlConsumer, at: PathSegment[], issues: Ra
     tables,
     group_by: groupBy,
     dead_letter_blocks_group: y.dead_letter_blocks_group ?? DEFAULTS.consumer.dead_letter_blocks_group,
+    // Only when given: it is read once, at creation, and "now" is the default.
+    ...(y.start !== undefined && { start: y.start }),
     annotations: y.annotations ?? {},
     ...(y.kind === 'pull' && { pull: normalisePull(y.pull ?? {}, [...at, 'pull'], issues) }),
     ...(y.kind === 'webhook' && y.webhook && { webhook: normaliseWebhook(y.webhook, [...at, 'webhook'], issues) }),

@@ -54,16 +54,25 @@ export async function updateSource(db: Db, source: SourceConfig): Promise<void> 
   ]);
 }
 
+/**
+ * Its horizon goes with it. Its log partitions stay attached (dropping one
+ * here would lock the whole log until this transaction ends) but are read by
+ * nothing, since its log number is never reused; the retention job detaches
+ * and drops them with their catalogue rows (src/log/retention.ts).
+ */
 export async function deleteSource(db: Db, name: string): Promise<void> {
+  await db.query('DELETE FROM sluice.log_horizons WHERE source_no = (SELECT log_no FROM sluice.sources WHERE name = $1)', [name]);
   await db.query('DELETE FROM sluice.sources WHERE name = $1', [name]);
 }
 
-export async function insertConsumer(db: Db, c: ConsumerConfig): Promise<void> {
-  await db.query(
+/** Returns the new consumer's id. */
+export async function insertConsumer(db: Db, c: ConsumerConfig): Promise<string> {
+  const { rows } = await db.query<{ id: string }>(
     `INSERT INTO sluice.consumers (name, source_name, kind, config, annotations)
-     VALUES ($1, $2, $3, $4::jsonb, $5::jsonb)`,
+     VALUES ($1, $2, $3, $4::jsonb, $5::jsonb) RETURNING id`,
     [c.name, c.source, c.kind, JSON.stringify(sealConsumer(c)), JSON.stringify(c.annotations)],
   );
+  return rows[0].id;
 }
 
 /** Keeps the consumer's id (and so its buffered messages); state is the runtime's, not config's. */

@@ -9,11 +9,17 @@
 // normaliser (which applies them) read.
 import net from 'node:net';
 import { parseSecret, SecretFormatError } from '../signing/secrets.js';
+import { parseLogPoint } from '../log/points.js';
 import { DURATION_RE, SIZE_RE, parseDuration, parseSize } from './units.js';
 
 export const DEFAULTS = {
   http: { host: '127.0.0.1', port: 7376, body_limit: '1MB' },
   source: { create_if_missing: true, heartbeat_interval: '30s', lag_warning: '1GB', max_batch_changes: 2500 },
+  // How long and how much of a source's captured changes the log keeps
+  // (acked or not; never what an active consumer still has to take in).
+  retention: { max_age: '7d', max_size: '20GB' },
+  // Where a new consumer starts in its source's log.
+  consumer_start: 'now',
   consumer: { group_by: true, dead_letter_blocks_group: false },
   pull: { ack_wait: '30s', max_ack_pending: 10_000, max_waiting: 20 },
   webhook: { batch_size: 100, batch_timeout: '50ms', max_in_flight: 4, timeout: '30s', max_response_bytes: '64KB' },
@@ -29,9 +35,19 @@ export const DEFAULTS = {
 export const MAXIMA = {
   http: { body_limit: '64MB' },
   source: { heartbeat_interval: '24h', lag_warning: '1TB', max_batch_changes: 100_000 },
+  retention: { max_age: '3650d', max_size: '100TB' },
   pull: { ack_wait: '12h', max_ack_pending: 1_000_000, max_waiting: 10_000, max_deliver: 1_000_000 },
   webhook: { batch_size: 10_000, batch_timeout: '10m', max_in_flight: 1000, timeout: '15m', max_response_bytes: '16MB', disable_after: '30d' },
   retry: { initial: '24h', factor: 10, cap: '7d', max_attempts: 1_000_000, max_age: '30d' },
+} as const;
+
+/**
+ * The smallest values where zero or a tiny value would be a mistake rather
+ * than a setting: retention below a second (or a megabyte) would drop changes
+ * before any consumer could take them in.
+ */
+export const MINIMA = {
+  retention: { max_age: '1s', max_size: '1MB' },
 } as const;
 
 export const NAME_RE = /^[a-z0-9][a-z0-9_-]{0,62}$/;
@@ -48,6 +64,8 @@ export const FORMATS: Record<string, (value: string) => boolean> = {
   duration: (v) => DURATION_RE.test(v),
   'positive-duration': (v) => (parseDuration(v) ?? 0) > 0,
   size: (v) => SIZE_RE.test(v.trim()) && (parseSize(v) ?? 0) > 0,
+  // now, earliest, an RFC 3339 timestamp or an LSN (src/log/points.ts).
+  'log-start': (v) => parseLogPoint(v) !== undefined,
   'http-url': (v) => urlWithProtocol(v, ['http:', 'https:']),
   // Empty means "unset" (the buffer's own database), so ${VAR:-} can switch it off.
   'postgres-url': (v) => v === '' || urlWithProtocol(v, ['postgres:', 'postgresql:']),
@@ -91,23 +109,23 @@ const list = (items: object, extra: object = {}) => ({ type: 'array', items, uni
 
 // The maximum of a duration or size is checked where it is parsed
 // (normalise.ts), so "30d" and 2592000000 get the same message.
-function duration(defaultValue: string | undefined, max: string, allowZero = false) {
+function duration(defaultValue: string | undefined, max: string, allowZero = false, min?: string) {
   return {
     type: ['string', 'integer'],
     format: allowZero ? 'duration' : 'positive-duration',
     minimum: allowZero ? 0 : 1,
     ...(defaultValue !== undefined && { default: defaultValue }),
-    description: `a duration such as "30s", "500ms", "5m", "24h", or integer milliseconds${allowZero ? '' : ' above 0'}, at most ${max}`,
+    description: `a duration such as "30s", "500ms", "5m", "24h", or integer milliseconds${allowZero ? '' : min ? `, from ${min}` : ' above 0'}, at most ${max}`,
   };
 }
 
-function size(defaultValue: string, max: string) {
+function size(defaultValue: string, max: string, min?: string) {
   return {
     type: ['string', 'integer'],
     format: 'size',
     minimum: 1,
     default: defaultValue,
-    description: `a size such as "64KB", "1MB", "1GB" (1KB = 1024 bytes), or integer bytes above 0, at most ${max}`,
+    description: `a size such as "64KB", "1MB", "1GB" (1KB = 1024 bytes), or integer bytes ${min ? `from ${min}` : 'above 0'}, at most ${max}`,
   };
 }
 
@@ -133,6 +151,14 @@ export const sourceSchema = object(
     max_batch_changes: int(1, MAXIMA.source.max_batch_changes, { default: S.max_batch_changes }),
     // Free-form user data served as metadata.database.annotations of its messages.
     annotations: { type: 'object' },
+    // How long and how much of the source's changes the log keeps.
+    retention: object(
+      {
+        max_age: duration(DEFAULTS.retention.max_age, MAXIMA.retention.max_age, false, MINIMA.retention.max_age),
+        max_size: size(DEFAULTS.retention.max_size, MAXIMA.retention.max_size, MINIMA.retention.max_size),
+      },
+      { default: {} },
+    ),
   },
   { $id: 'https://sluice.dev/schema/source.json', required: ['name'] },
 );
@@ -204,6 +230,13 @@ export const consumerSchema = object(
       description: 'true (group by primary key), false (no grouping), or a map of table → columns',
     },
     dead_letter_blocks_group: { type: 'boolean', default: DEFAULTS.consumer.dead_letter_blocks_group },
+    // Where a new consumer starts in its source's log; read when it is created.
+    start: {
+      type: 'string',
+      format: 'log-start',
+      default: DEFAULTS.consumer_start,
+      description: 'now, earliest, an RFC 3339 timestamp such as "2026-12-01T09:30:00Z", or an LSN such as "16/B374D848"',
+    },
     // Free-form user data copied into every message's metadata.consumer.
     annotations: { type: 'object', default: {} },
     // Which block is allowed depends on kind; normalise.ts checks it, with a clearer
@@ -249,6 +282,7 @@ export interface YamlSource {
   lag_warning?: Size;
   max_batch_changes?: number;
   annotations?: Record<string, unknown>;
+  retention?: { max_age?: Duration; max_size?: Size };
 }
 
 export interface YamlPull {
@@ -280,6 +314,7 @@ export interface YamlConsumer {
   tables: string[];
   group_by?: boolean | Record<string, string[]>;
   dead_letter_blocks_group?: boolean;
+  start?: string;
   annotations?: Record<string, unknown>;
   pull?: YamlPull;
   webhook?: YamlWebhook;

@@ -31,6 +31,13 @@ export interface SourceConfig {
   max_batch_changes: number;
   /** Served as metadata.database.annotations; absent when none were given. */
   annotations?: Record<string, unknown>;
+  /**
+   * What the retained change log keeps of this source: changes older than
+   * max_age, or beyond max_size in total, are dropped (never one an active
+   * consumer has yet to take in). Always set by the loader; rows stored before
+   * migration 0012 got the defaults there.
+   */
+  retention: { max_age_ms: number; max_size_bytes: number };
 }
 
 export type ConsumerKind = 'pull' | 'webhook';
@@ -48,6 +55,12 @@ export interface ConsumerConfig {
   group_by: boolean | Record<string, string[]>;
   /** Dead letters keep blocking their group (default false: move on). */
   dead_letter_blocks_group: boolean;
+  /**
+   * Where the consumer starts in its source's log: "now" (the default),
+   * "earliest", an RFC 3339 timestamp or an LSN "16/B374D848". Read once, when
+   * the consumer is created (src/log/positions.ts); absent when not given.
+   */
+  start?: string;
   annotations: Record<string, unknown>;
   pull?: PullSettings;
   webhook?: WebhookSettings;

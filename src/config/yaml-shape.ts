@@ -19,6 +19,7 @@ export function toYamlSource(s: SourceConfig): YamlSource {
     lag_warning: formatSize(s.lag_warning_bytes),
     max_batch_changes: s.max_batch_changes,
     ...(s.annotations !== undefined && { annotations: { ...s.annotations } }),
+    retention: { max_age: formatDuration(s.retention.max_age_ms), max_size: formatSize(s.retention.max_size_bytes) },
   };
 }
 
@@ -30,6 +31,7 @@ export function toYamlConsumer(c: ConsumerConfig): YamlConsumer {
     tables: [...c.tables],
     group_by: typeof c.group_by === 'object' ? { ...c.group_by } : c.group_by,
     dead_letter_blocks_group: c.dead_letter_blocks_group,
+    ...(c.start !== undefined && { start: c.start }),
     annotations: { ...c.annotations },
   };
   if (c.pull) {

@@ -1,12 +1,14 @@
 // Scheduled housekeeping (node-cron): pruning the webhook attempt log, eager
-// VACUUMs of the buffer's queue tables (see src/jobs/vacuum.ts), and
-// reporting replication slot lag through a function the gateway passes in.
-// Every gateway process may run these; pruning is idempotent and sliced, so
-// two processes at once only share the work.
+// VACUUMs of the buffer's queue tables (see src/jobs/vacuum.ts), the change
+// log's retention (src/log/retention.ts), and reporting replication slot lag
+// through a function the gateway passes in. Every gateway process may run
+// these; pruning is idempotent and sliced, so two processes at once only share
+// the work; vacuums and retention run in one gateway at a time (advisory locks).
 import { createTask, type ScheduledTask, type TaskOptions } from 'node-cron';
 import type { Pool } from '../db/pool.js';
 import { pruneAttempts } from '../push/attempt-queries.js';
 import { vacuumBatchesIfNeeded, vacuumBufferIfNeeded } from './vacuum.js';
+import { RetentionJob, type RetentionRun } from '../log/retention.js';
 import type { Log } from '../push/worker.js';
 
 export const DEFAULT_ATTEMPT_RETENTION_MS = 7 * 24 * 60 * 60 * 1000;
@@ -21,8 +23,10 @@ export interface JobsOptions {
   reportSlotLag?: () => unknown | Promise<unknown>;
   /** VACUUM sluice.messages once this many dead rows wait (default 100k; 0: never). */
   vacuumMinDeadTuples?: number;
+  /** Retention: how long a lock on the log may be waited for before a run gives up until the next (default 1 s). */
+  retentionLockTimeoutMs?: number;
   /** Cron expressions (node-cron, optional seconds field). */
-  schedules?: { pruneAttempts?: string; slotLag?: string; vacuumBuffer?: string; vacuumBatches?: string };
+  schedules?: { pruneAttempts?: string; slotLag?: string; vacuumBuffer?: string; vacuumBatches?: string; retention?: string };
 }
 
 // Minute 17: away from the top of the hour, when other systems' cron jobs pile up.
@@ -31,12 +35,18 @@ const SLOT_LAG_EVERY = '*/30 * * * * *';
 const VACUUM_EVERY = '*/15 * * * * *';
 // webhook_batches: small, but one dead row per request (see vacuumBatchesIfNeeded).
 const VACUUM_BATCHES_EVERY = '*/3 * * * * *';
+// Partitions are at least a second of WAL (a 24th of max_age, at most an hour):
+// once a minute drops each soon after it expires, and costs a few index probes.
+const RETENTION_EVERY = '41 * * * * *';
 
 export class Jobs {
   private tasks: ScheduledTask[] = [];
   private started = false;
+  private readonly retention: RetentionJob;
 
-  constructor(private readonly opts: JobsOptions) {}
+  constructor(private readonly opts: JobsOptions) {
+    this.retention = new RetentionJob(opts.pool, { log: opts.log, lockTimeoutMs: opts.retentionLockTimeoutMs });
+  }
 
   /** Idempotent. */
   start(): void {
@@ -59,6 +69,7 @@ export class Jobs {
       this.tasks.push(createTask(schedules.vacuumBuffer ?? VACUUM_EVERY, () => this.runVacuum(), options('vacuum-buffer')));
       this.tasks.push(createTask(schedules.vacuumBatches ?? VACUUM_BATCHES_EVERY, () => this.runVacuumBatches(), options('vacuum-webhook-batches')));
     }
+    this.tasks.push(createTask(schedules.retention ?? RETENTION_EVERY, () => this.runRetention(), options('log-retention')));
     const report = this.opts.reportSlotLag;
     if (report) {
       this.tasks.push(
@@ -104,6 +115,16 @@ export class Jobs {
       return await vacuumBatchesIfNeeded(this.opts.pool);
     } catch (err) {
       this.opts.log.warn({ job: 'vacuum-webhook-batches', err: String(err) }, 'vacuuming webhook_batches failed');
+      return null;
+    }
+  }
+
+  /** One retention run now (also what the schedule runs); null when another gateway runs it or it failed. */
+  async runRetention(): Promise<RetentionRun | null> {
+    try {
+      return await this.retention.run();
+    } catch (err) {
+      this.opts.log.warn({ job: 'log-retention', err: String(err) }, 'log retention failed');
       return null;
     }
   }

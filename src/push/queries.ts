@@ -93,7 +93,14 @@ const ACK_MANY = `WITH batches AS (
   ), acked AS (
     DELETE FROM sluice.messages m
     USING unnest($2::bigint[], $3::int[], $4::uuid[]) AS k(lsn, idx, batch)
-    WHERE m.consumer_id = $1 AND m.commit_lsn = k.lsn AND m.commit_idx = k.idx AND m.state = 0
+    WHERE m.consumer_id = $1 AND m.commit_lsn = k.lsn AND m.commit_idx = k.idx AND m.state = 0 AND NOT m.replay
+      AND k.batch IN (SELECT batch_id FROM batches)
+    RETURNING 1
+  ), replayed AS (
+    -- A rewind landed while the batch was out: these wait to be sent again.
+    UPDATE sluice.messages m SET replay = false
+    FROM unnest($2::bigint[], $3::int[], $4::uuid[]) AS k(lsn, idx, batch)
+    WHERE m.consumer_id = $1 AND m.commit_lsn = k.lsn AND m.commit_idx = k.idx AND m.state = 0 AND m.replay
       AND k.batch IN (SELECT batch_id FROM batches)
     RETURNING 1
   ), logged AS (
@@ -109,7 +116,8 @@ const ACK_MANY = `WITH batches AS (
   )
   -- An ack lost to a server crash is a redelivery (same webhook-id), which
   -- at-least-once allows: the commit need not wait for the WAL flush.
-  SELECT (SELECT count(*) FROM acked)::int AS n, set_config('synchronous_commit', 'off', true) AS async_commit`;
+  SELECT ((SELECT count(*) FROM acked) + (SELECT count(*) FROM replayed))::int AS n,
+    set_config('synchronous_commit', 'off', true) AS async_commit`;
 
 /** Deletes the batches' rows and logs their attempts; returns how many rows went. */
 export async function ackBatches(pool: Pool, consumerId: string, instanceId: string, done: readonly Delivered[]): Promise<number> {
@@ -171,8 +179,11 @@ const FAIL = `WITH gone AS (
   ), dead AS (
     -- Dead letters are messages in state 1; a later retry through the API
     -- makes them new deliveries (a new batch, a new webhook-id).
+    -- (Rows a rewind marked for replay wait to be sent again instead.)
     UPDATE sluice.messages m
-    SET state = 1, deliver_count = g.attempt, last_delivered_at = g.last_attempt_at, last_error = $8
+    SET state = CASE WHEN m.replay THEN 0 ELSE 1 END, replay = false,
+        deliver_count = CASE WHEN m.replay THEN 0 ELSE g.attempt END,
+        last_delivered_at = g.last_attempt_at, last_error = CASE WHEN m.replay THEN NULL ELSE $8 END
     FROM gone g, unnest($2::bigint[], $3::int[]) AS k(lsn, idx)
     WHERE $6::text = 'dead_letter' AND m.consumer_id = $1 AND m.commit_lsn = k.lsn AND m.commit_idx = k.idx AND m.state = 0
     RETURNING 1

@@ -2,6 +2,7 @@
 // buffer, consumers inserted as rows, and a running SourceCapture.
 import pg from 'pg';
 import { ConsumerRegistry } from '../../src/buffer/consumers.js';
+import { DEFAULT_RETENTION } from '../../src/config/normalise.js';
 import type { ConsumerConfig, SourceConfig } from '../../src/config/types.js';
 import { SourceCapture } from '../../src/capture/source-capture.js';
 import { createPool, type Pool } from '../../src/db/pool.js';
@@ -23,6 +24,7 @@ export function sourceConfig(name: string, tables: string[], extra: Partial<Sour
     heartbeat_interval_ms: 60_000,
     lag_warning_bytes: 1 << 30,
     max_batch_changes: 2500,
+    retention: DEFAULT_RETENTION,
     ...extra,
   };
 }
@@ -56,9 +58,18 @@ export interface CaptureFixture {
   stop(): Promise<void>;
 }
 
+/** Stores the source (captures write into its log, numbered by sluice.sources); kept if already there. */
+export async function storeSource(pool: Pool, source: SourceConfig): Promise<void> {
+  await pool.query(`INSERT INTO sluice.sources (name, config) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`, [
+    source.name,
+    JSON.stringify(source),
+  ]);
+}
+
 export async function startCapture(url: string, source: SourceConfig, consumers: ConsumerConfig[]): Promise<CaptureFixture> {
   const pool = createPool(url);
   await migrate(pool);
+  await storeSource(pool, source);
   for (const c of consumers) await insertConsumer(pool, c);
   const registry = new ConsumerRegistry(pool);
   await registry.reload();
@@ -103,10 +114,34 @@ export async function sql(url: string, text: string, params: unknown[] = []): Pr
   }
 }
 
+/**
+ * A relation of every consumer's changes, as it will be handed them: the rows
+ * of its tables in its source's log after its position (capture tests claim
+ * nothing, so that is everything captured since the consumer was created),
+ * with the group key it computes (sluice.admit). Columns: consumer (name),
+ * consumer_id, commit_lsn, commit_idx, group_key, payload.
+ */
+export const CONSUMER_CHANGES = `(SELECT c.name AS consumer, c.id AS consumer_id, l.commit_lsn, l.commit_idx, l.payload,
+    CASE WHEN r.group_by IS NULL THEN l.group_key
+         WHEN jsonb_typeof(r.group_by) <> 'object' THEN NULL
+         WHEN r.group_by ? (l.schema_name || '.' || l.table_name) THEN
+           sluice.custom_group_key(l.schema_name || '.' || l.table_name, l.payload, r.group_by -> (l.schema_name || '.' || l.table_name), l.group_key)
+         ELSE l.group_key END AS group_key
+  FROM sluice.consumers c
+  CROSS JOIN LATERAL sluice.consumer_route(c.id) r
+  JOIN sluice.consumer_positions p ON p.consumer_id = c.id
+  JOIN sluice.log l ON l.source_no = r.source_no AND (l.schema_name || '.' || l.table_name) = ANY (r.tables)
+   AND (l.commit_lsn, l.commit_idx) > (p.commit_lsn, p.commit_idx))`;
+
+/** The changes of the consumer's tables stored in its source's log, in commit order (admitted or not). */
 export async function payloads(pool: Pool, consumerName: string): Promise<Record<string, any>[]> {
   const { rows } = await pool.query<{ payload: string }>(
-    `SELECT m.payload FROM sluice.messages m JOIN sluice.consumers c ON c.id = m.consumer_id
-      WHERE c.name = $1 ORDER BY m.commit_lsn, m.commit_idx`,
+    `SELECT l.payload FROM sluice.consumers c
+       JOIN sluice.sources s ON s.name = c.source_name
+       JOIN sluice.log l ON l.source_no = s.log_no
+      WHERE c.name = $1 AND (l.schema_name || '.' || l.table_name) IN (SELECT jsonb_array_elements_text(c.config -> 'tables'))
+        AND (l.commit_lsn, l.commit_idx) > (SELECT p.commit_lsn, p.commit_idx FROM sluice.consumer_positions p WHERE p.consumer_id = c.id)
+      ORDER BY l.commit_lsn, l.commit_idx`,
     [consumerName],
   );
   return rows.map((r) => JSON.parse(r.payload));

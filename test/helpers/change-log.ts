@@ -8,7 +8,7 @@
 import type pg from 'pg';
 import { idempotencyKey } from '../../src/buffer/message.js';
 import type { Pool } from '../../src/db/pool.js';
-import { sql } from './capture.js';
+import { CONSUMER_CHANGES, sql } from './capture.js';
 
 export const ITEMS_TABLE = `CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL, tx int NOT NULL, note text NOT NULL)`;
 
@@ -144,11 +144,11 @@ export async function commitPositions(sourceUrl: string, slot: string, publicati
   return new Map(rows.map((r: { data: Buffer }) => [r.data.readUInt32BE(17), r.data.readBigUInt64BE(1)]));
 }
 
-/** Every message in the buffer, by consumer name, in commit order; the payload's position checked against the row's. */
+/** Every message the buffer holds for each consumer (see CONSUMER_CHANGES), by consumer name, in commit order; the payload's position checked against the row's. */
 export async function storedMessages(pool: Pool): Promise<Map<string, SeenMessage[]>> {
   const { rows } = await pool.query<{ name: string; lsn: string; idx: number; payload: string }>(
-    `SELECT c.name, m.commit_lsn::text AS lsn, m.commit_idx AS idx, m.payload
-       FROM sluice.messages m JOIN sluice.consumers c ON c.id = m.consumer_id ORDER BY c.name, m.commit_lsn, m.commit_idx`,
+    `SELECT m.consumer AS name, m.commit_lsn::text AS lsn, m.commit_idx AS idx, m.payload
+       FROM ${CONSUMER_CHANGES} m ORDER BY m.consumer, m.commit_lsn, m.commit_idx`,
   );
   const out = new Map<string, SeenMessage[]>();
   for (const r of rows) {

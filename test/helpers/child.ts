@@ -72,3 +72,22 @@ export function runFixture(file: string, env: Record<string, string | undefined>
     },
   };
 }
+
+/**
+ * `sluice <args>` as a child process, to its end (bounded: killed after 30 s).
+ * Not spawnSync: a gateway or app serving it may run in the test's own process.
+ */
+export function runCli(args: string[], env: Record<string, string | undefined>): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { env: { ...process.env, ...env } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    child.on('close', (status) => {
+      clearTimeout(timer);
+      resolve({ status, stdout, stderr });
+    });
+  });
+}

@@ -11,6 +11,7 @@ import type { ConsumerConfig, WebhookSettings } from '../../src/config/types.js'
 import { migrate } from '../../src/db/migrate.js';
 import { createPool, type Pool } from '../../src/db/pool.js';
 import { Dispatcher, type DispatcherDeps } from '../../src/push/dispatcher.js';
+import { ensureSource, insertLogRows, remainingFor, startAtEarliest } from './buffer.js';
 import { consumerConfig, insertConsumer, quietLog } from './capture.js';
 import { startTestPg, type TestPg } from './pg.js';
 
@@ -25,6 +26,9 @@ export interface Delivery {
   /** The messages in the body (a bare message counts as one). */
   messages: any[];
   receivedAt: number;
+  /** When the request began (its first bytes), and when it was answered (unset until then, and for a reset or hang). */
+  startedAt: number;
+  answeredAt?: number;
   /** What the script answered (0: no answer: reset or hang). */
   status: number;
 }
@@ -75,6 +79,7 @@ export async function startReceiver(script: Script = ok): Promise<Receiver> {
     },
   };
   const server = http.createServer((req, res) => {
+    const startedAt = Date.now();
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', async () => {
@@ -90,6 +95,7 @@ export async function startReceiver(script: Script = ok): Promise<Receiver> {
         raw,
         messages: parseMessages(raw),
         receivedAt: Date.now(),
+        startedAt,
         status: 0,
       };
       deliveries.push(d);
@@ -98,6 +104,7 @@ export async function startReceiver(script: Script = ok): Promise<Receiver> {
       if ('hang' in action) return;
       if (action.delayMs) await new Promise((s) => setTimeout(s, action.delayMs));
       d.status = action.status;
+      d.answeredAt = Date.now();
       res.writeHead(action.status, action.headers ?? {});
       if (action.trickleMs) {
         // Headers now, the body a byte at a time: a slow response body.
@@ -146,7 +153,12 @@ export async function insertWebhookConsumer(
   webhook: WebhookSettings,
   extra: Partial<ConsumerConfig> = {},
 ): Promise<string> {
-  return insertConsumer(pool, consumerConfig(name, 'src', ['public.orders'], { kind: 'webhook', pull: undefined, webhook, ...extra }));
+  // A stored source of its own unless told (see test/helpers/buffer.ts), read from its start.
+  const source = extra.source ?? `test-${name}`;
+  await ensureSource(pool, source);
+  const id = await insertConsumer(pool, consumerConfig(name, source, ['public.orders'], { kind: 'webhook', pull: undefined, webhook, ...extra }));
+  await startAtEarliest(pool, id);
+  return id;
 }
 
 /** A stored payload as capture writes it (metadata last, transaction_annotations last in it). */
@@ -187,20 +199,13 @@ export function messagesFor(groups: string[], count: number, firstLsn = 1000): F
   });
 }
 
-/** Inserts rows and notifies sluice_messages, as capture's writer does. */
+/** Inserts the changes into the consumer's source's log and notifies sluice_messages, as capture's writer does. */
 export async function insertMessages(pool: Pool, consumerId: string, msgs: FixtureMessage[]): Promise<void> {
-  await pool.query(
-    `INSERT INTO sluice.messages (consumer_id, commit_lsn, commit_idx, group_key, payload)
-     SELECT $1, l, i, g, p FROM unnest($2::bigint[], $3::int[], $4::text[], $5::text[]) AS t(l, i, g, p)`,
-    [
-      consumerId,
-      msgs.map((m) => m.lsn),
-      msgs.map((m) => m.idx),
-      msgs.map((m) => m.group),
-      msgs.map((m) => storedPayload(m.lsn, m.idx, m.group ?? 'none', m.seq)),
-    ],
+  await insertLogRows(
+    pool,
+    consumerId,
+    msgs.map((m) => ({ lsn: m.lsn, idx: m.idx, group: m.group, payload: storedPayload(m.lsn, m.idx, m.group ?? 'none', m.seq) })),
   );
-  await pool.query(`SELECT pg_notify('sluice_messages', $1)`, [consumerId]);
 }
 
 /** Per group, the seq numbers in the order the receiver accepted them. */
@@ -238,7 +243,7 @@ export interface PushEnv {
   /** Reloads the registry and starts a Dispatcher (stopped after each test). */
   run(opts?: Partial<DispatcherDeps>): Promise<Dispatcher>;
   receiver(script?: Script): Promise<Receiver>;
-  /** Rows of the consumer still in the buffer (any state). */
+  /** What the consumer still has to do (any state, or this one; see remainingFor). */
   remaining(consumerId: string, state?: number): Promise<number>;
   attempts(consumerId: string): Promise<any[]>;
 }
@@ -284,13 +289,7 @@ export function usePushEnv(dbName: string): PushEnv {
     receivers.push(r);
     return r;
   };
-  env.remaining = async (consumerId, state) => {
-    const { rows } = await env.pool.query<{ n: number }>(
-      'SELECT count(*)::int AS n FROM sluice.messages WHERE consumer_id = $1 AND ($2::int IS NULL OR state = $2)',
-      [consumerId, state ?? null],
-    );
-    return rows[0].n;
-  };
+  env.remaining = (consumerId, state) => remainingFor(env.pool, consumerId, state);
   env.attempts = async (consumerId) =>
     (await env.pool.query('SELECT * FROM sluice.webhook_attempts WHERE consumer_id = $1 ORDER BY id', [consumerId])).rows;
   return env;

@@ -2,12 +2,14 @@
 // `consumers:` list, validated by the config loader against the stored sources.
 import type { FastifyInstance, FastifySchemaCompiler } from 'fastify';
 import { getConsumer, listConsumers, setConsumerState, type ConsumerRow } from '../../api/consumers.js';
-import { listSources } from '../../api/sources.js';
+import { getSource, listSources } from '../../api/sources.js';
 import { consumerStats } from '../../buffer/dead-letters.js';
 import { toYamlConsumer, validateConsumer } from '../../config/load.js';
 import * as q from '../../config/queries.js';
 import type { ConsumerConfig } from '../../config/types.js';
-import type { Pool, PoolClient } from '../../db/pool.js';
+import { withTransaction, type Pool, type PoolClient } from '../../db/pool.js';
+import { parseLogPoint } from '../../log/points.js';
+import { currentWal, rewindConsumer, setStartPosition } from '../../log/positions.js';
 import { generateSecret } from '../../signing/secrets.js';
 import type { AppDeps } from '../deps.js';
 import { conflict, invalid, notAnObject, notFound } from '../errors.js';
@@ -18,6 +20,8 @@ import { changeConfig } from './config-tx.js';
 import { restoreHeaders, restoreSecrets } from './masking.js';
 import { isObject, mergePatch } from './merge-patch.js';
 import { presentConsumer } from './present.js';
+
+const REWIND_TO = 'must be "earliest", an RFC 3339 timestamp such as "2026-12-01T09:30:00Z", or an LSN such as "16/B374D848"';
 
 export async function existingConsumer(db: Pool | PoolClient, name: string, forUpdate = false): Promise<ConsumerRow> {
   const row = await getConsumer(db, name, forUpdate);
@@ -52,7 +56,12 @@ export async function consumerRoutes(parent: FastifyInstance, opts: { deps: AppD
     const row = await changeConfig(deps, async (db) => {
       const config = await validateAgainstSources(db, withSecret);
       if (await getConsumer(db, config.name)) throw conflict(`A consumer named "${config.name}" already exists.`);
-      await q.insertConsumer(db, config);
+      const id = await q.insertConsumer(db, config);
+      // Where it starts in the log, in the same transaction: it is never seen at another position.
+      const point = parseLogPoint(config.start ?? 'now')!;
+      const source = (await getSource(db, config.source))!.config;
+      const now = point.kind === 'now' ? await currentWal(source, String(pool.options.connectionString)) : null;
+      await setStartPosition(db, { id, source: config.source }, point, now);
       return existingConsumer(db, config.name);
     });
     return reply.status(201).send(presentConsumer(row, generated));
@@ -67,6 +76,10 @@ export async function consumerRoutes(parent: FastifyInstance, opts: { deps: AppD
       const current = await existingConsumer(db, name, true);
       if (patch.kind !== undefined && patch.kind !== current.config.kind) {
         throw invalid({ kind: ['cannot be changed; create a new consumer of the other kind'] });
+      }
+      // Sent back as read (GET → edit → PATCH) is fine; another value would do nothing.
+      if (patch.start !== undefined && patch.start !== (current.config.start ?? null)) {
+        throw invalid({ start: [`applies only when a consumer is created; to deliver retained changes again, POST /api/consumers/${name}/rewind`] });
       }
       const merged = mergePatch(toYamlConsumer(current.config), patch) as Record<string, unknown>;
       const stored = current.config.webhook;
@@ -98,6 +111,17 @@ export async function consumerRoutes(parent: FastifyInstance, opts: { deps: AppD
       await q.deleteConsumer(db, name);
     });
     return reply.status(204).send(null);
+  });
+
+  app.post('/consumers/:name/rewind', { schema: consumerSchemas.rewind }, async (request) => {
+    const { name } = request.params;
+    const point = parseLogPoint(request.body.to);
+    if (!point || point.kind === 'now') throw invalid({ to: [REWIND_TO] });
+    return withTransaction(pool, async (db) => {
+      // FOR UPDATE: not deleted or moved to another source meanwhile.
+      const consumer = await existingConsumer(db, name, true);
+      return rewindConsumer(db, { id: consumer.id, source: consumer.config.source, tables: consumer.config.tables }, point);
+    });
   });
 
   app.get('/consumers/:name/stats', { schema: consumerSchemas.stats }, async (request) => {

@@ -18,6 +18,7 @@ import { changeConfig } from './config-tx.js';
 import { restoreUrl, scrubPassword } from './masking.js';
 import { isObject, mergePatch } from './merge-patch.js';
 import { presentSource } from './present.js';
+import { logStatus } from '../../log/status.js';
 
 export async function sourceRoutes(parent: FastifyInstance, opts: { deps: AppDeps; compiler: FastifySchemaCompiler<unknown> }) {
   const app = parent.withTypeProvider<SchemaTypes>();
@@ -50,9 +51,12 @@ export async function sourceRoutes(parent: FastifyInstance, opts: { deps: AppDep
     }
   }
 
-  app.get('/sources', { schema: sourceSchemas.list }, async () => ({ data: (await listSources(pool)).map(present) }));
+  /** As stored, with capture status and the retained log: what reads show. */
+  const presentWithLog = async (row: SourceRow) => ({ ...present(row), log: await logStatus(pool, row.name) });
 
-  app.get('/sources/:name', { schema: sourceSchemas.get }, async (request) => present(await existing(pool, request.params.name)));
+  app.get('/sources', { schema: sourceSchemas.list }, async () => ({ data: await Promise.all((await listSources(pool)).map(presentWithLog)) }));
+
+  app.get('/sources/:name', { schema: sourceSchemas.get }, async (request) => presentWithLog(await existing(pool, request.params.name)));
 
   app.post('/sources', { schema: sourceSchemas.create, ...bodyByLoader }, async (request, reply) => {
     if (!isObject(request.body)) throw notAnObject();

@@ -61,7 +61,45 @@ const sourceStatus = {
   },
 };
 
-export const sourceResponse = resource(sourceSchema, { status: sourceStatus }, []);
+const nullableTimestamp = { type: ['string', 'null'], format: 'date-time' };
+
+const sourceLog = {
+  type: 'object',
+  additionalProperties: false,
+  description: 'The retained change log of the source (in reads: GET of one source and the list).',
+  required: ['partitions', 'retained_changes', 'retained_bytes', 'oldest_commit_at', 'dropped_before_lsn', 'held_back'],
+  properties: {
+    partitions: { type: 'integer', description: 'Log partitions: retention drops whole ones, oldest first.' },
+    retained_changes: { type: 'integer', description: 'Exact for sealed partitions, estimated for the one being written.' },
+    retained_bytes: { type: 'integer', description: 'Heap, indexes and TOAST of the partitions.' },
+    oldest_commit_at: nullableTimestamp,
+    dropped_before_lsn: { type: ['string', 'null'], description: 'Every change below this LSN was dropped by retention.' },
+    held_back: {
+      type: ['object', 'null'],
+      additionalProperties: false,
+      description: 'Changes retention would drop (older than max_age, or beyond max_size) but cannot, and who holds them.',
+      properties: {
+        changes: { type: 'integer' },
+        bytes: { type: 'integer' },
+        oldest_commit_at: nullableTimestamp,
+        oldest_age_ms: { type: ['integer', 'null'] },
+        consumers: {
+          type: 'array',
+          description: 'Consumers that still need them (position or unacked messages), furthest behind first.',
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            properties: { name: { type: 'string' }, state: { type: 'string' } },
+          },
+        },
+        capture: { type: 'boolean', description: 'Capture has not confirmed past them yet.' },
+        warning: { type: ['string', 'null'], description: 'Past the threshold: who holds the log and the fix (also logged).' },
+      },
+    },
+  },
+};
+
+export const sourceResponse = resource(sourceSchema, { status: sourceStatus, log: sourceLog }, []);
 export const consumerResponse = resource(
   consumerSchema,
   {
@@ -132,6 +170,20 @@ const stateBody = {
   properties: { reason: { type: 'string', maxLength: 500 } },
 } as const;
 
+const rewindBody = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['to'],
+  properties: {
+    to: {
+      type: 'string',
+      maxLength: 100,
+      description:
+        '"earliest" (the oldest retained change), an RFC 3339 timestamp (from the first change committed at or after it), or an LSN such as "16/B374D848" (changes committed at or after it)',
+    },
+  },
+} as const;
+
 export const consumerSchemas = {
   list: { summary: 'List consumers', tags: ['consumers'], response: { 200: list(consumerResponse), ...errorResponses } },
   get: { summary: 'Get a consumer', tags: ['consumers'], params: nameParams, response: { 200: consumerResponse, ...errorResponses } },
@@ -157,6 +209,36 @@ export const consumerSchemas = {
   },
   resume: { summary: 'Resume delivery', tags: ['consumers'], params: nameParams, response: { 200: consumerResponse, ...errorResponses } },
   delete: { summary: 'Delete a consumer and its buffered messages', tags: ['consumers'], params: nameParams, response: deleted },
+  rewind: {
+    summary: 'Deliver again every retained change of the consumer\'s tables from a point on, in order per group',
+    description:
+      'The consumer goes back to `to` (never forward). Changes in flight are delivered again once their delivery ends; ' +
+      'dead letters from the point on are pending again. The idempotency key of a change stays its own.',
+    tags: ['consumers'],
+    params: nameParams,
+    body: rewindBody,
+    response: {
+      200: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['redelivering', 'from'],
+        properties: {
+          redelivering: { type: 'integer', description: 'Retained changes of the consumer\'s tables from the point on: what will be delivered again.' },
+          from: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['commit_lsn', 'committed_at'],
+            description: 'The first change delivered again; both null when there is none.',
+            properties: {
+              commit_lsn: { type: ['string', 'null'], description: 'As Postgres prints an LSN, e.g. "16/B374D848".' },
+              committed_at: { type: ['string', 'null'], format: 'date-time' },
+            },
+          },
+        },
+      },
+      ...errorResponses,
+    },
+  },
   stats: {
     summary: 'Message counts of a consumer',
     tags: ['consumers'],
