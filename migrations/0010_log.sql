@@ -744,6 +744,12 @@ BEGIN
                               greatest(v_want - v_rows, CASE WHEN v_pass = 2 THEN (p_batches - v_batches) * p_batch_size ELSE 0 END));
   EXIT WHEN v_pass = 2 AND NOT FOUND;
   IF true THEN
+    -- Each pass reads the groups out afresh (a batch acked since the last
+    -- pass frees its group), so the walk starts over from the oldest row:
+    -- keeping the last pass's position would skip a freed group's rows
+    -- before it and batch that group's later rows first (rule 3).
+    v_after_lsn := -9223372036854775808;
+    v_after_idx := -2147483648;
     SELECT coalesce(array_agg(o.g) FILTER (WHERE o.g IS NOT NULL), '{}'),
            coalesce(array_agg(o.l) FILTER (WHERE o.g IS NULL), '{}'),
            coalesce(array_agg(o.i) FILTER (WHERE o.g IS NULL), '{}')

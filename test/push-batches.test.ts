@@ -735,8 +735,7 @@ describe('an ack racing a rewind', () => {
   // deletes the rows (they are replay now) nor clears their mark. Before the
   // follow-up in ackBatches they stayed marked with their batch gone, and
   // their groups never went out again (found by test/rewind-crash.test.ts).
-  // Skipped with test/rewind-crash.test.ts (see there): an open bug.
-  it.skip('leaves the batch\'s rows waiting to be sent again, not marked replay with no batch', async () => {
+  it('leaves the batch\'s rows waiting to be sent again, not marked replay with no batch', async () => {
     const id = await webhook('ack-race');
     await insertMessages(pool, id, rows(1000, ['a', 'a', 'b']));
     const [batch] = (await claimBatches(pool, claimOpts(id))).batches;

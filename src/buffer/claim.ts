@@ -61,25 +61,15 @@ const CLAIM = `SELECT commit_lsn, commit_idx, delivery_token, deliver_count, gro
 // Ack needs no lock: it only takes messages out of flight, which can't break
 // max_ack_pending or group order. A concurrent claim that re-stamps the row
 // first makes the token comparison fail, as it should. The change stays in
-// the log; only the consumer's row goes. A row a rewind marked for replay
-// (migrations/0010_log.sql) waits again instead, as never delivered.
-const ACK = `WITH keys AS (
-    SELECT * FROM unnest($2::bigint[], $3::int[], $4::int[]) AS a(lsn, idx, token)
-  ), gone AS (
-    DELETE FROM sluice.messages m USING keys a
-    WHERE m.consumer_id = $1 AND m.commit_lsn = a.lsn AND m.commit_idx = a.idx
-      AND m.delivery_token = a.token AND m.state = 0 AND NOT m.replay
-    RETURNING 1
-  ), replayed AS (
-    UPDATE sluice.messages m SET delivery_token = NULL, visible_at = '-infinity', deliver_count = 0, replay = false
-    FROM keys a
-    WHERE m.consumer_id = $1 AND m.commit_lsn = a.lsn AND m.commit_idx = a.idx
-      AND m.delivery_token = a.token AND m.state = 0 AND m.replay
-    RETURNING 1
-  ), woken AS (
-    SELECT pg_notify('sluice_messages', $1::text) WHERE EXISTS (SELECT 1 FROM replayed)
-  )
-  SELECT ((SELECT count(*) FROM gone) + (SELECT count(*) FROM replayed))::int AS n, (SELECT count(*) FROM woken) AS w`;
+// the log; only the consumer's row goes.
+const ACK = `DELETE FROM sluice.messages m
+  USING unnest($2::bigint[], $3::int[], $4::int[]) AS a(lsn, idx, token)
+  WHERE m.consumer_id = $1 AND m.commit_lsn = a.lsn AND m.commit_idx = a.idx
+    AND m.delivery_token = a.token AND m.state = 0 AND NOT m.replay`;
+// Rows the ack did not delete may be marked replay: their delivery ended, and
+// sluice.end_replays (migrations/0010_log.sql) decides, under the claim lock,
+// whether they are taken in again from the log or wait at their place.
+const END_REPLAYS = `SELECT sluice.end_replays($1, $2::bigint[], $3::int[], $4::int[]) AS n`;
 
 // Under the claim lock (see migrations/0002_pull.sql); wakes long-pollers everywhere.
 const NACK = `SELECT sluice.nack_messages($1, $2::bigint[], $3::int[], $4::int[]) AS n`;
@@ -126,8 +116,12 @@ export interface AckOutcome {
 export async function ack(pool: Pool, consumerId: string, ackIds: readonly string[]): Promise<AckOutcome> {
   const k = ackKeyArrays(ackIds);
   if (k.lsns.length === 0) return { applied: 0, ignored: ackIds.length };
-  const res = await pool.query<{ n: number }>({ name: 'sluice_ack', text: ACK, values: [consumerId, k.lsns, k.idxs, k.tokens] });
-  const applied = res.rows[0].n;
+  const res = await pool.query({ name: 'sluice_ack', text: ACK, values: [consumerId, k.lsns, k.idxs, k.tokens] });
+  let applied = res.rowCount ?? 0;
+  if (applied < k.lsns.length) {
+    const { rows } = await pool.query<{ n: number }>(END_REPLAYS, [consumerId, k.lsns, k.idxs, k.tokens]);
+    applied += rows[0].n;
+  }
   return { applied, ignored: ackIds.length - applied };
 }
 

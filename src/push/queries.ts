@@ -96,13 +96,6 @@ const ACK_MANY = `WITH batches AS (
     WHERE m.consumer_id = $1 AND m.commit_lsn = k.lsn AND m.commit_idx = k.idx AND m.state = 0 AND NOT m.replay
       AND k.batch IN (SELECT batch_id FROM batches)
     RETURNING 1
-  ), replayed AS (
-    -- A rewind landed while the batch was out: these wait to be sent again.
-    UPDATE sluice.messages m SET replay = false
-    FROM unnest($2::bigint[], $3::int[], $4::uuid[]) AS k(lsn, idx, batch)
-    WHERE m.consumer_id = $1 AND m.commit_lsn = k.lsn AND m.commit_idx = k.idx AND m.state = 0 AND m.replay
-      AND k.batch IN (SELECT batch_id FROM batches)
-    RETURNING 1
   ), logged AS (
     INSERT INTO sluice.webhook_attempts
       (consumer_id, batch_id, attempt, started_at, duration_ms, status, outcome, response_excerpt, message_count, instance_id)
@@ -116,8 +109,15 @@ const ACK_MANY = `WITH batches AS (
   )
   -- An ack lost to a server crash is a redelivery (same webhook-id), which
   -- at-least-once allows: the commit need not wait for the WAL flush.
-  SELECT ((SELECT count(*) FROM acked) + (SELECT count(*) FROM replayed))::int AS n,
+  SELECT (SELECT count(*) FROM acked)::int AS n,
     set_config('synchronous_commit', 'off', true) AS async_commit`;
+
+// Rows of the batches the ack did not delete are marked replay (a rewind
+// landed while the batch was out, possibly while this ack ran): their
+// delivery ended with the batch, and sluice.end_replays (migrations/
+// 0010_log.sql) decides, under the claim lock and with a fresh snapshot,
+// whether each is taken in again from the log or waits at its place.
+const END_REPLAYS = `SELECT sluice.end_replays($1, $2::bigint[], $3::int[], NULL) AS n`;
 
 /** Deletes the batches' rows and logs their attempts; returns how many rows went. */
 export async function ackBatches(pool: Pool, consumerId: string, instanceId: string, done: readonly Delivered[]): Promise<number> {
@@ -145,6 +145,10 @@ export async function ackBatches(pool: Pool, consumerId: string, instanceId: str
     done.map((d) => d.batch.lsns.length),
     instanceId,
   ] });
+  if (rows[0].n < lsns.length) {
+    const { rows: r } = await pool.query<{ n: number }>(END_REPLAYS, [consumerId, lsns, idxs]);
+    return rows[0].n + r[0].n;
+  }
   return rows[0].n;
 }
 
@@ -179,13 +183,12 @@ const FAIL = `WITH gone AS (
   ), dead AS (
     -- Dead letters are messages in state 1; a later retry through the API
     -- makes them new deliveries (a new batch, a new webhook-id).
-    -- (Rows a rewind marked for replay wait to be sent again instead.)
+    -- (Rows a rewind marked for replay are left to sluice.end_replays, after.)
     UPDATE sluice.messages m
-    SET state = CASE WHEN m.replay THEN 0 ELSE 1 END, replay = false,
-        deliver_count = CASE WHEN m.replay THEN 0 ELSE g.attempt END,
-        last_delivered_at = g.last_attempt_at, last_error = CASE WHEN m.replay THEN NULL ELSE $8 END
+    SET state = 1, deliver_count = g.attempt, last_delivered_at = g.last_attempt_at, last_error = $8
     FROM gone g, unnest($2::bigint[], $3::int[]) AS k(lsn, idx)
     WHERE $6::text = 'dead_letter' AND m.consumer_id = $1 AND m.commit_lsn = k.lsn AND m.commit_idx = k.idx AND m.state = 0
+      AND NOT m.replay
     RETURNING 1
   ), logged AS (
     INSERT INTO sluice.webhook_attempts
@@ -258,6 +261,9 @@ export async function recordFailure(
     batch.groups,
     f.sameAttempt ?? false,
   ]);
+  // A rewind may have marked rows of this batch: dead-lettered (no batch
+  // names them now), their delivery ended; retried, they are still in a part.
+  if (f.outcome === 'dead_letter') await pool.query(END_REPLAYS, [consumerId, batch.lsns, batch.idxs]);
   return rows[0];
 }
 

@@ -175,25 +175,26 @@ const AHEAD = `SELECT count(*)::int AS n
   JOIN sluice.log l ON l.source_no = r.source_no AND (l.commit_lsn, l.commit_idx) > (p.commit_lsn, p.commit_idx)
    AND (l.schema_name || '.' || l.table_name) = ANY (r.tables)`;
 
+// One statement (one snapshot) each: counted apart, a claim taking rows in
+// between would move them from "ahead" to sluice.messages unseen by both.
 /** What the consumer still has to do: its rows (any state, or this one), plus changes not yet taken in (pending). */
 export async function remainingFor(pool: Pool, consumerId: string, state?: number): Promise<number> {
   const { rows } = await pool.query<{ n: number }>(
-    'SELECT count(*)::int AS n FROM sluice.messages WHERE consumer_id = $1 AND ($2::int IS NULL OR state = $2)',
+    `SELECT (SELECT count(*)::int FROM sluice.messages WHERE consumer_id = $1 AND ($2::int IS NULL OR state = $2))
+      + CASE WHEN $2::int IS NULL OR $2::int = 0 THEN (${AHEAD}) ELSE 0 END AS n`,
     [consumerId, state ?? null],
   );
-  const ahead = state === undefined || state === 0 ? (await pool.query<{ n: number }>(AHEAD, [consumerId])).rows[0].n : 0;
-  return rows[0].n + ahead;
+  return rows[0].n;
 }
 
 export async function countMessages(pool: Pool, consumerId: string): Promise<{ total: number; dead: number; inFlight: number }> {
   const { rows } = await pool.query(
-    `SELECT count(*)::int AS total, count(*) FILTER (WHERE state = 1)::int AS dead,
+    `SELECT count(*)::int + (${AHEAD}) AS total, count(*) FILTER (WHERE state = 1)::int AS dead,
        count(*) FILTER (WHERE delivery_token IS NOT NULL AND visible_at > clock_timestamp())::int AS in_flight
      FROM sluice.messages WHERE consumer_id = $1`,
     [consumerId],
   );
-  const ahead = (await pool.query<{ n: number }>(AHEAD, [consumerId])).rows[0].n;
-  return { total: rows[0].total + ahead, dead: rows[0].dead, inFlight: rows[0].in_flight };
+  return { total: rows[0].total, dead: rows[0].dead, inFlight: rows[0].in_flight };
 }
 
 /** The table's content for a consumer, to assert "nothing changed". */
