@@ -3,7 +3,9 @@
 // statements inside the plpgsql claims included) and prints the top statements
 // by total time. A profiling aid, not part of `npm run bench`.
 //   npx tsx bench/sql-profile.ts pull|push-100|push-1 [messages]
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+// PROFILE_EXPLAIN=<ms> also logs the plans of statements slower than that
+// (auto_explain, nested ones included) to sluice-plans.log in the temp folder.
+import { appendFileSync, chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { startEmbedded } from '../src/db/embedded.js';
@@ -15,10 +17,17 @@ const which = process.argv[2] ?? 'pull';
 const messages = Number(process.argv[3] ?? 200_000);
 const dir = mkdtempSync(path.join(os.tmpdir(), 'sluice-prof-'));
 chmodSync(dir, 0o755);
+const explainMs = process.env.PROFILE_EXPLAIN;
+const plans = path.join(os.tmpdir(), 'sluice-plans.log');
 const pg = await startEmbedded({
   dataDir: path.join(dir, 'pg'),
   persistent: false,
-  extraFlags: ['-c', 'shared_preload_libraries=pg_stat_statements', '-c', 'pg_stat_statements.track=all', '-c', 'pg_stat_statements.track_planning=on'],
+  extraFlags: [
+    '-c', `shared_preload_libraries=pg_stat_statements${explainMs ? ',auto_explain' : ''}`,
+    '-c', 'pg_stat_statements.track=all', '-c', 'pg_stat_statements.track_planning=on',
+    ...(explainMs ? ['-c', `auto_explain.log_min_duration=${explainMs}`, '-c', 'auto_explain.log_nested_statements=on', '-c', 'auto_explain.log_analyze=on'] : []),
+  ],
+  onLog: explainMs ? (line) => appendFileSync(plans, `${line}\n`) : undefined,
 });
 const pool = createPool(pg.url, { max: 2 });
 try {

@@ -121,6 +121,21 @@ describe('claim', () => {
     expect(lsnsOf((await claim(pool, opts)).messages)).toEqual([3]);
   });
 
+  // A claim with room hands out rows as it takes them in from the log
+  // (sluice.admit stamps them in the INSERT): a row whose group is out must
+  // be taken in waiting, not handed out.
+  it('takes a later change of a group that is out in waiting, and hands it out after the ack', async () => {
+    const { consumerId, opts } = await consumer();
+    await insertMessages(pool, consumerId, [{ lsn: 1, group: 'a' }]);
+    const c1 = await claim(pool, opts);
+    expect(lsnsOf(c1.messages)).toEqual([1]);
+    await insertMessages(pool, consumerId, [{ lsn: 2, group: 'a' }, { lsn: 3, group: 'b' }, { lsn: 4, group: 'b' }]);
+    expect(lsnsOf((await claim(pool, opts)).messages)).toEqual([3]);
+    expect((await countMessages(pool, consumerId)).inFlight).toBe(2);
+    await ack(pool, consumerId, [c1.messages[0].ackId]);
+    expect(lsnsOf((await claim(pool, opts)).messages)).toEqual([2]);
+  });
+
   it('with grouping off (NULL group keys) hands out everything at once', async () => {
     const { consumerId, opts } = await consumer();
     await insertMessages(pool, consumerId, [1, 2, 3, 4].map((lsn) => ({ lsn, group: null })));
