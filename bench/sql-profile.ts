@@ -2,7 +2,8 @@
 // benchmark against an embedded Postgres with pg_stat_statements (nested
 // statements inside the plpgsql claims included) and prints the top statements
 // by total time. A profiling aid, not part of `npm run bench`.
-//   npx tsx bench/sql-profile.ts pull|push-100|push-1 [messages]
+//   npx tsx bench/sql-profile.ts pull|push-100|push-1|push-1001 [messages]
+// (push-1001: batch 100 over 1,001 groups)
 // PROFILE_EXPLAIN=<ms> also logs the plans of statements slower than that
 // (auto_explain, nested ones included) to sluice-plans.log in the temp folder.
 import { appendFileSync, chmodSync, mkdtempSync, rmSync } from 'node:fs';
@@ -37,7 +38,7 @@ try {
     await runPullBench({ databaseUrl: pg.url, messages, log: (l) => { console.log(l); if (l.startsWith('setup:')) void reset(); } });
   } else {
     const batchSize = which === 'push-1' ? 1 : 100;
-    const r = await runPushBench({ url: pg.url, messages, groups: 10_000, batchSize, maxInFlight: batchSize === 1 ? 128 : 8, vacuumJob: true });
+    const r = await runPushBench({ url: pg.url, messages, groups: which === 'push-1001' ? 1001 : 10_000, batchSize, maxInFlight: batchSize === 1 ? 128 : 8, vacuumJob: true });
     console.log(`${r.perSecond}/s`, r.cpuMsPer1k);
   }
   const { rows } = await pool.query(

@@ -290,25 +290,11 @@ CREATE INDEX messages_replay_idx ON sluice.messages (consumer_id, group_key) WHE
 COMMENT ON COLUMN sluice.messages.created_at IS 'commit time of the change (age of pending work)';
 
 -- Walks the log from a consumer's position: up to p_limit rows; the ones of
--- its tables become its messages; the position moves past every row walked.
--- Caller holds the consumer's lock. Returns the admitted rows' keys and
--- groups, in commit order.
---
--- A pull claim also passes p_stamp (room left in its receive): the first
--- p_stamp admitted rows that head their group are inserted already handed
--- out (token, deliver_count 1, visibility) and returned with their payload,
--- read in the same walk. A change taken in by a receive with room is thus
--- written once into this table and deleted on ack, not inserted then
--- updated, and its payload is not looked up again. A row heads its group
--- when it is the first of the group in the walk and no earlier row of the
--- group waits, is out, or (p_dead_blocks_group) is dead, and no row of the
--- group is marked replay; every row already here is earlier than the walk
--- (a rewind's rows that are still here are skipped by ON CONFLICT, and a
--- later row of their group is then not first in the walk).
-CREATE FUNCTION sluice.admit(p_consumer uuid, p_source integer, p_tables text[], p_group_by jsonb, p_limit integer,
-  p_stamp integer DEFAULT 0, p_now timestamptz DEFAULT NULL, p_visibility_ms integer DEFAULT NULL,
-  p_dead_blocks_group boolean DEFAULT false)
-RETURNS TABLE (commit_lsn bigint, commit_idx integer, group_key text, delivery_token integer, payload text)
+-- its tables become its messages (waiting, never delivered); the position
+-- moves past every row walked. Caller holds the consumer's lock. Returns the
+-- admitted rows' keys and groups, in commit order.
+CREATE FUNCTION sluice.admit(p_consumer uuid, p_source integer, p_tables text[], p_group_by jsonb, p_limit integer)
+RETURNS TABLE (commit_lsn bigint, commit_idx integer, group_key text)
 LANGUAGE plpgsql VOLATILE
 SET enable_seqscan = off
 SET enable_bitmapscan = off
@@ -333,56 +319,24 @@ BEGIN
     RETURN;
   END IF;
   RETURN QUERY
-  WITH walked AS MATERIALIZED (
-    SELECT l.commit_lsn, l.commit_idx, l.committed_at, l.payload,
-      CASE WHEN p_group_by IS NULL THEN l.group_key
-           WHEN jsonb_typeof(p_group_by) <> 'object' THEN NULL
-           WHEN p_group_by ? (l.schema_name || '.' || l.table_name) THEN
-             sluice.custom_group_key(l.schema_name || '.' || l.table_name, l.payload,
-                                     p_group_by -> (l.schema_name || '.' || l.table_name), l.group_key)
-           ELSE l.group_key END AS group_key
-    FROM sluice.log l
-    WHERE l.source_no = p_source
-      AND (l.commit_lsn, l.commit_idx) > (v_lsn, v_idx) AND (l.commit_lsn, l.commit_idx) <= (v_last_lsn, v_last_idx)
-      AND (p_tables IS NULL OR (l.schema_name || '.' || l.table_name) = ANY (p_tables))
-  ), heads AS MATERIALIZED (
-    SELECT w.commit_lsn, w.commit_idx FROM (
-      SELECT w.commit_lsn, w.commit_idx, w.group_key,
-             row_number() OVER (PARTITION BY w.group_key ORDER BY w.commit_lsn, w.commit_idx) AS nth
-      FROM walked w) w
-    WHERE p_stamp > 0
-      AND (w.group_key IS NULL OR (w.nth = 1
-        AND NOT EXISTS (SELECT 1 FROM sluice.messages e
-                        WHERE e.consumer_id = p_consumer AND e.group_key = w.group_key
-                          AND (e.state = 0 OR (p_dead_blocks_group AND e.state = 1)))
-        AND NOT EXISTS (SELECT 1 FROM sluice.messages r
-                        WHERE r.consumer_id = p_consumer AND r.replay AND r.group_key = w.group_key)))
-    ORDER BY w.commit_lsn, w.commit_idx
-    LIMIT greatest(p_stamp, 0)
-  ), stamped AS MATERIALIZED (
-    SELECT w.*, (h.commit_lsn IS NOT NULL) AS out,
-           CASE WHEN h.commit_lsn IS NOT NULL THEN (floor(random() * 4294967296) - 2147483648)::integer END AS token
-    FROM walked w LEFT JOIN heads h ON h.commit_lsn = w.commit_lsn AND h.commit_idx = w.commit_idx
-  ), ins AS (
-    INSERT INTO sluice.messages AS m
-      (consumer_id, commit_lsn, commit_idx, group_key, created_at,
-       delivery_token, deliver_count, visible_at, last_delivered_at)
-    SELECT p_consumer, s.commit_lsn, s.commit_idx, s.group_key, s.committed_at,
-      s.token,
-      CASE WHEN s.out THEN 1 ELSE 0 END,
-      CASE WHEN s.out THEN p_now + p_visibility_ms * interval '1 millisecond' ELSE '-infinity' END,
-      CASE WHEN s.out THEN p_now END
-    FROM stamped s
-    ORDER BY s.commit_lsn, s.commit_idx
-    -- Only after a rewind: the row is still here (in flight, in a batch, waiting
-    -- or dead), and is delivered again through it.
-    ON CONFLICT DO NOTHING
-    RETURNING m.commit_lsn, m.commit_idx, m.group_key, m.delivery_token
-  )
-  SELECT i.commit_lsn, i.commit_idx, i.group_key, i.delivery_token,
-         CASE WHEN i.delivery_token IS NOT NULL THEN s.payload END
-  FROM ins i JOIN stamped s ON s.commit_lsn = i.commit_lsn AND s.commit_idx = i.commit_idx
-  ORDER BY i.commit_lsn, i.commit_idx;
+  INSERT INTO sluice.messages AS m (consumer_id, commit_lsn, commit_idx, group_key, created_at)
+  SELECT p_consumer, l.commit_lsn, l.commit_idx,
+    CASE WHEN p_group_by IS NULL THEN l.group_key
+         WHEN jsonb_typeof(p_group_by) <> 'object' THEN NULL
+         WHEN p_group_by ? (l.schema_name || '.' || l.table_name) THEN
+           sluice.custom_group_key(l.schema_name || '.' || l.table_name, l.payload,
+                                   p_group_by -> (l.schema_name || '.' || l.table_name), l.group_key)
+         ELSE l.group_key END,
+    l.committed_at
+  FROM sluice.log l
+  WHERE l.source_no = p_source
+    AND (l.commit_lsn, l.commit_idx) > (v_lsn, v_idx) AND (l.commit_lsn, l.commit_idx) <= (v_last_lsn, v_last_idx)
+    AND (p_tables IS NULL OR (l.schema_name || '.' || l.table_name) = ANY (p_tables))
+  ORDER BY l.commit_lsn, l.commit_idx
+  -- Only after a rewind: the row is still here (in flight, in a batch, waiting
+  -- or dead), and is delivered again through it.
+  ON CONFLICT DO NOTHING
+  RETURNING m.commit_lsn, m.commit_idx, m.group_key;
   UPDATE sluice.consumer_positions p SET commit_lsn = v_last_lsn, commit_idx = v_last_idx, updated_at = now()
   WHERE p.consumer_id = p_consumer;
 END $$;
@@ -472,8 +426,6 @@ DECLARE
   v_undelivered_left boolean := false;
   v_claimed integer := 0;
   v_n integer;
-  v_pass integer;
-  v_row record;
 BEGIN
   PERFORM pg_advisory_xact_lock(736001, hashtext(p_consumer::text));
   PERFORM set_config('synchronous_commit', 'off', true);
@@ -621,58 +573,53 @@ BEGIN
       END IF;
     END IF;
 
-    -- 3. Admission: still room, so take in rows from the log; those that head
-    -- their group are handed out as they are inserted (sluice.admit). First
-    -- as many as the room left. When that leaves room (the walk's rows are of
-    -- groups out or waiting), it looks ahead: the never-delivered rows are
-    -- topped up to c_ahead, so that a group holding up a long run of rows
-    -- does not hide the heads of other groups behind it from the sweep (the
-    -- old buffer had every captured row in this table). Past that, a claim
-    -- takes in only what it has room for, so a claim stays cheap however long
-    -- a blocked backlog is.
-    FOR v_pass IN 1..2 LOOP
-      EXIT WHEN v_claimed >= v_room;
-      IF v_pass = 1 THEN
-        v_n := v_room - v_claimed;
-      ELSE
-        -- Nothing left in the log past the position: no look-ahead to take.
-        EXIT WHEN NOT EXISTS (
-          SELECT 1 FROM sluice.log l, sluice.consumer_positions p
-          WHERE p.consumer_id = p_consumer AND l.source_no = v_route.source_no
-            AND (l.commit_lsn, l.commit_idx) > (p.commit_lsn, p.commit_idx));
-        SELECT count(*) INTO v_n FROM (
-          SELECT 1 FROM sluice.messages m
-          WHERE m.consumer_id = p_consumer AND m.state = 0 AND m.delivery_token IS NULL AND m.batch_id IS NULL
-          LIMIT c_ahead) x;
-        v_n := c_ahead - v_n;
-        EXIT WHEN v_n <= 0;
-      END IF;
-      FOR v_row IN
-        SELECT a.commit_lsn, a.commit_idx, a.group_key, a.delivery_token, a.payload
-        FROM sluice.admit(p_consumer, v_route.source_no, v_route.tables, v_route.group_by, v_n,
-                          v_room - v_claimed, v_now, p_visibility_ms, p_dead_blocks_group) a
-      LOOP
-        IF v_row.delivery_token IS NULL THEN
-          -- A row admitted and left waiting is a never-delivered row: the
-          -- cursor must not start after it (after a rewind it may lie below
-          -- rows already here).
-          IF v_next_lsn IS NULL OR (v_row.commit_lsn, v_row.commit_idx) < (v_next_lsn, v_next_idx) THEN
-            v_next_lsn := v_row.commit_lsn;
-            v_next_idx := v_row.commit_idx;
-          END IF;
-        ELSE
-          commit_lsn := v_row.commit_lsn;
-          commit_idx := v_row.commit_idx;
-          delivery_token := v_row.delivery_token;
-          deliver_count := 1;
-          group_key := v_row.group_key;
-          payload := v_row.payload;
-          retry_at := NULL;
-          RETURN NEXT;
-          v_claimed := v_claimed + 1;
+    -- 3. Admission: still room, so take in more rows from the log and claim
+    -- the ones that head their group (every row already here is earlier, so
+    -- one probe per row decides). It looks ahead: the never-delivered rows
+    -- are topped up to c_ahead, so that a group holding up a long run of
+    -- rows does not hide the heads of other groups behind it from the sweep
+    -- (the old buffer had every captured row in this table). Past that, a
+    -- claim takes in only what it has room for, so a claim stays cheap
+    -- however long a blocked backlog is.
+    IF v_claimed < v_room THEN
+      SELECT count(*) INTO v_n FROM (
+        SELECT 1 FROM sluice.messages m
+        WHERE m.consumer_id = p_consumer AND m.state = 0 AND m.delivery_token IS NULL AND m.batch_id IS NULL
+        LIMIT c_ahead) x;
+      SELECT coalesce(array_agg(a.commit_lsn ORDER BY a.commit_lsn, a.commit_idx), '{}'),
+             coalesce(array_agg(a.commit_idx ORDER BY a.commit_lsn, a.commit_idx), '{}'),
+             coalesce(array_agg(a.group_key ORDER BY a.commit_lsn, a.commit_idx), '{}')
+      INTO v_lsns, v_idxs, v_groups
+      FROM sluice.admit(p_consumer, v_route.source_no, v_route.tables, v_route.group_by,
+                        greatest(v_room - v_claimed, c_ahead - v_n)) a;
+      IF cardinality(v_lsns) > 0 THEN
+        -- Rows admitted and left waiting are never-delivered rows: the cursor
+        -- must not start after them (after a rewind they may lie below rows
+        -- already here).
+        IF v_next_lsn IS NULL OR (v_lsns[1], v_idxs[1]) < (v_next_lsn, v_next_idx) THEN
+          v_next_lsn := v_lsns[1];
+          v_next_idx := v_idxs[1];
         END IF;
-      END LOOP;
-    END LOOP;
+        SELECT coalesce(array_agg(a.lsn ORDER BY a.ord), '{}'), coalesce(array_agg(a.idx ORDER BY a.ord), '{}')
+        INTO v_lsns, v_idxs
+        FROM (
+          SELECT a.lsn, a.idx, a.ord FROM unnest(v_lsns, v_idxs, v_groups) WITH ORDINALITY AS a(lsn, idx, grp, ord)
+          WHERE a.grp IS NULL OR ((
+            SELECT e.state FROM sluice.messages e
+            WHERE e.consumer_id = p_consumer AND e.group_key = a.grp
+              AND (e.commit_lsn, e.commit_idx) < (a.lsn, a.idx)
+              AND (e.state = 0 OR (p_dead_blocks_group AND e.state = 1))
+            ORDER BY e.commit_lsn DESC, e.commit_idx DESC LIMIT 1) IS NULL
+            AND NOT EXISTS (SELECT 1 FROM sluice.messages r
+                            WHERE r.consumer_id = p_consumer AND r.replay AND r.group_key = a.grp))
+          ORDER BY a.ord LIMIT v_room - v_claimed) a;
+        IF cardinality(v_lsns) > 0 THEN
+          RETURN QUERY SELECT * FROM sluice.stamp_deliveries(p_consumer, v_route.source_no, v_lsns, v_idxs, v_now, p_visibility_ms);
+          GET DIAGNOSTICS v_n = ROW_COUNT;
+          v_claimed := v_claimed + v_n;
+        END IF;
+      END IF;
+    END IF;
   END IF;
 
   SELECT m.visible_at INTO v_next_expired FROM sluice.messages m

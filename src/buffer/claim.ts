@@ -61,24 +61,10 @@ const CLAIM = `SELECT commit_lsn, commit_idx, delivery_token, deliver_count, gro
 // Ack needs no lock: it only takes messages out of flight, which can't break
 // max_ack_pending or group order. A concurrent claim that re-stamps the row
 // first makes the token comparison fail, as it should. The change stays in
-// the log; only the consumer's row goes.
-//
-// The rows are found one primary-key probe per id (the LATERAL subquery is
-// kept from being flattened by OFFSET 0) and deleted by ctid. As a plain join
-// the plan depends on statistics that a table this volatile rarely has right:
-// analyzed with few rows, Postgres walked every in-flight row for each id
-// (measured: 23 ms for an ack of 100 with 800 in flight, against ~1 ms). A
-// row updated meanwhile has a new ctid and is left alone, as the token
-// comparison would.
-const ACK = `DELETE FROM sluice.messages m
-  WHERE m.ctid = ANY (ARRAY(
-    SELECT t.ctid FROM unnest($2::bigint[], $3::int[], $4::int[]) AS a(lsn, idx, token)
-    CROSS JOIN LATERAL (
-      SELECT r.ctid FROM sluice.messages r
-      WHERE r.consumer_id = $1 AND r.commit_lsn = a.lsn AND r.commit_idx = a.idx
-        AND r.delivery_token = a.token AND r.state = 0 AND NOT r.replay
-      OFFSET 0) t))
-    AND m.consumer_id = $1 AND m.state = 0 AND NOT m.replay`;
+// the log; only the consumer's row goes. sluice.delete_messages (migrations/
+// 0013_claim_plans.sql) finds the rows by primary key whatever the table's
+// statistics say.
+const ACK = `SELECT sluice.delete_messages($1, $2::bigint[], $3::int[], $4::int[]) AS n`;
 // Rows the ack did not delete may be marked replay: their delivery ended, and
 // sluice.end_replays (migrations/0010_log.sql) decides, under the claim lock,
 // whether they are taken in again from the log or wait at their place.
@@ -129,8 +115,8 @@ export interface AckOutcome {
 export async function ack(pool: Pool, consumerId: string, ackIds: readonly string[]): Promise<AckOutcome> {
   const k = ackKeyArrays(ackIds);
   if (k.lsns.length === 0) return { applied: 0, ignored: ackIds.length };
-  const res = await pool.query({ name: 'sluice_ack', text: ACK, values: [consumerId, k.lsns, k.idxs, k.tokens] });
-  let applied = res.rowCount ?? 0;
+  const res = await pool.query<{ n: number }>({ name: 'sluice_ack', text: ACK, values: [consumerId, k.lsns, k.idxs, k.tokens] });
+  let applied = res.rows[0].n;
   if (applied < k.lsns.length) {
     const { rows } = await pool.query<{ n: number }>(END_REPLAYS, [consumerId, k.lsns, k.idxs, k.tokens]);
     applied += rows[0].n;
