@@ -41,6 +41,23 @@ BEGIN
   RETURN v_n;
 END $$;
 
+-- What a claim needs to know of its consumer (0010's), in plpgsql so that
+-- its plan is cached per connection: as a SQL function returning a record it
+-- was planned on every claim (~0.4 ms of a webhook claim's ~11 ms, profiled).
+CREATE OR REPLACE FUNCTION sluice.consumer_route(p_consumer uuid,
+  OUT source_no integer, OUT tables text[], OUT group_by jsonb, OUT active boolean)
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+  SELECT s.log_no,
+         ARRAY(SELECT jsonb_array_elements_text(c.config -> 'tables')),
+         CASE WHEN c.config -> 'group_by' IS NULL OR c.config -> 'group_by' IN ('true'::jsonb, 'null'::jsonb)
+              THEN NULL ELSE c.config -> 'group_by' END,
+         c.state = 'active'
+  INTO source_no, tables, group_by, active
+  FROM sluice.consumers c JOIN sluice.sources s ON s.name = c.source_name
+  WHERE c.id = p_consumer;
+END $$;
+
 DROP FUNCTION sluice.admit(uuid, integer, text[], jsonb, integer);
 CREATE FUNCTION sluice.admit(p_consumer uuid, p_source integer, p_tables text[], p_group_by jsonb, p_limit integer,
   p_stamp integer DEFAULT 0, p_now timestamptz DEFAULT NULL, p_visibility_ms integer DEFAULT NULL,
