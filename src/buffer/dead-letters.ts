@@ -68,12 +68,13 @@ const DISCARD_ALL = `DELETE FROM sluice.messages WHERE consumer_id = $1 AND stat
 // the change's commit.
 const BATCHED = `(SELECT coalesce(sum(cardinality(lsns)), 0) FROM sluice.webhook_batches WHERE consumer_id = $1)`;
 const STATS = `WITH route AS (
-    SELECT r.source_no, r.tables, p.commit_lsn, p.commit_idx
+    SELECT r.source_no, r.tables, r.actions, p.commit_lsn, p.commit_idx
     FROM sluice.consumer_route($1) r, sluice.consumer_positions p WHERE p.consumer_id = $1
   ), ahead AS (
     SELECT count(*) AS n, min(l.committed_at) AS oldest FROM route r
     JOIN sluice.log l ON l.source_no = r.source_no AND (l.commit_lsn, l.commit_idx) > (r.commit_lsn, r.commit_idx)
       AND (l.schema_name || '.' || l.table_name) = ANY (r.tables)
+      AND (r.actions IS NULL OR l.action = ANY (r.actions))
   ), mine AS (
     SELECT
       count(*) FILTER (WHERE state = 0 AND NOT (delivery_token IS NOT NULL AND visible_at > now())) AS pending,

@@ -14,7 +14,7 @@ const POSITIONS = `SELECT source_name, confirmed_lsn::text AS lsn, last_commit_a
 
 export interface StatusReport {
   sources: Array<{ name: string; confirmed_lsn: string | null; last_commit_at: string | null; slot_active: boolean | null; lag_bytes: number | null; log?: LogStatus; error?: string }>;
-  consumers: Array<{ name: string; kind: string; state: string; state_reason: string | null; pending: number; in_flight: number; dead_lettered: number; oldest_pending_age_ms: number | null }>;
+  consumers: Array<{ name: string; kind: string; state: string; state_reason: string | null; filter: string | null; pending: number; in_flight: number; dead_lettered: number; oldest_pending_age_ms: number | null }>;
 }
 
 export async function statusReport(pool: Pool, config: SluiceConfig | null, bufferUrl: string): Promise<StatusReport> {
@@ -51,7 +51,8 @@ export async function statusReport(pool: Pool, config: SluiceConfig | null, buff
     // Active in name only while its claims fail (as the API shows it).
     const fault = c.state === 'active' ? faults.get(c.id) : undefined;
     const state = fault ? 'failing' : c.state;
-    consumers.push({ name: c.name, kind: c.kind, state, state_reason: fault ? fault.reason : c.state_reason, ...st });
+    const filter = c.config.filter?.actions ? `actions ${c.config.filter.actions.join(', ')}` : null;
+    consumers.push({ name: c.name, kind: c.kind, state, state_reason: fault ? fault.reason : c.state_reason, filter, ...st });
   }
   void bufferUrl;
   return { sources, consumers };
@@ -72,6 +73,7 @@ export function formatStatus(r: StatusReport): string {
     lines.push(
       `  ${c.name} (${c.kind}, ${c.state}): pending ${c.pending}, in flight ${c.in_flight}, dead-lettered ${c.dead_lettered}` +
         (c.oldest_pending_age_ms !== null ? `, oldest pending ${(c.oldest_pending_age_ms / 1000).toFixed(1)} s` : '') +
+        (c.filter ? `\n    filter: ${c.filter}` : '') +
         (c.state !== 'active' && c.state_reason ? `\n    ${c.state_reason}` : ''),
     );
   }

@@ -219,6 +219,8 @@ export function normaliseConsumer(y: YamlConsumer, at: PathSegment[], issues: Ra
     tables,
     group_by: groupBy,
     dead_letter_blocks_group: y.dead_letter_blocks_group ?? DEFAULTS.consumer.dead_letter_blocks_group,
+    // Only when it selects something: an empty filter is no filter.
+    ...(y.filter?.actions !== undefined && { filter: { actions: [...y.filter.actions] } }),
     // Only when given: it is read once, at creation, and "now" is the default.
     ...(y.start !== undefined && { start: y.start }),
     annotations: y.annotations ?? {},

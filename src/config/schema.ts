@@ -230,6 +230,15 @@ export const consumerSchema = object(
       description: 'true (group by primary key), false (no grouping), or a map of table → columns',
     },
     dead_letter_blocks_group: { type: 'boolean', default: DEFAULTS.consumer.dead_letter_blocks_group },
+    // Which changes the consumer takes in (absent: all). Filtered-out changes
+    // are stepped over when they are taken in from the log: no delivery state,
+    // and they never hold up their group.
+    filter: object({
+      actions: list(
+        { type: 'string', enum: ['insert', 'update', 'delete'] },
+        { minItems: 1, description: 'the kinds of change to deliver: any of insert, update, delete' },
+      ),
+    }),
     // Where a new consumer starts in its source's log; read when it is created.
     start: {
       type: 'string',
@@ -265,6 +274,9 @@ export const configSchema = object(
   },
   { $id: 'https://sluice.dev/schema/sluice.json' },
 );
+
+/** The kinds of change a filter can select. */
+export type ChangeAction = 'insert' | 'update' | 'delete';
 
 // The YAML shape after schema validation (before normalisation).
 type Duration = string | number;
@@ -314,6 +326,7 @@ export interface YamlConsumer {
   tables: string[];
   group_by?: boolean | Record<string, string[]>;
   dead_letter_blocks_group?: boolean;
+  filter?: { actions?: ChangeAction[] };
   start?: string;
   annotations?: Record<string, unknown>;
   pull?: YamlPull;

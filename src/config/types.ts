@@ -55,6 +55,8 @@ export interface ConsumerConfig {
   group_by: boolean | Record<string, string[]>;
   /** Dead letters keep blocking their group (default false: move on). */
   dead_letter_blocks_group: boolean;
+  /** Which changes it takes in; absent: every change of its tables. */
+  filter?: ConsumerFilter;
   /**
    * Where the consumer starts in its source's log: "now" (the default),
    * "earliest", an RFC 3339 timestamp or an LSN "16/B374D848". Read once, when
@@ -64,6 +66,11 @@ export interface ConsumerConfig {
   annotations: Record<string, unknown>;
   pull?: PullSettings;
   webhook?: WebhookSettings;
+}
+
+export interface ConsumerFilter {
+  /** Only these kinds of change (absent: all). */
+  actions?: ('insert' | 'update' | 'delete')[];
 }
 
 export interface PullSettings {

@@ -42,6 +42,7 @@ const HORIZON = `SELECT h.dropped_lsn::text AS lsn, h.dropped_at, f.commit_lsn::
 const FIRST_AT_TIME = 'SELECT min(commit_lsn)::text AS lsn FROM sluice.log WHERE source_no = $1 AND committed_at >= $2::timestamptz';
 const FIRST_OF_TABLES = `SELECT commit_lsn::text AS lsn, committed_at FROM sluice.log
   WHERE source_no = $1 AND commit_lsn >= $2::bigint AND (schema_name || '.' || table_name) = ANY ($3::text[])
+    AND ($4::text[] IS NULL OR action = ANY ($4::text[]))
   ORDER BY commit_lsn, commit_idx LIMIT 1`;
 const SET_POSITION = `UPDATE sluice.consumer_positions SET commit_lsn = $2::bigint, commit_idx = $3::integer, updated_at = now()
   WHERE consumer_id = $1`;
@@ -144,7 +145,7 @@ export interface RewindResult {
  */
 export async function rewindConsumer(
   db: PoolClient,
-  consumer: { id: string; source: string; tables: string[] },
+  consumer: { id: string; source: string; tables: string[]; actions?: readonly string[] },
   point: Exclude<LogPoint, { kind: 'now' }>,
   field = 'to',
 ): Promise<RewindResult> {
@@ -155,7 +156,7 @@ export async function rewindConsumer(
   if (lsn === null) return none;
   // Idx 0: the point is the commit's first change; the position goes just before it.
   const n = (await db.query<{ n: string | null }>(REWIND, [consumer.id, String(lsn), 0])).rows[0].n;
-  const first = (await db.query<{ lsn: string; committed_at: Date }>(FIRST_OF_TABLES, [source, String(lsn), consumer.tables])).rows[0];
+  const first = (await db.query<{ lsn: string; committed_at: Date }>(FIRST_OF_TABLES, [source, String(lsn), consumer.tables, consumer.actions ?? null])).rows[0];
   return {
     redelivering: Number(n ?? 0),
     from: first ? { commit_lsn: formatLsn(first.lsn), committed_at: first.committed_at.toISOString() } : none.from,

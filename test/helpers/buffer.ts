@@ -173,7 +173,8 @@ const AHEAD = `SELECT count(*)::int AS n
   FROM sluice.consumer_route($1) r
   JOIN sluice.consumer_positions p ON p.consumer_id = $1
   JOIN sluice.log l ON l.source_no = r.source_no AND (l.commit_lsn, l.commit_idx) > (p.commit_lsn, p.commit_idx)
-   AND (l.schema_name || '.' || l.table_name) = ANY (r.tables)`;
+   AND (l.schema_name || '.' || l.table_name) = ANY (r.tables)
+   AND (r.actions IS NULL OR l.action = ANY (r.actions))`;
 
 // One statement (one snapshot) each: counted apart, a claim taking rows in
 // between would move them from "ahead" to sluice.messages unseen by both.

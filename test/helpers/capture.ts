@@ -131,6 +131,7 @@ export const CONSUMER_CHANGES = `(SELECT c.name AS consumer, c.id AS consumer_id
   CROSS JOIN LATERAL sluice.consumer_route(c.id) r
   JOIN sluice.consumer_positions p ON p.consumer_id = c.id
   JOIN sluice.log l ON l.source_no = r.source_no AND (l.schema_name || '.' || l.table_name) = ANY (r.tables)
+   AND (r.actions IS NULL OR l.action = ANY (r.actions))
    AND (l.commit_lsn, l.commit_idx) > (p.commit_lsn, p.commit_idx))`;
 
 /** The changes of the consumer's tables stored in its source's log, in commit order (admitted or not). */

@@ -120,7 +120,8 @@ export async function consumerRoutes(parent: FastifyInstance, opts: { deps: AppD
     return withTransaction(pool, async (db) => {
       // FOR UPDATE: not deleted or moved to another source meanwhile.
       const consumer = await existingConsumer(db, name, true);
-      return rewindConsumer(db, { id: consumer.id, source: consumer.config.source, tables: consumer.config.tables }, point);
+      const { source, tables, filter } = consumer.config;
+      return rewindConsumer(db, { id: consumer.id, source, tables, actions: filter?.actions }, point);
     });
   });
 
