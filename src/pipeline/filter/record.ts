@@ -1,0 +1,156 @@
+// A stored change's payload as a filter reads it, without losing digits.
+//
+// Capture writes an int8 as a bare JSON number with every digit (see
+// src/capture/values.ts); JSON.parse would round one beyond 2^53 to a double.
+// This reader scans the payload once and keeps, for each column of `record`
+// and `changes`, the value's text as Postgres would print it: a number's
+// digits as written, a string decoded, true/false, null; an object or array
+// as its JSON text (filters only test those for NULL).
+import type { FilterRow } from './compile.js';
+
+export interface PayloadRow extends FilterRow {
+  action: string | null;
+}
+
+type Fields = Map<string, string | null>;
+
+class Scanner {
+  i = 0;
+  constructor(readonly s: string) {}
+
+  ws(): void {
+    const s = this.s;
+    while (this.i < s.length) {
+      const c = s.charCodeAt(this.i);
+      if (c !== 0x20 && c !== 0x0a && c !== 0x0d && c !== 0x09) break;
+      this.i++;
+    }
+  }
+
+  expect(ch: string): void {
+    this.ws();
+    if (this.s[this.i] !== ch) throw new SyntaxError(`expected ${ch} at ${this.i} in a stored payload`);
+    this.i++;
+  }
+
+  /** A string token, decoded. */
+  string(): string {
+    this.ws();
+    const start = this.i;
+    if (this.s[start] !== '"') throw new SyntaxError(`expected a string at ${start} in a stored payload`);
+    let j = start + 1;
+    let escaped = false;
+    for (; j < this.s.length; j++) {
+      const c = this.s[j];
+      if (c === '\\') {
+        escaped = true;
+        j++;
+      } else if (c === '"') break;
+    }
+    this.i = j + 1;
+    const raw = this.s.slice(start, j + 1);
+    return escaped ? (JSON.parse(raw) as string) : raw.slice(1, -1);
+  }
+
+  /** Any value: its text as a filter reads it (see the file's header). */
+  value(): string | null {
+    this.ws();
+    const c = this.s[this.i];
+    if (c === '"') return this.string();
+    if (c === '{' || c === '[') {
+      const start = this.i;
+      this.skip();
+      return this.s.slice(start, this.i);
+    }
+    const start = this.i;
+    while (this.i < this.s.length && !',}] \n\r\t'.includes(this.s[this.i])) this.i++;
+    const token = this.s.slice(start, this.i);
+    return token === 'null' ? null : token;
+  }
+
+  /** Steps over one value. */
+  skip(): void {
+    this.ws();
+    const c = this.s[this.i];
+    if (c === '"') {
+      this.string();
+      return;
+    }
+    if (c === '{' || c === '[') {
+      const close = c === '{' ? '}' : ']';
+      this.i++;
+      this.ws();
+      if (this.s[this.i] === close) {
+        this.i++;
+        return;
+      }
+      for (;;) {
+        if (c === '{') {
+          this.string();
+          this.expect(':');
+        }
+        this.skip();
+        this.ws();
+        const n = this.s[this.i++];
+        if (n === close) return;
+        if (n !== ',') throw new SyntaxError(`expected , or ${close} at ${this.i - 1} in a stored payload`);
+      }
+    }
+    this.value();
+  }
+
+  /** An object's members, each handed to `member` (which must consume the value). */
+  object(member: (key: string) => void): void {
+    this.expect('{');
+    this.ws();
+    if (this.s[this.i] === '}') {
+      this.i++;
+      return;
+    }
+    for (;;) {
+      const key = this.string();
+      this.expect(':');
+      member(key);
+      this.ws();
+      const n = this.s[this.i++];
+      if (n === '}') return;
+      if (n !== ',') throw new SyntaxError(`expected , or } at ${this.i - 1} in a stored payload`);
+    }
+  }
+
+  fields(): Fields | null {
+    this.ws();
+    if (this.s.startsWith('null', this.i)) {
+      this.i += 4;
+      return null;
+    }
+    const out: Fields = new Map();
+    this.object((key) => out.set(key, this.value()));
+    return out;
+  }
+}
+
+/** Reads a stored message payload (the change envelope) for a filter. Throws SyntaxError on text that is not one. */
+export function payloadRow(payload: string): PayloadRow {
+  const sc = new Scanner(payload);
+  let record: Fields | null = null;
+  let changes: Fields | null = null;
+  let action: string | null = null;
+  sc.object((key) => {
+    if (key === 'record') record = sc.fields();
+    else if (key === 'changes') changes = sc.fields();
+    else if (key === 'action') action = sc.value();
+    else sc.skip();
+  });
+  const rec = record as Fields | null;
+  const chg = changes as Fields | null;
+  return {
+    action,
+    value: (column) => (rec?.has(column) ? rec.get(column)! : undefined),
+    // changes holds the previous values of the columns an update changed.
+    // Postgres sends previous values only under REPLICA IDENTITY FULL (else
+    // the key's at most), so changed() is meaningful on such tables alone;
+    // inserts and deletes change nothing.
+    changed: (column) => (action !== 'update' ? false : chg === null ? null : chg.has(column)),
+  };
+}
