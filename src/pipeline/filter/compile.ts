@@ -343,6 +343,7 @@ class Compiler {
         if (!(op in CMP)) this.fail(`operator ${op} is not supported in a filter`, node);
         if (!n.lexpr) this.fail(`operator ${op} needs two sides`, node);
         const [a, b] = this.unify(this.operand(n.lexpr), this.operand(n.rexpr), node);
+        if (a.kind === 'enum' && op !== '=' && op !== '<>') this.fail(`an enum is compared with = <> IN or IS DISTINCT FROM in a filter, not ${op}`, node);
         const test = CMP[op];
         return (r) => {
           const x = a.get(r);
@@ -389,6 +390,7 @@ class Compiler {
         const [x1, lo0] = this.unify(x, this.operand(items[0]), node);
         const [x2, hi0] = this.unify(x, this.operand(items[1]), node);
         const common = commonKind(x1.kind, x2.kind);
+        if (common === 'enum') this.fail('an enum is compared with = <> IN or IS DISTINCT FROM in a filter, not BETWEEN', node);
         if (common === null) this.fail('the bounds of BETWEEN cannot be compared with each other', node);
         const [a1, a2, lo, hi] = [x1, x2, lo0, hi0].map((o) => widenOperand(o, common));
         const negate = kind.includes('NOT');

@@ -13,12 +13,14 @@
 //   instant  timestamptz/timestamp/date  microseconds since 1970 as BigInt, ±infinity;
 //            a time without a zone is UTC (capture's session runs in UTC)
 //   uuid     uuid                      lowercase hex (Postgres orders uuids bytewise)
+//   enum     an enum type              its label: = <> IN and IS DISTINCT FROM only
+//                                      (Postgres orders enums by declaration, which a filter does not know)
 // Mixed kinds follow Postgres' implicit casts: int with numeric compares as
 // numeric, int or numeric with float as float8 (rounded, as Postgres does),
 // date with timestamptz as instants. Anything else is refused when the filter
 // is saved.
 
-export type Kind = 'int' | 'numeric' | 'float' | 'text' | 'bool' | 'instant' | 'uuid' | 'other';
+export type Kind = 'int' | 'numeric' | 'float' | 'text' | 'bool' | 'instant' | 'uuid' | 'enum' | 'other';
 
 export interface Decimal {
   /** 'nan', '+inf', '-inf', or a finite value. */
@@ -35,6 +37,7 @@ export type Value =
   | { kind: 'numeric'; v: Decimal }
   | { kind: 'float'; v: number }
   | { kind: 'text'; v: string }
+  | { kind: 'enum'; v: string }
   | { kind: 'bool'; v: boolean }
   | { kind: 'instant'; v: bigint }
   | { kind: 'uuid'; v: string };
@@ -51,6 +54,7 @@ const KIND_OF: Record<string, Kind> = {
 };
 
 export function kindOf(type: string): Kind {
+  if (type.startsWith('enum:')) return 'enum';
   return KIND_OF[type.toLowerCase()] ?? 'other';
 }
 
@@ -224,6 +228,8 @@ export function parseValue(kind: Kind, text: string): Value {
       return { kind, v: parseFloat8(text) };
     case 'text':
       return { kind, v: text };
+    case 'enum':
+      return { kind: 'enum', v: text };
     case 'bool':
       return { kind, v: parseBool(text) };
     case 'instant':
@@ -284,6 +290,7 @@ export function compareValues(a: Value, b: Value): number {
       return compareFloat(a.v, b.v as number);
     case 'text':
     case 'uuid':
+    case 'enum':
       return compareStrings(a.v, b.v as string);
     case 'bool':
       return a.v === b.v ? 0 : a.v ? 1 : -1;
