@@ -11,6 +11,7 @@ import net from 'node:net';
 import { parseSecret, SecretFormatError } from '../signing/secrets.js';
 import { parseLogPoint } from '../log/points.js';
 import { DURATION_RE, SIZE_RE, parseDuration, parseSize } from './units.js';
+import type { ChangeAction } from './types.js';
 
 export const DEFAULTS = {
   http: { host: '127.0.0.1', port: 7376, body_limit: '1MB' },
@@ -274,9 +275,6 @@ export const configSchema = object(
   },
   { $id: 'https://sluice.dev/schema/sluice.json' },
 );
-
-/** The kinds of change a filter can select. */
-export type ChangeAction = 'insert' | 'update' | 'delete';
 
 // The YAML shape after schema validation (before normalisation).
 type Duration = string | number;

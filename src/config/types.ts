@@ -68,9 +68,12 @@ export interface ConsumerConfig {
   webhook?: WebhookSettings;
 }
 
+/** The kinds of change a filter can select. */
+export type ChangeAction = 'insert' | 'update' | 'delete';
+
 export interface ConsumerFilter {
   /** Only these kinds of change (absent: all). */
-  actions?: ('insert' | 'update' | 'delete')[];
+  actions?: ChangeAction[];
 }
 
 export interface PullSettings {

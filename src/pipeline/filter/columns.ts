@@ -2,6 +2,7 @@
 // what a where filter is checked against when it is saved (unknown columns,
 // type mismatches), so that it is refused then rather than failing later.
 import type pg from 'pg';
+import { quoteTable } from '../../capture/sql-ident.js';
 
 // Domains are compared as their base type; an enum is "enum:<name>" (a
 // filter tests it for equality with its labels); arrays keep pg_type's "_" name
@@ -20,17 +21,7 @@ type Queryable = Pick<pg.ClientBase, 'query'>;
 
 /** Column name → type name (pg_type.typname), in column order; null when the table does not exist. */
 export async function tableColumns(db: Queryable, qualifiedTable: string): Promise<Record<string, string> | null> {
-  const [schema, table] = splitQualified(qualifiedTable);
-  const { rows } = await db.query<{ name: string; type: string }>(COLUMNS, [`${quoteIdent(schema)}.${quoteIdent(table)}`]);
+  const { rows } = await db.query<{ name: string; type: string }>(COLUMNS, [quoteTable(qualifiedTable)]);
   if (rows.length === 0) return null;
   return Object.fromEntries(rows.map((r) => [r.name, r.type]));
-}
-
-function splitQualified(q: string): [string, string] {
-  const dot = q.indexOf('.');
-  return dot < 0 ? ['public', q] : [q.slice(0, dot), q.slice(dot + 1)];
-}
-
-function quoteIdent(s: string): string {
-  return `"${s.replace(/"/g, '""')}"`;
 }
