@@ -34,12 +34,14 @@ beforeAll(async () => {
     BEGIN
       IF TG_OP = 'DELETE' THEN
         INSERT INTO delivery_log (ev, lsn, grp, token) VALUES ('ack', OLD.commit_lsn, OLD.group_key, OLD.delivery_token);
-      ELSIF NEW.delivery_token IS NOT NULL AND NEW.delivery_token IS DISTINCT FROM OLD.delivery_token THEN
+      -- A claim with room inserts rows already handed out (migrations/0013):
+      -- an INSERT with a token is a delivery too.
+      ELSIF NEW.delivery_token IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.delivery_token IS DISTINCT FROM OLD.delivery_token) THEN
         INSERT INTO delivery_log (ev, lsn, grp, token) VALUES ('deliver', NEW.commit_lsn, NEW.group_key, NEW.delivery_token);
       END IF;
       RETURN NULL;
     END $$;
-    CREATE TRIGGER log_delivery AFTER UPDATE OR DELETE ON sluice.messages FOR EACH ROW EXECUTE FUNCTION log_delivery();`);
+    CREATE TRIGGER log_delivery AFTER INSERT OR UPDATE OR DELETE ON sluice.messages FOR EACH ROW EXECUTE FUNCTION log_delivery();`);
 });
 afterAll(async () => {
   for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
