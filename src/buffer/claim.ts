@@ -5,6 +5,7 @@
 // locks the consumer, dead-letters exhausted messages, respects max_ack_pending
 // and per-group order, and stamps each delivery with a fresh token.
 import type { Pool } from '../db/pool.js';
+import { walkedParams, type Walked } from '../pipeline/filter/walk.js';
 import { ackKeyArrays, encodeAckId } from './ack-id.js';
 
 export interface ClaimOptions {
@@ -19,6 +20,8 @@ export interface ClaimOptions {
   maxDeliver?: number;
   /** Dead letters keep blocking later messages of their group. */
   deadLetterBlocksGroup: boolean;
+  /** A consumer with a where filter: the keys its walk of the log selected (src/pipeline/filter/walk.ts). */
+  walked?: Walked | null;
 }
 
 export interface ClaimedMessage {
@@ -57,6 +60,8 @@ interface ClaimRow {
 
 const CLAIM = `SELECT commit_lsn, commit_idx, delivery_token, deliver_count, group_key, payload, retry_at
   FROM sluice.claim_messages($1, $2, $3, $4, $5, $6)`;
+const CLAIM_WALKED = `SELECT commit_lsn, commit_idx, delivery_token, deliver_count, group_key, payload, retry_at
+  FROM sluice.claim_messages_walked($1, $2, $3, $4, $5, $6, $7::bigint, $8, $9::bigint, $10, $11::bigint[], $12::int[])`;
 
 // Ack needs no lock: it only takes messages out of flight, which can't break
 // max_ack_pending or group order. A concurrent claim that re-stamps the row
@@ -77,14 +82,19 @@ const MODIFY_VISIBILITY = `SELECT sluice.modify_visibility($1, $2::bigint[], $3:
 
 export async function claim(pool: Pool, opts: ClaimOptions): Promise<ClaimResult> {
   // Named: parsed once per connection (claim and ack are the hot path).
-  const { rows } = await pool.query<ClaimRow>({ name: 'sluice_claim', text: CLAIM, values: [
+  const values = [
     opts.consumerId,
     opts.limit,
     Math.round(opts.visibilityMs),
     opts.maxAckPending ?? null,
     opts.maxDeliver ?? null,
     opts.deadLetterBlocksGroup,
-  ] });
+  ];
+  const { rows } = await pool.query<ClaimRow>(
+    opts.walked
+      ? { name: 'sluice_claim_walked', text: CLAIM_WALKED, values: [...values, ...walkedParams(opts.walked)] }
+      : { name: 'sluice_claim', text: CLAIM, values },
+  );
   if (rows.length === 1 && rows[0].commit_lsn === null) {
     return { messages: [], nextVisibleAt: rows[0].retry_at };
   }

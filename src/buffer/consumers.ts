@@ -21,10 +21,12 @@ export interface ConsumerRecord {
   annotations: Record<string, unknown>;
   /** Its source, served as metadata.database (null if the source row is gone). */
   database: SourceDatabase | null;
+  /** The column types its where filters were checked against when saved (src/pipeline/filter/save-check.ts). */
+  filter_columns: Record<string, Record<string, string>> | null;
 }
 
 const SELECT_CONSUMERS = `
-  SELECT id, name, source_name, kind, config, state, state_reason, annotations
+  SELECT id, name, source_name, kind, config, state, state_reason, annotations, filter_columns
   FROM sluice.consumers ORDER BY name`;
 
 const SELECT_VERSION = 'SELECT version FROM sluice.config_version';

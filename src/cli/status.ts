@@ -51,7 +51,12 @@ export async function statusReport(pool: Pool, config: SluiceConfig | null, buff
     // Active in name only while its claims fail (as the API shows it).
     const fault = c.state === 'active' ? faults.get(c.id) : undefined;
     const state = fault ? 'failing' : c.state;
-    const filter = c.config.filter?.actions ? `actions ${c.config.filter.actions.join(', ')}` : null;
+    const f = c.config.filter;
+    const parts = [
+      ...(f?.actions ? [`actions ${f.actions.join(', ')}`] : []),
+      ...Object.entries(f?.where ?? {}).map(([table, expression]) => `where ${table}: ${expression}`),
+    ];
+    const filter = parts.length > 0 ? parts.join('; ') : null;
     consumers.push({ name: c.name, kind: c.kind, state, state_reason: fault ? fault.reason : c.state_reason, filter, ...st });
   }
   void bufferUrl;

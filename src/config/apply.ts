@@ -5,13 +5,14 @@
 import { withTransaction, type Pool, type PoolClient } from '../db/pool.js';
 import { parseLogPoint } from '../log/points.js';
 import { currentWal, setStartPosition } from '../log/positions.js';
-import { ConfigError } from './errors.js';
+import { ConfigError, formatPath } from './errors.js';
 import { normaliseConfig } from './normalise.js';
 import { diffConfig, type ConfigPlan, type StoredConfig } from './plan.js';
 import * as q from './queries.js';
 import type { ConsumerConfig, SluiceConfig, SourceConfig } from './types.js';
 import { captureChanged } from '../capture/setup.js';
 import { generateSecret } from '../signing/secrets.js';
+import { checkWhereFilters } from '../pipeline/filter/save-check.js';
 
 export { formatPlan, maskSecret, type ConfigPlan, type FieldChange, type PlanChange } from './plan.js';
 
@@ -136,6 +137,19 @@ async function startConsumer(db: PoolClient, c: { id: string; config: ConsumerCo
   await setStartPosition(db, { id: c.id, source: c.config.source }, point, now, `consumers[${index}].start`);
 }
 
+/**
+ * A consumer's where filters checked against its source's columns (refused at
+ * consumers[i].filter.where["<table>"]), and the types stored with it.
+ */
+async function storeFilterColumns(db: PoolClient, c: ConsumerConfig, source: SourceConfig | undefined, index: number, pool: Pool): Promise<void> {
+  const url = source?.url || String(pool.options.connectionString);
+  const check = await checkWhereFilters(c, url);
+  if (!check.ok) {
+    throw new ConfigError(check.issues.map((i) => ({ path: formatPath(['consumers', index, 'filter', 'where', i.table]), reason: i.reason })));
+  }
+  await q.setFilterColumns(db, c.name, check.columns);
+}
+
 /** Applies the config in one transaction and returns what it changed. */
 export async function applyConfig(pool: Pool, declared: SluiceConfig, opts: ApplyOptions = {}): Promise<ConfigPlan> {
   let generated: Array<[string, string]> = [];
@@ -176,6 +190,10 @@ export async function applyConfig(pool: Pool, declared: SluiceConfig, opts: Appl
         await startConsumer(client, { id, config: consumer }, sources.get(consumer.source), index, pool);
       }
       if (change.action === 'update') await q.updateConsumer(client, consumer);
+      if (change.action === 'create' || change.action === 'update') {
+        const index = declared.consumers.findIndex((c) => c.name === consumer.name);
+        await storeFilterColumns(client, consumer, sources.get(consumer.source), index, pool);
+      }
     }
     for (const change of plan.filter((c) => c.resource === 'source' && c.action === 'delete')) {
       await q.deleteSource(client, change.name);

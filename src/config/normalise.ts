@@ -7,6 +7,7 @@ import { DEFAULTS, MAXIMA, MINIMA, type YamlConfig, type YamlConsumer, type Yaml
 import type { ConsumerConfig, PullSettings, SluiceConfig, SourceConfig, WebhookSettings } from './types.js';
 import { parseDuration, parseSize } from './units.js';
 import { checkWebhookTarget } from './webhook-target.js';
+import { FilterError, parseWhere } from '../pipeline/filter/compile.js';
 
 // Headers Sluice sets itself: overriding them would break signing or framing.
 const RESERVED_HEADERS = new Set([
@@ -219,14 +220,43 @@ export function normaliseConsumer(y: YamlConsumer, at: PathSegment[], issues: Ra
     tables,
     group_by: groupBy,
     dead_letter_blocks_group: y.dead_letter_blocks_group ?? DEFAULTS.consumer.dead_letter_blocks_group,
-    // Only when it selects something: an empty filter is no filter.
-    ...(y.filter?.actions !== undefined && { filter: { actions: [...y.filter.actions] } }),
+    ...normaliseFilter(y.filter, tables, [...at, 'filter'], issues),
     // Only when given: it is read once, at creation, and "now" is the default.
     ...(y.start !== undefined && { start: y.start }),
     annotations: y.annotations ?? {},
     ...(y.kind === 'pull' && { pull: normalisePull(y.pull ?? {}, [...at, 'pull'], issues) }),
     ...(y.kind === 'webhook' && y.webhook && { webhook: normaliseWebhook(y.webhook, [...at, 'webhook'], issues) }),
   };
+}
+
+/**
+ * Only what selects something: an empty filter is no filter. A where's keys
+ * are qualified and must be among the consumer's tables; its syntax is
+ * checked here (the columns and types when it is saved, against the source).
+ */
+function normaliseFilter(
+  y: YamlConsumer['filter'],
+  tables: string[],
+  at: PathSegment[],
+  issues: RawIssue[],
+): { filter?: NonNullable<ConsumerConfig['filter']> } {
+  const filter: NonNullable<ConsumerConfig['filter']> = {};
+  if (y?.actions !== undefined) filter.actions = [...y.actions];
+  const where: Record<string, string> = {};
+  for (const [table, expression] of Object.entries(y?.where ?? {})) {
+    const q = qualifyTable(table);
+    if (!tables.includes(q)) issues.push(issue([...at, 'where', table], `"${q}" is not one of this consumer's tables`));
+    else if (where[q] !== undefined) issues.push(issue([...at, 'where', table], `repeats "${q}"`));
+    try {
+      parseWhere(expression);
+    } catch (e) {
+      if (!(e instanceof FilterError)) throw e;
+      issues.push(issue([...at, 'where', table], `at character ${e.position}: ${e.message}`));
+    }
+    where[q] = expression;
+  }
+  if (Object.keys(where).length > 0) filter.where = where;
+  return Object.keys(filter).length > 0 ? { filter } : {};
 }
 
 /**

@@ -85,6 +85,11 @@ export async function updateConsumer(db: Db, c: ConsumerConfig): Promise<void> {
   );
 }
 
+/** The column types its where filters were checked against (src/pipeline/filter/save-check.ts); null: none. */
+export async function setFilterColumns(db: Db, name: string, columns: Record<string, Record<string, string>> | null): Promise<void> {
+  await db.query('UPDATE sluice.consumers SET filter_columns = $2::jsonb WHERE name = $1', [name, columns && JSON.stringify(columns)]);
+}
+
 /**
  * Its buffered messages, batches out and attempt log first: nothing else would
  * ever ack or delete them (the attempt log has no foreign key, on purpose: see

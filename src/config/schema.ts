@@ -239,6 +239,20 @@ export const consumerSchema = object(
         { type: 'string', enum: ['insert', 'update', 'delete'] },
         { minItems: 1, description: 'the kinds of change to deliver: any of insert, update, delete' },
       ),
+      // Per table, a SQL boolean expression over the row's columns, as after
+      // WHERE. Parsed by Postgres' parser and evaluated in the gateway (never
+      // run as SQL); checked against the table's columns when saved.
+      where: {
+        type: 'object',
+        propertyNames: table,
+        additionalProperties: {
+          type: 'string',
+          minLength: 1,
+          maxLength: 4000,
+          description: "a SQL boolean expression over the table's columns, such as \"status = 'paid' AND amount >= 100\"",
+        },
+        description: "a map of table → SQL boolean expression, such as {\"public.orders\": \"status = 'paid'\"}",
+      },
     }),
     // Where a new consumer starts in its source's log; read when it is created.
     start: {
@@ -324,7 +338,7 @@ export interface YamlConsumer {
   tables: string[];
   group_by?: boolean | Record<string, string[]>;
   dead_letter_blocks_group?: boolean;
-  filter?: { actions?: ChangeAction[] };
+  filter?: { actions?: ChangeAction[]; where?: Record<string, string> };
   start?: string;
   annotations?: Record<string, unknown>;
   pull?: YamlPull;

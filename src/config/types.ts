@@ -74,6 +74,12 @@ export type ChangeAction = 'insert' | 'update' | 'delete';
 export interface ConsumerFilter {
   /** Only these kinds of change (absent: all). */
   actions?: ChangeAction[];
+  /**
+   * Per qualified table, a SQL boolean expression over the row's columns; a
+   * change passes when it is true (false and NULL filter it out). Tables
+   * without one pass whole.
+   */
+  where?: Record<string, string>;
 }
 
 export interface PullSettings {

@@ -31,7 +31,12 @@ export function toYamlConsumer(c: ConsumerConfig): YamlConsumer {
     tables: [...c.tables],
     group_by: typeof c.group_by === 'object' ? { ...c.group_by } : c.group_by,
     dead_letter_blocks_group: c.dead_letter_blocks_group,
-    ...(c.filter?.actions !== undefined && { filter: { actions: [...c.filter.actions] } }),
+    ...(c.filter && {
+      filter: {
+        ...(c.filter.actions !== undefined && { actions: [...c.filter.actions] }),
+        ...(c.filter.where !== undefined && { where: { ...c.filter.where } }),
+      },
+    }),
     ...(c.start !== undefined && { start: c.start }),
     annotations: { ...c.annotations },
   };

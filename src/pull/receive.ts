@@ -12,6 +12,8 @@ import { servedMetadataJson, withConsumer } from '../buffer/message.js';
 import { beginWait, endWait } from '../buffer/waiters.js';
 import type { Wakeup } from '../buffer/wakeup.js';
 import type { Pool } from '../db/pool.js';
+import { consumerFilter } from '../pipeline/filter/consumer-filter.js';
+import { walkFiltered } from '../pipeline/filter/walk.js';
 import { ClaimCoalescer } from './coalesce.js';
 import { PullError } from './errors.js';
 import { BATCH_SIZE_MAX } from './params.js';
@@ -138,7 +140,11 @@ export class PullService {
     const s = pullSettings(c);
     this.counters.claims++;
     try {
+      // A where filter is tested here, on a walk of the log, before the claim takes in what passes.
+      const filter = consumerFilter(c);
+      const walked = filter ? await walkFiltered(this.opts.pool, c.id, limit, filter) : null;
       const result = await claim(this.opts.pool, {
+        walked,
         consumerId: c.id,
         limit,
         visibilityMs: s.ackWaitMs,

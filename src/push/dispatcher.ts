@@ -28,7 +28,7 @@ export interface DispatcherStatus {
   in_flight: number;
 }
 
-const fingerprint = (c: ConsumerRecord) => JSON.stringify([c.config, c.annotations]);
+const fingerprint = (c: ConsumerRecord) => JSON.stringify([c.config, c.annotations, c.filter_columns]);
 
 export class Dispatcher {
   private readonly workers = new Map<string, { worker: ConsumerWorker; fingerprint: string }>();

@@ -7,6 +7,7 @@
 // took over) changes nothing; except acks, which go by batch id: a 2xx for the
 // batch means the endpoint has it, whoever sent it.
 import type { Pool } from '../db/pool.js';
+import { walkedParams, type Walked } from '../pipeline/filter/walk.js';
 
 export interface ClaimedBatch {
   batchId: string;
@@ -29,6 +30,8 @@ export interface ClaimOptions {
   deadLetterBlocksGroup: boolean;
   /** Form new batches (false: only batches due again). */
   fresh: boolean;
+  /** A consumer with a where filter: the keys its walk of the log selected (src/pipeline/filter/walk.ts). */
+  walked?: Walked | null;
 }
 
 interface ClaimRow {
@@ -45,15 +48,18 @@ interface ClaimRow {
 
 const CLAIM = `SELECT batch_id, attempt, first_attempt_at, delivery_token, commit_lsn, commit_idx, group_key, payload, next_due_at
   FROM sluice.claim_webhook_batches($1, $2, $3, $4, $5, $6)`;
+const CLAIM_WALKED = `SELECT batch_id, attempt, first_attempt_at, delivery_token, commit_lsn, commit_idx, group_key, payload, next_due_at
+  FROM sluice.claim_webhook_batches_walked($1, $2, $3, $4, $5, $6, $7::bigint, $8, $9::bigint, $10, $11::bigint[], $12::int[])`;
 
 /** Batches in claim order; nextDueAt only when nothing was claimed (when a lease or backoff ends next). */
 export async function claimBatches(pool: Pool, o: ClaimOptions): Promise<{ batches: ClaimedBatch[]; nextDueAt: Date | null }> {
   // Named: parsed and planned once per connection (claim and ack are the hot path).
-  const { rows } = await pool.query<ClaimRow>({
-    name: 'sluice_webhook_claim',
-    text: CLAIM,
-    values: [o.consumerId, o.batches, o.batchSize, Math.round(o.leaseMs), o.deadLetterBlocksGroup, o.fresh],
-  });
+  const values = [o.consumerId, o.batches, o.batchSize, Math.round(o.leaseMs), o.deadLetterBlocksGroup, o.fresh];
+  const { rows } = await pool.query<ClaimRow>(
+    o.walked
+      ? { name: 'sluice_webhook_claim_walked', text: CLAIM_WALKED, values: [...values, ...walkedParams(o.walked)] }
+      : { name: 'sluice_webhook_claim', text: CLAIM, values },
+  );
   if (rows.length === 0 || rows[0].batch_id === null) return { batches: [], nextDueAt: rows[0]?.next_due_at ?? null };
   const batches: ClaimedBatch[] = [];
   let current: ClaimedBatch | undefined;

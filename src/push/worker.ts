@@ -9,6 +9,8 @@ import { servedMetadataJson } from '../buffer/message.js';
 import type { Wakeup } from '../buffer/wakeup.js';
 import type { WebhookSettings } from '../config/types.js';
 import type { Pool } from '../db/pool.js';
+import { consumerFilter } from '../pipeline/filter/consumer-filter.js';
+import { walkFiltered } from '../pipeline/filter/walk.js';
 import { AckQueue } from './ack-queue.js';
 import { baseHeaders, buildBody, deliver, webhookId, type DeliveryResult, type Endpoint } from './deliver.js';
 import { StopSwitch, type EndpointClients } from './http.js';
@@ -177,7 +179,11 @@ export class ConsumerWorker {
       let claimed: Awaited<ReturnType<typeof claimBatches>>;
       try {
         if (!this.endpoint) await this.prepare();
+        // A where filter is tested here, on a walk of the log, before the claim takes in what passes.
+        const filter = fresh ? consumerFilter(this.consumer) : null;
+        const walked = filter ? await walkFiltered(pool, id, free * this.batchSize + 100, filter) : null;
         claimed = await claimBatches(pool, {
+          walked,
           consumerId: id,
           batches: free,
           batchSize: this.batchSize,

@@ -5,10 +5,12 @@ import { getConsumer, listConsumers, setConsumerState, type ConsumerRow } from '
 import { getSource, listSources } from '../../api/sources.js';
 import { consumerStats } from '../../buffer/dead-letters.js';
 import { toYamlConsumer, validateConsumer } from '../../config/load.js';
+import { formatPath } from '../../config/errors.js';
 import * as q from '../../config/queries.js';
 import type { ConsumerConfig } from '../../config/types.js';
 import { withTransaction, type Pool, type PoolClient } from '../../db/pool.js';
 import { parseLogPoint } from '../../log/points.js';
+import { checkWhereFilters } from '../../pipeline/filter/save-check.js';
 import { currentWal, rewindConsumer, setStartPosition } from '../../log/positions.js';
 import { generateSecret } from '../../signing/secrets.js';
 import type { AppDeps } from '../deps.js';
@@ -34,6 +36,21 @@ async function validateAgainstSources(db: PoolClient, body: unknown): Promise<Co
   return validateConsumer(body, { sources: (await listSources(db)).map((s) => s.config) });
 }
 
+/**
+ * Its where filters checked against the source's columns (422 naming the
+ * table and the character, nothing saved), and the types stored with it.
+ */
+async function storeFilterColumns(db: PoolClient, config: ConsumerConfig, bufferUrl: string): Promise<void> {
+  const source = (await getSource(db, config.source))!.config;
+  const check = await checkWhereFilters(config, source.url || bufferUrl);
+  if (!check.ok) {
+    const errors: Record<string, string[]> = {};
+    for (const i of check.issues) (errors[formatPath(['filter', 'where', i.table])] ??= []).push(i.reason);
+    throw invalid(errors);
+  }
+  await q.setFilterColumns(db, config.name, check.columns);
+}
+
 export async function consumerRoutes(parent: FastifyInstance, opts: { deps: AppDeps; compiler: FastifySchemaCompiler<unknown> }) {
   const app = parent.withTypeProvider<SchemaTypes>();
   const { deps } = opts;
@@ -57,6 +74,7 @@ export async function consumerRoutes(parent: FastifyInstance, opts: { deps: AppD
       const config = await validateAgainstSources(db, withSecret);
       if (await getConsumer(db, config.name)) throw conflict(`A consumer named "${config.name}" already exists.`);
       const id = await q.insertConsumer(db, config);
+      await storeFilterColumns(db, config, String(pool.options.connectionString));
       // Where it starts in the log, in the same transaction: it is never seen at another position.
       const point = parseLogPoint(config.start ?? 'now')!;
       const source = (await getSource(db, config.source))!.config;
@@ -90,6 +108,7 @@ export async function consumerRoutes(parent: FastifyInstance, opts: { deps: AppD
       }
       const config = await validateAgainstSources(db, merged);
       await q.updateConsumer(db, config);
+      await storeFilterColumns(db, config, String(pool.options.connectionString));
       return existingConsumer(db, name);
     });
     return presentConsumer(row);

@@ -91,10 +91,11 @@ const nodeKind = (n: unknown): string => (n && typeof n === 'object' ? Object.ke
 const inner = (n: unknown): Node => (n as Node)[nodeKind(n)] as Node;
 
 /**
- * Compiles `expression` over a table whose columns have these Postgres types
- * (pg_type names; arrays as `_int4` or `int4[]`). Throws FilterError.
+ * Parses `expression` as what follows WHERE: one boolean expression, nothing
+ * else. Checks only the syntax (compileWhere checks the columns and types):
+ * what a config file can be checked for without reaching the source.
  */
-export function compileWhere(expression: string, columns: Readonly<Record<string, string>>): CompiledFilter {
+export function parseWhere(expression: string): { statement: string; where: Record<string, unknown> } {
   const statement = PREFIX + expression;
   let parsed: { stmts?: { stmt: Node }[] };
   try {
@@ -110,9 +111,18 @@ export function compileWhere(expression: string, columns: Readonly<Record<string
   if (!select || select.op !== 'SETOP_NONE' || !select.whereClause || Object.keys(select).some((k) => !allowed.has(k))) {
     throw new FilterError('a filter is one boolean expression, as after WHERE (no ;, UNION, ORDER BY, …)', 1);
   }
+  return { statement, where: select.whereClause as Node };
+}
+
+/**
+ * Compiles `expression` over a table whose columns have these Postgres types
+ * (pg_type names; arrays as `_int4` or `int4[]`). Throws FilterError.
+ */
+export function compileWhere(expression: string, columns: Readonly<Record<string, string>>): CompiledFilter {
+  const { statement, where } = parseWhere(expression);
   const used = new Set<string>();
   const c = new Compiler(statement, columns, used);
-  const pred = c.predicate(select.whereClause);
+  const pred = c.predicate(where);
   return {
     columns: [...used],
     test: (row) => pred(new Env(row)),

@@ -1,0 +1,72 @@
+// Admission for a consumer with a where filter: walk the log past its
+// position (sluice.walk_log, migrations/0015_filter_where.sql), test each
+// change of its tables here, and hand the keys that pass to the claim that
+// follows (claim_messages_walked / claim_webhook_batches_walked). The claim
+// takes them in only if the position has not moved since the walk, so two
+// processes walking at once admit each change once.
+import type { Pool } from '../../db/pool.js';
+import type { ConsumerFilter } from './consumer-filter.js';
+
+export interface Walked {
+  /** The position the walk started from (int64 as decimal text). */
+  fromLsn: string;
+  fromIdx: number;
+  /** The last change walked: the position after admission. */
+  toLsn: string;
+  toIdx: number;
+  /** The changes that pass, in log order. */
+  lsns: string[];
+  idxs: number[];
+}
+
+interface WalkRow {
+  from_lsn: string;
+  from_idx: number;
+  commit_lsn: string;
+  commit_idx: number;
+  table_name: string;
+  payload: string | null;
+}
+
+const WALK = `SELECT from_lsn::text, from_idx, commit_lsn::text, commit_idx, table_name, payload
+  FROM sluice.walk_log($1, $2::bigint, $3, $4)`;
+
+// A walk reads the log in chunks until `want` changes pass or this many were
+// read: a selective filter still moves through the log quickly, and one claim
+// stays bounded in time and memory.
+const CHUNK = 1_000;
+const MAX_WALKED = 10_000;
+
+/**
+ * Changes past the consumer's position, filtered, until `want` pass (or the
+ * log's end, or MAX_WALKED read); null when there is nothing to walk.
+ */
+export async function walkFiltered(pool: Pool, consumerId: string, want: number, filter: ConsumerFilter): Promise<Walked | null> {
+  let walked: Walked | null = null;
+  let after: [string, number] | [null, null] = [null, null];
+  for (let read = 0; read < MAX_WALKED; ) {
+    const limit = Math.min(CHUNK, MAX_WALKED - read);
+    const { rows }: { rows: WalkRow[] } = await pool.query<WalkRow>({ name: 'sluice_walk_log', text: WALK, values: [consumerId, ...after, limit] });
+    if (rows.length === 0) break;
+    walked ??= { fromLsn: rows[0].from_lsn, fromIdx: rows[0].from_idx, toLsn: '', toIdx: 0, lsns: [], idxs: [] };
+    for (const r of rows) {
+      // No payload: another table of the source, or an action the consumer does not take.
+      if (r.payload !== null && filter.passes(r.table_name, r.payload)) {
+        walked.lsns.push(r.commit_lsn);
+        walked.idxs.push(r.commit_idx);
+      }
+    }
+    const last: WalkRow = rows[rows.length - 1];
+    walked.toLsn = last.commit_lsn;
+    walked.toIdx = last.commit_idx;
+    after = [last.commit_lsn, last.commit_idx];
+    read += rows.length;
+    if (rows.length < limit || walked.lsns.length >= want) break;
+  }
+  return walked;
+}
+
+/** The walk as the trailing parameters of the *_walked claim functions. */
+export function walkedParams(w: Walked): unknown[] {
+  return [w.fromLsn, w.fromIdx, w.toLsn, w.toIdx, w.lsns, w.idxs];
+}

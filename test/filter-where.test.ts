@@ -1,0 +1,209 @@
+// filter.where through the real API on a real capture: a consumer takes in
+// only the changes whose row passes its table's SQL expression (pulled over
+// HTTP, and posted to a real webhook receiver), exactly (int8 beyond 2^53,
+// numeric), in order per row; a change filtered out leaves no delivery state
+// and never holds up its group; a bad expression is refused when saved, with
+// the table and the character, and nothing is saved.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ConsumerRegistry } from '../src/buffer/consumers.js';
+import { formatStatus } from '../src/cli/status.js';
+import { applyConfig } from '../src/config/apply.js';
+import { ConfigError } from '../src/config/errors.js';
+import { loadConfig } from '../src/config/load.js';
+import { Dispatcher } from '../src/push/dispatcher.js';
+import { startApi, type ApiFixture } from './api-fixture.js';
+import { eventually, quietLog, sourceConfig, startCapture, type CaptureFixture } from './helpers/capture.js';
+import { startReceiver, type Receiver } from './helpers/receiver.js';
+
+let f: ApiFixture;
+let capture: CaptureFixture;
+let receiver: Receiver;
+
+const TABLES = ['public.invoices', 'public.orders'];
+const PAID = "status = 'paid' AND amount >= 100 AND deleted_at IS NULL";
+
+async function logCount(): Promise<number> {
+  return (await f.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM sluice.log')).rows[0].n;
+}
+
+async function consumerId(name: string): Promise<string> {
+  return (await f.pool.query<{ id: string }>('SELECT id FROM sluice.consumers WHERE name = $1', [name])).rows[0].id;
+}
+
+/** Everything the pull consumer can take now, acked as it goes: "<action>:<table>:<id>:<status>". */
+async function drain(name: string): Promise<string[]> {
+  const out: string[] = [];
+  for (let round = 0; round < 100; round++) {
+    const r = await f.call('POST', `/api/http_pull_consumers/${name}/receive`, { batch_size: 100 });
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    const items = r.body.data as Array<{ ack_id: string; data: any }>;
+    if (items.length === 0) return out;
+    // record_pks: the key as text (record.id beyond 2^53 would round in JSON.parse).
+    for (const { data } of items) out.push(`${data.action}:${data.metadata.table_name}:${data.metadata.record_pks[0]}:${data.record.status}`);
+    expect((await f.call('POST', `/api/http_pull_consumers/${name}/ack`, { ack_ids: items.map((i) => i.ack_id) })).status).toBe(200);
+  }
+  throw new Error('drain did not end');
+}
+
+beforeAll(async () => {
+  f = await startApi('filter_where');
+  await f.pool.query(`CREATE TABLE public.invoices (
+    id bigint PRIMARY KEY, status text, amount numeric(40, 10), region text, deleted_at timestamptz)`);
+  receiver = await startReceiver();
+  expect((await f.call('POST', '/api/sources', { name: 'main', tables: TABLES })).status).toBe(201);
+  capture = await startCapture(f.url, sourceConfig('main', TABLES), []);
+}, 60_000);
+
+afterAll(async () => {
+  await capture?.stop();
+  await receiver?.close();
+  await f?.stop();
+});
+
+describe('filter.where', () => {
+  it('delivers exactly the rows that pass, in order per row; what fails leaves nothing and blocks nothing', async () => {
+    const created = await f.call('POST', '/api/consumers', {
+      name: 'paid', source: 'main', kind: 'pull', tables: TABLES, start: 'earliest',
+      filter: { where: { invoices: PAID } },
+    });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    // The key is qualified; orders has no where and passes whole.
+    expect(created.body.filter).toEqual({ where: { 'public.invoices': PAID } });
+
+    const before = await logCount();
+    await f.pool.query(`INSERT INTO invoices VALUES (1, 'paid', 150, 'eu', NULL)`); // passes
+    await f.pool.query(`UPDATE invoices SET status = 'void' WHERE id = 1`); // fails: never taken in
+    await f.pool.query(`UPDATE invoices SET status = 'paid', amount = 99.9999999999 WHERE id = 1`); // fails: below 100
+    await f.pool.query(`UPDATE invoices SET amount = 100 WHERE id = 1`); // passes (exactly 100)
+    await f.pool.query(`INSERT INTO invoices VALUES (2, 'paid', 500, 'us', now())`); // fails: deleted
+    await f.pool.query(`INSERT INTO invoices VALUES (3, NULL, 500, 'us', NULL)`); // NULL status: NULL, filtered out
+    await f.pool.query(`INSERT INTO invoices VALUES (9007199254740993, 'paid', 123456789012345678901234567890, 'eu', NULL)`); // passes
+    await f.pool.query(`INSERT INTO orders VALUES (7, 'new')`); // no where on orders: passes
+    await f.pool.query(`DELETE FROM invoices WHERE id = 1`); // a delete's key-only record: status is NULL, filtered out
+    await eventually(async () => (await logCount()) >= before + 9);
+
+    // Pull hands out the heads of groups: the order holds per row.
+    const expected = ['insert:invoices:1:paid', 'insert:invoices:9007199254740993:paid', 'insert:orders:7:new', 'update:invoices:1:paid'];
+    expect(await drain('paid')).toEqual(expected);
+    // Nothing kept for the changes filtered out, and the position is past them all.
+    const id = await consumerId('paid');
+    expect((await f.pool.query('SELECT count(*)::int AS n FROM sluice.messages WHERE consumer_id = $1', [id])).rows[0].n).toBe(0);
+
+    // A rewind delivers the same again: the filter is applied as the log is walked.
+    const rewound = await f.call('POST', '/api/consumers/paid/rewind', { to: 'earliest' });
+    expect(rewound.status, JSON.stringify(rewound.body)).toBe(200);
+    expect(await drain('paid')).toEqual(expected);
+  });
+
+  it('int8 beyond 2^53 and 30-digit numerics compare exactly', async () => {
+    const created = await f.call('POST', '/api/consumers', {
+      name: 'exact', source: 'main', kind: 'pull', tables: ['public.invoices'], start: 'earliest',
+      filter: { where: { 'public.invoices': 'id = 9007199254740993 AND amount > 123456789012345678901234567889.9999999999' } },
+    });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    // 9007199254740992 is the same double as ...993; it must not pass.
+    await f.pool.query(`INSERT INTO invoices VALUES (9007199254740992, 'paid', 123456789012345678901234567890, 'eu', NULL)`);
+    const before = await logCount();
+    await f.pool.query(`UPDATE invoices SET region = 'us' WHERE id = 9007199254740993`);
+    await eventually(async () => (await logCount()) >= before + 1);
+    expect(await drain('exact')).toEqual(['insert:invoices:9007199254740993:paid', 'update:invoices:9007199254740993:paid']);
+  });
+
+  it('a selective filter walks far through the log in one receive', async () => {
+    const created = await f.call('POST', '/api/consumers', {
+      name: 'rare', source: 'main', kind: 'pull', tables: ['public.invoices'],
+      filter: { where: { 'public.invoices': "region = 'rare'" } },
+    });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    const before = await logCount();
+    await f.pool.query(`INSERT INTO invoices SELECT g, 'paid', 1, CASE WHEN g % 1000 = 0 THEN 'rare' ELSE 'common' END, NULL
+      FROM generate_series(100000, 104999) g`);
+    await eventually(async () => (await logCount()) >= before + 5000, 30_000);
+    const r = await f.call('POST', '/api/http_pull_consumers/rare/receive', { batch_size: 10 });
+    expect(r.status).toBe(200);
+    expect(r.body.data.map((i: any) => i.data.record.id)).toEqual([100000, 101000, 102000, 103000, 104000]);
+    // It walked 5,000 changes, and kept rows of none of the others.
+    expect((await f.pool.query('SELECT count(*)::int AS n FROM sluice.messages WHERE consumer_id = $1', [await consumerId('rare')])).rows[0].n).toBe(5);
+  });
+
+  it('a webhook consumer receives only the changes that pass, over HTTP', async () => {
+    const created = await f.call('POST', '/api/consumers', {
+      name: 'eu-hook', source: 'main', kind: 'webhook', tables: ['public.invoices'], start: 'earliest',
+      filter: { actions: ['insert'], where: { 'public.invoices': "region IN ('eu') AND id < 100" } },
+      webhook: { url: `http://127.0.0.1:${receiver.port}/hook`, batch_size: 10, allow_private_ranges: ['127.0.0.0/8'] },
+    });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    const registry = new ConsumerRegistry(f.pool);
+    await registry.reload();
+    const dispatcher = new Dispatcher({ pool: f.pool, consumers: registry, instanceId: 'test', log: quietLog });
+    dispatcher.start();
+    try {
+      await eventually(async () => (receiver.accepted().length >= 1 ? true : null));
+      await new Promise((r) => setTimeout(r, 500));
+      expect(receiver.accepted().map((m: any) => `${m.action}:${m.record.id}`)).toEqual(['insert:1']);
+    } finally {
+      await dispatcher.stop();
+    }
+  });
+
+  it('refuses a bad expression when saved, with the table and the character, and saves nothing', async () => {
+    const cases: Array<[string, RegExp]> = [
+      ['status = ', /at character \d+: syntax error at end of input/],
+      ['colour = 1', /at character 1: .*column "colour"/],
+      ["lower(status) = 'x'", /at character 1: .*lower/],
+      ["amount >= 'lots'", /at character \d+: .*numeric/],
+      ['status = 1; DROP TABLE invoices', /at character/],
+    ];
+    for (const [expression, reason] of cases) {
+      const r = await f.call('POST', '/api/consumers', {
+        name: 'bad', source: 'main', kind: 'pull', tables: ['public.invoices'], filter: { where: { 'public.invoices': expression } },
+      });
+      expect(r.status, expression).toBe(422);
+      const errors = r.body.validation_errors['filter.where["public.invoices"]'];
+      expect(errors?.[0], `${expression}: ${JSON.stringify(r.body)}`).toMatch(reason);
+      expect(r.body.summary).not.toMatch(/\n\s+at /);
+      expect((await f.call('GET', '/api/consumers/bad')).status).toBe(404);
+    }
+    // A table that is not one of the consumer's.
+    const other = await f.call('POST', '/api/consumers', {
+      name: 'bad', source: 'main', kind: 'pull', tables: ['public.invoices'], filter: { where: { 'public.orders': "status = 'x'" } },
+    });
+    expect(other.status).toBe(422);
+    expect(JSON.stringify(other.body.validation_errors)).toMatch(/not one of this consumer's tables/);
+    // A PATCH that breaks an existing filter changes nothing.
+    const patched = await f.call('PATCH', '/api/consumers/paid', { filter: { where: { 'public.invoices': 'nope > 1' } } });
+    expect(patched.status).toBe(422);
+    expect((await f.call('GET', '/api/consumers/paid')).body.filter).toEqual({ where: { 'public.invoices': PAID } });
+  });
+
+  it('config apply checks the filter against the source too, naming consumers[i]', async () => {
+    const yaml = (where: string) => `
+sources:
+  - name: main
+    tables: [${TABLES.join(', ')}]
+consumers:
+  - name: from-config
+    source: main
+    kind: pull
+    tables: [public.invoices]
+    filter:
+      where:
+        public.invoices: "${where}"
+`;
+    const bad = loadConfig({ text: yaml('amount >= 1 AND colour IS NULL'), env: {} });
+    const err = await applyConfig(f.pool, bad).catch((e) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).issues[0].path).toBe('consumers[0].filter.where["public.invoices"]');
+    expect((err as ConfigError).issues[0].reason).toMatch(/at character 17: .*colour/);
+    // A syntax error is caught when the file is loaded, before any database.
+    expect(() => loadConfig({ text: yaml('amount >= AND'), env: {} })).toThrow(/consumers\[0\]\.filter\.where\["public\.invoices"\]: at character \d+/);
+    await applyConfig(f.pool, loadConfig({ text: yaml('amount >= 1'), env: {} }), { prune: false });
+    const stored = await f.pool.query('SELECT filter_columns FROM sluice.consumers WHERE name = $1', ['from-config']);
+    expect(stored.rows[0].filter_columns['public.invoices']).toMatchObject({ id: 'int8', amount: 'numeric', status: 'text' });
+  });
+
+  it('shows in sluice status', () => {
+    const line = formatStatus({ sources: [], consumers: [{ name: 'x', kind: 'pull', state: 'active', state_reason: null, filter: `where public.invoices: ${PAID}`, pending: 0, in_flight: 0, dead_lettered: 0, oldest_pending_age_ms: null }] });
+    expect(line).toContain(`filter: where public.invoices: ${PAID}`);
+  });
+});
