@@ -190,14 +190,14 @@ consumers:
       where:
         public.invoices: "${where}"
 `;
-    const bad = loadConfig({ text: yaml('amount >= 1 AND colour IS NULL'), env: {} });
+    const bad = loadConfig({ text: yaml('amount >= 1 AND colour IS NULL') }, {});
     const err = await applyConfig(f.pool, bad).catch((e) => e);
     expect(err).toBeInstanceOf(ConfigError);
     expect((err as ConfigError).issues[0].path).toBe('consumers[0].filter.where["public.invoices"]');
     expect((err as ConfigError).issues[0].reason).toMatch(/at character 17: .*colour/);
     // A syntax error is caught when the file is loaded, before any database.
-    expect(() => loadConfig({ text: yaml('amount >= AND'), env: {} })).toThrow(/consumers\[0\]\.filter\.where\["public\.invoices"\]: at character \d+/);
-    await applyConfig(f.pool, loadConfig({ text: yaml('amount >= 1'), env: {} }), { prune: false });
+    expect(() => loadConfig({ text: yaml('amount >= AND') }, {})).toThrow(/consumers\[0\]\.filter\.where\["public\.invoices"\]: at character \d+/);
+    await applyConfig(f.pool, loadConfig({ text: yaml('amount >= 1') }, {}), { prune: false });
     const stored = await f.pool.query('SELECT filter_columns FROM sluice.consumers WHERE name = $1', ['from-config']);
     expect(stored.rows[0].filter_columns['public.invoices']).toMatchObject({ id: 'int8', amount: 'numeric', status: 'text' });
   });

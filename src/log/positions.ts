@@ -70,7 +70,7 @@ export async function currentWal(source: SourceConfig, bufferUrl: string): Promi
   }
 }
 
-async function sourceNo(db: Db, sourceName: string): Promise<number> {
+export async function sourceNo(db: Db, sourceName: string): Promise<number> {
   const no = (await db.query<{ log_no: number }>(SOURCE_NO, [sourceName])).rows[0]?.log_no;
   if (no === undefined) throw new Error(`source "${sourceName}" is not stored`);
   return no;
@@ -83,7 +83,7 @@ const refuse = (field: string, reason: string) => new ConfigError([{ path: field
  * for a time after every captured change. Refused at `field` when retention
  * has dropped changes from there on. Not for "now" (see setStartPosition).
  */
-async function pointKey(db: Db, source: number, point: Exclude<LogPoint, { kind: 'now' }>, field: string): Promise<bigint | null> {
+export async function pointKey(db: Db, source: number, point: Exclude<LogPoint, { kind: 'now' }>, field: string): Promise<bigint | null> {
   if (point.kind === 'earliest') return MIN_LSN;
   const at = point.kind === 'time' ? point.at : null;
   const h = (await db.query<Horizon>(HORIZON, [source, at])).rows[0];

@@ -12,6 +12,7 @@ import { servedMetadataJson, withConsumer } from '../buffer/message.js';
 import { beginWait, endWait } from '../buffer/waiters.js';
 import type { Wakeup } from '../buffer/wakeup.js';
 import type { Pool } from '../db/pool.js';
+import { runReplays } from '../log/replay.js';
 import { consumerFilter } from '../pipeline/filter/consumer-filter.js';
 import { walkFiltered } from '../pipeline/filter/walk.js';
 import { ClaimCoalescer } from './coalesce.js';
@@ -140,6 +141,8 @@ export class PullService {
     const s = pullSettings(c);
     this.counters.claims++;
     try {
+      // A running replay takes in its next matching changes first (src/log/replay.ts).
+      await runReplays(this.opts.pool, c.id, limit);
       // A where filter is tested here, on a walk of the log, before the claim takes in what passes.
       const filter = consumerFilter(c);
       const walked = filter ? await walkFiltered(this.opts.pool, c.id, limit, filter) : null;

@@ -9,6 +9,7 @@ import { servedMetadataJson } from '../buffer/message.js';
 import type { Wakeup } from '../buffer/wakeup.js';
 import type { WebhookSettings } from '../config/types.js';
 import type { Pool } from '../db/pool.js';
+import { runReplays } from '../log/replay.js';
 import { consumerFilter } from '../pipeline/filter/consumer-filter.js';
 import { walkFiltered } from '../pipeline/filter/walk.js';
 import { AckQueue } from './ack-queue.js';
@@ -179,6 +180,8 @@ export class ConsumerWorker {
       let claimed: Awaited<ReturnType<typeof claimBatches>>;
       try {
         if (!this.endpoint) await this.prepare();
+        // A running replay takes in its next matching changes first (src/log/replay.ts).
+        if (fresh) await runReplays(pool, id, free * this.batchSize);
         // A where filter is tested here, on a walk of the log, before the claim takes in what passes.
         const filter = fresh ? consumerFilter(this.consumer) : null;
         const walked = filter ? await walkFiltered(pool, id, free * this.batchSize + 100, filter) : null;

@@ -5,6 +5,7 @@ import { getConsumer, listConsumers, setConsumerState, type ConsumerRow } from '
 import { getSource, listSources } from '../../api/sources.js';
 import { consumerStats } from '../../buffer/dead-letters.js';
 import { toYamlConsumer, validateConsumer } from '../../config/load.js';
+import { qualifyTable } from '../../config/normalise.js';
 import { formatPath } from '../../config/errors.js';
 import * as q from '../../config/queries.js';
 import type { ConsumerConfig } from '../../config/types.js';
@@ -12,6 +13,7 @@ import { withTransaction, type Pool, type PoolClient } from '../../db/pool.js';
 import { parseLogPoint } from '../../log/points.js';
 import { checkWhereFilters } from '../../pipeline/filter/save-check.js';
 import { currentWal, rewindConsumer, setStartPosition } from '../../log/positions.js';
+import { createReplay, dryRunReplay, listReplays, replayStarted, type ReplayQuery } from '../../log/replay.js';
 import { generateSecret } from '../../signing/secrets.js';
 import type { AppDeps } from '../deps.js';
 import { conflict, invalid, notAnObject, notFound } from '../errors.js';
@@ -142,6 +144,37 @@ export async function consumerRoutes(parent: FastifyInstance, opts: { deps: AppD
       const { source, tables, filter } = consumer.config;
       return rewindConsumer(db, { id: consumer.id, source, tables, actions: filter?.actions }, point);
     });
+  });
+
+  app.post('/consumers/:name/replay', { schema: consumerSchemas.replay }, async (request, reply) => {
+    const { name } = request.params;
+    const { dry_run: dryRun, ...body } = request.body ?? {};
+    const query: ReplayQuery = { ...body, tables: body.tables?.map(qualifyTable) };
+    if (body.where && typeof body.where === 'object') {
+      query.where = Object.fromEntries(Object.entries(body.where).map(([t, e]) => [qualifyTable(t), e]));
+    }
+    const bufferUrl = String(pool.options.connectionString);
+    return withTransaction(pool, async (db) => {
+      // FOR UPDATE: not deleted or moved to another source meanwhile.
+      const consumer = await existingConsumer(db, name, true);
+      const c = { id: consumer.id, name, source: consumer.config.source, tables: consumer.config.tables };
+      const sourceUrl = (await getSource(db, c.source))!.config.url || bufferUrl;
+      if (dryRun) {
+        const out = await dryRunReplay(db, c, query, sourceUrl);
+        // The stored messages as they are (int8 and numeric digits intact): built, not re-serialised.
+        const body = `{"dry_run":true,"matched":${out.matched},"walked":${out.walked},"complete":${out.complete},"first":[${out.first.join(',')}]}`;
+        return reply.status(200).type('application/json; charset=utf-8').serializer((p) => p as string).send(body as never);
+      }
+      const replay = await createReplay(db, c, query, sourceUrl);
+      await db.query("SELECT pg_notify('sluice_messages', $1)", [consumer.id]);
+      replayStarted(consumer.id);
+      return reply.status(202).send(replay);
+    });
+  });
+
+  app.get('/consumers/:name/replays', { schema: consumerSchemas.replays }, async (request) => {
+    const consumer = await existingConsumer(pool, request.params.name);
+    return { data: await listReplays(pool, consumer.id) };
   });
 
   app.get('/consumers/:name/stats', { schema: consumerSchemas.stats }, async (request) => {

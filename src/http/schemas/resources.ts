@@ -184,6 +184,81 @@ const rewindBody = {
   },
 } as const;
 
+const replayBody = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    from: {
+      type: 'string',
+      maxLength: 100,
+      description: '"earliest" (the default), an RFC 3339 timestamp or an LSN such as "16/B374D848": changes committed at or after it',
+    },
+    to: {
+      type: 'string',
+      maxLength: 100,
+      description: 'An RFC 3339 timestamp or an LSN: changes committed before it (default, and at most: the consumer\'s position)',
+    },
+    tables: {
+      type: 'array',
+      minItems: 1,
+      uniqueItems: true,
+      items: { type: 'string', minLength: 1, maxLength: 200 },
+      description: 'Among the consumer\'s tables (default: all of them)',
+    },
+    actions: { type: 'array', minItems: 1, uniqueItems: true, items: { type: 'string', enum: ['insert', 'update', 'delete'] } },
+    where: {
+      anyOf: [
+        { type: 'string', minLength: 1, maxLength: 4000 },
+        { type: 'object', additionalProperties: { type: 'string', minLength: 1, maxLength: 4000 } },
+      ],
+      description: 'A SQL boolean expression over the row\'s columns (for every table replayed), or a map of table → expression',
+    },
+    dry_run: { type: 'boolean', description: 'Count the matching changes and return the first few; deliver nothing' },
+  },
+} as const;
+
+const replayResponse = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['id', 'from', 'to', 'tables', 'actions', 'where', 'walked', 'matched', 'status', 'created_at', 'finished_at'],
+  properties: {
+    id: { type: 'string', format: 'uuid' },
+    from: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['commit_lsn'],
+      properties: { commit_lsn: { type: ['string', 'null'], description: 'null: the start of the log' } },
+    },
+    to: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['commit_lsn'],
+      properties: { commit_lsn: { type: ['string', 'null'] } },
+    },
+    tables: { type: 'array', items: { type: 'string' } },
+    actions: { type: ['array', 'null'], items: { type: 'string' } },
+    where: { type: ['object', 'null'], additionalProperties: { type: 'string' } },
+    walked: { type: 'integer', description: 'Retained changes walked so far' },
+    matched: { type: 'integer', description: 'Matching changes taken in for delivery so far' },
+    status: { type: 'string', enum: ['running', 'done'] },
+    created_at: { type: 'string', format: 'date-time' },
+    finished_at: { type: ['string', 'null'], format: 'date-time' },
+  },
+} as const;
+
+const dryRunResponse = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['dry_run', 'matched', 'walked', 'complete', 'first'],
+  properties: {
+    dry_run: { type: 'boolean', enum: [true] },
+    matched: { type: 'integer', description: 'Matching changes in the range (of those walked)' },
+    walked: { type: 'integer' },
+    complete: { type: 'boolean', description: 'false: the count stopped at its bounds (2,000,000 changes or 10 s) before the range\'s end' },
+    first: { type: 'array', items: { type: 'object' }, description: 'The first matching messages, as stored' },
+  },
+} as const;
+
 export const consumerSchemas = {
   list: { summary: 'List consumers', tags: ['consumers'], response: { 200: list(consumerResponse), ...errorResponses } },
   get: { summary: 'Get a consumer', tags: ['consumers'], params: nameParams, response: { 200: consumerResponse, ...errorResponses } },
@@ -238,6 +313,23 @@ export const consumerSchemas = {
       },
       ...errorResponses,
     },
+  },
+  replay: {
+    summary: 'Deliver again the retained changes that match a query (republish)',
+    description:
+      'Walks the consumer\'s retained changes from `from` to `to` (at most up to its position) and delivers again those of ' +
+      '`tables` and `actions` that pass `where`, in order per group, beside its live changes. Returns at once; the replay ' +
+      'runs as the consumer is served. `dry_run` counts the matches and returns the first few instead.',
+    tags: ['consumers'],
+    params: nameParams,
+    body: replayBody,
+    response: { 200: dryRunResponse, 202: replayResponse, ...errorResponses },
+  },
+  replays: {
+    summary: 'The consumer\'s replays (the latest 100), with their progress',
+    tags: ['consumers'],
+    params: nameParams,
+    response: { 200: { type: 'object', additionalProperties: false, required: ['data'], properties: { data: { type: 'array', items: replayResponse } } }, ...errorResponses },
   },
   stats: {
     summary: 'Message counts of a consumer',
