@@ -48,7 +48,7 @@ const LITERALS: Record<string, string[]> = {
   d: ["'2026-01-01'", "'2025-12-31'::date", "'2026-01-01 00:00:00+00'::timestamptz", "'2025-12-31T12:00:00Z'::timestamptz"],
   u: ["'0f8fad5b-d9cb-469f-a165-70867728950e'", "'7c9e6679-7425-40de-944b-e07fc1f90ae7'", "'{ffffffff-ffff-ffff-ffff-ffffffffffff}'"],
 };
-const LIKE = ["'paid'", "'p%'", "'%D'", "'_aid'", "'%''%'", "'Ü%'", "'ü%'", "'%😀'", "'a\\%b'", "'A\\_B'", "'%'", "''"];
+const LIKE = ["'paid'", "'p%'", "'%D'", "'_aid'", "'%''%'", "'Ü%'", "'ü%'", "'%😀'", "'a\\%b'", "'A\\_B'", "'%'", "''", "'%-%'", "'a.b%'", "'[x]%'"];
 // Columns of kinds Postgres compares with each other.
 const PAIRS: [string, string][] = [['i4', 'i8'], ['i8', 'n'], ['n', 'f'], ['i4', 'f'], ['ts', 'd'], ['i8', 'f'], ['i4', 'n']];
 const OPS = ['=', '<>', '!=', '<', '>', '<=', '>='];

@@ -490,7 +490,9 @@ function likeRegExp(pattern: string, badEscape: () => never): RegExp {
 const asciiLower = (s: string): string => s.replace(/[A-Z]+/g, (m) => m.toLowerCase());
 
 function escapeRe(ch: string): string {
-  return ch.replace(/[\\^$.*+?()[\]{}|/-]/g, '\\$&');
+  // Only the characters with a meaning outside a class: under the u flag, an
+  // escaped character that needs none (such as "-") is a syntax error.
+  return ch.replace(/[\\^$.*+?()[\]{}|/]/g, '\\$&');
 }
 
 function describe(kind: string): string {
