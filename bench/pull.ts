@@ -12,6 +12,7 @@ import { migrate } from '../src/db/migrate.js';
 import { createPool } from '../src/db/pool.js';
 import { createConsumer, deleteConsumers, insertSeries } from '../test/helpers/buffer.js';
 import { buildPullTestApp } from '../test/fixtures/pull-app.js';
+import { patchConsumer, type PushBenchOptions } from './push.js';
 
 export interface PullBenchOptions {
   messages?: number;
@@ -27,6 +28,8 @@ export interface PullBenchOptions {
    * and returns how many messages the workers then drain (bench/rewind.ts).
    */
   prepare?: (pool: ReturnType<typeof createPool>, consumerId: string) => Promise<number>;
+  /** Merged into the consumer's stored config (a filter, a transform), with the column types a where filter needs. */
+  consumerPatch?: NonNullable<PushBenchOptions['consumerPatch']>;
 }
 
 export interface PullBenchResult {
@@ -107,6 +110,7 @@ export async function runPullBench(opts: PullBenchOptions = {}): Promise<PullBen
     await migrate(pool);
     const name = `bench-${Date.now()}`;
     const consumerId = await createConsumer(pool, { name, pull: { ack_wait_ms: 60_000, max_ack_pending: 10_000 } });
+    if (opts.consumerPatch) await patchConsumer(pool, consumerId, opts.consumerPatch);
     const setupStart = performance.now();
     if (opts.prepare) total = await opts.prepare(pool, consumerId);
     else {
@@ -141,6 +145,7 @@ export async function runPullBench(opts: PullBenchOptions = {}): Promise<PullBen
         const t0 = performance.now();
         const res = await http.request({ path: `${base}/receive?batch_size=${batchSize}`, method: 'GET' });
         const body = (await res.body.json()) as { data: { ack_id: string }[] };
+        if (!body.data) throw new Error(`receive failed: ${JSON.stringify(body)}`);
         receiveMs.push(performance.now() - t0);
         if (body.data.length === 0) {
           emptyStreak++;

@@ -30,6 +30,8 @@ export interface PushBenchOptions {
   timeoutMs?: number;
   /** Run the gateway's buffer VACUUM job, as `sluice start` does (default true). */
   vacuumJob?: boolean;
+  /** Merged into the consumer's stored config (a filter, a transform), with the column types a where filter needs. */
+  consumerPatch?: { config: Record<string, unknown>; filterColumns?: Record<string, Record<string, string>> };
 }
 
 export interface PushBenchResult {
@@ -143,6 +145,15 @@ export async function insertBenchConsumer(pool: Pool, webhook: WebhookSettings):
   return rows[0].id;
 }
 
+/** Merges `patch.config` into the consumer's stored config (as an API PATCH would, after its checks). */
+export async function patchConsumer(pool: Pool, consumerId: string, patch: NonNullable<PushBenchOptions['consumerPatch']>): Promise<void> {
+  await pool.query('UPDATE sluice.consumers SET config = config || $2::jsonb, filter_columns = $3::jsonb WHERE id = $1', [
+    consumerId,
+    JSON.stringify(patch.config),
+    patch.filterColumns ? JSON.stringify(patch.filterColumns) : null,
+  ]);
+}
+
 // Capture's payload shape (metadata last, transaction_annotations last in it), built in SQL,
 // written into the log of the consumer's source (its partitions covered first: see fillLog).
 const FILL = `INSERT INTO sluice.log (source_no, commit_lsn, commit_idx, schema_name, table_name, action, group_key, committed_at, payload)
@@ -182,6 +193,7 @@ export async function runPushBench(o: PushBenchOptions): Promise<PushBenchResult
   try {
     await migrate(pool);
     const consumerId = await insertBenchConsumer(pool, benchWebhook(receiver.port, o.batchSize, o.maxInFlight));
+    if (o.consumerPatch) await patchConsumer(pool, consumerId, o.consumerPatch);
     await fill(pool, consumerId, o.messages, o.groups);
     const target = failGroup ? o.messages - Math.ceil(o.messages / o.groups) : o.messages;
 

@@ -97,6 +97,25 @@ BEGIN
   PERFORM set_config('sluice.walk_idxs', coalesce(p_idxs, '{}')::text, true);
 END $$;
 
+-- After the claim: walked keys its admission did not take (it had no room,
+-- or formed no new batch) are taken in now, waiting, so that the walk is
+-- not done again by the next claim. walk_log's look-ahead bound keeps what
+-- waits this way bounded. Then the keys are forgotten.
+CREATE FUNCTION sluice.admit_walked(p_consumer uuid)
+RETURNS void
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+  v_route record;
+BEGIN
+  IF coalesce(current_setting('sluice.walk_from', true), '') <> '' THEN
+    SELECT * INTO v_route FROM sluice.consumer_route(p_consumer);
+    IF v_route.source_no IS NOT NULL THEN
+      PERFORM 1 FROM sluice.admit(p_consumer, v_route.source_no, v_route.tables, v_route.group_by, 1);
+    END IF;
+  END IF;
+  PERFORM set_config('sluice.walk_from', '', true);
+END $$;
+
 CREATE FUNCTION sluice.claim_messages_walked(
   p_consumer uuid, p_limit integer, p_visibility_ms integer, p_max_ack_pending integer, p_max_deliver integer,
   p_dead_blocks_group boolean,
@@ -108,7 +127,7 @@ BEGIN
   PERFORM sluice.set_walked(p_consumer, p_from_lsn, p_from_idx, p_to_lsn, p_to_idx, p_lsns, p_idxs);
   RETURN QUERY SELECT * FROM sluice.claim_messages(p_consumer, p_limit, p_visibility_ms, p_max_ack_pending,
                                                    p_max_deliver, p_dead_blocks_group);
-  PERFORM set_config('sluice.walk_from', '', true);
+  PERFORM sluice.admit_walked(p_consumer);
 END $$;
 
 CREATE FUNCTION sluice.claim_webhook_batches_walked(
@@ -122,7 +141,7 @@ BEGIN
   PERFORM sluice.set_walked(p_consumer, p_from_lsn, p_from_idx, p_to_lsn, p_to_idx, p_lsns, p_idxs);
   RETURN QUERY SELECT * FROM sluice.claim_webhook_batches(p_consumer, p_batches, p_batch_size, p_lease_ms,
                                                           p_dead_blocks_group, p_fresh);
-  PERFORM set_config('sluice.walk_from', '', true);
+  PERFORM sluice.admit_walked(p_consumer);
 END $$;
 
 -- 0014's admit, with walked keys for a filtered consumer: it takes in exactly

@@ -45,21 +45,29 @@ export async function walkFiltered(pool: Pool, consumerId: string, want: number,
   let walked: Walked | null = null;
   let after: [string, number] | [null, null] = [null, null];
   for (let read = 0; read < MAX_WALKED; ) {
-    const limit = Math.min(CHUNK, MAX_WALKED - read);
+    // The first chunk as long as what is wanted (most filters pass most
+    // changes); the later ones longer, for a selective filter.
+    const limit = Math.min(read === 0 ? Math.max(want, 100) : CHUNK, CHUNK, MAX_WALKED - read);
     const { rows }: { rows: WalkRow[] } = await pool.query<WalkRow>({ name: 'sluice_walk_log', text: WALK, values: [consumerId, ...after, limit] });
     if (rows.length === 0) break;
     walked ??= { fromLsn: rows[0].from_lsn, fromIdx: rows[0].from_idx, toLsn: '', toIdx: 0, lsns: [], idxs: [] };
+    let end: WalkRow = rows[rows.length - 1];
     for (const r of rows) {
       // No payload: another table of the source, or an action the consumer does not take.
       if (r.payload !== null && filter.passes(r.table_name, r.payload)) {
         walked.lsns.push(r.commit_lsn);
         walked.idxs.push(r.commit_idx);
+        // The walk ends at the last change wanted: admission takes in no more
+        // than the claim can hand out, and the rest is walked again later.
+        if (walked.lsns.length >= want) {
+          end = r;
+          break;
+        }
       }
     }
-    const last: WalkRow = rows[rows.length - 1];
-    walked.toLsn = last.commit_lsn;
-    walked.toIdx = last.commit_idx;
-    after = [last.commit_lsn, last.commit_idx];
+    walked.toLsn = end.commit_lsn;
+    walked.toIdx = end.commit_idx;
+    after = [end.commit_lsn, end.commit_idx];
     read += rows.length;
     if (rows.length < limit || walked.lsns.length >= want) break;
   }

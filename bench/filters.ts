@@ -1,0 +1,108 @@
+// Filters and replay by query. Prints figures; asserts nothing.
+//   npx tsx bench/filters.ts [changes] [replayChanges]
+// 1. Delivery with a 3-condition where filter (every change passes, so both
+//    runs deliver the same messages) against the same drain unfiltered: pull
+//    (8 HTTP workers, receive 100 → ack) and push (batch 100), alternating.
+// 2. Replay by query: N retained changes, all acked; a replay selecting 1%
+//    (spread evenly); the time from starting it to the first message claimed,
+//    and the drain of the rest through the pull API.
+import { pathToFileURL } from 'node:url';
+import { ack, claim } from '../src/buffer/claim.js';
+import { withTransaction } from '../src/db/pool.js';
+import { createReplay, replayStarted, runReplays } from '../src/log/replay.js';
+import { insertSeries } from '../test/helpers/buffer.js';
+import { runPullBench } from './pull.js';
+import { runPushBench } from './push.js';
+
+// Both bench payloads (bench/pull.ts's and bench/push.ts's) have these columns.
+const WHERE = "status = 'paid' AND amount >= 10 AND note LIKE '%order%'";
+const PULL_WHERE = "status = 'paid' AND amount >= 10 AND customer LIKE 'customer-%'";
+const COLUMNS = { id: 'int8', group: 'text', status: 'text', amount: 'numeric', customer: 'text', note: 'text' };
+const patch = (where: string) => ({
+  config: { filter: { where: { 'public.orders': where } } },
+  filterColumns: { 'public.orders': COLUMNS },
+});
+
+export interface FilterBenchResult {
+  pull: { plain: number[]; filtered: number[] };
+  push: { plain: number[]; filtered: number[] };
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+export async function runFilterBench(changes = 200_000, rounds = 2, log = console.log): Promise<FilterBenchResult> {
+  const out: FilterBenchResult = { pull: { plain: [], filtered: [] }, push: { plain: [], filtered: [] } };
+  const quiet = () => {};
+  for (let i = 0; i < rounds; i++) {
+    out.pull.plain.push((await runPullBench({ messages: changes, workers: 8, batchSize: 100, log: quiet })).messagesPerSecond);
+    out.pull.filtered.push((await runPullBench({ messages: changes, workers: 8, batchSize: 100, log: quiet, consumerPatch: patch(PULL_WHERE) })).messagesPerSecond);
+    log(`filters: pull round ${i + 1}: unfiltered ${out.pull.plain.at(-1)}/s, where (3 conditions) ${out.pull.filtered.at(-1)}/s`);
+    const push = { messages: changes, groups: 10_000, batchSize: 100, maxInFlight: 8 };
+    out.push.plain.push((await runPushBench(push)).perSecond);
+    out.push.filtered.push((await runPushBench({ ...push, consumerPatch: patch(WHERE) })).perSecond);
+    log(`filters: push round ${i + 1}: unfiltered ${out.push.plain.at(-1)}/s, where (3 conditions) ${out.push.filtered.at(-1)}/s`);
+  }
+  log(`filters: pull where/unfiltered ${(median(out.pull.filtered) / median(out.pull.plain)).toFixed(2)} (medians), push ${(median(out.push.filtered) / median(out.push.plain)).toFixed(2)}`);
+  return out;
+}
+
+export interface ReplayBenchResult {
+  changes: number;
+  matching: number;
+  firstMessageMs: number;
+  drainSeconds: number;
+  walkedPerSecond: number;
+}
+
+// 10 customers of the 977 in bench/pull.ts's payload: ~1.02% of the changes.
+const CUSTOMERS = Array.from({ length: 10 }, (_, i) => `customer-${i * 97}`);
+
+export async function runReplayBench(changes = 1_000_000, log = console.log): Promise<ReplayBenchResult> {
+  let firstMessageMs = 0;
+  let matching = 0;
+  const r = await runPullBench({
+    messages: changes,
+    workers: 4,
+    batchSize: 100,
+    log,
+    prepare: async (pool, consumerId) => {
+      const fill0 = performance.now();
+      const chunk = 250_000;
+      for (let at = 0; at < changes; at += chunk) await insertSeries(pool, consumerId, 1_000 + at, Math.min(chunk, changes - at), Math.floor(changes / 10));
+      await pool.query('VACUUM ANALYZE sluice.log');
+      // Acked already: the consumer took in every change, and holds no delivery rows.
+      await pool.query('UPDATE sluice.consumer_positions SET commit_lsn = $2, commit_idx = 0 WHERE consumer_id = $1', [consumerId, 1_000 + changes - 1]);
+      await pool.query('DELETE FROM sluice.messages WHERE consumer_id = $1', [consumerId]);
+      // The source's table, for the where's check against its columns.
+      await pool.query('CREATE TABLE IF NOT EXISTS public.orders (id bigint PRIMARY KEY, status text, amount numeric, customer text, note text)');
+      await pool.query('CHECKPOINT');
+      for (let g = 0; g < changes; g++) if (CUSTOMERS.includes(`customer-${g % 977}`)) matching++;
+      log(`replay: ${changes.toLocaleString('en')} retained changes, acked, in ${((performance.now() - fill0) / 1000).toFixed(1)} s; ${matching} match`);
+
+      const t0 = performance.now();
+      const name = (await pool.query<{ name: string; source_name: string }>('SELECT name, source_name FROM sluice.consumers WHERE id = $1', [consumerId])).rows[0];
+      await withTransaction(pool, (db) =>
+        createReplay(db, { id: consumerId, name: name.name, source: name.source_name, tables: ['public.orders'] },
+          { where: `customer IN (${CUSTOMERS.map((c) => `'${c}'`).join(', ')})` }, String(pool.options.connectionString)),
+      );
+      replayStarted(consumerId);
+      // What a receive does: a step of the replay, then the claim.
+      await runReplays(pool, consumerId, 100);
+      const first = await claim(pool, { consumerId, limit: 100, visibilityMs: 60_000, maxAckPending: 10_000, deadLetterBlocksGroup: false });
+      firstMessageMs = performance.now() - t0;
+      if (first.messages.length === 0) throw new Error('bench: nothing claimed after the replay began');
+      const acked = await ack(pool, consumerId, first.messages.map((m) => m.ackId));
+      log(`replay: first claim (${first.messages.length} messages) ${firstMessageMs.toFixed(0)} ms after the replay began`);
+      return matching - acked.applied;
+    },
+  });
+  const result = { changes, matching, firstMessageMs, drainSeconds: r.seconds, walkedPerSecond: Math.round(changes / r.seconds) };
+  log(`replay: the rest drained in ${r.seconds.toFixed(1)} s (${result.walkedPerSecond.toLocaleString('en')} retained changes walked/s)`);
+  return result;
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  const [changes, replayChanges] = process.argv.slice(2).map(Number);
+  await runFilterBench(changes || undefined);
+  await runReplayBench(replayChanges || undefined);
+}
