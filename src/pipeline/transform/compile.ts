@@ -5,13 +5,14 @@
 //   {"template": {"id": "record.id"}}  an object of such values
 //   {"function": "(message) => …"}     a user's JavaScript function, run in
 //                                      QuickJS on a worker thread
-// The path and template forms only read data, so they run in the gateway; a
-// function is user code and never runs in Node itself (no vm, no eval).
+// The path and template forms only read data, so they run in the gateway, on
+// the message's text (values keep their exact digits); a function is user
+// code and never runs in Node itself (no vm, no eval).
 //
 // apply() works on the served JSON text and returns JSON text (or an error)
 // per message, in order, so one bad message never holds up the others: the
 // caller sends what succeeded and dead-letters what failed.
-import { compilePath, compileTemplate, type Reader } from './path.js';
+import { compilePath, compileTemplate, type Extract } from './path.js';
 import { SandboxWorker } from './sandbox-worker.js';
 import { checkSpec, type TransformSpec } from './spec.js';
 import { checkFunctionSource } from './syntax.js';
@@ -32,9 +33,9 @@ export function compileTransform(spec: TransformSpec): Transform {
   const checked = checkSpec(spec);
   switch (checked.kind) {
     case 'path':
-      return readerTransform(compilePath(checked.path));
+      return textTransform(compilePath(checked.path));
     case 'template':
-      return readerTransform(compileTemplate(checked.template));
+      return textTransform(compileTemplate(checked.template));
     case 'function': {
       checkFunctionSource(checked.source);
       const sandbox = new SandboxWorker({ source: checked.source, timeoutMs: checked.timeoutMs, memoryMb: checked.memoryMb });
@@ -54,20 +55,17 @@ export async function tryTransform(spec: TransformSpec, message: string): Promis
   }
 }
 
-function readerTransform(read: Reader): Transform {
+function textTransform(extract: Extract): Transform {
   return {
-    apply: async (messages) => messages.map(applyReader, read),
+    apply: async (messages) => messages.map(applyExtract, extract),
     close: async () => {},
   };
 }
 
-function applyReader(this: Reader, text: string): TransformResult {
-  let message: unknown;
+function applyExtract(this: Extract, message: string): TransformResult {
   try {
-    message = JSON.parse(text);
+    return { ok: true, json: this(message) };
   } catch (e) {
     return { ok: false, error: `the message is not JSON: ${(e as Error).message}` };
   }
-  // A path's value came from JSON, so it always stringifies.
-  return { ok: true, json: JSON.stringify(this(message)) };
 }
