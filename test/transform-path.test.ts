@@ -43,11 +43,12 @@ describe('path transform', () => {
   });
 
   it('copies values as written: every digit of an int8, a float as printed, escapes kept', async () => {
-    const text = '{"record":{"id":9007199254740993,"ratio":-0,"tiny":1.5e-07,"note":"a\\"b\\u00e9"},"changes":null,"action":"insert","metadata":{}}';
+    const text = '{"record":{"dir":"c:\\\\","id":9007199254740993,"ratio":-0,"tiny":1.5e-07,"note":"a\\"b\\u00e9"},"changes":null,"action":"insert","metadata":{}}';
     const [result] = await compileTransform({ template: { id: 'record.id', ratio: 'record.ratio', tiny: 'record.tiny', note: 'record.note' } }).apply([text]);
     expect(result).toEqual({ ok: true, json: '{"id":9007199254740993,"ratio":-0,"tiny":1.5e-07,"note":"a\\"b\\u00e9"}' });
     const [id] = await compileTransform({ path: 'record.id' }).apply([text]);
     expect(id).toEqual({ ok: true, json: '9007199254740993' });
+    expect(await run({ path: 'record.dir' }, [text])).toEqual(['c:\\']);
   });
 
   it('reads keys with escapes, and whitespace between tokens', async () => {
