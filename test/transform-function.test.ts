@@ -2,6 +2,8 @@
 // output, one result per message whatever the others do, compile-time
 // refusals with the user's line and column, and escapes that end as an error
 // result with the next call still working.
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import type { Worker } from 'node:worker_threads';
 import { afterAll, describe, expect, it } from 'vitest';
 import { compileTransform, TransformError, tryTransform, type Transform, type TransformResult } from '../src/pipeline/transform/compile.js';
@@ -93,6 +95,11 @@ describe('function transform', () => {
     expect(() => compileTransform({ function: 'function* (m) { yield m }' })).toThrow('is a generator');
   });
 
+  it('starts its worker from a process run by tsx, as `npm start` runs the gateway', async () => {
+    const { stdout } = await promisify(execFile)(process.execPath, ['node_modules/tsx/dist/cli.mjs', 'test/fixtures/transform-tsx.ts']);
+    expect(JSON.parse(stdout)).toEqual({ ok: true, json: '{"doubled":42}' });
+  });
+
   it('tries a transform once on a sample message', async () => {
     expect(await tryTransform({ function: '(m) => m.record.id * 2' }, message(21))).toEqual({ ok: true, json: '42' });
     expect(await tryTransform({ template: { t: 'metadata.table_name' } }, message(1))).toEqual({ ok: true, json: '{"t":"orders"}' });
@@ -107,6 +114,7 @@ describe('function transform sandbox', () => {
     ['import()', '(m) => import("fs")', /returned a Promise/],
     ['Function constructor', '(m) => globalThis.constructor.constructor("return process")()', /ReferenceError: 'process' is not defined/],
     ['infinite loop', '(m) => { while (true) {} }', /ran longer than its limit of 50 ms/],
+    ['a loop that catches the interrupt', '(m) => { for (;;) { try { while (true) {} } catch (e) {} finally { while (true) {} } } }', /ran longer than its limit of 50 ms/],
     ['1 GB array', '(m) => new Array(1e9).fill(1)', /ran out of memory \(limit 32 MB\)/],
     ['string doubling', '(m) => { let s = "x"; for (let i = 0; i < 30; i++) s = s + s; return s.length }', /out of memory|string too long/],
     ['deep recursion', '(m) => { const f = (n) => f(n + 1); return f(0) }', /overflowed the stack/],

@@ -204,11 +204,16 @@ export async function createSandbox({ source, timeoutMs, memoryMb }) {
     }
   }
 
+  /** Whether a message ran out of memory (or the flag cannot even be read). */
   function readOutOfMemory() {
-    const handle = vm.context.getProp(vm.progress, 'outOfMemory');
-    const flag = vm.context.dump(handle);
-    handle.dispose();
-    return flag === true;
+    try {
+      const handle = vm.context.getProp(vm.progress, 'outOfMemory');
+      const flag = vm.context.dump(handle);
+      handle.dispose();
+      return flag === true;
+    } catch {
+      return true;
+    }
   }
 
   /** Runs `count` messages (one JSON text a line); returns one result a line, in order. */
