@@ -1,0 +1,71 @@
+// A consumer's transform: what each message becomes when it is served
+// (webhook or pull). Three forms, checked and compiled once when the consumer
+// is saved or loaded:
+//   {"path": "record"}                 the value at a path of the message
+//   {"template": {"id": "record.id"}}  an object of such values
+//   {"function": "(message) => …"}     a user's JavaScript function, run in
+//                                      QuickJS on a worker thread
+// The path and template forms only read data, so they run in the gateway, on
+// the message's text (values keep their exact digits); a function is user
+// code and never runs in Node itself (no vm, no eval).
+//
+// apply() works on the served JSON text and returns JSON text (or an error)
+// per message, in order, so one bad message never holds up the others: the
+// caller sends what succeeded and dead-letters what failed.
+import { compilePath, compileTemplate, type Extract } from './path.js';
+import { SandboxWorker } from './sandbox-worker.js';
+import { checkSpec, type TransformSpec } from './spec.js';
+import { checkFunctionSource } from './syntax.js';
+
+export { TransformError, type TemplateSpec, type TransformSpec } from './spec.js';
+
+export type TransformResult = { ok: true; json: string } | { ok: false; error: string };
+
+export interface Transform {
+  /** Messages in as JSON text (the served envelope); one result per message, in order: the output's JSON text, or why there is none. */
+  apply(messages: string[]): Promise<TransformResult[]>;
+  /** Frees what the transform holds (a function's worker thread). Idempotent. */
+  close(): Promise<void>;
+}
+
+/** Throws TransformError when the spec is malformed or the function does not parse. */
+export function compileTransform(spec: TransformSpec): Transform {
+  const checked = checkSpec(spec);
+  switch (checked.kind) {
+    case 'path':
+      return textTransform(compilePath(checked.path));
+    case 'template':
+      return textTransform(compileTemplate(checked.template));
+    case 'function': {
+      checkFunctionSource(checked.source);
+      const sandbox = new SandboxWorker({ source: checked.source, timeoutMs: checked.timeoutMs, memoryMb: checked.memoryMb });
+      return { apply: (messages) => sandbox.run(messages), close: () => sandbox.close() };
+    }
+  }
+}
+
+/** For "test this transform": the spec compiled, run on one message, and closed. Throws TransformError as compileTransform does. */
+export async function tryTransform(spec: TransformSpec, message: string): Promise<TransformResult> {
+  const transform = compileTransform(spec);
+  try {
+    const [result] = await transform.apply([message]);
+    return result;
+  } finally {
+    await transform.close();
+  }
+}
+
+function textTransform(extract: Extract): Transform {
+  return {
+    apply: async (messages) => messages.map(applyExtract, extract),
+    close: async () => {},
+  };
+}
+
+function applyExtract(this: Extract, message: string): TransformResult {
+  try {
+    return { ok: true, json: this(message) };
+  } catch (e) {
+    return { ok: false, error: `the message is not JSON: ${(e as Error).message}` };
+  }
+}
