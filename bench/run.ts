@@ -1,13 +1,14 @@
 // `npm run bench`: every benchmark, one after another, each on its own fresh
 // embedded Postgres, then a summary beside the issue's targets. Prints figures;
 // asserts nothing. BENCH_SCALE=0.1 runs a tenth of each backlog; BENCH_ONLY=
-// capture,pull,push,latency,retention,rewind picks some.
+// capture,pull,push,latency,retention,rewind,filters picks some.
 import os from 'node:os';
 import { runCaptureBench } from './capture.js';
 import { runLatencyBench } from './latency.js';
 import { compareNeighbours, fmtPercentiles } from './neighbours.js';
 import { runPullBench } from './pull.js';
 import { runPushBench } from './push.js';
+import { runFilterBench, runReplayBench } from './filters.js';
 import { runRetentionBench } from './retention.js';
 import { runRewindBench } from './rewind.js';
 
@@ -48,6 +49,14 @@ if (want('push')) {
   rows.push(['push: 2,000/s, 1,001 groups, commit → receipt', fmtPercentiles(baseline.latency), '']);
   rows.push(['push: the same with one group failing', `${fmtPercentiles(failing.latency)} (healthy groups)`, '']);
   rows.push(['push: … delay it added to its neighbours', `${fmtPercentiles(failing.heldBack)} (${failing.heldBack.count} messages)`, 'p99 < 500 ms']);
+}
+if (want('filters')) {
+  const f = await runFilterBench(n(200_000), 1);
+  const ratio = (a: number[], b: number[]) => (a[0] / b[0]).toFixed(2);
+  rows.push(['filters: pull with a 3-condition where', `${fmt(f.pull.filtered[0])}/s = ${ratio(f.pull.filtered, f.pull.plain)} × unfiltered`, '≥ 0.9 ×']);
+  rows.push(['filters: push batch 100 with a 3-condition where', `${fmt(f.push.filtered[0])}/s = ${ratio(f.push.filtered, f.push.plain)} × unfiltered`, '≥ 0.9 ×']);
+  const r = await runReplayBench(n(1_000_000));
+  rows.push([`replay: 1% of ${fmt(r.changes)} retained changes`, `first message ${fmt(r.firstMessageMs)} ms; ${fmt(r.walkedPerSecond)} changes walked/s`, 'first < 2 s']);
 }
 if (want('latency')) {
   const pull = await runLatencyBench('pull', 1000, 20);
