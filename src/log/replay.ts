@@ -260,12 +260,17 @@ export function replayStarted(consumerId: string): void {
  * one (the matching changes of the step are then waiting for the claim).
  */
 export async function runReplays(db: Pool, consumerId: string, want: number): Promise<void> {
-  let k = known.get(consumerId);
-  if (!k || (k.replay === null && Date.now() - k.at >= NONE_RECHECK_MS)) {
-    k = { replay: await activeReplay(db, consumerId), at: Date.now() };
-    known.set(consumerId, k);
+  // A replay found done (its last step had reached its end) hands the claim
+  // on to the next one at once: a claim is never spent on a finished replay.
+  for (let i = 0; i < 3; i++) {
+    let k = known.get(consumerId);
+    if (!k || (k.replay === null && (i > 0 || Date.now() - k.at >= NONE_RECHECK_MS))) {
+      k = { replay: await activeReplay(db, consumerId), at: Date.now() };
+      known.set(consumerId, k);
+    }
+    if (!k.replay || (await replayStep(db, k.replay, want))) return;
+    known.delete(consumerId);
   }
-  if (k.replay && !(await replayStep(db, k.replay, want))) known.delete(consumerId);
 }
 
 /**

@@ -154,22 +154,25 @@ export async function consumerRoutes(parent: FastifyInstance, opts: { deps: AppD
       query.where = Object.fromEntries(Object.entries(body.where).map(([t, e]) => [qualifyTable(t), e]));
     }
     const bufferUrl = String(pool.options.connectionString);
-    return withTransaction(pool, async (db) => {
+    const out = await withTransaction(pool, async (db) => {
       // FOR UPDATE: not deleted or moved to another source meanwhile.
       const consumer = await existingConsumer(db, name, true);
       const c = { id: consumer.id, name, source: consumer.config.source, tables: consumer.config.tables };
       const sourceUrl = (await getSource(db, c.source))!.config.url || bufferUrl;
-      if (dryRun) {
-        const out = await dryRunReplay(db, c, query, sourceUrl);
-        // The stored messages as they are (int8 and numeric digits intact): built, not re-serialised.
-        const body = `{"dry_run":true,"matched":${out.matched},"walked":${out.walked},"complete":${out.complete},"first":[${out.first.join(',')}]}`;
-        return reply.status(200).type('application/json; charset=utf-8').serializer((p) => p as string).send(body as never);
-      }
+      if (dryRun) return { dry: await dryRunReplay(db, c, query, sourceUrl) } as const;
       const replay = await createReplay(db, c, query, sourceUrl);
       await db.query("SELECT pg_notify('sluice_messages', $1)", [consumer.id]);
-      replayStarted(consumer.id);
-      return reply.status(202).send(replay);
+      return { replay, consumerId: consumer.id } as const;
     });
+    // Answered after the commit: a receive that follows the answer sees the replay.
+    if ('dry' in out && out.dry) {
+      const d = out.dry;
+      // The stored messages as they are (int8 and numeric digits intact): built, not re-serialised.
+      const body = `{"dry_run":true,"matched":${d.matched},"walked":${d.walked},"complete":${d.complete},"first":[${d.first.join(',')}]}`;
+      return reply.status(200).type('application/json; charset=utf-8').serializer((p) => p as string).send(body as never);
+    }
+    replayStarted(out.consumerId);
+    return reply.status(202).send(out.replay);
   });
 
   app.get('/consumers/:name/replays', { schema: consumerSchemas.replays }, async (request) => {
