@@ -190,7 +190,10 @@ export async function applyConfig(pool: Pool, declared: SluiceConfig, opts: Appl
         await startConsumer(client, { id, config: consumer }, sources.get(consumer.source), index, pool);
       }
       if (change.action === 'update') await q.updateConsumer(client, consumer);
-      if (change.action === 'create' || change.action === 'update') {
+      // Checked again only when it changed: an unrelated edit needs no source.
+      const before = stored.consumers.find((c) => c.name === change.name);
+      const whereChanged = change.action === 'update' && JSON.stringify(consumer.filter?.where) !== JSON.stringify(before?.filter?.where);
+      if (change.action === 'create' || whereChanged) {
         const index = declared.consumers.findIndex((c) => c.name === consumer.name);
         await storeFilterColumns(client, consumer, sources.get(consumer.source), index, pool);
       }

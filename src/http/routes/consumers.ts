@@ -110,7 +110,10 @@ export async function consumerRoutes(parent: FastifyInstance, opts: { deps: AppD
       }
       const config = await validateAgainstSources(db, merged);
       await q.updateConsumer(db, config);
-      await storeFilterColumns(db, config, String(pool.options.connectionString));
+      // Checked again only when it changed: an unrelated edit needs no source.
+      if (JSON.stringify(config.filter?.where) !== JSON.stringify(current.config.filter?.where)) {
+        await storeFilterColumns(db, config, String(pool.options.connectionString));
+      }
       return existingConsumer(db, name);
     });
     return presentConsumer(row);
