@@ -6,7 +6,7 @@
 // the table and the character, and nothing is saved.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConsumerRegistry } from '../src/buffer/consumers.js';
-import { formatStatus } from '../src/cli/status.js';
+import { formatStatus, statusReport } from '../src/cli/status.js';
 import { applyConfig } from '../src/config/apply.js';
 import { ConfigError } from '../src/config/errors.js';
 import { loadConfig } from '../src/config/load.js';
@@ -202,8 +202,11 @@ consumers:
     expect(stored.rows[0].filter_columns['public.invoices']).toMatchObject({ id: 'int8', amount: 'numeric', status: 'text' });
   });
 
-  it('shows in sluice status', () => {
-    const line = formatStatus({ sources: [], consumers: [{ name: 'x', kind: 'pull', state: 'active', state_reason: null, filter: `where public.invoices: ${PAID}`, pending: 0, in_flight: 0, dead_lettered: 0, oldest_pending_age_ms: null }] });
-    expect(line).toContain(`filter: where public.invoices: ${PAID}`);
+  it('shows in sluice status', async () => {
+    // Built by statusReport from the stored consumer, printed by formatStatus.
+    const report = await statusReport(f.pool, null, f.url);
+    const paid = report.consumers.find((c) => c.name === 'paid');
+    expect(paid?.filter).toBe(`where public.invoices: ${PAID}`);
+    expect(formatStatus(report)).toContain(`filter: where public.invoices: ${PAID}`);
   });
 });
