@@ -177,33 +177,41 @@ describe('capture crash safety', () => {
     await child.waitFor(/^streaming/);
 
     // T2 writes its row first but commits second, so its commit record comes
-    // right after T1's: T2's commit LSN equals T1's end LSN.
-    const t2 = new pg.Client({ connectionString: srcUrl });
-    t2.on('error', () => {});
-    await t2.connect();
-    await t2.query('BEGIN');
-    await t2.query('INSERT INTO t VALUES (2)');
-    await sql(srcUrl, 'INSERT INTO t VALUES (1)');
-    const t1End = await eventually(async () => {
-      const { rows } = await pool.query(`SELECT (confirmed_lsn - '0/0')::bigint::text AS l FROM sluice.source_positions`);
-      const { rows: slot } = await sql(srcUrl, `SELECT (confirmed_flush_lsn - '0/0')::bigint::text AS l FROM pg_replication_slots WHERE slot_name = 'sluice_b2b'`);
-      // Stored and confirmed to Postgres.
-      return rows.length && slot.length && BigInt(slot[0].l) >= BigInt(rows[0].l) && (await countByConsumer(pool)).c?.rows === 1 ? BigInt(rows[0].l) : null;
-    });
-    await child.kill9();
-    await t2.query('COMMIT');
-    await t2.end();
+    // right after T1's: T2's commit LSN equals T1's end LSN. Unless Postgres
+    // itself logs a record in between (a running-transactions snapshot every
+    // 15 s, a checkpoint): that round still checks T2 is not lost, and the
+    // next round tries the exact case again.
+    let exactCase = 0;
+    for (let round = 0; round < 3 && exactCase === 0; round++) {
+      const [first, second] = [2 * round + 1, 2 * round + 2];
+      const t2 = new pg.Client({ connectionString: srcUrl });
+      t2.on('error', () => {});
+      await t2.connect();
+      await t2.query('BEGIN');
+      await t2.query('INSERT INTO t VALUES ($1)', [second]);
+      await sql(srcUrl, `INSERT INTO t VALUES (${first})`);
+      const t1End = await eventually(async () => {
+        const { rows } = await pool.query(`SELECT (confirmed_lsn - '0/0')::bigint::text AS l FROM sluice.source_positions`);
+        const { rows: slot } = await sql(srcUrl, `SELECT (confirmed_flush_lsn - '0/0')::bigint::text AS l FROM pg_replication_slots WHERE slot_name = 'sluice_b2b'`);
+        // Stored and confirmed to Postgres.
+        return rows.length && slot.length && BigInt(slot[0].l) >= BigInt(rows[0].l) && (await countByConsumer(pool)).c?.rows === first ? BigInt(rows[0].l) : null;
+      });
+      await child.kill9();
+      await t2.query('COMMIT');
+      await t2.end();
 
-    child = startChild(srcUrl, bufUrl, src);
-    await child.waitFor(/^streaming/);
-    const rows = await eventually(async () => {
-      const r = await pool.query(`SELECT commit_lsn::text AS lsn, payload::json->'record'->>'id' AS id FROM ${CONSUMER_CHANGES} m ORDER BY commit_lsn`);
-      return r.rows.length === 2 ? r.rows : null;
-    });
+      child = startChild(srcUrl, bufUrl, src);
+      await child.waitFor(/^streaming/);
+      const rows = await eventually(async () => {
+        const r = await pool.query(`SELECT commit_lsn::text AS lsn, payload::json->'record'->>'id' AS id FROM ${CONSUMER_CHANGES} m ORDER BY commit_lsn`);
+        return r.rows.length === second ? r.rows : null;
+      });
+      expect(rows.map((r) => Number(r.id))).toEqual(Array.from({ length: second }, (_, i) => i + 1));
+      // The case the +1 trap would lose: T2's commit record starts exactly where T1 ended.
+      if (BigInt(rows[second - 1].lsn) === t1End) exactCase++;
+    }
     await child.stop();
-    expect(rows.map((r) => r.id)).toEqual(['1', '2']);
-    // The case the +1 trap would lose: T2's commit record starts exactly where T1 ended.
-    expect(BigInt(rows[1].lsn)).toBe(t1End);
+    expect(exactCase).toBe(1);
     await pool.end();
   }, 60_000);
 });
