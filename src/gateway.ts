@@ -6,6 +6,7 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { ConfigListener } from './buffer/config-listener.js';
 import { ConsumerRegistry } from './buffer/consumers.js';
+import { closeTransforms, retainTransforms } from './render/transforms.js';
 import { Wakeup } from './buffer/wakeup.js';
 import { Jobs } from './jobs/scheduler.js';
 import { Dispatcher } from './push/dispatcher.js';
@@ -76,6 +77,15 @@ export class Gateway {
 
     this.consumers = new ConsumerRegistry(this.pool);
     await this.consumers.reload();
+    // Function transforms hold a worker thread each: freed when their consumer
+    // goes or drops its transform, and all of them when the gateway stops.
+    const forget = this.consumers.onChange((all) => {
+      void retainTransforms(new Set(all.filter((c) => c.config.transform).map((c) => c.id)));
+    });
+    this.push('transforms', async () => {
+      forget();
+      await closeTransforms();
+    });
     const listener = new ConfigListener(this.opts.bufferUrl, this.consumers, (err) => log.warn({ err: err.message }, 'config listener'));
     await listener.start();
     this.push('config listener', () => listener.stop());

@@ -131,7 +131,7 @@ describe('filter.actions', () => {
   });
 
   it('shows in sluice status, and a bad filter is refused with the field and changes nothing', async () => {
-    expect(formatStatus({ sources: [], consumers: [{ name: 'x', kind: 'pull', state: 'active', state_reason: null, filter: 'actions insert, delete', pending: 0, in_flight: 0, dead_lettered: 0, oldest_pending_age_ms: null }] }))
+    expect(formatStatus({ sources: [], consumers: [{ name: 'x', kind: 'pull', state: 'active', state_reason: null, filter: 'actions insert, delete', transform: null, pending: 0, in_flight: 0, dead_lettered: 0, oldest_pending_age_ms: null }] }))
       .toContain('filter: actions insert, delete');
     const before = JSON.stringify((await f.pool.query('SELECT name, config FROM sluice.consumers ORDER BY name')).rows);
     const body = (filter: unknown) => ({ name: 'bad', source: 'main', kind: 'pull', tables: ['public.orders'], filter });

@@ -162,3 +162,22 @@ export async function modifyVisibility(
   const applied = rows[0].n;
   return { applied, ignored: ackIds.length - applied };
 }
+
+// Refused by the consumer's transform (migrations/0017_transform_dead_letters.sql).
+const DEAD_LETTER = `SELECT sluice.dead_letter_deliveries($1, $2::bigint[], $3::int[], $4::int[], $5::text[]) AS n`;
+const END_REPLAYS_OF = `SELECT sluice.end_replays($1, $2::bigint[], $3::int[], $4::int[]) AS n`;
+
+/** These just-claimed deliveries become dead letters, each with its reason (their transform refused them). */
+export async function deadLetterDeliveries(
+  pool: Pool,
+  consumerId: string,
+  refused: ReadonlyArray<{ message: ClaimedMessage; error: string }>,
+): Promise<void> {
+  if (refused.length === 0) return;
+  const lsns = refused.map((r) => r.message.commitLsn);
+  const idxs = refused.map((r) => r.message.commitIdx);
+  const tokens = refused.map((r) => r.message.deliveryToken);
+  const { rows } = await pool.query<{ n: number }>(DEAD_LETTER, [consumerId, lsns, idxs, tokens, refused.map((r) => r.error)]);
+  // Rows a rewind marked for replay were skipped: their delivery ends here.
+  if (rows[0].n < refused.length) await pool.query(END_REPLAYS_OF, [consumerId, lsns, idxs, tokens]);
+}

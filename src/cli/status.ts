@@ -3,7 +3,7 @@
 // dead-lettered.
 import type { Pool } from '../db/pool.js';
 import { createPool } from '../db/pool.js';
-import type { SluiceConfig } from '../config/types.js';
+import type { ConsumerConfig, SluiceConfig } from '../config/types.js';
 import { loadConsumers } from '../buffer/consumers.js';
 import { consumerStats } from '../buffer/dead-letters.js';
 import { listFaults } from '../buffer/faults.js';
@@ -14,7 +14,7 @@ const POSITIONS = `SELECT source_name, confirmed_lsn::text AS lsn, last_commit_a
 
 export interface StatusReport {
   sources: Array<{ name: string; confirmed_lsn: string | null; last_commit_at: string | null; slot_active: boolean | null; lag_bytes: number | null; log?: LogStatus; error?: string }>;
-  consumers: Array<{ name: string; kind: string; state: string; state_reason: string | null; filter: string | null; pending: number; in_flight: number; dead_lettered: number; oldest_pending_age_ms: number | null }>;
+  consumers: Array<{ name: string; kind: string; state: string; state_reason: string | null; filter: string | null; transform: string | null; pending: number; in_flight: number; dead_lettered: number; oldest_pending_age_ms: number | null }>;
 }
 
 export async function statusReport(pool: Pool, config: SluiceConfig | null, bufferUrl: string): Promise<StatusReport> {
@@ -57,10 +57,20 @@ export async function statusReport(pool: Pool, config: SluiceConfig | null, buff
       ...Object.entries(f?.where ?? {}).map(([table, expression]) => `where ${table}: ${expression}`),
     ];
     const filter = parts.length > 0 ? parts.join('; ') : null;
-    consumers.push({ name: c.name, kind: c.kind, state, state_reason: fault ? fault.reason : c.state_reason, filter, ...st });
+    consumers.push({ name: c.name, kind: c.kind, state, state_reason: fault ? fault.reason : c.state_reason, filter, transform: describeTransform(c.config.transform), ...st });
   }
   void bufferUrl;
   return { sources, consumers };
+}
+
+/** One line: the path, the template's keys, or the function's first line and size. */
+function describeTransform(t: ConsumerConfig['transform']): string | null {
+  if (!t) return null;
+  if ('path' in t) return `path ${t.path}`;
+  if ('template' in t) return `template {${Object.keys(t.template).join(', ')}}`;
+  const lines = t.function.trim().split('\n');
+  const first = lines[0].length > 60 ? lines[0].slice(0, 57) + '...' : lines[0];
+  return `function ${first}${lines.length > 1 ? ` (${lines.length} lines)` : ''}`;
 }
 
 export function formatStatus(r: StatusReport): string {
@@ -79,6 +89,7 @@ export function formatStatus(r: StatusReport): string {
       `  ${c.name} (${c.kind}, ${c.state}): pending ${c.pending}, in flight ${c.in_flight}, dead-lettered ${c.dead_lettered}` +
         (c.oldest_pending_age_ms !== null ? `, oldest pending ${(c.oldest_pending_age_ms / 1000).toFixed(1)} s` : '') +
         (c.filter ? `\n    filter: ${c.filter}` : '') +
+        (c.transform ? `\n    transform: ${c.transform}` : '') +
         (c.state !== 'active' && c.state_reason ? `\n    ${c.state_reason}` : ''),
     );
   }

@@ -8,6 +8,7 @@ import type { ConsumerConfig, PullSettings, SluiceConfig, SourceConfig, WebhookS
 import { parseDuration, parseSize } from './units.js';
 import { checkWebhookTarget } from './webhook-target.js';
 import { FilterError, parseWhere } from '../pipeline/filter/compile.js';
+import { checkTransform, TransformError, type TransformSpec } from '../pipeline/transform/compile.js';
 
 // Headers Sluice sets itself: overriding them would break signing or framing.
 const RESERVED_HEADERS = new Set([
@@ -221,12 +222,29 @@ export function normaliseConsumer(y: YamlConsumer, at: PathSegment[], issues: Ra
     group_by: groupBy,
     dead_letter_blocks_group: y.dead_letter_blocks_group ?? DEFAULTS.consumer.dead_letter_blocks_group,
     ...normaliseFilter(y.filter, tables, [...at, 'filter'], issues),
+    ...normaliseTransform(y.transform, [...at, 'transform'], issues),
     // Only when given: it is read once, at creation, and "now" is the default.
     ...(y.start !== undefined && { start: y.start }),
     annotations: y.annotations ?? {},
     ...(y.kind === 'pull' && { pull: normalisePull(y.pull ?? {}, [...at, 'pull'], issues) }),
     ...(y.kind === 'webhook' && y.webhook && { webhook: normaliseWebhook(y.webhook, [...at, 'webhook'], issues) }),
   };
+}
+
+/**
+ * Checked as it will run (the form, its paths, the function's syntax), without
+ * starting a sandbox; a function's syntax error is named by line and column.
+ */
+function normaliseTransform(y: YamlConsumer['transform'], at: PathSegment[], issues: RawIssue[]): { transform?: TransformSpec } {
+  if (y === undefined) return {};
+  try {
+    checkTransform(y);
+  } catch (e) {
+    if (!(e instanceof TransformError)) throw e;
+    const where = e.line !== undefined ? `line ${e.line}, column ${e.column}: ` : '';
+    issues.push(issue(e.line !== undefined ? [...at, 'function'] : at, where + e.message));
+  }
+  return { transform: y };
 }
 
 /**

@@ -12,6 +12,7 @@ import { parseSecret, SecretFormatError } from '../signing/secrets.js';
 import { parseLogPoint } from '../log/points.js';
 import { DURATION_RE, SIZE_RE, parseDuration, parseSize } from './units.js';
 import type { ChangeAction } from './types.js';
+import type { TransformSpec } from '../pipeline/transform/spec.js';
 
 export const DEFAULTS = {
   http: { host: '127.0.0.1', port: 7376, body_limit: '1MB' },
@@ -254,6 +255,28 @@ export const consumerSchema = object(
         description: "a map of table → SQL boolean expression, such as {\"public.orders\": \"status = 'paid'\"}",
       },
     }),
+    // What each message becomes when it is served (pull and webhook alike):
+    // one of path, template or function (src/pipeline/transform/). Applied at
+    // delivery, so a rewind or replay is served with the current transform.
+    transform: object(
+      {
+        path: { type: 'string', minLength: 1, maxLength: 1000, description: 'a message path whose value is served, such as "record"' },
+        template: {
+          type: 'object',
+          minProperties: 1,
+          description: 'an object of output keys → message paths (or nested such objects), such as {"id": "record.id", "kind": "action"}',
+        },
+        function: {
+          type: 'string',
+          minLength: 1,
+          maxLength: 65_536,
+          description: 'a JavaScript function (message) => value, run in a QuickJS sandbox with no I/O',
+        },
+        timeout_ms: int(1, 1000, { description: "a function's time limit per message, in ms (default 50)" }),
+        memory_mb: int(8, 256, { description: "a function's memory cap, in MiB (default 32)" }),
+      },
+      { description: 'one of {"path": …}, {"template": {…}} or {"function": "…"}' },
+    ),
     // Where a new consumer starts in its source's log; read when it is created.
     start: {
       type: 'string',
@@ -339,6 +362,7 @@ export interface YamlConsumer {
   group_by?: boolean | Record<string, string[]>;
   dead_letter_blocks_group?: boolean;
   filter?: { actions?: ChangeAction[]; where?: Record<string, string> };
+  transform?: TransformSpec;
   start?: string;
   annotations?: Record<string, unknown>;
   pull?: YamlPull;

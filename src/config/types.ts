@@ -1,6 +1,7 @@
 // The validated, defaulted configuration: what src/config/load.ts returns after
 // reading config/sluice.yaml (or an API-created resource), substituting ${VAR}s
 // and checking it against src/config/schema.ts. Durations are milliseconds here.
+import type { TransformSpec } from '../pipeline/transform/spec.js';
 
 export interface SluiceConfig {
   /** Where the buffer lives. Unset url: the embedded Postgres (npm start / tests). */
@@ -57,6 +58,8 @@ export interface ConsumerConfig {
   dead_letter_blocks_group: boolean;
   /** Which changes it takes in; absent: every change of its tables. */
   filter?: ConsumerFilter;
+  /** What each message becomes when it is served (src/pipeline/transform/); absent: the message as captured. */
+  transform?: TransformSpec;
   /**
    * Where the consumer starts in its source's log: "now" (the default),
    * "earliest", an RFC 3339 timestamp or an LSN "16/B374D848". Read once, when

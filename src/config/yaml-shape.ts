@@ -37,6 +37,7 @@ export function toYamlConsumer(c: ConsumerConfig): YamlConsumer {
         ...(c.filter.where !== undefined && { where: { ...c.filter.where } }),
       },
     }),
+    ...(c.transform !== undefined && { transform: structuredClone(c.transform) }),
     ...(c.start !== undefined && { start: c.start }),
     annotations: { ...c.annotations },
   };

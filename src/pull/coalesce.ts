@@ -5,28 +5,32 @@
 // the fixed cost of a claim and a lock hand-over; combined, they pay it once.
 // A claim hands out at most one message per group, so every share keeps that
 // property, and max_ack_pending is counted over the combined claim.
-import type { ClaimResult } from '../buffer/claim.js';
+/** A claim's messages (in commit order) and, when there are none, when to look again. */
+export interface ClaimResult<M> {
+  messages: M[];
+  nextVisibleAt: Date | null;
+}
 
-interface Pending {
+interface Pending<M> {
   limit: number;
-  resolve(r: ClaimResult): void;
+  resolve(r: ClaimResult<M>): void;
   reject(err: unknown): void;
 }
 
-export class ClaimCoalescer {
-  private readonly queues = new Map<string, Pending[]>();
+export class ClaimCoalescer<M> {
+  private readonly queues = new Map<string, Pending<M>[]>();
 
   /**
    * @param run the real claim: consumer id and how many messages at most
    * @param maxCombined the largest combined claim (the largest batch_size)
    */
   constructor(
-    private readonly run: (consumerId: string, limit: number) => Promise<ClaimResult>,
+    private readonly run: (consumerId: string, limit: number) => Promise<ClaimResult<M>>,
     private readonly maxCombined = 1000,
   ) {}
 
-  claim(consumerId: string, limit: number): Promise<ClaimResult> {
-    return new Promise<ClaimResult>((resolve, reject) => {
+  claim(consumerId: string, limit: number): Promise<ClaimResult<M>> {
+    return new Promise<ClaimResult<M>>((resolve, reject) => {
       const queue = this.queues.get(consumerId);
       if (queue) {
         queue.push({ limit, resolve, reject });
@@ -43,7 +47,7 @@ export class ClaimCoalescer {
     // Bounded: each round takes at least one request off the queue, and new
     // requests join only while rounds run.
     while (queue.length > 0) {
-      const round: Pending[] = [];
+      const round: Pending<M>[] = [];
       let total = 0;
       while (queue.length > 0 && (round.length === 0 || total + queue[0].limit <= this.maxCombined)) {
         const p = queue.shift()!;

@@ -5,17 +5,17 @@
 // sluice.pull_waiters) and sleeps until a wake-up for its consumer, the moment
 // an in-flight message's visibility ends, or a safety re-check.
 import { randomUUID } from 'node:crypto';
-import { ack, claim, modifyVisibility, nack, type AckOutcome, type ClaimedMessage, type ClaimResult } from '../buffer/claim.js';
+import { ack, claim, deadLetterDeliveries, modifyVisibility, nack, type AckOutcome, type ClaimedMessage } from '../buffer/claim.js';
 import type { ConsumerRecord, ConsumerRegistry } from '../buffer/consumers.js';
 import { ClaimFaults } from '../buffer/faults.js';
-import { servedMetadataJson, withConsumer } from '../buffer/message.js';
 import { beginWait, endWait } from '../buffer/waiters.js';
 import type { Wakeup } from '../buffer/wakeup.js';
 import type { Pool } from '../db/pool.js';
 import { runReplays } from '../log/replay.js';
 import { consumerFilter } from '../pipeline/filter/consumer-filter.js';
 import { walkFiltered } from '../pipeline/filter/walk.js';
-import { ClaimCoalescer } from './coalesce.js';
+import { rendererFor, TransformUnavailable } from '../render/render.js';
+import { ClaimCoalescer, type ClaimResult } from './coalesce.js';
 import { PullError } from './errors.js';
 import { BATCH_SIZE_MAX } from './params.js';
 import { pullSettings } from './settings.js';
@@ -41,6 +41,15 @@ export interface ReceiveOptions {
   signal?: AbortSignal;
 }
 
+/** A claimed message as this consumer is served it (src/render/render.ts). */
+interface ServedMessage {
+  ackId: string;
+  /** JSON text: the envelope, or the transform's output. */
+  text: string;
+}
+
+type Served = ClaimResult<ServedMessage>;
+
 export interface ReceiveResult {
   count: number;
   /** The response body, `{"data": [{"ack_id": …, "data": <message>}]}`, built as text. */
@@ -51,15 +60,17 @@ export interface ReceiveResult {
 const WAITER_GRACE_MS = 10_000;
 // Upper bound on re-checks per receive besides the clock, should wake-ups storm.
 const MAX_CHECKS_PER_RECEIVE = 10_000;
+// A claim whose every message the transform refused is claimed again at once,
+// this many times at most, so a receive is not answered empty for that alone.
+const CLAIMS_PAST_REFUSALS = 3;
 
 export class PullService {
   /** Claims issued (tests assert long-polls are not busy loops). */
   readonly counters = { claims: 0, waiting: 0 };
   private readonly safetyRecheckMs: number;
   private readonly localWaiting = new Map<string, number>();
-  private readonly consumerJsonCache = new WeakMap<ConsumerRecord, string>();
   private readonly unsubscribe: () => void;
-  private readonly coalescer = new ClaimCoalescer((id, limit) => this.claimNow(id, limit), BATCH_SIZE_MAX);
+  private readonly coalescer = new ClaimCoalescer<ServedMessage>((id, limit) => this.claimNow(id, limit), BATCH_SIZE_MAX);
   // A consumer whose claims fail shows as failing, with the reason (API, sluice status).
   private readonly faults: ClaimFaults;
   // Aborted when the service closes: long-polls end at once with what they have.
@@ -85,10 +96,10 @@ export class PullService {
     let epoch = wakeup.epoch(id);
     let current = consumer;
     let result = await this.claimFor(current, req.batchSize);
-    if (result.messages.length > 0 || req.waitMs <= 0) return this.body(current, result.messages);
+    if (result.messages.length > 0 || req.waitMs <= 0) return this.body(result.messages);
 
     const signal = req.signal ? AbortSignal.any([req.signal, this.closing.signal]) : this.closing.signal;
-    if (signal.aborted) return this.body(current, []);
+    if (signal.aborted) return this.body([]);
     const waiterId = await this.admitWaiter(current, req.waitMs);
     try {
       for (let check = 0; check < MAX_CHECKS_PER_RECEIVE; check++) {
@@ -102,12 +113,12 @@ export class PullService {
         if (!latest || latest.kind !== 'pull') break;
         current = latest;
         result = await this.claimFor(current, req.batchSize);
-        if (result.messages.length > 0) return this.body(current, result.messages);
+        if (result.messages.length > 0) return this.body(result.messages);
       }
     } finally {
       await this.releaseWaiter(id, waiterId);
     }
-    return this.body(current, []);
+    return this.body([]);
   }
 
   async ack(consumer: ConsumerRecord, ackIds: readonly string[]): Promise<AckOutcome> {
@@ -128,39 +139,70 @@ export class PullService {
     return out;
   }
 
-  private claimFor(c: ConsumerRecord, batchSize: number): Promise<ClaimResult> {
+  private claimFor(c: ConsumerRecord, batchSize: number): Promise<Served> {
     // Paused (or disabled) consumers keep their messages; receive sees none.
     if (c.state !== 'active') return Promise.resolve({ messages: [], nextVisibleAt: null });
     return this.coalescer.claim(c.id, batchSize);
   }
 
-  /** One claim in Postgres, for one or several receives (see coalesce.ts). */
-  private async claimNow(consumerId: string, limit: number): Promise<ClaimResult> {
+  /** One claim in Postgres, for one or several receives (see coalesce.ts), served as the consumer is served. */
+  private async claimNow(consumerId: string, limit: number): Promise<Served> {
     const c = this.opts.consumers.get(consumerId);
     if (!c || c.kind !== 'pull' || c.state !== 'active') return { messages: [], nextVisibleAt: null };
     const s = pullSettings(c);
     this.counters.claims++;
     try {
-      // A running replay takes in its next matching changes first (src/log/replay.ts).
-      await runReplays(this.opts.pool, c.id, limit);
-      // A where filter is tested here, on a walk of the log, before the claim takes in what passes.
-      const filter = consumerFilter(c);
-      const walked = filter ? await walkFiltered(this.opts.pool, c.id, limit, filter) : null;
-      const result = await claim(this.opts.pool, {
-        walked,
-        consumerId: c.id,
-        limit,
-        visibilityMs: s.ackWaitMs,
-        maxAckPending: s.maxAckPending,
-        maxDeliver: s.maxDeliver,
-        deadLetterBlocksGroup: s.deadLetterBlocksGroup,
-      });
-      this.faults.succeeded(c.id);
-      return result;
+      for (let round = 0; ; round++) {
+        // A running replay takes in its next matching changes first (src/log/replay.ts).
+        await runReplays(this.opts.pool, c.id, limit);
+        // A where filter is tested here, on a walk of the log, before the claim takes in what passes.
+        const filter = consumerFilter(c);
+        const walked = filter ? await walkFiltered(this.opts.pool, c.id, limit, filter) : null;
+        const result = await claim(this.opts.pool, {
+          walked,
+          consumerId: c.id,
+          limit,
+          visibilityMs: s.ackWaitMs,
+          maxAckPending: s.maxAckPending,
+          maxDeliver: s.maxDeliver,
+          deadLetterBlocksGroup: s.deadLetterBlocksGroup,
+        });
+        const served = await this.serve(c, result.messages);
+        this.faults.succeeded(c.id);
+        if (served.length > 0 || result.messages.length === 0 || round + 1 >= CLAIMS_PAST_REFUSALS) {
+          return { messages: served, nextVisibleAt: result.nextVisibleAt };
+        }
+      }
     } catch (err) {
       this.faults.failed(c.id, err);
+      if (err instanceof TransformUnavailable) {
+        // The claimed messages stay in flight and come back when their visibility ends.
+        throw new PullError(503, `${err.message}; the messages claimed are delivered again when their ack_wait ends. Retry the receive.`);
+      }
       throw err;
     }
+  }
+
+  /**
+   * The claimed messages rendered for the consumer; those its transform
+   * refused become dead letters here, with the reason, and are left out.
+   */
+  private async serve(c: ConsumerRecord, messages: ClaimedMessage[]): Promise<ServedMessage[]> {
+    const renderer = rendererFor(c);
+    if (!renderer.transformed) return messages.map((m) => ({ ackId: m.ackId, text: renderer.envelope(m.payload) }));
+    const rendered = await renderer.render(messages.map((m) => m.payload));
+    const out: ServedMessage[] = [];
+    const refused: Array<{ message: ClaimedMessage; error: string }> = [];
+    rendered.forEach((r, i) => {
+      if (r.ok) out.push({ ackId: messages[i].ackId, text: r.text });
+      else refused.push({ message: messages[i], error: r.error });
+    });
+    if (refused.length > 0) {
+      await deadLetterDeliveries(this.opts.pool, c.id, refused);
+      // Their groups may be free now: local long-polls look again.
+      this.opts.wakeup.notify(c.id);
+    }
+    return out;
   }
 
   private async admitWaiter(c: ConsumerRecord, waitMs: number): Promise<string> {
@@ -200,16 +242,14 @@ export class PullService {
     else this.localWaiting.set(consumerId, n);
   }
 
-  private body(c: ConsumerRecord, messages: ClaimedMessage[]): ReceiveResult {
+  private body(messages: ServedMessage[]): ReceiveResult {
     if (messages.length === 0) return { count: 0, body: '{"data":[]}' };
-    let cj = this.consumerJsonCache.get(c);
-    if (cj === undefined) this.consumerJsonCache.set(c, (cj = servedMetadataJson(c)));
-    // Payloads are JSON text already; splicing strings avoids a parse and a
+    // Messages are JSON text already; splicing strings avoids a parse and a
     // stringify per message. ack_ids are base64url: nothing to escape.
     let out = '{"data":[';
     for (let i = 0; i < messages.length; i++) {
       const m = messages[i];
-      out += (i ? ',{"ack_id":"' : '{"ack_id":"') + m.ackId + '","data":' + withConsumer(m.payload, cj) + '}';
+      out += (i ? ',{"ack_id":"' : '{"ack_id":"') + m.ackId + '","data":' + m.text + '}';
     }
     return { count: messages.length, body: out + ']}' };
   }

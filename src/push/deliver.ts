@@ -6,7 +6,6 @@
 import { readFileSync } from 'node:fs';
 import pRetry from 'p-retry';
 import type { Pool } from 'undici';
-import { withConsumer } from '../buffer/message.js';
 import type { Signer } from '../signing/sign.js';
 import { postOnce, type HttpResult, type StopSwitch } from './http.js';
 
@@ -54,13 +53,13 @@ export function webhookId(batchId: string): string {
   return 'msg_' + batchId.replace(/-/g, '');
 }
 
-/** `{"data":[m1,m2,…]}`, or the bare message when batching is off and there is one. */
-export function buildBody(payloads: readonly string[], servedJson: string, batched: boolean): Buffer {
-  if (!batched && payloads.length === 1) return Buffer.from(withConsumer(payloads[0], servedJson));
+/** `{"data":[m1,m2,…]}`, or the bare message when batching is off and there is one. Messages as served (src/render/render.ts). */
+export function buildBody(messages: readonly string[], batched: boolean): Buffer {
+  if (!batched && messages.length === 1) return Buffer.from(messages[0]);
   let text = '{"data":[';
-  for (let i = 0; i < payloads.length; i++) {
+  for (let i = 0; i < messages.length; i++) {
     if (i > 0) text += ',';
-    text += withConsumer(payloads[i], servedJson);
+    text += messages[i];
   }
   return Buffer.from(text + ']}');
 }

@@ -281,6 +281,27 @@ export async function recordFailure(
   return rows[0];
 }
 
+const DEAD_LETTER_KEYS = `SELECT sluice.dead_letter_batch_keys($1, $2, $3, $4::bigint[], $5::int[], $6::text[]) AS left`;
+
+/**
+ * Messages of a claimed batch that its transform refused leave the batch as
+ * dead letters, each with its reason (migrations/0017_transform_dead_letters.sql).
+ * Returns how many the batch keeps, or -1 if this delivery no longer owns it.
+ */
+export async function deadLetterBatchKeys(
+  pool: Pool,
+  consumerId: string,
+  batch: ClaimedBatch,
+  refused: ReadonlyArray<{ index: number; error: string }>,
+): Promise<number> {
+  const lsns = refused.map((r) => batch.lsns[r.index]);
+  const idxs = refused.map((r) => batch.idxs[r.index]);
+  const { rows } = await pool.query<{ left: number }>(DEAD_LETTER_KEYS, [consumerId, batch.batchId, batch.token, lsns, idxs, refused.map((r) => r.error)]);
+  // Rows a rewind marked for replay were skipped: no batch names them now, so their delivery ends here.
+  if (rows[0].left >= 0) await pool.query(END_REPLAYS, [consumerId, lsns, idxs]);
+  return rows[0].left;
+}
+
 /** Health starts as a row, so the ack statement can keep it current with a plain UPDATE. */
 export async function ensureHealthRow(pool: Pool, consumerId: string): Promise<void> {
   await pool.query('INSERT INTO sluice.webhook_health (consumer_id) VALUES ($1) ON CONFLICT DO NOTHING', [consumerId]);

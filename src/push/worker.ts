@@ -5,17 +5,17 @@
 // here, the next lease or backoff ending, or the safety poll.
 import type { ConsumerRecord } from '../buffer/consumers.js';
 import type { ClaimFaults } from '../buffer/faults.js';
-import { servedMetadataJson } from '../buffer/message.js';
 import type { Wakeup } from '../buffer/wakeup.js';
 import type { WebhookSettings } from '../config/types.js';
 import type { Pool } from '../db/pool.js';
 import { runReplays } from '../log/replay.js';
 import { consumerFilter } from '../pipeline/filter/consumer-filter.js';
 import { walkFiltered } from '../pipeline/filter/walk.js';
+import { rendererFor, TransformUnavailable, type Renderer } from '../render/render.js';
 import { AckQueue } from './ack-queue.js';
 import { baseHeaders, buildBody, deliver, webhookId, type DeliveryResult, type Endpoint } from './deliver.js';
 import { StopSwitch, type EndpointClients } from './http.js';
-import { claimBatches, ensureHealthRow, recordFailure, type AttemptFacts, type ClaimedBatch } from './queries.js';
+import { claimBatches, deadLetterBatchKeys, ensureHealthRow, recordFailure, type AttemptFacts, type ClaimedBatch } from './queries.js';
 import { DEFAULT_DISABLE_AFTER_MS, exhausted, retryDelayMs, verdict } from './schedule.js';
 import { groupCount, isolationParts, mayBeAboutContent, partition, splitInto, splitMode } from './split.js';
 import { loadExpiries, signingState, storedSecrets, type SigningState } from './secrets.js';
@@ -87,7 +87,7 @@ export class ConsumerWorker {
   private readonly settings: WebhookSettings;
   private readonly batchSize: number;
   private readonly leaseMs: number;
-  private readonly servedJson: string;
+  private readonly renderer: Renderer;
   private readonly acks: AckQueue;
   private endpoint: Endpoint | null = null;
   private signing: SigningState | null = null;
@@ -124,7 +124,7 @@ export class ConsumerWorker {
     this.claimChunk = Math.max(1, Math.floor(this.settings.max_in_flight / 4));
     const enough = Math.min(Math.floor((this.settings.max_in_flight * 3) / 4), Math.ceil(GATHER_MESSAGES / this.batchSize));
     this.claimWanted = Math.max(this.claimChunk, enough);
-    this.servedJson = servedMetadataJson(consumer);
+    this.renderer = rendererFor(consumer);
     this.acks = new AckQueue(deps.pool, consumer.id, deps.instanceId);
   }
 
@@ -291,10 +291,20 @@ export class ConsumerWorker {
     this.inFlight.add(run);
   }
 
-  private async send(batch: ClaimedBatch): Promise<void> {
+  private async send(claimed: ClaimedBatch): Promise<void> {
     const leaseEndsAt = Date.now() + this.leaseMs;
     if (this.signing && Date.now() >= this.signing.validUntil) await this.refreshSigning();
-    const body = buildBody(batch.payloads, this.servedJson, this.settings.batched !== false);
+    const served = await this.serve(claimed);
+    if ('unavailable' in served) {
+      // Not the messages' fault: the batch is retried on its schedule, as if the endpoint had failed.
+      const result: DeliveryResult = { status: null, retryAfter: null, excerpt: null, error: served.unavailable, transient: false, startedAt: new Date(), durationMs: 0, tries: 0 };
+      const facts: AttemptFacts = { attempt: claimed.attempt, startedAt: result.startedAt, durationMs: 0, status: null, error: result.error, excerpt: null };
+      await this.fail(claimed, result, facts, null, null);
+      return;
+    }
+    const { batch, texts } = served;
+    if (texts.length === 0) return;
+    const body = buildBody(texts, this.settings.batched !== false);
     const ep: Endpoint = { ...this.endpoint!, sign: this.signing?.sign ?? null };
     const result = await deliver(ep, batch.batchId, body, { leaseEndsAt, stop: this.stopSwitch });
     const facts: AttemptFacts = {
@@ -320,6 +330,36 @@ export class ConsumerWorker {
       return;
     }
     await this.fail(batch, result, facts, v.kind === 'pause' ? v.reason : null, v.kind === 'fail' ? v.retryAfterMs : null);
+  }
+
+  /**
+   * The batch's messages as the consumer is served them. Those its transform
+   * refuses leave the batch as dead letters, with the reason (the rest go out
+   * as one request, under the same webhook-id); a batch left empty, or no
+   * longer this delivery's, sends nothing.
+   */
+  private async serve(batch: ClaimedBatch): Promise<{ batch: ClaimedBatch; texts: string[] } | { unavailable: string }> {
+    const r = this.renderer;
+    if (!r.transformed) return { batch, texts: batch.payloads.map(r.envelope) };
+    let rendered;
+    try {
+      rendered = await r.render(batch.payloads);
+    } catch (err) {
+      if (err instanceof TransformUnavailable) return { unavailable: err.message };
+      throw err;
+    }
+    const refused: Array<{ index: number; error: string }> = [];
+    rendered.forEach((x, index) => x.ok || refused.push({ index, error: x.error }));
+    if (refused.length === 0) return { batch, texts: rendered.map((x) => (x as { text: string }).text) };
+    const left = await deadLetterBatchKeys(this.deps.pool, this.consumer.id, batch, refused);
+    this.log('warn', { batch: webhookId(batch.batchId), dead_lettered: refused.length, error: refused[0].error }, 'the transform refused messages; they are dead letters');
+    // Groups may be free now: a wait for an outcome ends.
+    this.noteOutcome();
+    if (left <= 0) return { batch, texts: [] };
+    const keep = rendered.map((x) => x.ok);
+    const pick = <T>(xs: T[]) => xs.filter((_, i) => keep[i]);
+    const kept: ClaimedBatch = { ...batch, lsns: pick(batch.lsns), idxs: pick(batch.idxs), groups: pick(batch.groups), payloads: pick(batch.payloads) };
+    return { batch: kept, texts: rendered.flatMap((x) => (x.ok ? [x.text] : [])) };
   }
 
   private async fail(batch: ClaimedBatch, result: DeliveryResult, facts: AttemptFacts, pauseReason: string | null, retryAfterMs: number | null) {

@@ -1,7 +1,7 @@
 // /api/consumers/:name/dead-letters: list (paged by message key), retry, discard.
 import type { FastifyInstance } from 'fastify';
 import { discardDeadLetters, listDeadLetters, retryDeadLetters, type DeadLetter, type MessageKey } from '../../buffer/dead-letters.js';
-import { servedMetadataJson, withConsumer } from '../../buffer/message.js';
+import { rendererFor } from '../../render/render.js';
 import type { AppDeps } from '../deps.js';
 import { invalid } from '../errors.js';
 import { MESSAGE_KEY_RE, discardDeadLettersSchema, listDeadLettersSchema, retryDeadLettersSchema } from '../schemas/dead-letters.js';
@@ -30,9 +30,11 @@ function selected(body: { ids?: string[]; all?: boolean }): MessageKey[] | 'all'
 
 /**
  * One dead letter as JSON text. The message is spliced in as stored, never
- * parsed: its numbers are exact (int8, numeric) and must stay so.
+ * parsed: its numbers are exact (int8, numeric) and must stay so. It is the
+ * envelope as captured, before any transform: a message the transform refused
+ * has no output, and the input is what a user needs to see why.
  */
-function deadLetterJson(d: DeadLetter, consumer: string): string {
+function deadLetterJson(d: DeadLetter, envelope: (payload: string) => string): string {
   const meta = JSON.stringify({
     id: keyOf(d),
     group_key: d.group_key,
@@ -41,7 +43,7 @@ function deadLetterJson(d: DeadLetter, consumer: string): string {
     last_error: d.last_error,
     created_at: d.created_at.toISOString(),
   });
-  return `${meta.slice(0, -1)},"message":${withConsumer(d.payload, consumer)}}`;
+  return `${meta.slice(0, -1)},"message":${envelope(d.payload)}}`;
 }
 
 export async function deadLetterRoutes(parent: FastifyInstance, opts: { deps: AppDeps }) {
@@ -54,16 +56,17 @@ export async function deadLetterRoutes(parent: FastifyInstance, opts: { deps: Ap
     const after = cursor === undefined ? undefined : parseKey(cursor, 'cursor');
     const rows = await listDeadLetters(pool, consumer.id, { limit, after });
     const next = rows.length === limit ? JSON.stringify(keyOf(rows[rows.length - 1])) : 'null';
-    const cj = servedMetadataJson({
+    const { envelope } = rendererFor({
       id: consumer.id,
       name: consumer.name,
       annotations: consumer.config.annotations,
       database: opts.deps.consumers.get(consumer.id)?.database,
+      config: {},
     });
     // Already JSON: sent as is, so the serializer does not re-encode the messages.
     return reply
       .type('application/json; charset=utf-8')
-      .send(`{"data":[${rows.map((d) => deadLetterJson(d, cj)).join(',')}],"next_cursor":${next}}` as never);
+      .send(`{"data":[${rows.map((d) => deadLetterJson(d, envelope)).join(',')}],"next_cursor":${next}}` as never);
   });
 
   app.post('/consumers/:name/dead-letters/retry', { schema: retryDeadLettersSchema }, async (request) => {

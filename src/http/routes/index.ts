@@ -7,6 +7,7 @@ import { consumerRoutes } from './consumers.js';
 import { deadLetterRoutes } from './dead-letters.js';
 import { sourceRoutes } from './sources.js';
 import { tokenRoutes } from './tokens.js';
+import { transformTestRoutes } from './transform-test.js';
 
 export interface ManagementOptions {
   deps: AppDeps;
@@ -18,5 +19,6 @@ export async function managementRoutes(app: FastifyInstance, opts: ManagementOpt
   await app.register(sourceRoutes, opts);
   await app.register(consumerRoutes, opts);
   await app.register(deadLetterRoutes, opts);
+  await app.register(transformTestRoutes, opts);
   await app.register(tokenRoutes, opts);
 }

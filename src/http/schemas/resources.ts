@@ -259,6 +259,55 @@ const dryRunResponse = {
   },
 } as const;
 
+const transformTestBody = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    transform: { ...consumerSchema.properties.transform, description: 'The transform to try (default: the consumer\'s own)' },
+    filter: { ...consumerSchema.properties.filter, description: 'The filter to try (default: the consumer\'s own)' },
+    message: {
+      type: 'object',
+      description: 'A sample message (the change envelope: action, record, changes, metadata.table_schema, metadata.table_name…)',
+    },
+    table: {
+      type: 'string',
+      minLength: 1,
+      maxLength: 200,
+      description: 'Take the latest retained change of this table (one of the consumer\'s) instead of a sample',
+    },
+  },
+} as const;
+
+const transformTestResponse = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['input', 'from', 'filter', 'output', 'error'],
+  properties: {
+    input: { type: 'object', description: 'The message tried, as the consumer is served it without a transform' },
+    from: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['kind'],
+      properties: {
+        kind: { type: 'string', enum: ['sample', 'log'] },
+        commit_lsn: { type: 'string' },
+        commit_idx: { type: 'integer' },
+      },
+    },
+    filter: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['passed', 'reason'],
+      properties: {
+        passed: { type: 'boolean', description: 'The message would be delivered' },
+        reason: { type: ['string', 'null'], description: 'Why it would not be' },
+      },
+    },
+    output: { description: 'What the consumer would be sent (null when the transform failed)' },
+    error: { type: ['string', 'null'], description: 'Why the transform failed on this message: it would become a dead letter' },
+  },
+} as const;
+
 export const consumerSchemas = {
   list: { summary: 'List consumers', tags: ['consumers'], response: { 200: list(consumerResponse), ...errorResponses } },
   get: { summary: 'Get a consumer', tags: ['consumers'], params: nameParams, response: { 200: consumerResponse, ...errorResponses } },
@@ -324,6 +373,17 @@ export const consumerSchemas = {
     params: nameParams,
     body: replayBody,
     response: { 200: dryRunResponse, 202: replayResponse, ...errorResponses },
+  },
+  transformTest: {
+    summary: 'Try a filter and a transform on a sample message or the latest retained change of a table',
+    description:
+      'Runs the given `filter` and `transform` (default: the consumer\'s own) on `message`, or on the latest retained change ' +
+      'of `table` (default: of any of the consumer\'s tables), and returns whether it passes, the output or the error. ' +
+      'Nothing is saved or delivered. A transform that does not compile is a 422 with its line and column.',
+    tags: ['consumers'],
+    params: nameParams,
+    body: transformTestBody,
+    response: { 200: transformTestResponse, ...errorResponses },
   },
   replays: {
     summary: 'The consumer\'s replays (the latest 100), with their progress',

@@ -19,7 +19,12 @@ import { checkFunctionSource } from './syntax.js';
 
 export { TransformError, type TemplateSpec, type TransformSpec } from './spec.js';
 
-export type TransformResult = { ok: true; json: string } | { ok: false; error: string };
+/**
+ * One message's outcome. `fault` marks a failure of the sandbox itself (its
+ * thread died or is being restarted, the transform was closed), which says
+ * nothing about the message: the caller retries it rather than dead-lettering it.
+ */
+export type TransformResult = { ok: true; json: string } | { ok: false; error: string; fault?: true };
 
 export interface Transform {
   /** Messages in as JSON text (the served envelope); one result per message, in order: the output's JSON text, or why there is none. */
@@ -42,6 +47,18 @@ export function compileTransform(spec: TransformSpec): Transform {
       return { apply: (messages) => sandbox.run(messages), close: () => sandbox.close() };
     }
   }
+}
+
+/**
+ * The checks compileTransform makes (spec, path, template, the function's
+ * syntax), without starting anything: for config loading and saving, where a
+ * function's worker thread would be wasted. Throws TransformError.
+ */
+export function checkTransform(spec: unknown): void {
+  const checked = checkSpec(spec);
+  if (checked.kind === 'path') compilePath(checked.path);
+  else if (checked.kind === 'template') compileTemplate(checked.template);
+  else checkFunctionSource(checked.source);
 }
 
 /** For "test this transform": the spec compiled, run on one message, and closed. Throws TransformError as compileTransform does. */

@@ -46,9 +46,9 @@ export class SandboxWorker {
   /** The messages' results, in order; a failure of the thread fails each message with its reason. */
   async run(messages: string[]): Promise<TransformResult[]> {
     if (messages.length === 0) return [];
-    if (this.closed) return messages.map(() => ({ ok: false, error: 'the transform was closed' }));
+    if (this.closed) return messages.map(() => ({ ok: false, error: 'the transform was closed', fault: true }));
     const worker = this.ensureWorker();
-    if (typeof worker === 'string') return messages.map(() => ({ ok: false, error: worker }));
+    if (typeof worker === 'string') return messages.map(() => ({ ok: false, error: worker, fault: true }));
     // A raw newline in JSON text can only be whitespace, so a space does the same and keeps one message a line.
     const batch = messages.map((m) => (m.includes('\n') ? m.replaceAll('\n', ' ') : m)).join('\n');
     const id = this.nextId++;
@@ -60,7 +60,7 @@ export class SandboxWorker {
       }
       worker.postMessage({ id, batch, count: messages.length });
     });
-    if (lines instanceof Error) return messages.map(() => ({ ok: false, error: lines.message }));
+    if (lines instanceof Error) return messages.map(() => ({ ok: false, error: lines.message, fault: true }));
     return decode(lines, messages.length);
   }
 
@@ -134,14 +134,14 @@ export class SandboxWorker {
 function decode(text: string, count: number): TransformResult[] {
   const lines = text.split('\n');
   if (lines.length !== count) {
-    return Array.from({ length: count }, () => ({ ok: false, error: "the transform's sandbox returned a malformed reply" }));
+    return Array.from({ length: count }, (): TransformResult => ({ ok: false, error: "the transform's sandbox returned a malformed reply", fault: true }));
   }
   return lines.map((line): TransformResult => {
     if (line.charCodeAt(0) === 43 /* + */) return { ok: true, json: line.slice(1) };
     try {
       return { ok: false, error: String(JSON.parse(line.slice(1))) };
     } catch {
-      return { ok: false, error: "the transform's sandbox returned a malformed reply" };
+      return { ok: false, error: "the transform's sandbox returned a malformed reply", fault: true };
     }
   });
 }
