@@ -102,6 +102,9 @@ export async function consumerRoutes(parent: FastifyInstance, opts: { deps: AppD
         throw invalid({ start: [`applies only when a consumer is created; to deliver retained changes again, POST /api/consumers/${name}/rewind`] });
       }
       const merged = mergePatch(toYamlConsumer(current.config), patch) as Record<string, unknown>;
+      // A transform is one value, replaced whole: merged key by key, a new
+      // {"path": …} over a stored {"function": …} would hold both forms.
+      if (isObject(patch.transform)) merged.transform = patch.transform;
       const stored = current.config.webhook;
       if (isObject(merged.webhook) && stored) {
         // Masked values sent back (GET → edit → PATCH) mean "keep what is stored".
