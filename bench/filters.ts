@@ -1,15 +1,20 @@
-// Filters and replay by query. Prints figures; asserts nothing.
+// Filters, transforms and replay by query. Prints figures; asserts nothing.
 //   npx tsx bench/filters.ts [changes] [replayChanges]
 // 1. Delivery with a 3-condition where filter (every change passes, so both
 //    runs deliver the same messages) against the same drain unfiltered: pull
 //    (8 HTTP workers, receive 100 → ack) and push (batch 100), alternating.
-// 2. Replay by query: N retained changes, all acked; a replay selecting 1%
+// 2. A push drain (batch 100) with a function transform on every message,
+//    against the same drain without one; and the function's cost per call
+//    through apply() alone, batches of 100.
+// 3. Replay by query: N retained changes, all acked; a replay selecting 1%
 //    (spread evenly); the time from starting it to the first message claimed,
 //    and the drain of the rest through the pull API.
+import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
 import { ack, claim } from '../src/buffer/claim.js';
 import { withTransaction } from '../src/db/pool.js';
 import { createReplay, replayStarted, runReplays } from '../src/log/replay.js';
+import { compileTransform } from '../src/pipeline/transform/compile.js';
 import { insertSeries } from '../test/helpers/buffer.js';
 import { runPullBench } from './pull.js';
 import { runPushBench } from './push.js';
@@ -44,6 +49,41 @@ export async function runFilterBench(changes = 200_000, rounds = 2, log = consol
   }
   log(`filters: pull where/unfiltered ${(median(out.pull.filtered) / median(out.pull.plain)).toFixed(2)} (medians), push ${(median(out.push.filtered) / median(out.push.plain)).toFixed(2)}`);
   return out;
+}
+
+export interface TransformBenchResult {
+  plain: number;
+  transformed: number;
+  /** The function through apply() alone, batches of 100: wall µs per message, and the main thread's share. */
+  perCallUs: number;
+  mainThreadUs: number;
+}
+
+// A typical reshaping: a few fields of the record and the metadata.
+const FUNCTION = '(m) => ({ id: m.record.id, status: m.record.status, amount: m.record.amount, at: m.metadata.commit_timestamp, kind: m.action })';
+
+export async function runTransformBench(changes = 200_000, log = console.log): Promise<TransformBenchResult> {
+  const sample = JSON.stringify({
+    record: { id: 1, group: 'g1', status: 'paid', amount: '12.50', customer: 'customer-1', note: 'order 1' },
+    changes: null, action: 'insert',
+    metadata: { table_schema: 'public', table_name: 'orders', commit_timestamp: '2026-12-05T10:00:00Z', commit_lsn: 1, commit_idx: 0, consumer: { name: 'bench' } },
+  });
+  const batch = Array.from({ length: 100 }, () => sample);
+  const fn = compileTransform({ function: FUNCTION });
+  for (let i = 0; i < 50; i++) await fn.apply(batch);
+  const rounds = 200;
+  const idle = performance.eventLoopUtilization();
+  const t0 = performance.now();
+  for (let i = 0; i < rounds; i++) await fn.apply(batch);
+  const perCallUs = ((performance.now() - t0) * 1000) / (rounds * 100);
+  const mainThreadUs = (performance.eventLoopUtilization(idle).active * 1000) / (rounds * 100);
+  await fn.close();
+  log(`transforms: function via apply(), batches of 100: ${perCallUs.toFixed(1)} µs per message (main thread ${mainThreadUs.toFixed(1)} µs)`);
+  const push = { messages: changes, groups: 10_000, batchSize: 100, maxInFlight: 8 };
+  const plain = (await runPushBench(push)).perSecond;
+  const transformed = (await runPushBench({ ...push, consumerPatch: { config: { transform: { function: FUNCTION } } } })).perSecond;
+  log(`transforms: push batch 100: no transform ${plain}/s, function transform ${transformed}/s (${(transformed / plain).toFixed(2)} ×)`);
+  return { plain, transformed, perCallUs, mainThreadUs };
 }
 
 export interface ReplayBenchResult {
@@ -104,5 +144,6 @@ export async function runReplayBench(changes = 1_000_000, log = console.log): Pr
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const [changes, replayChanges] = process.argv.slice(2).map(Number);
   await runFilterBench(changes || undefined);
+  await runTransformBench(changes || undefined);
   await runReplayBench(replayChanges || undefined);
 }

@@ -8,7 +8,7 @@ import { runLatencyBench } from './latency.js';
 import { compareNeighbours, fmtPercentiles } from './neighbours.js';
 import { runPullBench } from './pull.js';
 import { runPushBench } from './push.js';
-import { runFilterBench, runReplayBench } from './filters.js';
+import { runFilterBench, runReplayBench, runTransformBench } from './filters.js';
 import { runRetentionBench } from './retention.js';
 import { runRewindBench } from './rewind.js';
 
@@ -55,6 +55,8 @@ if (want('filters')) {
   const ratio = (a: number[], b: number[]) => (a[0] / b[0]).toFixed(2);
   rows.push(['filters: pull with a 3-condition where', `${fmt(f.pull.filtered[0])}/s = ${ratio(f.pull.filtered, f.pull.plain)} × unfiltered`, '≥ 0.9 ×']);
   rows.push(['filters: push batch 100 with a 3-condition where', `${fmt(f.push.filtered[0])}/s = ${ratio(f.push.filtered, f.push.plain)} × unfiltered`, '≥ 0.9 ×']);
+  const t = await runTransformBench(n(200_000));
+  rows.push(['transforms: push batch 100, a function on every message', `${fmt(t.transformed)}/s (${t.perCallUs.toFixed(1)} µs per call; main thread ${t.mainThreadUs.toFixed(1)} µs)`, '≥ 25,000/s']);
   const r = await runReplayBench(n(1_000_000));
   rows.push([`replay: 1% of ${fmt(r.changes)} retained changes`, `first message ${fmt(r.firstMessageMs)} ms; ${fmt(r.walkedPerSecond)} changes walked/s`, 'first < 2 s']);
 }

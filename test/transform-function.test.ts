@@ -176,7 +176,7 @@ describe('function transform sandbox', () => {
     const t = compileTransform({ function: '(m) => 1' });
     await t.close();
     await t.close();
-    expect(await t.apply([message(1)])).toEqual([{ ok: false, error: 'the transform was closed' }]);
+    expect(await t.apply([message(1)])).toEqual([{ ok: false, error: 'the transform was closed', fault: true }]);
   });
 });
 
