@@ -15,6 +15,7 @@ import { ack, claim } from '../src/buffer/claim.js';
 import { withTransaction } from '../src/db/pool.js';
 import { createReplay, replayStarted, runReplays } from '../src/log/replay.js';
 import { compileTransform } from '../src/pipeline/transform/compile.js';
+import { servedMetadataJson } from '../src/buffer/message.js';
 import { insertSeries } from '../test/helpers/buffer.js';
 import { runPullBench } from './pull.js';
 import { runPushBench } from './push.js';
@@ -63,18 +64,24 @@ export interface TransformBenchResult {
 const FUNCTION = '(m) => ({ id: m.record.id, status: m.record.status, amount: m.record.amount, at: m.metadata.commit_timestamp, kind: m.action })';
 
 export async function runTransformBench(changes = 200_000, log = console.log): Promise<TransformBenchResult> {
+  // As the renderer hands them over: the stored payload, and the consumer's served metadata apart.
   const sample = JSON.stringify({
-    record: { id: 1, group: 'g1', status: 'paid', amount: '12.50', customer: 'customer-1', note: 'order 1' },
+    record: { id: 1, group: 'g1', status: 'paid', amount: '19.90', note: 'an order of some size' },
     changes: null, action: 'insert',
-    metadata: { table_schema: 'public', table_name: 'orders', commit_timestamp: '2026-12-05T10:00:00Z', commit_lsn: 1, commit_idx: 0, consumer: { name: 'bench' } },
+    metadata: { table_schema: 'public', table_name: 'orders', commit_timestamp: '2026-01-01T00:00:00.000000Z', commit_lsn: 1, commit_idx: 0,
+      idempotency_key: 'MTow', record_pks: ['1'], database_name: 'app', transaction_annotations: null },
+  });
+  const served = servedMetadataJson({
+    id: '0b5e7c2a-3f7e-4c59-9d0e-5a1f0c3e2b11', name: 'bench', annotations: {},
+    database: { id: '5f0c3e2b-0b5e-4c59-9d0e-7c2a3f7e1111', name: 'src', annotations: {}, database: 'postgres', hostname: 'localhost' },
   });
   const batch = Array.from({ length: 100 }, () => sample);
   const fn = compileTransform({ function: FUNCTION });
-  for (let i = 0; i < 50; i++) await fn.apply(batch);
+  for (let i = 0; i < 50; i++) await fn.apply(batch, served);
   const rounds = 200;
   const idle = performance.eventLoopUtilization();
   const t0 = performance.now();
-  for (let i = 0; i < rounds; i++) await fn.apply(batch);
+  for (let i = 0; i < rounds; i++) await fn.apply(batch, served);
   const perCallUs = ((performance.now() - t0) * 1000) / (rounds * 100);
   const mainThreadUs = (performance.eventLoopUtilization(idle).active * 1000) / (rounds * 100);
   await fn.close();

@@ -12,8 +12,11 @@
 import { performance } from 'node:perf_hooks';
 import { compileTransform } from '../src/pipeline/transform/compile.js';
 import { compilePath, compileTemplate } from '../src/pipeline/transform/path.js';
+import { servedMetadataJson, withConsumer } from '../src/buffer/message.js';
 
-const envelope = (id: number) =>
+// As stored (metadata without the consumer), and as served: the renderer
+// hands a function the stored text and the consumer's metadata apart.
+const storedMessage = (id: number) =>
   JSON.stringify({
     record: { id, customer_id: 4711, amount: '129.90', status: 'paid', created_at: '2026-11-23T20:15:01.100000Z' },
     changes: { status: 'pending' },
@@ -28,11 +31,17 @@ const envelope = (id: number) =>
       record_pks: [String(id)],
       database_name: 'shop',
       transaction_annotations: null,
-      consumer: { id: '0b5e7c2a-3f7e-4c59-9d0e-5a1f0c3e2b11', name: 'orders-hook', annotations: {} },
     },
   });
-const messages = Array.from({ length: 1000 }, (_, i) => envelope(1_000_000 + i));
-const batches = Array.from({ length: 10 }, (_, b) => messages.slice(b * 100, b * 100 + 100));
+const served = servedMetadataJson({
+  id: '0b5e7c2a-3f7e-4c59-9d0e-5a1f0c3e2b11',
+  name: 'orders-hook',
+  annotations: {},
+  database: { id: '5f0c3e2b-0b5e-4c59-9d0e-7c2a3f7e1111', name: 'main', annotations: {}, database: 'shop', hostname: 'db.internal' },
+});
+const stored = Array.from({ length: 1000 }, (_, i) => storedMessage(1_000_000 + i));
+const messages = stored.map((m) => withConsumer(m, served));
+const batches = Array.from({ length: 10 }, (_, b) => stored.slice(b * 100, b * 100 + 100));
 
 /** Best of 3 rounds (the machine is shared; the best round is the least disturbed). */
 function perMessage(name: string, fn: (message: string) => unknown, ms = 700): number {
@@ -84,10 +93,10 @@ const template = {
 perMessage('template, 4 paths, nested (text → text)', compileTemplate(template));
 
 const fn = compileTransform({ function: '(message) => ({ id: message.record.id, total: message.record.amount, kind: message.action })' });
-await perMessageAsync('function via apply(), batches of 100', (b) => fn.apply(b));
+await perMessageAsync('function via apply(), batches of 100', (b) => fn.apply(b, served));
 // The drain may have several batches out at once (max_in_flight): they queue in the one worker.
-await perMessageAsync('function via apply(), 4 batches of 100 at once', (b) => Promise.all([fn.apply(b), fn.apply(b), fn.apply(b), fn.apply(b)]).then(() => undefined), 400);
+await perMessageAsync('function via apply(), 4 batches of 100 at once', (b) => Promise.all([fn.apply(b, served), fn.apply(b, served), fn.apply(b, served), fn.apply(b, served)]).then(() => undefined), 400);
 await fn.close();
 const identity = compileTransform({ function: '(message) => message' });
-await perMessageAsync('function "(message) => message" (whole envelope back)', (b) => identity.apply(b));
+await perMessageAsync('function "(message) => message" (whole envelope back)', (b) => identity.apply(b, served));
 await identity.close();

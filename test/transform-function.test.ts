@@ -30,6 +30,29 @@ afterAll(async () => {
 const outputs = (results: TransformResult[]) => results.map((r) => (r.ok ? JSON.parse(r.json) : { error: r.error }));
 
 describe('function transform', () => {
+  it('served metadata given apart is the same message to the function, and no call changes the next one\'s', async () => {
+    const stored = (id: number) => JSON.stringify({ record: { id }, changes: null, action: 'insert', metadata: { table_schema: 'public', table_name: 'orders', transaction_annotations: null } });
+    const served = ',"consumer":{"id":"c1","name":"orders-hook","annotations":{"team":{"a":1}}},"database":{"id":"s1","name":"main"}';
+    const whole = compile('(m) => m');
+    const envelope = stored(1).slice(0, -2) + served + '}}';
+    expect((await whole.apply([stored(1)], served))[0]).toEqual({ ok: true, json: envelope });
+    // Sloppy-mode writes to the shared objects are ignored; the message's own metadata is its own.
+    const meddler = compile(`(m) => {
+      const before = m.metadata.consumer.annotations.team.a;
+      m.metadata.consumer.annotations.team.a = 99;
+      m.metadata.consumer.name = 'changed';
+      m.metadata.extra = m.record.id;
+      return [before, m.metadata.consumer.name, m.metadata.extra];
+    }`);
+    expect(outputs(await meddler.apply([stored(1), stored(2)], served))).toEqual([[1, 'orders-hook', 1], [1, 'orders-hook', 2]]);
+    // Strict mode says so: an error for that message.
+    const strict = compile(`(m) => { 'use strict'; m.metadata.consumer.name = 'x'; return 1; }`);
+    expect(outputs(await strict.apply([stored(1)], served))[0].error).toMatch(/the function threw: TypeError/);
+    // Paths and templates see the same envelope.
+    const path = compileTransform({ path: 'metadata.consumer.annotations.team' });
+    expect(await path.apply([stored(1)], served)).toEqual([{ ok: true, json: '{"a":1}' }]);
+  });
+
   it('returns what the function returns, as JSON, for each message in order', async () => {
     const t = compile('(message) => ({ id: message.record.id, total: message.record.amount, who: message.metadata.consumer.name })');
     expect(outputs(await t.apply([message(1), message(2)]))).toEqual([

@@ -12,6 +12,7 @@
 // apply() works on the served JSON text and returns JSON text (or an error)
 // per message, in order, so one bad message never holds up the others: the
 // caller sends what succeeded and dead-letters what failed.
+import { withConsumer } from '../../buffer/message.js';
 import { compilePath, compileTemplate, type Extract } from './path.js';
 import { SandboxWorker } from './sandbox-worker.js';
 import { checkSpec, type TransformSpec } from './spec.js';
@@ -27,8 +28,14 @@ export { TransformError, type TemplateSpec, type TransformSpec } from './spec.js
 export type TransformResult = { ok: true; json: string } | { ok: false; error: string; fault?: true };
 
 export interface Transform {
-  /** Messages in as JSON text (the served envelope); one result per message, in order: the output's JSON text, or why there is none. */
-  apply(messages: string[]): Promise<TransformResult[]>;
+  /**
+   * Messages in as JSON text; one result per message, in order: the output's
+   * JSON text, or why there is none. `served`, when given, is the
+   * `,"consumer":{…},"database":{…}` a consumer adds to each stored message
+   * (src/buffer/message.ts) and the messages are stored payloads without it;
+   * absent, they are whole envelopes already.
+   */
+  apply(messages: string[], served?: string): Promise<TransformResult[]>;
   /** Frees what the transform holds (a function's worker thread). Idempotent. */
   close(): Promise<void>;
 }
@@ -44,7 +51,7 @@ export function compileTransform(spec: TransformSpec): Transform {
     case 'function': {
       checkFunctionSource(checked.source);
       const sandbox = new SandboxWorker({ source: checked.source, timeoutMs: checked.timeoutMs, memoryMb: checked.memoryMb });
-      return { apply: (messages) => sandbox.run(messages), close: () => sandbox.close() };
+      return { apply: (messages, served) => sandbox.run(messages, served), close: () => sandbox.close() };
     }
   }
 }
@@ -74,7 +81,8 @@ export async function tryTransform(spec: TransformSpec, message: string): Promis
 
 function textTransform(extract: Extract): Transform {
   return {
-    apply: async (messages) => messages.map(applyExtract, extract),
+    // Paths read the envelope's text: the served metadata is spliced in first.
+    apply: async (messages, served) => (served ? messages.map((m) => withConsumer(m, served)) : messages).map(applyExtract, extract),
     close: async () => {},
   };
 }

@@ -43,8 +43,8 @@ export class SandboxWorker {
 
   constructor(private readonly options: SandboxOptions) {}
 
-  /** The messages' results, in order; a failure of the thread fails each message with its reason. */
-  async run(messages: string[]): Promise<TransformResult[]> {
+  /** The messages' results, in order; a failure of the thread fails each message with its reason. `served`: see Transform.apply. */
+  async run(messages: string[], served = ''): Promise<TransformResult[]> {
     if (messages.length === 0) return [];
     if (this.closed) return messages.map(() => ({ ok: false, error: 'the transform was closed', fault: true }));
     const worker = this.ensureWorker();
@@ -58,7 +58,7 @@ export class SandboxWorker {
         worker.ref();
         this.armWatchdog();
       }
-      worker.postMessage({ id, batch, count: messages.length });
+      worker.postMessage({ id, batch, count: messages.length, served });
     });
     if (lines instanceof Error) return messages.map(() => ({ ok: false, error: lines.message, fault: true }));
     return decode(lines, messages.length);

@@ -7,6 +7,6 @@ import { createSandbox } from './sandbox.mjs';
 
 const sandbox = await createSandbox(workerData);
 
-parentPort.on('message', ({ id, batch, count }) => {
-  parentPort.postMessage({ id, lines: sandbox.run(batch, count) });
+parentPort.on('message', ({ id, batch, count, served }) => {
+  parentPort.postMessage({ id, lines: sandbox.run(batch, count, served) });
 });
