@@ -13,7 +13,7 @@ import type { Wakeup } from '../buffer/wakeup.js';
 import type { Pool } from '../db/pool.js';
 import { runReplays } from '../log/replay.js';
 import { consumerFilter } from '../pipeline/filter/consumer-filter.js';
-import { walkFiltered } from '../pipeline/filter/walk.js';
+import { WalkAhead } from '../pipeline/filter/walk.js';
 import { rendererFor, TransformUnavailable } from '../render/render.js';
 import { ClaimCoalescer, type ClaimResult } from './coalesce.js';
 import { PullError } from './errors.js';
@@ -70,6 +70,8 @@ export class PullService {
   private readonly safetyRecheckMs: number;
   private readonly localWaiting = new Map<string, number>();
   private readonly unsubscribe: () => void;
+  // Where-filtered consumers: the next walk of the log runs while this claim's messages are out.
+  private readonly walks: WalkAhead;
   private readonly coalescer = new ClaimCoalescer<ServedMessage>((id, limit) => this.claimNow(id, limit), BATCH_SIZE_MAX);
   // A consumer whose claims fail shows as failing, with the reason (API, sluice status).
   private readonly faults: ClaimFaults;
@@ -79,6 +81,7 @@ export class PullService {
   constructor(private readonly opts: PullServiceOptions) {
     this.safetyRecheckMs = opts.safetyRecheckMs ?? 1000;
     this.faults = new ClaimFaults(opts.pool, opts.instanceId);
+    this.walks = new WalkAhead(opts.pool);
     // Paused, resumed or reconfigured consumers: every waiter looks again.
     this.unsubscribe = opts.consumers.onChange(() => opts.wakeup.notifyAll());
   }
@@ -157,7 +160,7 @@ export class PullService {
         await runReplays(this.opts.pool, c.id, limit);
         // A where filter is tested here, on a walk of the log, before the claim takes in what passes.
         const filter = consumerFilter(c);
-        const walked = filter ? await walkFiltered(this.opts.pool, c.id, limit, filter) : null;
+        const walked = filter ? await this.walks.take(c.id, limit, filter) : null;
         const result = await claim(this.opts.pool, {
           walked,
           consumerId: c.id,
@@ -167,6 +170,11 @@ export class PullService {
           maxDeliver: s.maxDeliver,
           deadLetterBlocksGroup: s.deadLetterBlocksGroup,
         });
+        // Committed: the next walk can start from here while these are served.
+        if (filter && walked) {
+          const taken = new Set(result.messages.map((m) => `${m.commitLsn}:${m.commitIdx}`));
+          this.walks.claimed(c.id, walked, taken, walked.lsns.length >= limit ? { want: limit, filter } : null);
+        }
         const served = await this.serve(c, result.messages);
         this.faults.succeeded(c.id);
         if (served.length > 0 || result.messages.length === 0 || round + 1 >= CLAIMS_PAST_REFUSALS) {
@@ -175,6 +183,7 @@ export class PullService {
       }
     } catch (err) {
       this.faults.failed(c.id, err);
+      this.walks.drop(c.id);
       if (err instanceof TransformUnavailable) {
         // The claimed messages stay in flight and come back when their visibility ends.
         throw new PullError(503, `${err.message}; the messages claimed are delivered again when their ack_wait ends. Retry the receive.`);

@@ -10,7 +10,7 @@ import type { WebhookSettings } from '../config/types.js';
 import type { Pool } from '../db/pool.js';
 import { runReplays } from '../log/replay.js';
 import { consumerFilter } from '../pipeline/filter/consumer-filter.js';
-import { walkFiltered } from '../pipeline/filter/walk.js';
+import { WalkAhead } from '../pipeline/filter/walk.js';
 import { rendererFor, TransformUnavailable, type Renderer } from '../render/render.js';
 import { AckQueue } from './ack-queue.js';
 import { baseHeaders, buildBody, deliver, webhookId, type DeliveryResult, type Endpoint } from './deliver.js';
@@ -89,6 +89,8 @@ export class ConsumerWorker {
   private readonly leaseMs: number;
   private readonly renderer: Renderer;
   private readonly acks: AckQueue;
+  /** Where-filtered: the next walk of the log runs while the claimed batches are out. */
+  private readonly walks: WalkAhead;
   private endpoint: Endpoint | null = null;
   private signing: SigningState | null = null;
   private warnedUnsigned = false;
@@ -126,6 +128,7 @@ export class ConsumerWorker {
     this.claimWanted = Math.max(this.claimChunk, enough);
     this.renderer = rendererFor(consumer);
     this.acks = new AckQueue(deps.pool, consumer.id, deps.instanceId);
+    this.walks = new WalkAhead(deps.pool);
   }
 
   get inFlightCount(): number {
@@ -184,7 +187,8 @@ export class ConsumerWorker {
         if (fresh) await runReplays(pool, id, free * this.batchSize);
         // A where filter is tested here, on a walk of the log, before the claim takes in what passes.
         const filter = fresh ? consumerFilter(this.consumer) : null;
-        const walked = filter ? await walkFiltered(pool, id, free * this.batchSize + 100, filter) : null;
+        // As many as the free slots can carry: keys beyond them would only wait.
+        const walked = filter ? await this.walks.take(id, free * this.batchSize, filter) : null;
         claimed = await claimBatches(pool, {
           walked,
           consumerId: id,
@@ -196,9 +200,18 @@ export class ConsumerWorker {
         });
         dbErrors = 0;
         this.deps.faults.succeeded(id);
+        if (filter && walked) {
+          const taken = new Set<string>();
+          for (const b of claimed.batches) for (let i = 0; i < b.lsns.length; i++) taken.add(`${b.lsns[i]}:${b.idxs[i]}`);
+          // Every slot got a batch and the walk was full: more is likely; the
+          // next walk runs while these batches are out, as big as this claim.
+          const more = claimed.batches.length === free && walked.lsns.length >= free * this.batchSize;
+          this.walks.claimed(id, walked, taken, more ? { want: free * this.batchSize, filter } : null);
+        }
       } catch (err) {
         dbErrors++;
         this.deps.faults.failed(id, err);
+        this.walks.drop(id);
         this.log('warn', { err: String(err) }, 'claiming webhook batches failed; retrying');
         await this.nextEvent(Math.min(5000, 100 * 2 ** Math.min(dbErrors, 6)), undefined, -1);
         continue;

@@ -38,6 +38,14 @@ class Scanner {
     this.ws();
     const start = this.i;
     if (this.s[start] !== '"') throw new SyntaxError(`expected a string at ${start} in a stored payload`);
+    // Most strings hold no escape: found with two indexOf scans, not a loop.
+    const quote = this.s.indexOf('"', start + 1);
+    if (quote === -1) throw new SyntaxError(`unterminated string at ${start} in a stored payload`);
+    const backslash = this.s.indexOf('\\', start + 1);
+    if (backslash === -1 || backslash > quote) {
+      this.i = quote + 1;
+      return this.s.slice(start + 1, quote);
+    }
     let j = start + 1;
     let escaped = false;
     for (; j < this.s.length; j++) {
@@ -63,7 +71,13 @@ class Scanner {
       return this.s.slice(start, this.i);
     }
     const start = this.i;
-    while (this.i < this.s.length && !',}] \n\r\t'.includes(this.s[this.i])) this.i++;
+    const s = this.s;
+    while (this.i < s.length) {
+      const ch = s.charCodeAt(this.i);
+      // , } ] space \n \r \t end a bare token.
+      if (ch === 0x2c || ch === 0x7d || ch === 0x5d || ch === 0x20 || ch === 0x0a || ch === 0x0d || ch === 0x09) break;
+      this.i++;
+    }
     const token = this.s.slice(start, this.i);
     return token === 'null' ? null : token;
   }
@@ -99,8 +113,11 @@ class Scanner {
     this.value();
   }
 
-  /** An object's members, each handed to `member` (which must consume the value). */
-  object(member: (key: string) => void): void {
+  /**
+   * An object's members, each handed to `member` (which must consume the
+   * value); `member` returning true ends the reading there (the rest unread).
+   */
+  object(member: (key: string) => boolean | void): void {
     this.expect('{');
     this.ws();
     if (this.s[this.i] === '}') {
@@ -110,7 +127,7 @@ class Scanner {
     for (;;) {
       const key = this.string();
       this.expect(':');
-      member(key);
+      if (member(key) === true) return;
       this.ws();
       const n = this.s[this.i++];
       if (n === '}') return;
@@ -125,7 +142,9 @@ class Scanner {
       return null;
     }
     const out: Fields = new Map();
-    this.object((key) => out.set(key, this.value()));
+    this.object((key) => {
+      out.set(key, this.value());
+    });
     return out;
   }
 }
@@ -136,11 +155,23 @@ export function payloadRow(payload: string): PayloadRow {
   let record: Fields | null = null;
   let changes: Fields | null = null;
   let action: string | null = null;
+  // Stored payloads have record, changes and action first and metadata last:
+  // once the three are read, the rest (metadata, half the text) is not.
+  let seen = 0;
   sc.object((key) => {
-    if (key === 'record') record = sc.fields();
-    else if (key === 'changes') changes = sc.fields();
-    else if (key === 'action') action = sc.value();
-    else sc.skip();
+    if (key === 'record') {
+      record = sc.fields();
+      seen |= 1;
+    } else if (key === 'changes') {
+      changes = sc.fields();
+      seen |= 2;
+    } else if (key === 'action') {
+      action = sc.value();
+      seen |= 4;
+    } else {
+      sc.skip();
+    }
+    return seen === 7;
   });
   const rec = record as Fields | null;
   const chg = changes as Fields | null;

@@ -29,7 +29,7 @@ interface WalkRow {
 }
 
 const WALK = `SELECT from_lsn::text, from_idx, commit_lsn::text, commit_idx, table_name, payload
-  FROM sluice.walk_log($1, $2::bigint, $3, $4)`;
+  FROM sluice.walk_log($1, $2::bigint, $3, $4, $5)`;
 
 // A walk reads the log in chunks until `want` changes pass or this many were
 // read: a selective filter still moves through the log quickly, and one claim
@@ -40,15 +40,17 @@ const MAX_WALKED = 10_000;
 /**
  * Changes past the consumer's position, filtered, until `want` pass (or the
  * log's end, or MAX_WALKED read); null when there is nothing to walk.
+ * `checkAhead`: first count the rows waiting never delivered, and walk nothing
+ * while there are too many (see migrations/0018_walk_log_ahead.sql).
  */
-export async function walkFiltered(pool: Pool, consumerId: string, want: number, filter: ConsumerFilter): Promise<Walked | null> {
+export async function walkFiltered(pool: Pool, consumerId: string, want: number, filter: ConsumerFilter, checkAhead = true): Promise<Walked | null> {
   let walked: Walked | null = null;
   let after: [string, number] | [null, null] = [null, null];
   for (let read = 0; read < MAX_WALKED; ) {
     // The first chunk as long as what is wanted (most filters pass most
     // changes); the later ones longer, for a selective filter.
     const limit = Math.min(read === 0 ? Math.max(want, 100) : CHUNK, CHUNK, MAX_WALKED - read);
-    const { rows }: { rows: WalkRow[] } = await pool.query<WalkRow>({ name: 'sluice_walk_log', text: WALK, values: [consumerId, ...after, limit] });
+    const { rows }: { rows: WalkRow[] } = await pool.query<WalkRow>({ name: 'sluice_walk_log', text: WALK, values: [consumerId, ...after, limit, checkAhead] });
     if (rows.length === 0) break;
     walked ??= { fromLsn: rows[0].from_lsn, fromIdx: rows[0].from_idx, toLsn: '', toIdx: 0, lsns: [], idxs: [] };
     let end: WalkRow = rows[rows.length - 1];
@@ -77,4 +79,67 @@ export async function walkFiltered(pool: Pool, consumerId: string, want: number,
 /** The walk as the trailing parameters of the *_walked claim functions. */
 export function walkedParams(w: Walked): unknown[] {
   return [w.fromLsn, w.fromIdx, w.toLsn, w.toIdx, w.lsns, w.idxs];
+}
+
+/**
+ * A consumer's walks in this process. The next walk starts as soon as the last
+ * claim has committed, so that it runs while the claimed messages are being
+ * delivered rather than in front of the next claim (a walk of 900 changes is a
+ * few milliseconds of reading and testing, which every claim otherwise waits
+ * for). A walk reads the position when it runs, so one started early is as
+ * valid as one started later: if the position has moved meanwhile (another
+ * process admitted), admission refuses it and nothing is lost.
+ *
+ * It also remembers whether the last claim left any of its walk's keys
+ * waiting: only then does the next walk count the rows waiting (the bound on
+ * what is taken in ahead), a count that otherwise costs more than the walk.
+ * Claims of a consumer are serialised in this process (the pull coalescer,
+ * the push worker's loop), so one walk ahead per consumer is enough.
+ */
+export class WalkAhead {
+  private readonly ahead = new Map<string, { filter: ConsumerFilter; walk: Promise<Walked | null> }>();
+  private readonly leftovers = new Set<string>();
+
+  constructor(private readonly pool: Pool) {}
+
+  /** The walk for a claim now: the one started ahead if it found something, else a fresh one. */
+  async take(consumerId: string, want: number, filter: ConsumerFilter): Promise<Walked | null> {
+    const started = this.ahead.get(consumerId);
+    this.ahead.delete(consumerId);
+    // Walked with another filter (the consumer changed meanwhile): not this claim's.
+    // Nothing found ahead may be stale (changes may have come since): walk again.
+    const walked = started?.filter === filter ? await started.walk.catch(() => null) : null;
+    return walked ?? walkFiltered(this.pool, consumerId, want, filter, this.check(consumerId));
+  }
+
+  /**
+   * After a claim that committed with `walked`: notes whether it handed out
+   * every walked key (`taken`: the keys of what it handed out, "lsn:idx"),
+   * and, when the walk was full (more is likely), starts the next one.
+   */
+  claimed(consumerId: string, walked: Walked, taken: ReadonlySet<string>, next: { want: number; filter: ConsumerFilter } | null): void {
+    let left = false;
+    for (let i = 0; i < walked.lsns.length && !left; i++) left = !taken.has(`${walked.lsns[i]}:${walked.idxs[i]}`);
+    if (left) this.leftovers.add(consumerId);
+    else this.leftovers.delete(consumerId);
+    if (!next) return;
+    const walk = walkFiltered(this.pool, consumerId, next.want, next.filter, left);
+    // A failure here is the next claim's to report: take() walks afresh.
+    walk.catch(() => {});
+    this.ahead.set(consumerId, { filter: next.filter, walk });
+  }
+
+  /** Forgets a consumer's walk ahead (its claims failed, or it changed). */
+  drop(consumerId: string): void {
+    this.ahead.delete(consumerId);
+    // Unknown what the failed claim left: count next time.
+    this.leftovers.add(consumerId);
+  }
+
+  // The first walk of a consumer here counts: other processes may have left rows waiting.
+  private check(consumerId: string): boolean {
+    return this.seen.has(consumerId) ? this.leftovers.has(consumerId) : (this.seen.add(consumerId), true);
+  }
+
+  private readonly seen = new Set<string>();
 }
