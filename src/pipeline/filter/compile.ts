@@ -169,8 +169,19 @@ class Compiler {
       case 'BoolExpr': {
         const args = (n.args as unknown[]).map((a) => this.predicate(a));
         if (n.boolop === 'NOT_EXPR') return (r) => not3(args[0](r));
-        if (n.boolop === 'AND_EXPR') return (r) => args.reduce<Tri>((acc, p) => (acc === false ? false : and3(acc, p(r))), true);
-        return (r) => args.reduce<Tri>((acc, p) => (acc === true ? true : or3(acc, p(r))), false);
+        // Loops, not reduce: no closure made per change tested (this runs for every change a filter walks).
+        if (n.boolop === 'AND_EXPR') {
+          return (r) => {
+            let acc: Tri = true;
+            for (let i = 0; i < args.length && acc !== false; i++) acc = and3(acc, args[i](r));
+            return acc;
+          };
+        }
+        return (r) => {
+          let acc: Tri = false;
+          for (let i = 0; i < args.length && acc !== true; i++) acc = or3(acc, args[i](r));
+          return acc;
+        };
       }
       case 'A_Expr':
         return this.aExpr(node, n);

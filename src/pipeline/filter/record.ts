@@ -113,26 +113,34 @@ class Scanner {
     this.value();
   }
 
-  /**
-   * An object's members, each handed to `member` (which must consume the
-   * value); `member` returning true ends the reading there (the rest unread).
-   */
-  object(member: (key: string) => boolean | void): void {
+  // Objects are read member by member by the caller (open, key, value,
+  // next), not through a callback: this runs for every change a filter walks,
+  // and a closure per call costs (tsx keeps function names, so each closure
+  // made is also a defineProperty).
+
+  /** Reads `{`; true when the object is empty (its `}` read too). */
+  open(): boolean {
     this.expect('{');
     this.ws();
-    if (this.s[this.i] === '}') {
-      this.i++;
-      return;
-    }
-    for (;;) {
-      const key = this.string();
-      this.expect(':');
-      if (member(key) === true) return;
-      this.ws();
-      const n = this.s[this.i++];
-      if (n === '}') return;
-      if (n !== ',') throw new SyntaxError(`expected , or } at ${this.i - 1} in a stored payload`);
-    }
+    if (this.s[this.i] !== '}') return false;
+    this.i++;
+    return true;
+  }
+
+  /** A member's key and its colon. */
+  key(): string {
+    const key = this.string();
+    this.expect(':');
+    return key;
+  }
+
+  /** After a member's value: true when that was the last (the `}` read), false after a comma. */
+  next(): boolean {
+    this.ws();
+    const n = this.s[this.i++];
+    if (n === '}') return true;
+    if (n !== ',') throw new SyntaxError(`expected , or } at ${this.i - 1} in a stored payload`);
+    return false;
   }
 
   fields(): Fields | null {
@@ -142,10 +150,30 @@ class Scanner {
       return null;
     }
     const out: Fields = new Map();
-    this.object((key) => {
-      out.set(key, this.value());
-    });
+    if (this.open()) return out;
+    do out.set(this.key(), this.value());
+    while (!this.next());
     return out;
+  }
+}
+
+class Row implements PayloadRow {
+  constructor(
+    readonly action: string | null,
+    private readonly record: Fields | null,
+    private readonly changes: Fields | null,
+  ) {}
+
+  value(column: string): string | null | undefined {
+    return this.record?.has(column) ? this.record.get(column)! : undefined;
+  }
+
+  // changes holds the previous values of the columns an update changed.
+  // Postgres sends previous values only under REPLICA IDENTITY FULL (else
+  // the key's at most), so changed() is meaningful on such tables alone;
+  // inserts and deletes change nothing.
+  changed(column: string): boolean | null {
+    return this.action !== 'update' ? false : this.changes === null ? null : this.changes.has(column);
   }
 }
 
@@ -158,30 +186,22 @@ export function payloadRow(payload: string): PayloadRow {
   // Stored payloads have record, changes and action first and metadata last:
   // once the three are read, the rest (metadata, half the text) is not.
   let seen = 0;
-  sc.object((key) => {
-    if (key === 'record') {
-      record = sc.fields();
-      seen |= 1;
-    } else if (key === 'changes') {
-      changes = sc.fields();
-      seen |= 2;
-    } else if (key === 'action') {
-      action = sc.value();
-      seen |= 4;
-    } else {
-      sc.skip();
-    }
-    return seen === 7;
-  });
-  const rec = record as Fields | null;
-  const chg = changes as Fields | null;
-  return {
-    action,
-    value: (column) => (rec?.has(column) ? rec.get(column)! : undefined),
-    // changes holds the previous values of the columns an update changed.
-    // Postgres sends previous values only under REPLICA IDENTITY FULL (else
-    // the key's at most), so changed() is meaningful on such tables alone;
-    // inserts and deletes change nothing.
-    changed: (column) => (action !== 'update' ? false : chg === null ? null : chg.has(column)),
-  };
+  if (!sc.open()) {
+    do {
+      const key = sc.key();
+      if (key === 'record') {
+        record = sc.fields();
+        seen |= 1;
+      } else if (key === 'changes') {
+        changes = sc.fields();
+        seen |= 2;
+      } else if (key === 'action') {
+        action = sc.value();
+        seen |= 4;
+      } else {
+        sc.skip();
+      }
+    } while (seen !== 7 && !sc.next());
+  }
+  return new Row(action, record, changes);
 }

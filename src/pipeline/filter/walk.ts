@@ -17,6 +17,8 @@ export interface Walked {
   /** The changes that pass, in log order. */
   lsns: string[];
   idxs: number[];
+  /** It stopped at the wanted count: more may pass further on. */
+  full?: boolean;
 }
 
 interface WalkRow {
@@ -43,9 +45,17 @@ const MAX_WALKED = 10_000;
  * `checkAhead`: first count the rows waiting never delivered, and walk nothing
  * while there are too many (see migrations/0018_walk_log_ahead.sql).
  */
-export async function walkFiltered(pool: Pool, consumerId: string, want: number, filter: ConsumerFilter, checkAhead = true): Promise<Walked | null> {
+export async function walkFiltered(
+  pool: Pool,
+  consumerId: string,
+  want: number,
+  filter: ConsumerFilter,
+  checkAhead = true,
+  /** Go on from here (the end of an earlier walk) rather than from the position. */
+  from?: { lsn: string; idx: number },
+): Promise<Walked | null> {
   let walked: Walked | null = null;
-  let after: [string, number] | [null, null] = [null, null];
+  let after: [string, number] | [null, null] = from ? [from.lsn, from.idx] : [null, null];
   for (let read = 0; read < MAX_WALKED; ) {
     // The first chunk as long as what is wanted (most filters pass most
     // changes); the later ones longer, for a selective filter.
@@ -71,9 +81,40 @@ export async function walkFiltered(pool: Pool, consumerId: string, want: number,
     walked.toIdx = end.commit_idx;
     after = [end.commit_lsn, end.commit_idx];
     read += rows.length;
-    if (rows.length < limit || walked.lsns.length >= want) break;
+    if (walked.lsns.length >= want) {
+      walked.full = true;
+      break;
+    }
+    if (rows.length < limit) break;
   }
   return walked;
+}
+
+/**
+ * A walk started ahead, made the size this claim wants: cut after the
+ * want-th key (the rest of the log is walked again later), or, when it
+ * stopped full short of it, carried on from its end. Either way it is still
+ * one walk from its start: admission takes the keys up to its new end.
+ */
+async function fitted(
+  walked: Walked,
+  want: number,
+  walkOn: (more: number, from: { lsn: string; idx: number }) => Promise<Walked | null>,
+): Promise<Walked> {
+  if (walked.lsns.length > want) {
+    return {
+      ...walked,
+      lsns: walked.lsns.slice(0, want),
+      idxs: walked.idxs.slice(0, want),
+      toLsn: walked.lsns[want - 1],
+      toIdx: walked.idxs[want - 1],
+      full: true,
+    };
+  }
+  if (walked.lsns.length === want || !walked.full) return walked;
+  const more = await walkOn(want - walked.lsns.length, { lsn: walked.toLsn, idx: walked.toIdx });
+  if (!more) return walked;
+  return { ...walked, lsns: [...walked.lsns, ...more.lsns], idxs: [...walked.idxs, ...more.idxs], toLsn: more.toLsn, toIdx: more.toIdx, full: more.full };
 }
 
 /** The walk as the trailing parameters of the *_walked claim functions. */
@@ -109,7 +150,8 @@ export class WalkAhead {
     // Walked with another filter (the consumer changed meanwhile): not this claim's.
     // Nothing found ahead may be stale (changes may have come since): walk again.
     const walked = started?.filter === filter ? await started.walk.catch(() => null) : null;
-    return walked ?? walkFiltered(this.pool, consumerId, want, filter, this.check(consumerId));
+    if (!walked) return walkFiltered(this.pool, consumerId, want, filter, this.check(consumerId));
+    return fitted(walked, want, (more, from) => walkFiltered(this.pool, consumerId, more, filter, false, from));
   }
 
   /**
