@@ -150,6 +150,15 @@ describe('pull consumers', () => {
 
     const report = await statusReport(f.pool, null, f.url);
     expect(formatStatus(report)).toContain('transform: template {key, what, table, missing}');
+    // null removes it: the message as captured again.
+    const removed = await f.call('PATCH', '/api/consumers/ids', { transform: null });
+    expect(removed.status).toBe(200);
+    expect(removed.body.transform).toBeUndefined();
+    await f.pool.query(`UPDATE orders SET status = 'shipped' WHERE id = 9007199254740993`);
+    await eventually(async () => {
+      const r = await f.call('POST', '/api/http_pull_consumers/ids/receive', { batch_size: 10 });
+      return r.body.data.length ? r : null;
+    }).then((r) => expect(r.raw).toMatch(/"data":\{"record":\{"id":9007199254740993,"status":"shipped"\}/));
   });
 
   it('a function that fails dead-letters its message, the others are served, and the gateway keeps serving', async () => {

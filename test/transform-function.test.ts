@@ -195,6 +195,13 @@ describe('function transform sandbox', () => {
     await sandbox.close();
   });
 
+  it('an output over 1 MiB is that message\'s error; the next message is served', async () => {
+    const t = compile("(m) => m.record.id === 1 ? 'x'.repeat(2 * 1024 * 1024) : m.record.id", { memory_mb: 64 });
+    const out = outputs(await t.apply([message(1), message(2)]));
+    expect(out[0].error).toMatch(/returned 2097154 characters of JSON, more than the limit of 1048576/);
+    expect(out[1]).toBe(2);
+  });
+
   it('closes idempotently; a closed transform fails its messages', async () => {
     const t = compileTransform({ function: '(m) => 1' });
     await t.close();

@@ -23,9 +23,10 @@ const RESTARTS = { max: 5, windowMs: 60_000 };
 // interrupt): a batch may take its messages' limits plus this, then the
 // thread is terminated. Covers the worker's start (loading the WebAssembly).
 const WATCHDOG_GRACE_MS = 5_000;
-// The worker's own JavaScript heap holds a few batches of text; QuickJS's
-// heap is WebAssembly memory, bounded by memory_mb inside the sandbox.
-const WORKER_HEAP_MB = 64;
+// The worker's own JavaScript heap holds a batch's text in and out: up to
+// 100 outputs of at most 1 MiB each (the sandbox refuses a bigger one), and
+// the input; QuickJS's heap is WebAssembly memory, bounded by memory_mb.
+const WORKER_HEAP_MB = 256;
 
 interface Pending {
   count: number;

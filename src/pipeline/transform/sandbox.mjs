@@ -45,6 +45,11 @@ const STACK_BYTES = 256 * 1024;
 // globals. The user's function is evaluated in a separate script at global
 // scope and passed in, so it cannot see `progress` or `out`.
 const RUNNER = `(function (fn, memoryMb) {
+  // One message's output: a webhook body of 100 of them stays a sane size,
+  // and a function returning hundreds of megabytes is refused here, in the
+  // sandbox's memory, before its text reaches the worker thread's heap (which
+  // it would overflow, killing the thread for every retry of the batch).
+  const MAX_OUTPUT_CHARS = 1048576;
   const parse = JSON.parse, stringify = JSON.stringify, apply = Reflect.apply;
   const split = String.prototype.split, join = Array.prototype.join, slice = String.prototype.slice;
   const keysOf = Object.keys, freeze = Object.freeze;
@@ -88,6 +93,9 @@ const RUNNER = `(function (fn, memoryMb) {
     try { json = stringify(result); } catch (e) { return '!' + stringify('the function returned a value that is not JSON: ' + reason(e)); }
     if (json === undefined) {
       return '!' + stringify('the function returned ' + (result === undefined ? 'undefined' : 'a ' + typeof result) + ', which is not JSON');
+    }
+    if (json.length > MAX_OUTPUT_CHARS) {
+      return '!' + stringify('the function returned ' + json.length + ' characters of JSON, more than the limit of ' + MAX_OUTPUT_CHARS + ' (1 MiB)');
     }
     return '+' + json;
   }
