@@ -252,7 +252,7 @@ function normaliseTransform(y: YamlConsumer['transform'], at: PathSegment[], iss
  * are qualified and must be among the consumer's tables; its syntax is
  * checked here (the columns and types when it is saved, against the source).
  */
-function normaliseFilter(
+export function normaliseFilter(
   y: YamlConsumer['filter'],
   tables: string[],
   at: PathSegment[],

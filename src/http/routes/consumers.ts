@@ -43,6 +43,11 @@ async function validateAgainstSources(db: PoolClient, body: unknown): Promise<Co
  * table and the character, nothing saved), and the types stored with it.
  */
 async function storeFilterColumns(db: PoolClient, config: ConsumerConfig, bufferUrl: string): Promise<void> {
+  await q.setFilterColumns(db, config.name, await checkedFilterColumns(db, config, bufferUrl));
+}
+
+/** The where filters' column types from the source; a 422 at filter.where["<table>"] with the character when one does not compile. */
+export async function checkedFilterColumns(db: Pool | PoolClient, config: Pick<ConsumerConfig, 'source' | 'filter'>, bufferUrl: string) {
   const source = (await getSource(db, config.source))!.config;
   const check = await checkWhereFilters(config, source.url || bufferUrl);
   if (!check.ok) {
@@ -50,7 +55,7 @@ async function storeFilterColumns(db: PoolClient, config: ConsumerConfig, buffer
     for (const i of check.issues) (errors[formatPath(['filter', 'where', i.table])] ??= []).push(i.reason);
     throw invalid(errors);
   }
-  await q.setFilterColumns(db, config.name, check.columns);
+  return check.columns;
 }
 
 export async function consumerRoutes(parent: FastifyInstance, opts: { deps: AppDeps; compiler: FastifySchemaCompiler<unknown> }) {

@@ -2,13 +2,12 @@
 // one message (a sample, or the latest retained change of a table) before they
 // are saved. Nothing is saved or delivered.
 import type { FastifyInstance } from 'fastify';
-import { qualifyTable } from '../../config/normalise.js';
-import { formatPath } from '../../config/errors.js';
+import { normaliseFilter, qualifyTable } from '../../config/normalise.js';
+import { formatPath, type RawIssue } from '../../config/errors.js';
+import type { YamlConsumer } from '../../config/schema.js';
 import type { ConsumerFilter } from '../../config/types.js';
-import { getSource } from '../../api/sources.js';
 import { latestChange, LATEST_LOOKBACK } from '../../log/latest.js';
-import { FilterError, parseWhere } from '../../pipeline/filter/compile.js';
-import { checkWhereFilters } from '../../pipeline/filter/save-check.js';
+import { FilterError } from '../../pipeline/filter/compile.js';
 import { checkTransform, TransformError, type TransformSpec } from '../../pipeline/transform/compile.js';
 import { rendererFor } from '../../render/render.js';
 import { tryOut } from '../../render/try-out.js';
@@ -16,7 +15,7 @@ import type { AppDeps } from '../deps.js';
 import { ApiError, invalid } from '../errors.js';
 import type { SchemaTypes } from '../schemas/from-schema.js';
 import { consumerSchemas } from '../schemas/resources.js';
-import { existingConsumer } from './consumers.js';
+import { checkedFilterColumns, existingConsumer } from './consumers.js';
 
 // Each try of a function starts a sandbox thread: a few at once, not a flood.
 const MAX_CONCURRENT_TRIES = 4;
@@ -36,18 +35,8 @@ export async function transformTestRoutes(parent: FastifyInstance, opts: { deps:
     }
     const transform = (body.transform as TransformSpec | undefined) ?? config.transform;
     if (body.transform !== undefined) checkedTransform(body.transform);
-    const filter = body.filter ? qualifiedFilter(body.filter as { actions?: string[]; where?: Record<string, string> }, config.tables) : config.filter;
-    let columns = null;
-    if (filter?.where) {
-      const source = (await getSource(pool, config.source))!.config;
-      const check = await checkWhereFilters({ filter }, source.url || bufferUrl);
-      if (!check.ok) {
-        const errors: Record<string, string[]> = {};
-        for (const i of check.issues) (errors[formatPath(['filter', 'where', i.table])] ??= []).push(i.reason);
-        throw invalid(errors);
-      }
-      columns = check.columns;
-    }
+    const filter = body.filter ? checkedFilter(body.filter as YamlConsumer['filter'], config.tables) : config.filter;
+    const columns = filter?.where ? await checkedFilterColumns(pool, { source: config.source, filter }, bufferUrl) : null;
 
     let envelope: string;
     let from: string;
@@ -114,26 +103,14 @@ function transformInvalid(e: TransformError): ApiError {
   return invalid({ 'transform.function': [`line ${e.line}, column ${e.column}: ${e.message}`] });
 }
 
-/** The body's filter with its where keys qualified, each one of the consumer's tables and parsing. */
-function qualifiedFilter(f: { actions?: string[]; where?: Record<string, string> }, tables: string[]): ConsumerFilter {
-  const out: ConsumerFilter = {};
-  if (f.actions) out.actions = f.actions as ConsumerFilter['actions'];
-  const errors: Record<string, string[]> = {};
-  if (f.where) {
-    out.where = {};
-    for (const [key, expression] of Object.entries(f.where)) {
-      const t = qualifyTable(key);
-      const at = formatPath(['filter', 'where', key]);
-      if (!tables.includes(t)) (errors[at] ??= []).push(`"${t}" is not one of this consumer's tables`);
-      try {
-        parseWhere(expression);
-      } catch (e) {
-        if (!(e instanceof FilterError)) throw e;
-        (errors[at] ??= []).push(`at character ${e.position}: ${e.message}`);
-      }
-      out.where[t] = expression;
-    }
+/** The body's filter as a consumer's filter is checked when saved (keys qualified, each one of its tables, parsing). */
+function checkedFilter(f: YamlConsumer['filter'], tables: string[]): ConsumerFilter | undefined {
+  const issues: RawIssue[] = [];
+  const { filter } = normaliseFilter(f, tables, ['filter'], issues);
+  if (issues.length > 0) {
+    const errors: Record<string, string[]> = {};
+    for (const i of issues) (errors[formatPath(i.segments)] ??= []).push(i.reason);
+    throw invalid(errors);
   }
-  if (Object.keys(errors).length > 0) throw invalid(errors);
-  return out;
+  return filter;
 }

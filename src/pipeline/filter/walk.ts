@@ -139,7 +139,8 @@ export function walkedParams(w: Walked): unknown[] {
  */
 export class WalkAhead {
   private readonly ahead = new Map<string, { filter: ConsumerFilter; walk: Promise<Walked | null> }>();
-  private readonly leftovers = new Set<string>();
+  // Consumers whose last claim here handed out its whole walk: their next walk need not count.
+  private readonly clean = new Set<string>();
 
   constructor(private readonly pool: Pool) {}
 
@@ -150,7 +151,7 @@ export class WalkAhead {
     // Walked with another filter (the consumer changed meanwhile): not this claim's.
     // Nothing found ahead may be stale (changes may have come since): walk again.
     const walked = started?.filter === filter ? await started.walk.catch(() => null) : null;
-    if (!walked) return walkFiltered(this.pool, consumerId, want, filter, this.check(consumerId));
+    if (!walked) return walkFiltered(this.pool, consumerId, want, filter, !this.clean.has(consumerId));
     return fitted(walked, want, (more, from) => walkFiltered(this.pool, consumerId, more, filter, false, from));
   }
 
@@ -162,8 +163,8 @@ export class WalkAhead {
   claimed(consumerId: string, walked: Walked, taken: ReadonlySet<string>, next: { want: number; filter: ConsumerFilter } | null): void {
     let left = false;
     for (let i = 0; i < walked.lsns.length && !left; i++) left = !taken.has(`${walked.lsns[i]}:${walked.idxs[i]}`);
-    if (left) this.leftovers.add(consumerId);
-    else this.leftovers.delete(consumerId);
+    if (left) this.clean.delete(consumerId);
+    else this.clean.add(consumerId);
     if (!next) return;
     const walk = walkFiltered(this.pool, consumerId, next.want, next.filter, left);
     // A failure here is the next claim's to report: take() walks afresh.
@@ -175,13 +176,6 @@ export class WalkAhead {
   drop(consumerId: string): void {
     this.ahead.delete(consumerId);
     // Unknown what the failed claim left: count next time.
-    this.leftovers.add(consumerId);
+    this.clean.delete(consumerId);
   }
-
-  // The first walk of a consumer here counts: other processes may have left rows waiting.
-  private check(consumerId: string): boolean {
-    return this.seen.has(consumerId) ? this.leftovers.has(consumerId) : (this.seen.add(consumerId), true);
-  }
-
-  private readonly seen = new Set<string>();
 }
