@@ -129,6 +129,7 @@ export class Gateway {
       pool: this.pool,
       consumers: this.consumers,
       capture: { status: () => this.status() },
+      backfillsCreated: (source) => this.captures.find((c) => c.source.name === source)?.pokeBackfills(),
       adminToken: config.auth.admin_token || undefined,
       instanceId: this.instanceId,
       bodyLimitBytes: config.http.body_limit_bytes,

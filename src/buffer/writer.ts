@@ -30,11 +30,23 @@ export interface LogRow {
   wake: readonly string[];
 }
 
+/** A backfill chunk's high watermark met in a transaction of the batch (src/capture/backfill-mark.ts). */
+export interface BackfillMark {
+  backfillId: string;
+  chunk: number;
+  /** Commit LSN of the watermark's transaction: where the chunk's rows go. */
+  commitLsn: bigint;
+  committedAt: string;
+  databaseName: string;
+}
+
 export interface BatchWrite {
   sourceName: string;
   /** The source's log number (sluice.sources.log_no). */
   sourceNo: number;
   rows: LogRow[];
+  /** Backfill watermarks, stored after the rows (each chunk after the changes before it). */
+  marks?: BackfillMark[];
   /** End LSN of the last complete transaction in this batch; null for a chunk of an unfinished one. */
   checkpoint: bigint | null;
   lastCommitAt: string | null;
@@ -108,6 +120,8 @@ WITH pos AS (${ADVANCE_POSITION}), ins AS (
 )
 SELECT (SELECT count(*) FROM ins) AS inserted, count(pg_notify('sluice_messages', c)) FROM unnest($4::text[]) c`;
 
+const BACKFILL_EMIT = 'SELECT sluice.backfill_emit($1, $2::bigint, $3, $4::bigint, $5, $6)';
+
 const COVER = 'SELECT sluice.log_cover($1, $2::bigint, $3::bigint, $4)::text AS hi';
 /** Per source number: the upper bound of its newest log partition, as last seen. */
 const covered = new Map<number, bigint>();
@@ -117,13 +131,20 @@ const NO_PARTITION = '23514';
 /** Makes sure log partitions cover the batch's LSNs: a round trip only when it reaches past the newest one. */
 async function cover(pool: Pool, batch: BatchWrite): Promise<void> {
   const rows = batch.rows;
-  if (rows.length === 0) return;
-  const max = rows[rows.length - 1].commitLsn;
+  const marks = batch.marks ?? [];
+  if (rows.length === 0 && marks.length === 0) return;
+  // Rows and marks are each in commit order; a batch's marks may lie past its last row.
+  let min = rows.length ? rows[0].commitLsn : marks[0].commitLsn;
+  let max = rows.length ? rows[rows.length - 1].commitLsn : marks[marks.length - 1].commitLsn;
+  if (marks.length) {
+    if (marks[0].commitLsn < min) min = marks[0].commitLsn;
+    if (marks[marks.length - 1].commitLsn > max) max = marks[marks.length - 1].commitLsn;
+  }
   const hi = covered.get(batch.sourceNo);
   if (hi !== undefined && max < hi) return;
   const { rows: r } = await pool.query<{ hi: string }>(COVER, [
     batch.sourceNo,
-    rows[0].commitLsn.toString(),
+    min.toString(),
     max.toString(),
     batch.partitionSeconds ?? 3600,
   ]);
@@ -157,7 +178,8 @@ export async function writeBatch(pool: Pool, batch: BatchWrite): Promise<void> {
 async function write(pool: Pool, batch: BatchWrite): Promise<void> {
   const consumers = wakeList(batch.rows);
   const checkpoint = batch.checkpoint === null ? null : batch.checkpoint.toString();
-  if (batch.rows.length <= SMALL_BATCH) {
+  const marks = batch.marks ?? [];
+  if (batch.rows.length <= SMALL_BATCH && marks.length === 0) {
     const rows = batch.rows;
     // One statement commits at once: it waits its turn first.
     await batch.beforeCommit?.();
@@ -187,10 +209,24 @@ async function write(pool: Pool, batch: BatchWrite): Promise<void> {
   client.on('error', onError);
   try {
     await client.query('BEGIN');
-    await pipeline(Readable.from(copyChunks(batch.sourceNo, batch.rows)), client.query(copyFrom(COPY_LOG)));
+    if (batch.rows.length > 0) {
+      await pipeline(Readable.from(copyChunks(batch.sourceNo, batch.rows)), client.query(copyFrom(COPY_LOG)));
+    }
     // The position and the rows' visibility come with COMMIT, so waiting here
     // keeps both in order while the COPY above overlapped the previous write.
     await batch.beforeCommit?.();
+    // After the previous write committed: each chunk's check for changes of
+    // its rows between its watermarks sees every change stored before it.
+    for (const m of marks) {
+      await client.query(BACKFILL_EMIT, [
+        batch.sourceNo,
+        m.backfillId,
+        m.chunk,
+        m.commitLsn.toString(),
+        m.committedAt,
+        m.databaseName,
+      ]);
+    }
     await client.query(ADVANCE_AND_NOTIFY, [batch.sourceName, checkpoint, batch.lastCommitAt, consumers]);
     await client.query('COMMIT');
   } catch (err) {

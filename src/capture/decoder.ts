@@ -63,6 +63,11 @@ export class ChangeDecoder {
     this.dbJson = JSON.stringify(deps.databaseName);
   }
 
+  /** The source database's name (metadata.database_name). */
+  get databaseName(): string {
+    return this.deps.databaseName;
+  }
+
   async onRelation(rel: Relation): Promise<void> {
     await this.deps.types.ensure(rel.columns.map((c) => c.typeOid));
     let pk = await this.deps.primaryKey(rel.oid);

@@ -13,7 +13,8 @@
 // pauses the replication socket (flow control) and bounds memory to about
 // three batches, however large a transaction.
 import type { Pool } from '../db/pool.js';
-import { writeBatch, type LogRow } from '../buffer/writer.js';
+import { writeBatch, type BackfillMark, type LogRow } from '../buffer/writer.js';
+import { BACKFILL_MARK_PREFIX, parseBackfillMark } from './backfill-mark.js';
 import { isoFromMicros } from './commit-time.js';
 import { CONFIG_MARKER_PREFIX } from './config-marker.js';
 import type { ChangeDecoder } from './decoder.js';
@@ -59,6 +60,11 @@ export interface SessionDeps {
 
 export class CaptureSession {
   private rows: LogRow[] = [];
+  /** Backfill high watermarks of stored-to-be transactions: their chunks go in with them. */
+  private marks: BackfillMark[] = [];
+  /** Watermarks met in the open transaction (stored at its commit). */
+  private txMarks: { id: string; chunk: number }[] = [];
+  private txCommitLsn = 0n;
   private checkpoint: bigint | null = null;
   private lastCommitAt: string | null = null;
   private durable: bigint;
@@ -122,6 +128,8 @@ export class CaptureSession {
       case 'begin':
         this.inTransaction = true;
         this.skipping = e.commitLsn < this.storedBelow;
+        this.txCommitLsn = e.commitLsn;
+        this.txMarks = [];
         this.deps.decoder.begin(e.commitLsn, e.commitTimeMicros);
         return;
       case 'relation':
@@ -143,6 +151,16 @@ export class CaptureSession {
         }
         this.checkpoint = e.endLsn;
         this.lastCommitAt = isoFromMicros(e.commitTimeMicros);
+        for (const m of this.txMarks) {
+          this.marks.push({
+            backfillId: m.id,
+            chunk: m.chunk,
+            commitLsn: this.txCommitLsn,
+            committedAt: this.lastCommitAt,
+            databaseName: this.deps.decoder.databaseName,
+          });
+        }
+        this.txMarks = [];
         if (this.rows.length >= this.deps.maxBatch) await this.submitFull();
         else this.scheduleFlush();
         return;
@@ -157,6 +175,13 @@ export class CaptureSession {
           return;
         }
         if (!e.transactional || !this.inTransaction) return;
+        if (e.prefix === BACKFILL_MARK_PREFIX) {
+          // A backfill chunk's high watermark: its rows are stored at this
+          // transaction's commit position (migrations/0019_backfills.sql).
+          const mark = parseBackfillMark(e.content);
+          if (mark) this.txMarks.push(mark);
+          return;
+        }
         const refused = this.deps.decoder.message(e.prefix, e.content);
         if (refused) this.deps.onBadAnnotations?.(refused);
         return;
@@ -212,6 +237,7 @@ export class CaptureSession {
       sourceNo: this.deps.sourceNo,
       partitionSeconds: this.deps.partitionSeconds?.(),
       rows: this.rows,
+      marks: this.marks,
       checkpoint,
       lastCommitAt: this.lastCommitAt,
       // Commit only after the previous write committed (and confirmed); if it
@@ -224,6 +250,7 @@ export class CaptureSession {
         : undefined,
     };
     this.rows = [];
+    this.marks = [];
     this.checkpoint = null;
     const done: Promise<void> = this.write(batch).finally(() => {
       this.writes.splice(this.writes.indexOf(done), 1);

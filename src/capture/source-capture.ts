@@ -11,6 +11,7 @@ import { CaptureSession } from './session.js';
 import { ensureSource, SetupError } from './setup.js';
 import * as q from './setup-queries.js';
 import { TypeCatalog } from './types-catalog.js';
+import { BackfillRunner } from '../backfill/runner.js';
 
 export interface Logger {
   info(obj: object | string, msg?: string): void;
@@ -64,6 +65,9 @@ export class SourceCapture {
   private sourcePool: Pool;
   private timers: NodeJS.Timeout[] = [];
   private wake: (() => void) | null = null;
+  /** This source's backfills, run while this process streams the slot. */
+  private readonly backfills: BackfillRunner;
+  private readonly backfillPool: Pool;
   private state: SourceStatus;
   private unsubscribe: (() => void) | null = null;
   /** Changes written to the buffer by this process (for status and tests). */
@@ -79,7 +83,21 @@ export class SourceCapture {
     private readonly deps: SourceCaptureDeps,
   ) {
     this.sourcePool = createPool(deps.sourceUrl, { max: 2, name: 'sluice-capture-meta' });
+    // Its own connections: a chunk read must not wait behind capture's catalog reads.
+    this.backfillPool = createPool(deps.sourceUrl, { max: 2, name: 'sluice-backfill' });
+    this.backfills = new BackfillRunner({
+      sourceName: source.name,
+      bufferPool: deps.bufferPool,
+      sourcePool: this.backfillPool,
+      log: deps.log,
+      streaming: () => this.state.running && !this.stopped,
+    });
     this.state = { name: source.name, running: false, standing_by: false, slot: source.slot, lag_bytes: null, last_error: null };
+  }
+
+  /** A backfill of this source was created: start on it now. */
+  pokeBackfills(): void {
+    this.backfills.poke();
   }
 
   status(): SourceStatus {
@@ -98,6 +116,7 @@ export class SourceCapture {
   start(): void {
     this.unsubscribe = this.deps.consumers.onChange(() => this.decoder?.refreshRoutes());
     this.loop = this.run();
+    this.backfills.start();
     this.timers.push(setInterval(() => void this.heartbeat(), this.source.heartbeat_interval_ms).unref());
     this.timers.push(setInterval(() => void this.refreshLag(), LAG_POLL_MS).unref());
   }
@@ -108,6 +127,8 @@ export class SourceCapture {
     for (const t of this.timers) clearInterval(t);
     this.unsubscribe?.();
     this.wake?.();
+    await this.backfills.stop();
+    await this.backfillPool.end().catch(() => {});
     // Stop reading first, then let queued buffer writes finish; what they store
     // is confirmed on the next start (the position is read back from the buffer).
     await this.stream?.stop();

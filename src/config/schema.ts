@@ -237,8 +237,8 @@ export const consumerSchema = object(
     // and they never hold up their group.
     filter: object({
       actions: list(
-        { type: 'string', enum: ['insert', 'update', 'delete'] },
-        { minItems: 1, description: 'the kinds of change to deliver: any of insert, update, delete' },
+        { type: 'string', enum: ['insert', 'update', 'delete', 'read'] },
+        { minItems: 1, description: 'the kinds of change to deliver: any of insert, update, delete, read (rows of a backfill)' },
       ),
       // Per table, a SQL boolean expression over the row's columns, as after
       // WHERE. Parsed by Postgres' parser and evaluated in the gateway (never

@@ -72,7 +72,7 @@ export interface ConsumerConfig {
 }
 
 /** The kinds of change a filter can select. */
-export type ChangeAction = 'insert' | 'update' | 'delete';
+export type ChangeAction = 'insert' | 'update' | 'delete' | 'read';
 
 export interface ConsumerFilter {
   /** Only these kinds of change (absent: all). */

@@ -33,4 +33,6 @@ export interface AppDeps {
   /** The process's LISTEN connection for new-message wake-ups (pull long-polls, dispatcher). */
   wakeup?: Wakeup;
   logger?: boolean | Record<string, unknown>;
+  /** Backfills of this source were created: its capture (if this process runs it) starts on them now. */
+  backfillsCreated?(sourceName: string): void;
 }

@@ -3,6 +3,7 @@
 import type { FastifyInstance, FastifySchemaCompiler } from 'fastify';
 import type { TokenVerifier } from '../auth.js';
 import type { AppDeps } from '../deps.js';
+import { backfillRoutes } from './backfills.js';
 import { consumerRoutes } from './consumers.js';
 import { deadLetterRoutes } from './dead-letters.js';
 import { sourceRoutes } from './sources.js';
@@ -18,6 +19,7 @@ export interface ManagementOptions {
 export async function managementRoutes(app: FastifyInstance, opts: ManagementOptions) {
   await app.register(sourceRoutes, opts);
   await app.register(consumerRoutes, opts);
+  await app.register(backfillRoutes, opts);
   await app.register(deadLetterRoutes, opts);
   await app.register(transformTestRoutes, opts);
   await app.register(tokenRoutes, opts);

@@ -205,7 +205,7 @@ const replayBody = {
       items: { type: 'string', minLength: 1, maxLength: 200 },
       description: 'Among the consumer\'s tables (default: all of them)',
     },
-    actions: { type: 'array', minItems: 1, uniqueItems: true, items: { type: 'string', enum: ['insert', 'update', 'delete'] } },
+    actions: { type: 'array', minItems: 1, uniqueItems: true, items: { type: 'string', enum: ['insert', 'update', 'delete', 'read'] } },
     where: {
       anyOf: [
         { type: 'string', minLength: 1, maxLength: 4000 },

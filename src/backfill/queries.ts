@@ -1,0 +1,178 @@
+// The buffer's side of backfills (sluice.backfills, sluice.backfill_rows;
+// migrations/0019_backfills.sql).
+import { withTransaction, type Pool } from '../db/pool.js';
+
+type Q = { query: (sql: string, params?: unknown[]) => Promise<{ rows: any[]; rowCount?: number | null }> };
+
+export type BackfillState = 'running' | 'done' | 'cancelled' | 'failed';
+
+export interface BackfillRow {
+  id: string;
+  consumer_id: string;
+  consumer_name: string;
+  source_name: string;
+  schema_name: string;
+  table_name: string;
+  key_columns: string[];
+  start_column: string | null;
+  start_from: string | null;
+  chunk_size: number;
+  max_rows_per_second: number | null;
+  state: BackfillState;
+  last_key: string[] | null;
+  chunk_no: number;
+  chunk_low_lsn: string | null;
+  rows_read: string;
+  rows_sent: string;
+  rows_estimate: string | null;
+  error: string | null;
+  created_at: Date;
+  updated_at: Date;
+  finished_at: Date | null;
+}
+
+const SELECT = `
+SELECT b.id::text, b.consumer_id, c.name AS consumer_name, c.source_name, b.schema_name, b.table_name, b.key_columns,
+       b.start_column, b.start_from, b.chunk_size, b.max_rows_per_second, b.state, b.last_key, b.chunk_no,
+       b.chunk_low_lsn::text, b.rows_read::text, b.rows_sent::text, b.rows_estimate::text, b.error,
+       b.created_at, b.updated_at, b.finished_at
+FROM sluice.backfills b JOIN sluice.consumers c ON c.id = b.consumer_id`;
+
+export interface NewBackfill {
+  consumerId: string;
+  schema: string;
+  table: string;
+  keyColumns: string[];
+  startColumn: string | null;
+  startFrom: string | null;
+  chunkSize: number;
+  maxRowsPerSecond: number | null;
+  estimate: number | null;
+}
+
+/** Creates backfills, all or none; a table with one running already: the name of that table. */
+export async function createBackfills(pool: Pool, list: NewBackfill[]): Promise<{ ids: string[] } | { running: string }> {
+  try {
+    return await insertAll(pool, list);
+  } catch (err) {
+    if (err instanceof RunningAlready) return { running: err.table };
+    throw err;
+  }
+}
+
+class RunningAlready extends Error {
+  constructor(readonly table: string) {
+    super(`a backfill of ${table} is running`);
+  }
+}
+
+async function insertAll(pool: Pool, list: NewBackfill[]): Promise<{ ids: string[] }> {
+  return withTransaction(pool, async (c) => {
+    const ids: string[] = [];
+    for (const b of list) {
+      const { rows } = await c.query<{ id: string }>(
+        `INSERT INTO sluice.backfills (consumer_id, schema_name, table_name, key_columns, start_column, start_from,
+                                       chunk_size, max_rows_per_second, rows_estimate)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (consumer_id, schema_name, table_name) WHERE state = 'running' DO NOTHING
+         RETURNING id::text`,
+        [b.consumerId, b.schema, b.table, b.keyColumns, b.startColumn, b.startFrom, b.chunkSize, b.maxRowsPerSecond, b.estimate],
+      );
+      // Thrown: the transaction rolls back, so none of the list starts.
+      if (rows.length === 0) throw new RunningAlready(`${b.schema}.${b.table}`);
+      ids.push(rows[0].id);
+    }
+    return { ids };
+  });
+}
+
+export async function listBackfills(db: Q, consumerId: string): Promise<BackfillRow[]> {
+  const { rows } = await db.query(`${SELECT} WHERE b.consumer_id = $1 ORDER BY b.id`, [consumerId]);
+  return rows;
+}
+
+export async function getBackfill(db: Q, id: string): Promise<BackfillRow | null> {
+  const { rows } = await db.query(`${SELECT} WHERE b.id = $1::bigint`, [id]);
+  return rows[0] ?? null;
+}
+
+/** Running backfills of a source's consumers, oldest first. */
+export async function runningBackfills(db: Q, sourceName: string): Promise<BackfillRow[]> {
+  const { rows } = await db.query(`${SELECT} WHERE c.source_name = $1 AND b.state = 'running' ORDER BY b.id`, [sourceName]);
+  return rows;
+}
+
+/** Cancels a running backfill (its staged chunk is dropped, so its watermark stores nothing); false if it was not running. */
+export async function cancelBackfill(db: Q, id: string): Promise<boolean> {
+  const { rows } = await db.query(
+    `WITH b AS (
+       UPDATE sluice.backfills SET state = 'cancelled', chunk_low_lsn = NULL, finished_at = now(), updated_at = now()
+       WHERE id = $1::bigint AND state = 'running' RETURNING id
+     ), d AS (DELETE FROM sluice.backfill_rows r WHERE r.backfill_id IN (SELECT id FROM b))
+     SELECT count(*)::int AS n FROM b`,
+    [id],
+  );
+  return rows[0].n > 0;
+}
+
+export async function failBackfill(db: Q, id: string, error: string): Promise<void> {
+  await db.query(
+    `UPDATE sluice.backfills SET state = 'failed', error = $2, chunk_low_lsn = NULL, finished_at = now(), updated_at = now()
+     WHERE id = $1::bigint AND state = 'running'`,
+    [id, error],
+  );
+  await db.query('DELETE FROM sluice.backfill_rows WHERE backfill_id = $1::bigint', [id]);
+}
+
+/** The last chunk read nothing: the backfill is done (no watermark needed). */
+export async function finishBackfill(db: Q, id: string): Promise<void> {
+  await db.query(
+    `UPDATE sluice.backfills SET state = 'done', chunk_low_lsn = NULL, finished_at = now(), updated_at = now()
+     WHERE id = $1::bigint AND state = 'running'`,
+    [id],
+  );
+}
+
+export interface StagedChunk {
+  lowLsn: bigint;
+  lastKey: string[];
+  final: boolean;
+  groupKeys: string[];
+  records: string[];
+  pks: string[];
+}
+
+/**
+ * Stages a chunk (replacing any chunk staged before); returns its number, or
+ * null when the backfill is no longer running.
+ */
+export async function stageChunk(pool: Pool, id: string, chunk: StagedChunk): Promise<number | null> {
+  return withTransaction(pool, async (c) => {
+    const { rows } = await c.query<{ chunk_no: number }>(
+      `UPDATE sluice.backfills SET chunk_no = chunk_no + 1, chunk_low_lsn = $2::bigint, chunk_last_key = $3,
+              chunk_rows = $4, chunk_final = $5, updated_at = now()
+       WHERE id = $1::bigint AND state = 'running' RETURNING chunk_no`,
+      [id, chunk.lowLsn.toString(), chunk.lastKey, chunk.records.length, chunk.final],
+    );
+    if (rows.length === 0) return null;
+    const no = rows[0].chunk_no;
+    await c.query('DELETE FROM sluice.backfill_rows WHERE backfill_id = $1::bigint', [id]);
+    await c.query(
+      `INSERT INTO sluice.backfill_rows (backfill_id, chunk_no, ord, group_key, record, record_pks)
+       SELECT $1::bigint, $2, o - 1, g, r, p FROM unnest($3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS x(g, r, p, o)`,
+      [id, no, chunk.groupKeys, chunk.records, chunk.pks],
+    );
+    return no;
+  });
+}
+
+/** Where a staged chunk stands: stored (or replaced), or still waiting for its watermark. */
+export async function chunkStored(db: Q, id: string, chunk: number): Promise<boolean> {
+  const { rows } = await db.query(
+    `SELECT chunk_no, chunk_low_lsn IS NULL AS stored, state FROM sluice.backfills WHERE id = $1::bigint`,
+    [id],
+  );
+  if (rows.length === 0) return true;
+  const r = rows[0];
+  return r.state !== 'running' || r.chunk_no !== chunk || r.stored;
+}

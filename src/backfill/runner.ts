@@ -1,0 +1,224 @@
+// Runs the backfills of one source's consumers, chunk by chunk, in the process
+// that captures the source (only it can see a chunk's high watermark come
+// back through the slot). Each chunk:
+//   low watermark → read (keyset, LIMIT) → stage → high watermark → wait
+//   until capture has stored it (migrations/0019_backfills.sql says why the
+//   rows are then never stale).
+// Several backfills take turns, a chunk each. A backfill throttles itself
+// (max_rows_per_second) and waits while its consumer has more than
+// max_backlog changes not yet taken in. Everything it needs to go on is in
+// sluice.backfills: after a restart it reads again from the last chunk stored.
+import type { Pool } from '../db/pool.js';
+import { TypeCatalog } from '../capture/types-catalog.js';
+import { encodeValue, unknownType, type TypeInfo } from '../capture/values.js';
+import * as src from './source-queries.js';
+import * as q from './queries.js';
+
+export interface RunnerLog {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+}
+
+export interface BackfillRunnerDeps {
+  sourceName: string;
+  bufferPool: Pool;
+  sourcePool: Pool;
+  log: RunnerLog;
+  /** Capture is streaming the slot (a watermark written now will come back). */
+  streaming(): boolean;
+}
+
+const POLL_MS = 500;
+/** How long a chunk may wait for its watermark before it is read again. */
+const STORE_TIMEOUT_MS = 30_000;
+/**
+ * How long to wait for a transaction in progress at the low watermark. One
+ * still running after that was not committing at the mark (a commit becomes
+ * visible within its WAL flush), so its changes come after the mark; it is not
+ * waited for again.
+ */
+const IN_PROGRESS_WAIT_MS = 5_000;
+/** Changes the consumer has not taken in, above which a backfill waits. */
+export const DEFAULT_MAX_BACKLOG = 50_000;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export class BackfillRunner {
+  private stopped = false;
+  private loop: Promise<void> | null = null;
+  private wake: (() => void) | null = null;
+  private readonly types: TypeCatalog;
+  /** Transactions found running for longer than IN_PROGRESS_WAIT_MS (not waited for again). */
+  private longRunning = new Set<string>();
+  /** Per backfill: not before this time (its rate limit). */
+  private readonly notBefore = new Map<string, number>();
+
+  constructor(private readonly deps: BackfillRunnerDeps) {
+    this.types = new TypeCatalog((sql, params) => deps.sourcePool.query(sql, params));
+  }
+
+  start(): void {
+    this.loop ??= this.run();
+  }
+
+  /** Looks for work now (a backfill was created). */
+  poke(): void {
+    this.wake?.();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.wake?.();
+    await this.loop?.catch(() => {});
+  }
+
+  private async run(): Promise<void> {
+    while (!this.stopped) {
+      let worked = false;
+      let pause = POLL_MS;
+      if (this.deps.streaming()) {
+        try {
+          const list = await q.runningBackfills(this.deps.bufferPool, this.deps.sourceName);
+          for (const b of list) {
+            if (this.stopped || !this.deps.streaming()) break;
+            const wait = (this.notBefore.get(b.id) ?? 0) - Date.now();
+            if (wait > 0) {
+              pause = Math.min(pause, wait);
+              continue;
+            }
+            if (await this.chunk(b)) worked = true;
+          }
+          for (const id of this.notBefore.keys()) if (!list.some((b) => b.id === id)) this.notBefore.delete(id);
+        } catch (err) {
+          // The source or the buffer may be restarting: try again shortly.
+          this.deps.log.warn({ source: this.deps.sourceName, err: (err as Error).message }, 'backfill step failed; retrying');
+        }
+      }
+      if (!worked && !this.stopped) await this.pause(pause);
+    }
+  }
+
+  private pause(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const t = setTimeout(done, ms);
+      function done() {
+        clearTimeout(t);
+        resolve();
+      }
+      this.wake = done;
+    });
+  }
+
+  /** One chunk of one backfill; false when it had to wait (backlog). */
+  private async chunk(b: q.BackfillRow): Promise<boolean> {
+    const started = Date.now();
+    if ((await backlog(this.deps.bufferPool, b.consumer_id, DEFAULT_MAX_BACKLOG)) >= DEFAULT_MAX_BACKLOG) {
+      this.notBefore.set(b.id, Date.now() + 1000);
+      return false;
+    }
+    const shape = await src.tableShape(this.deps.sourcePool, b.schema_name, b.table_name);
+    const types = new Map(shape?.columns.map((c) => [c.name, c.type]) ?? []);
+    if (!shape || shape.primaryKey.length === 0 || b.key_columns.some((k) => !types.has(k))) {
+      const error = !shape ? 'the table no longer exists' : 'the table has no primary key or lost a key column';
+      await q.failBackfill(this.deps.bufferPool, b.id, error);
+      this.deps.log.warn({ backfill: b.id, table: `${b.schema_name}.${b.table_name}`, error }, 'backfill failed');
+      return true;
+    }
+    await this.types.ensure(shape.columns.map((c) => c.typeOid));
+
+    const low = await src.lowMark(this.deps.sourcePool);
+    await this.awaitCommitting(low);
+    const rows = await src.readChunk(this.deps.sourcePool, {
+      schema: b.schema_name,
+      table: b.table_name,
+      columns: shape.columns,
+      key: b.key_columns.map((k) => ({ name: k, type: types.get(k)! })),
+      after: b.last_key,
+      start: b.start_column ? { column: b.start_column, type: types.get(b.start_column)!, from: b.start_from! } : null,
+      limit: b.chunk_size,
+    });
+    if (rows.length === 0) {
+      await q.finishBackfill(this.deps.bufferPool, b.id);
+      this.deps.log.info({ backfill: b.id, table: `${b.schema_name}.${b.table_name}`, rows: b.rows_read }, 'backfill done');
+      return true;
+    }
+    const staged = this.encode(b, shape, rows);
+    const no = await q.stageChunk(this.deps.bufferPool, b.id, { ...staged, lowLsn: low.lsn, final: rows.length < b.chunk_size });
+    if (no === null) return true; // cancelled meanwhile
+    await src.highMark(this.deps.sourcePool, b.id, no);
+    const deadline = Date.now() + STORE_TIMEOUT_MS;
+    let wait = 2;
+    while (!(await q.chunkStored(this.deps.bufferPool, b.id, no))) {
+      if (this.stopped || Date.now() > deadline) return true;
+      await sleep(wait);
+      wait = Math.min(wait * 2, 100);
+    }
+    if (b.max_rows_per_second) this.notBefore.set(b.id, started + (rows.length * 1000) / b.max_rows_per_second);
+    return true;
+  }
+
+  /**
+   * Waits until every transaction in progress at the low watermark is visible
+   * to a new snapshot. The one case it matters: a transaction whose commit is
+   * in the WAL before the mark but not yet visible (its WAL flush, or a
+   * synchronous standby, not done). The chunk read after the mark would miss
+   * its changes, and they would not count as "between the marks" either: the
+   * row read would be stale. Long-running transactions are not waited for.
+   */
+  private async awaitCommitting(mark: src.LowMark): Promise<void> {
+    const end = Date.now() + IN_PROGRESS_WAIT_MS;
+    let pause = 1;
+    for (;;) {
+      const running = (await src.stillRunning(this.deps.sourcePool, mark)).filter((x) => !this.longRunning.has(x));
+      if (running.length === 0) return;
+      if (Date.now() >= end) {
+        for (const x of running) this.longRunning.add(x);
+        // Bounded: xids only grow, old ones are never seen again.
+        if (this.longRunning.size > 10_000) this.longRunning = new Set(running);
+        return;
+      }
+      await sleep(pause);
+      pause = Math.min(pause * 2, 50);
+    }
+  }
+
+  /** Record JSON, record_pks and group key of each row, as capture makes them for a change. */
+  private encode(b: q.BackfillRow, shape: src.TableShape, rows: (string | null)[][]) {
+    const lookup = (oid: number) => this.types.get(oid);
+    const cols = shape.columns.map((c) => ({
+      keyJson: JSON.stringify(c.name) + ':',
+      type: (this.types.get(c.typeOid) ?? unknownType(c.typeOid)) as TypeInfo,
+    }));
+    const index = new Map(shape.columns.map((c, i) => [c.name, i]));
+    const pkAt = shape.primaryKey.map((k) => index.get(k)!);
+    const keyAt = b.key_columns.map((k) => index.get(k)!);
+    const qualified = `${b.schema_name}.${b.table_name}:`;
+    const groupKeys: string[] = [];
+    const records: string[] = [];
+    const pks: string[] = [];
+    for (const row of rows) {
+      let s = '{';
+      for (let i = 0; i < cols.length; i++) s += (i ? ',' : '') + cols[i].keyJson + encodeValue(row[i], cols[i].type, lookup);
+      records.push(s + '}');
+      const pk = JSON.stringify(pkAt.map((i) => row[i] ?? ''));
+      pks.push(pk);
+      groupKeys.push(qualified + pk);
+    }
+    const last = rows[rows.length - 1];
+    return { groupKeys, records, pks, lastKey: keyAt.map((i) => last[i] ?? '') };
+  }
+}
+
+/** Changes of the consumer's source not yet taken in by it, counted up to `limit`. */
+async function backlog(pool: Pool, consumerId: string, limit: number): Promise<number> {
+  const { rows } = await pool.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM (
+       SELECT 1 FROM sluice.consumer_positions p
+       JOIN sluice.consumers c ON c.id = p.consumer_id
+       JOIN sluice.sources s ON s.name = c.source_name
+       JOIN sluice.log l ON l.source_no = s.log_no AND (l.commit_lsn, l.commit_idx) > (p.commit_lsn, p.commit_idx)
+       WHERE p.consumer_id = $1 LIMIT $2) x`,
+    [consumerId, limit],
+  );
+  return rows[0].n;
+}

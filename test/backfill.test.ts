@@ -1,0 +1,274 @@
+// Backfills on a real capture through the real API: a consumer gets its
+// table's existing rows as `read` messages, interleaved with live changes by
+// watermarks, so that applying what it receives, in order, to an empty copy
+// yields the table, even while clients write to it throughout. Only the
+// backfilled consumer gets the rows; a row changed between a chunk's
+// watermarks is not sent stale; bad requests are 4xx and start nothing.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startApi, type ApiFixture } from './api-fixture.js';
+import { consumerConfig, eventually, insertConsumer, sourceConfig, startCapture, storeSource, type CaptureFixture } from './helpers/capture.js';
+
+let f: ApiFixture;
+let capture: CaptureFixture;
+
+const TABLES = ['public.accounts', 'public.pairs', 'public.orders'];
+
+/** Everything the pull consumer can take now, acked as it goes, in the order received. */
+async function drain(name: string, maxRounds = 500, untilEmpty = true): Promise<any[]> {
+  const out: any[] = [];
+  for (let round = 0; round < maxRounds; round++) {
+    const r = await f.call('POST', `/api/http_pull_consumers/${name}/receive`, { batch_size: 500 });
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    const items = r.body.data as Array<{ ack_id: string; data: any }>;
+    if (items.length === 0) return out;
+    for (const { data } of items) out.push(data);
+    expect((await f.call('POST', `/api/http_pull_consumers/${name}/ack`, { ack_ids: items.map((i) => i.ack_id) })).status).toBe(200);
+  }
+  if (!untilEmpty) return out;
+  throw new Error('drain did not end');
+}
+
+/** Applies messages in the order received to an empty copy, keyed by record_pks. */
+function materialise(messages: any[]): Map<string, any> {
+  const copy = new Map<string, any>();
+  for (const m of messages) {
+    const key = JSON.stringify(m.metadata.record_pks);
+    if (m.action === 'delete') copy.delete(key);
+    else copy.set(key, m.record);
+  }
+  return copy;
+}
+
+async function waitDone(consumer: string, timeoutMs = 60_000): Promise<any[]> {
+  return eventually(async () => {
+    const r = await f.call('GET', `/api/consumers/${consumer}/backfills`);
+    expect(r.status).toBe(200);
+    const data = r.body.data as any[];
+    return data.length > 0 && data.every((b) => b.state !== 'running') ? data : null;
+  }, timeoutMs);
+}
+
+beforeAll(async () => {
+  f = await startApi('backfill');
+  await f.pool.query(`
+    CREATE TABLE public.accounts (id bigint PRIMARY KEY, v integer NOT NULL, note text, big bigint, updated_at timestamptz NOT NULL DEFAULT now());
+    CREATE INDEX ON public.accounts (updated_at);
+    CREATE TABLE public.pairs (a text, b integer, v integer, PRIMARY KEY (a, b));
+    INSERT INTO public.accounts (id, v, note, big, updated_at)
+      SELECT g, 0, 'row ' || g || ' "quoted" ünï', 9007199254740993 + g, timestamptz '2026-11-01T00:00:00Z' + g * interval '1 minute'
+      FROM generate_series(1, 3000) g;
+    INSERT INTO public.pairs SELECT chr(97 + g % 5), g, 0 FROM generate_series(1, 1500) g;
+    ANALYZE public.accounts; ANALYZE public.pairs;`);
+  expect((await f.call('POST', '/api/sources', { name: 'main', tables: TABLES })).status).toBe(201);
+  capture = await startCapture(f.url, sourceConfig('main', TABLES), []);
+}, 60_000);
+
+afterAll(async () => {
+  await capture?.stop();
+  await f?.stop();
+});
+
+describe('backfills', () => {
+  it('sends every existing row as a read message to the backfilled consumer only, with exact values and progress', async () => {
+    for (const name of ['bf-all', 'bf-none']) {
+      const r = await f.call('POST', '/api/consumers', { name, source: 'main', kind: 'pull', tables: ['public.accounts'] });
+      expect(r.status, JSON.stringify(r.body)).toBe(201);
+    }
+    const started = await f.call('POST', '/api/consumers/bf-all/backfills', { chunk_size: 250 });
+    expect(started.status, JSON.stringify(started.body)).toBe(201);
+    expect(started.body.data).toHaveLength(1);
+    expect(started.body.data[0]).toMatchObject({ table: 'public.accounts', state: 'running', chunk_size: 250, rows_estimate: 3000 });
+    // A second one of the same table while it runs: 409, nothing starts.
+    const again = await f.call('POST', '/api/consumers/bf-all/backfills', {});
+    if (again.status !== 201) expect(again.status).toBe(409);
+
+    const [done] = await waitDone('bf-all');
+    expect(done).toMatchObject({ state: 'done', rows_read: 3000, rows_sent: 3000, eta_seconds: 0 });
+    const got = await drain('bf-all');
+    expect(got).toHaveLength(3000);
+    expect(got.every((m) => m.action === 'read' && m.changes === null)).toBe(true);
+    const first = got.find((m) => m.record.id === 1);
+    expect(first.record).toMatchObject({ id: 1, v: 0, note: 'row 1 "quoted" ünï', updated_at: '2026-11-01T00:01:00.000000Z' });
+    expect(first.metadata).toMatchObject({ table_schema: 'public', table_name: 'accounts', record_pks: ['1'] });
+    // int8 beyond 2^53 keeps its digits (read on the stored text: JSON.parse would round it).
+    const { rows: stored } = await f.pool.query(
+      `SELECT payload FROM sluice.log WHERE action = 'read' AND payload LIKE '{"record":{"id":1,%'`,
+    );
+    expect(stored).toHaveLength(1);
+    expect(stored[0].payload).toContain('"big":9007199254740994,');
+    expect(new Set(got.map((m) => m.metadata.idempotency_key)).size).toBe(3000);
+    expect(new Set(got.map((m) => m.record.id)).size).toBe(3000);
+    // The other consumer of the table gets none of them.
+    expect(await drain('bf-none')).toEqual([]);
+  }, 120_000);
+
+  it('reads from a point of a start column on, in that column\'s order', async () => {
+    expect((await f.call('POST', '/api/consumers', { name: 'bf-from', source: 'main', kind: 'pull', tables: ['public.accounts'] })).status).toBe(201);
+    const r = await f.call('POST', '/api/consumers/bf-from/backfills', {
+      table: 'accounts',
+      start: { column: 'updated_at', from: '2026-11-02T00:00:00Z' },
+      chunk_size: 300,
+    });
+    expect(r.status, JSON.stringify(r.body)).toBe(201);
+    expect(r.body.data[0].start).toEqual({ column: 'updated_at', from: '2026-11-02T00:00:00Z' });
+    const [done] = await waitDone('bf-from');
+    // updated_at = 2026-11-01 + id minutes: ids 1440..3000.
+    expect(done).toMatchObject({ state: 'done', rows_read: 1561, rows_sent: 1561 });
+    const got = await drain('bf-from');
+    expect(got.map((m) => m.record.id).sort((a, b) => a - b)).toEqual(Array.from({ length: 1561 }, (_, i) => 1440 + i));
+  }, 60_000);
+
+  it('bad requests are 4xx and start nothing; a cancel stops a backfill at once', async () => {
+    expect((await f.call('POST', '/api/consumers', { name: 'bf-bad', source: 'main', kind: 'pull', tables: ['public.accounts', 'public.pairs'] })).status).toBe(201);
+    const count = async () => (await f.pool.query('SELECT count(*)::int AS n FROM sluice.backfills')).rows[0].n;
+    const before = await count();
+    const cases: Array<[unknown, string, RegExp]> = [
+      [{ table: 'public.orders' }, 'table', /not one of this consumer's tables/],
+      [{ table: 'public.accounts', start: { column: 'nope', from: '1' } }, 'start.column', /does not exist/],
+      [{ table: 'public.accounts', start: { column: 'v', from: '1' } }, 'start.column', /leads no btree index: CREATE INDEX/],
+      [{ table: 'public.accounts', start: { column: 'updated_at', from: 'not a time' } }, 'start.from', /is not a value of column "updated_at"/],
+      [{ chunk_size: 0 }, 'chunk_size', /./],
+      [{ start: { column: 'updated_at' } }, 'start', /./],
+    ];
+    for (const [body, field, reason] of cases) {
+      const r = await f.call('POST', '/api/consumers/bf-bad/backfills', body);
+      expect(r.status, JSON.stringify(r.body)).toBe(422);
+      expect(typeof r.body.summary).toBe('string');
+      const messages = Object.entries(r.body.validation_errors ?? {}).filter(([k]) => k.startsWith(field)).flatMap(([, v]) => v as string[]);
+      expect(messages.join(' '), JSON.stringify(r.body)).toMatch(reason);
+    }
+    expect((await f.call('POST', '/api/consumers/nobody/backfills', {})).status).toBe(404);
+    // A consumer whose filter leaves out read rows would take none in.
+    expect((await f.call('POST', '/api/consumers', { name: 'bf-noread', source: 'main', kind: 'pull', tables: ['public.accounts'], filter: { actions: ['insert'] } })).status).toBe(201);
+    const noRead = await f.call('POST', '/api/consumers/bf-noread/backfills', {});
+    expect(noRead.status).toBe(422);
+    expect(noRead.body.validation_errors['filter.actions'][0]).toMatch(/add "read"/);
+    expect(await count()).toBe(before);
+
+    // Slow on purpose (10 rows a second), then cancelled.
+    const started = await f.call('POST', '/api/consumers/bf-bad/backfills', { table: 'public.pairs', chunk_size: 10, max_rows_per_second: 10 });
+    expect(started.status).toBe(201);
+    const id = started.body.data[0].id;
+    await eventually(async () => (await f.call('GET', `/api/consumers/bf-bad/backfills/${id}`)).body.rows_read > 0);
+    const cancelled = await f.call('DELETE', `/api/consumers/bf-bad/backfills/${id}`);
+    expect(cancelled.status).toBe(200);
+    expect(cancelled.body.state).toBe('cancelled');
+    const readAtCancel = cancelled.body.rows_read;
+    expect(readAtCancel).toBeLessThan(1500);
+    expect((await f.call('DELETE', `/api/consumers/bf-bad/backfills/${id}`)).status).toBe(409);
+    expect((await f.call('GET', `/api/consumers/bf-bad/backfills/999999`)).status).toBe(404);
+    await new Promise((r) => setTimeout(r, 1500));
+    expect((await f.call('GET', `/api/consumers/bf-bad/backfills/${id}`)).body).toMatchObject({ state: 'cancelled', rows_read: readAtCancel });
+    expect((await drain('bf-bad')).length).toBe(readAtCancel);
+  }, 60_000);
+
+  it('leaves out a row read stale: one changed between its chunk\'s watermarks', async () => {
+    // On a source no capture runs, so the watermark is stored by hand, at a
+    // known position, in one transaction (the runner never sees it running).
+    await storeSource(f.pool, sourceConfig('side', ['public.users']));
+    const consumerId = await insertConsumer(f.pool, consumerConfig('side-c', 'side', ['public.users']));
+    const c = await f.pool.connect();
+    try {
+      await c.query('BEGIN');
+      const no = (await c.query(`SELECT log_no FROM sluice.sources WHERE name = 'side'`)).rows[0].log_no;
+      await c.query('SELECT sluice.log_cover($1, 1000, 3000, 3600)', [no]);
+      const id = (await c.query(
+        `INSERT INTO sluice.backfills (consumer_id, schema_name, table_name, key_columns, chunk_size, chunk_no, chunk_low_lsn, chunk_last_key, chunk_rows, chunk_final)
+         VALUES ($1, 'public', 'users', '{id}', 3, 1, 1000, '{3}', 3, true) RETURNING id::text AS id`, [consumerId])).rows[0].id;
+      await c.query(
+        `INSERT INTO sluice.backfill_rows (backfill_id, chunk_no, ord, group_key, record, record_pks)
+         SELECT $1::bigint, 1, g - 1, 'public.users:["' || g || '"]', '{"id":' || g || ',"name":"old"}', '["' || g || '"]' FROM generate_series(1, 3) g`, [id]);
+      // Row 2 changed between the marks (1000 .. 2000), row 3 after the high one.
+      for (const [lsn, key] of [[1500, 2], [2500, 3]]) {
+        await c.query(
+          `INSERT INTO sluice.log (source_no, commit_lsn, commit_idx, schema_name, table_name, action, group_key, committed_at, payload)
+           VALUES ($1, $2, 0, 'public', 'users', 'update', $3, now(), '{}')`, [no, lsn, `public.users:["${key}"]`]);
+      }
+      // A watermark of a chunk no longer staged stores nothing.
+      expect((await c.query(`SELECT sluice.backfill_emit($1, $2::bigint, 0, 1900, '2026-12-06T00:00:00.000000Z', 'app') AS n`, [no, id])).rows[0].n).toBe(0);
+      expect((await c.query(`SELECT sluice.backfill_emit($1, $2::bigint, 1, 2000, '2026-12-06T00:00:00.000000Z', 'app') AS n`, [no, id])).rows[0].n).toBe(2);
+      const { rows } = await c.query(`SELECT commit_idx, payload, for_consumer FROM sluice.log WHERE source_no = $1 AND action = 'read' ORDER BY commit_idx`, [no]);
+      expect(rows.map((r) => JSON.parse(r.payload).record.id)).toEqual([1, 3]);
+      expect(rows.every((r) => r.for_consumer === consumerId)).toBe(true);
+      const m = JSON.parse(rows[0].payload);
+      expect(m).toMatchObject({ action: 'read', changes: null, metadata: { commit_lsn: 2000, commit_idx: 0, commit_timestamp: '2026-12-06T00:00:00.000000Z', record_pks: ['1'], database_name: 'app', transaction_annotations: null } });
+      expect(m.metadata.idempotency_key).toBe(Buffer.from('2000:0').toString('base64'));
+      const b = (await c.query(`SELECT state, rows_read, rows_sent FROM sluice.backfills WHERE id = $1::bigint`, [id])).rows[0];
+      expect(b).toEqual({ state: 'done', rows_read: '3', rows_sent: '2' });
+      expect((await c.query(`SELECT count(*)::int AS n FROM sluice.backfill_rows WHERE backfill_id = $1::bigint`, [id])).rows[0].n).toBe(0);
+    } finally {
+      await c.query('ROLLBACK');
+      c.release();
+    }
+  });
+
+  it('materialises the table from what the consumer receives while clients write to it throughout', async () => {
+    for (const [name, table] of [['mat', 'public.accounts'], ['mat-pairs', 'public.pairs']]) {
+      const r = await f.call('POST', '/api/consumers', { name, source: 'main', kind: 'pull', tables: [table] });
+      expect(r.status, JSON.stringify(r.body)).toBe(201);
+    }
+    let writing = true;
+    let ops = 0;
+    const writers = Array.from({ length: 4 }, async (_, w) => {
+      const end = Date.now() + 60_000;
+      while (writing && Date.now() < end) {
+        const id = 1 + Math.floor(Math.random() * 3300);
+        const roll = Math.random();
+        if (roll < 0.6) await f.pool.query('UPDATE public.accounts SET v = v + 1, updated_at = now() WHERE id = $1', [id]);
+        else if (roll < 0.75) await f.pool.query('DELETE FROM public.accounts WHERE id = $1', [id]);
+        else if (roll < 0.9) await f.pool.query(`INSERT INTO public.accounts (id, v, note) VALUES ($1, 100, 'new') ON CONFLICT (id) DO UPDATE SET v = public.accounts.v + 1`, [id]);
+        else {
+          const b = 1 + Math.floor(Math.random() * 1500);
+          await f.pool.query('UPDATE public.pairs SET v = v + 1 WHERE a = $1 AND b = $2', [String.fromCharCode(97 + (b % 5)), b]);
+        }
+        ops++;
+        if (w === 0 && ops % 50 === 0) await new Promise((r) => setTimeout(r, 1));
+      }
+    });
+    await new Promise((r) => setTimeout(r, 200));
+    const a = await f.call('POST', '/api/consumers/mat/backfills', { chunk_size: 100 });
+    expect(a.status, JSON.stringify(a.body)).toBe(201);
+    const p = await f.call('POST', '/api/consumers/mat-pairs/backfills', { chunk_size: 100 });
+    expect(p.status, JSON.stringify(p.body)).toBe(201);
+    // Drained as it goes, like a real receiver: order per row is the pull API's.
+    const received: any[] = [];
+    const pairsReceived: any[] = [];
+    const deadline = Date.now() + 90_000;
+    while (Date.now() < deadline) {
+      // Writers keep adding: take what is there, a few rounds at a time.
+      received.push(...(await drain('mat', 20, false)));
+      pairsReceived.push(...(await drain('mat-pairs', 20, false)));
+      const states = [...(await f.call('GET', '/api/consumers/mat/backfills')).body.data, ...(await f.call('GET', '/api/consumers/mat-pairs/backfills')).body.data];
+      if (states.every((b: any) => b.state !== 'running')) break;
+    }
+    writing = false;
+    await Promise.all(writers);
+    const [doneA] = await waitDone('mat');
+    expect(doneA.state).toBe('done');
+    // Every write captured (capture stores in commit order: a later marker row
+    // stored means every write before it is), then drained.
+    await f.pool.query(`INSERT INTO public.orders VALUES (424242, 'marker')`);
+    await eventually(async () => (await f.pool.query(`SELECT 1 FROM sluice.log WHERE table_name = 'orders' AND payload LIKE '%424242%'`)).rows.length > 0);
+    received.push(...(await drain('mat')));
+    pairsReceived.push(...(await drain('mat-pairs')));
+
+    expect(ops).toBeGreaterThan(100);
+    expect(received.some((m) => m.action === 'read')).toBe(true);
+    expect(received.some((m) => m.action !== 'read')).toBe(true);
+    const copy = materialise(received);
+    const table = (await f.pool.query('SELECT id, v, note FROM public.accounts ORDER BY id')).rows;
+    expect(copy.size).toBe(table.length);
+    for (const row of table) {
+      const got = copy.get(JSON.stringify([String(row.id)]));
+      expect(got, `row ${row.id}`).toBeDefined();
+      expect({ id: got.id, v: got.v, note: got.note }, `row ${row.id}`).toEqual({ id: Number(row.id), v: row.v, note: row.note });
+    }
+    const pairs = materialise(pairsReceived);
+    const pairRows = (await f.pool.query('SELECT a, b, v FROM public.pairs')).rows;
+    expect(pairs.size).toBe(pairRows.length);
+    for (const row of pairRows) {
+      const got = pairs.get(JSON.stringify([row.a, String(row.b)]));
+      expect(got).toEqual(row);
+    }
+  }, 180_000);
+});
