@@ -5,7 +5,11 @@
 // backfilled consumer gets the rows; a row changed between a chunk's
 // watermarks is not sent stale; bad requests are 4xx and start nothing.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startApi, type ApiFixture } from './api-fixture.js';
+import { ADMIN_TOKEN, startApi, type ApiFixture } from './api-fixture.js';
+import { backfillCommand } from '../src/cli/backfill.js';
+import { CliError } from '../src/cli/context.js';
+import { applyConfig } from '../src/config/apply.js';
+import { ConfigError, loadConfig } from '../src/config/load.js';
 import { consumerConfig, eventually, insertConsumer, sourceConfig, startCapture, storeSource, type CaptureFixture } from './helpers/capture.js';
 
 let f: ApiFixture;
@@ -271,4 +275,50 @@ describe('backfills', () => {
       expect(got).toEqual(row);
     }
   }, 180_000);
+
+  it('sluice backfill starts one through the API and follows it to the end in plain lines', async () => {
+    expect((await f.call('POST', '/api/consumers', { name: 'bf-cli', source: 'main', kind: 'pull', tables: ['public.pairs'] })).status).toBe(201);
+    const url = await f.app.listen({ host: '127.0.0.1', port: 0 });
+    const lines: string[] = [];
+    const out = { write: (s: string) => void lines.push(s), isTTY: false };
+    const flags = { url, token: ADMIN_TOKEN, 'chunk-size': '400' };
+    await backfillCommand(['bf-cli'], flags, {}, out);
+    expect(lines[0]).toMatch(/^bf-cli: backfill \d+ of public.pairs started\n$/);
+    expect(lines[lines.length - 1]).toMatch(/^public.pairs \[#{30}\] 1,500 of ~1,500 rows .*done\n$/);
+    expect((await drain('bf-cli')).length).toBe(1500);
+    // Refusals are one line and no stack: a second start is fine (the first ended), a bad table is not.
+    await expect(backfillCommand(['bf-cli'], { ...flags, table: 'public.orders' }, {}, out)).rejects.toThrow(/backfill refused \(422\): .*not one of this consumer's tables/);
+    await expect(backfillCommand(['bf-cli'], { ...flags, column: 'b' }, {}, out)).rejects.toBeInstanceOf(CliError);
+  }, 60_000);
+
+  it('backfill: true on a new consumer (API and config file) starts a backfill of each table with it, once', async () => {
+    const viaApi = await f.call('POST', '/api/consumers', { name: 'bf-new', source: 'main', kind: 'pull', tables: ['public.pairs'], backfill: true });
+    expect(viaApi.status, JSON.stringify(viaApi.body)).toBe(201);
+    expect((await waitDone('bf-new'))[0]).toMatchObject({ table: 'public.pairs', state: 'done', rows_read: 1500 });
+    expect((await drain('bf-new')).length).toBe(1500);
+    // Refused with the consumer: neither is saved.
+    const refused = await f.call('POST', '/api/consumers', { name: 'bf-new-2', source: 'main', kind: 'pull', tables: ['public.pairs'], backfill: true, filter: { actions: ['insert'] } });
+    expect(refused.status).toBe(422);
+    expect(refused.body.validation_errors.backfill[0]).toMatch(/add "read"/);
+    expect((await f.call('GET', '/api/consumers/bf-new-2')).status).toBe(404);
+
+    const text = (extra: string) => [
+      'sources:',
+      '  - {name: main, tables: [public.accounts, public.pairs, public.orders]}',
+      'consumers:',
+      `  - {name: bf-file, source: main, kind: pull, tables: [public.pairs], backfill: true${extra}}`,
+    ].join('\n');
+    await expect(applyConfig(f.pool, loadConfig({ text: text(', filter: {actions: [insert]}') }, {}))).rejects.toSatisfy(
+      (e) => e instanceof ConfigError && e.issues.some((i) => i.path === 'consumers[0].backfill' && /add "read"/.test(i.reason)),
+    );
+    expect((await f.call('GET', '/api/consumers/bf-file')).status).toBe(404);
+    await applyConfig(f.pool, loadConfig({ text: text('') }, {}));
+    expect((await waitDone('bf-file'))[0]).toMatchObject({ state: 'done', rows_read: 1500 });
+    // A gateway reloads its consumers on the config notification; this app is built without that listener.
+    await f.deps.consumers.reload();
+    expect((await drain('bf-file')).length).toBe(1500);
+    // Applied again: read once, at creation; nothing new starts.
+    await applyConfig(f.pool, loadConfig({ text: text('') }, {}));
+    expect((await f.call('GET', '/api/consumers/bf-file/backfills')).body.data).toHaveLength(1);
+  }, 60_000);
 });

@@ -1,6 +1,6 @@
 // The buffer's side of backfills (sluice.backfills, sluice.backfill_rows;
 // migrations/0019_backfills.sql).
-import { withTransaction, type Pool } from '../db/pool.js';
+import { withTransaction, type Pool, type PoolClient } from '../db/pool.js';
 
 type Q = { query: (sql: string, params?: unknown[]) => Promise<{ rows: any[]; rowCount?: number | null }> };
 
@@ -67,23 +67,31 @@ class RunningAlready extends Error {
 }
 
 async function insertAll(pool: Pool, list: NewBackfill[]): Promise<{ ids: string[] }> {
-  return withTransaction(pool, async (c) => {
-    const ids: string[] = [];
-    for (const b of list) {
-      const { rows } = await c.query<{ id: string }>(
-        `INSERT INTO sluice.backfills (consumer_id, schema_name, table_name, key_columns, start_column, start_from,
-                                       chunk_size, max_rows_per_second, rows_estimate)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-         ON CONFLICT (consumer_id, schema_name, table_name) WHERE state = 'running' DO NOTHING
-         RETURNING id::text`,
-        [b.consumerId, b.schema, b.table, b.keyColumns, b.startColumn, b.startFrom, b.chunkSize, b.maxRowsPerSecond, b.estimate],
-      );
-      // Thrown: the transaction rolls back, so none of the list starts.
-      if (rows.length === 0) throw new RunningAlready(`${b.schema}.${b.table}`);
-      ids.push(rows[0].id);
-    }
-    return { ids };
-  });
+  return withTransaction(pool, (c) => insertBackfills(c, list));
+}
+
+/** Inserts backfills in the caller's transaction; throws RunningAlready (rolling it back) when one of a table runs. */
+async function insertBackfills(c: PoolClient, list: NewBackfill[]): Promise<{ ids: string[] }> {
+  const ids: string[] = [];
+  for (const b of list) {
+    const { rows } = await c.query<{ id: string }>(
+      `INSERT INTO sluice.backfills (consumer_id, schema_name, table_name, key_columns, start_column, start_from,
+                                     chunk_size, max_rows_per_second, rows_estimate)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+       ON CONFLICT (consumer_id, schema_name, table_name) WHERE state = 'running' DO NOTHING
+       RETURNING id::text`,
+      [b.consumerId, b.schema, b.table, b.keyColumns, b.startColumn, b.startFrom, b.chunkSize, b.maxRowsPerSecond, b.estimate],
+    );
+    // Thrown: the transaction rolls back, so none of the list starts.
+    if (rows.length === 0) throw new RunningAlready(`${b.schema}.${b.table}`);
+    ids.push(rows[0].id);
+  }
+  return { ids };
+}
+
+/** Backfills of a consumer created in this transaction (none can be running). */
+export async function insertNewConsumerBackfills(c: PoolClient, list: NewBackfill[]): Promise<void> {
+  await insertBackfills(c, list);
 }
 
 export async function listBackfills(db: Q, consumerId: string): Promise<BackfillRow[]> {

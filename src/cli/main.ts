@@ -16,6 +16,7 @@ const USAGE = `usage: sluice <command> [options]
   config export|plan|apply       sources and consumers as YAML, from or to the database
   tail <consumer> [--ack]        print a pull consumer's messages as they arrive
   rewind <consumer> --to POINT   deliver retained changes again from POINT on (earliest, a time, an LSN)
+  backfill <consumer> [--table T]  send the rows the tables hold already, and show the progress
   transform test <consumer>      try a transform (and the filter) on a sample or the latest change
   listen [--secret whsec_…]      a local webhook receiver that verifies and prints deliveries
   keygen [--v1a]                 a new webhook signing secret (--v1a: an ed25519 key pair)
@@ -77,6 +78,10 @@ async function main(argv: string[]): Promise<void> {
     case 'rewind': {
       const { rewindCommand } = await import('./rewind.js');
       return rewindCommand(positional, flags);
+    }
+    case 'backfill': {
+      const { backfillCommand } = await import('./backfill.js');
+      return backfillCommand(positional, flags);
     }
     case 'transform': {
       const { transformTestCommand } = await import('./transform-test.js');

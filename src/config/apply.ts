@@ -5,6 +5,8 @@
 import { withTransaction, type Pool, type PoolClient } from '../db/pool.js';
 import { parseLogPoint } from '../log/points.js';
 import { currentWal, setStartPosition } from '../log/positions.js';
+import { planBackfills } from '../backfill/create.js';
+import { insertNewConsumerBackfills } from '../backfill/queries.js';
 import { ConfigError, formatPath } from './errors.js';
 import { normaliseConfig } from './normalise.js';
 import { diffConfig, type ConfigPlan, type StoredConfig } from './plan.js';
@@ -33,6 +35,14 @@ export interface ApplyOptions {
   onNote?: (text: string) => void;
 }
 
+/** `backfill`, like `start`, is read once: an existing consumer keeps the stored value. */
+function keepBackfill(c: ConsumerConfig, old: ConsumerConfig | undefined, onNote?: (text: string) => void): ConsumerConfig {
+  if (!old || old.backfill === c.backfill) return c;
+  if (c.backfill) onNote?.(`consumer ${c.name}: backfill is not applied: it is read only when a consumer is created (to backfill it now: sluice backfill ${c.name})`);
+  const { backfill: _ignored, ...rest } = c;
+  return old.backfill === undefined ? rest : { ...rest, backfill: old.backfill };
+}
+
 /**
  * `start` is read once, when a consumer is created: an existing consumer keeps
  * the stored value (so the plan shows no change), and a different declared
@@ -49,7 +59,7 @@ function keepStart(config: SluiceConfig, stored: StoredConfig, onNote?: (text: s
     const { start: _ignored, ...rest } = c;
     return old.start === undefined ? rest : { ...rest, start: old.start };
   });
-  return { ...config, consumers };
+  return { ...config, consumers: consumers.map((c) => keepBackfill(c, storedByName.get(c.name), onNote)) };
 }
 
 /**
@@ -137,6 +147,15 @@ async function startConsumer(db: PoolClient, c: { id: string; config: ConsumerCo
   await setStartPosition(db, { id: c.id, source: c.config.source }, point, now, `consumers[${index}].start`);
 }
 
+/** `backfill: true` on a new consumer: a backfill of each table, started with it (a refusal names consumers[i].backfill). */
+async function backfillNew(db: PoolClient, c: { id: string; config: ConsumerConfig }, source: SourceConfig | undefined, index: number, pool: Pool): Promise<void> {
+  const planned = await planBackfills(c, {}, source?.url || String(pool.options.connectionString));
+  if (!planned.ok) {
+    throw new ConfigError(Object.values(planned.issues).flat().map((reason) => ({ path: formatPath(['consumers', index, 'backfill']), reason })));
+  }
+  await insertNewConsumerBackfills(db, planned.backfills);
+}
+
 /**
  * A consumer's where filters checked against its source's columns (refused at
  * consumers[i].filter.where["<table>"]), and the types stored with it.
@@ -188,6 +207,7 @@ export async function applyConfig(pool: Pool, declared: SluiceConfig, opts: Appl
         const id = await q.insertConsumer(client, consumer);
         const index = declared.consumers.findIndex((c) => c.name === consumer.name);
         await startConsumer(client, { id, config: consumer }, sources.get(consumer.source), index, pool);
+        if (consumer.backfill) await backfillNew(client, { id, config: consumer }, sources.get(consumer.source), index, pool);
       }
       if (change.action === 'update') await q.updateConsumer(client, consumer);
       // Checked again only when it changed: an unrelated edit needs no source.

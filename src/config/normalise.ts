@@ -225,6 +225,7 @@ export function normaliseConsumer(y: YamlConsumer, at: PathSegment[], issues: Ra
     ...normaliseTransform(y.transform, [...at, 'transform'], issues),
     // Only when given: it is read once, at creation, and "now" is the default.
     ...(y.start !== undefined && { start: y.start }),
+    ...(y.backfill !== undefined && { backfill: y.backfill }),
     annotations: y.annotations ?? {},
     ...(y.kind === 'pull' && { pull: normalisePull(y.pull ?? {}, [...at, 'pull'], issues) }),
     ...(y.kind === 'webhook' && y.webhook && { webhook: normaliseWebhook(y.webhook, [...at, 'webhook'], issues) }),

@@ -284,6 +284,9 @@ export const consumerSchema = object(
       default: DEFAULTS.consumer_start,
       description: 'now, earliest, an RFC 3339 timestamp such as "2026-12-01T09:30:00Z", or an LSN such as "16/B374D848"',
     },
+    // A new consumer also gets the rows its tables hold already (a backfill of
+    // each, src/backfill/); read once, when it is created.
+    backfill: { type: 'boolean', description: 'true: when the consumer is created, backfill each of its tables (send the rows they hold already)' },
     // Free-form user data copied into every message's metadata.consumer.
     annotations: { type: 'object', default: {} },
     // Which block is allowed depends on kind; normalise.ts checks it, with a clearer
@@ -364,6 +367,7 @@ export interface YamlConsumer {
   filter?: { actions?: ChangeAction[]; where?: Record<string, string> };
   transform?: TransformSpec;
   start?: string;
+  backfill?: boolean;
   annotations?: Record<string, unknown>;
   pull?: YamlPull;
   webhook?: YamlWebhook;

@@ -66,6 +66,8 @@ export interface ConsumerConfig {
    * the consumer is created (src/log/positions.ts); absent when not given.
    */
   start?: string;
+  /** Backfill each table when the consumer is created (read once, like start); absent when not given. */
+  backfill?: boolean;
   annotations: Record<string, unknown>;
   pull?: PullSettings;
   webhook?: WebhookSettings;

@@ -15,6 +15,8 @@ import { checkWhereFilters } from '../../pipeline/filter/save-check.js';
 import { currentWal, rewindConsumer, setStartPosition } from '../../log/positions.js';
 import { createReplay, dryRunReplay, listReplays, replayStarted, type ReplayQuery } from '../../log/replay.js';
 import { generateSecret } from '../../signing/secrets.js';
+import { planBackfills } from '../../backfill/create.js';
+import { insertNewConsumerBackfills } from '../../backfill/queries.js';
 import type { AppDeps } from '../deps.js';
 import { conflict, invalid, notAnObject, notFound } from '../errors.js';
 import type { SchemaTypes } from '../schemas/from-schema.js';
@@ -87,6 +89,12 @@ export async function consumerRoutes(parent: FastifyInstance, opts: { deps: AppD
       const source = (await getSource(db, config.source))!.config;
       const now = point.kind === 'now' ? await currentWal(source, String(pool.options.connectionString)) : null;
       await setStartPosition(db, { id, source: config.source }, point, now);
+      if (config.backfill) {
+        // Checked and started with the consumer: a refusal saves neither.
+        const planned = await planBackfills({ id, config }, {}, source.url || String(pool.options.connectionString));
+        if (!planned.ok) throw invalid({ backfill: Object.values(planned.issues).flat() });
+        await insertNewConsumerBackfills(db, planned.backfills);
+      }
       return existingConsumer(db, config.name);
     });
     return reply.status(201).send(presentConsumer(row, generated));
