@@ -1,7 +1,7 @@
 // `npm run bench`: every benchmark, one after another, each on its own fresh
 // embedded Postgres, then a summary beside the issue's targets. Prints figures;
 // asserts nothing. BENCH_SCALE=0.1 runs a tenth of each backlog; BENCH_ONLY=
-// capture,pull,push,latency,retention,rewind,filters picks some.
+// capture,pull,push,latency,retention,rewind,filters,backfill picks some.
 import os from 'node:os';
 import { runCaptureBench } from './capture.js';
 import { runLatencyBench } from './latency.js';
@@ -11,6 +11,7 @@ import { runPushBench } from './push.js';
 import { runFilterBench, runReplayBench, runTransformBench } from './filters.js';
 import { runRetentionBench } from './retention.js';
 import { runRewindBench } from './rewind.js';
+import { runBackfillBench } from './backfill.js';
 
 const scale = Number(process.env.BENCH_SCALE ?? 1);
 const only = process.env.BENCH_ONLY?.split(',');
@@ -75,6 +76,12 @@ if (want('rewind')) {
   const r = await runRewindBench(n(1_000_000), 8);
   rows.push([`rewind: ${fmt(r.changes)} acked changes to earliest`, `first message ${fmt(r.firstMessageMs)} ms after the rewind began (rewind itself ${fmt(r.rewindMs)} ms)`, '≤ 1 s']);
   rows.push(['rewind: … then drained by 8 pull workers', `${fmt(r.drainPerSecond)} messages/s`, 'the pull rate']);
+}
+
+if (want('backfill')) {
+  const r = await runBackfillBench(n(1_000_000), 5000);
+  rows.push([`backfill: ${fmt(r.rows)} rows of ~200 bytes into the buffer, chunk ${fmt(r.chunkSize)}`, `${fmt(r.rowsPerSecond)} rows/s; peak RSS ${fmt(r.peakRssMb)} MB`, '≥ 50,000 rows/s; ≤ 300 MB']);
+  rows.push(['backfill: a single-row update client on the same table', `${fmt(r.writerBefore)}/s before, ${fmt(r.writerDuring)}/s during`, 'print']);
 }
 
 console.log('\nSummary');

@@ -32,6 +32,8 @@ CREATE TABLE sluice.backfills (
   start_from     text,
   chunk_size     integer NOT NULL,
   max_rows_per_second integer,
+  -- Pause while the consumer has more than this many changes not taken in (0: never).
+  max_backlog    integer NOT NULL DEFAULT 50000,
   state          text NOT NULL DEFAULT 'running'
                  CHECK (state IN ('running', 'done', 'cancelled', 'failed')),
   -- The last key of the last chunk stored in the log (text of each key column).

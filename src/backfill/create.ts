@@ -9,6 +9,8 @@ import type { NewBackfill } from './queries.js';
 import * as src from './source-queries.js';
 
 export const DEFAULT_CHUNK_SIZE = 1000;
+/** Changes the consumer has not taken in, above which a backfill waits. */
+export const DEFAULT_MAX_BACKLOG = 50_000;
 const CONNECT_TIMEOUT_MS = 10_000;
 
 export interface BackfillRequest {
@@ -16,6 +18,7 @@ export interface BackfillRequest {
   start?: { column: string; from: string };
   chunk_size?: number;
   max_rows_per_second?: number;
+  max_backlog?: number;
 }
 
 export type Planned = { ok: true; backfills: NewBackfill[] } | { ok: false; issues: Record<string, string[]> };
@@ -85,6 +88,7 @@ export async function planBackfills(
         startFrom: req.start?.from ?? null,
         chunkSize: req.chunk_size ?? DEFAULT_CHUNK_SIZE,
         maxRowsPerSecond: req.max_rows_per_second ?? null,
+        maxBacklog: req.max_backlog ?? DEFAULT_MAX_BACKLOG,
         estimate: shape.estimate,
       });
     }

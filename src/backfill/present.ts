@@ -9,6 +9,7 @@ export interface BackfillView {
   start: { column: string; from: string } | null;
   chunk_size: number;
   max_rows_per_second: number | null;
+  max_backlog: number;
   rows_read: number;
   rows_sent: number;
   rows_estimate: number | null;
@@ -35,6 +36,7 @@ export function presentBackfill(b: BackfillRow, now = Date.now()): BackfillView 
     start: b.start_column ? { column: b.start_column, from: b.start_from ?? '' } : null,
     chunk_size: b.chunk_size,
     max_rows_per_second: b.max_rows_per_second,
+    max_backlog: b.max_backlog,
     rows_read: read,
     rows_sent: Number(b.rows_sent),
     // reltuples is an estimate: never below what was read already.

@@ -18,6 +18,7 @@ export interface BackfillRow {
   start_from: string | null;
   chunk_size: number;
   max_rows_per_second: number | null;
+  max_backlog: number;
   state: BackfillState;
   last_key: string[] | null;
   chunk_no: number;
@@ -33,7 +34,7 @@ export interface BackfillRow {
 
 const SELECT = `
 SELECT b.id::text, b.consumer_id, c.name AS consumer_name, c.source_name, b.schema_name, b.table_name, b.key_columns,
-       b.start_column, b.start_from, b.chunk_size, b.max_rows_per_second, b.state, b.last_key, b.chunk_no,
+       b.start_column, b.start_from, b.chunk_size, b.max_rows_per_second, b.max_backlog, b.state, b.last_key, b.chunk_no,
        b.chunk_low_lsn::text, b.rows_read::text, b.rows_sent::text, b.rows_estimate::text, b.error,
        b.created_at, b.updated_at, b.finished_at
 FROM sluice.backfills b JOIN sluice.consumers c ON c.id = b.consumer_id`;
@@ -47,6 +48,7 @@ export interface NewBackfill {
   startFrom: string | null;
   chunkSize: number;
   maxRowsPerSecond: number | null;
+  maxBacklog: number;
   estimate: number | null;
 }
 
@@ -76,11 +78,11 @@ async function insertBackfills(c: PoolClient, list: NewBackfill[]): Promise<{ id
   for (const b of list) {
     const { rows } = await c.query<{ id: string }>(
       `INSERT INTO sluice.backfills (consumer_id, schema_name, table_name, key_columns, start_column, start_from,
-                                     chunk_size, max_rows_per_second, rows_estimate)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                                     chunk_size, max_rows_per_second, max_backlog, rows_estimate)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
        ON CONFLICT (consumer_id, schema_name, table_name) WHERE state = 'running' DO NOTHING
        RETURNING id::text`,
-      [b.consumerId, b.schema, b.table, b.keyColumns, b.startColumn, b.startFrom, b.chunkSize, b.maxRowsPerSecond, b.estimate],
+      [b.consumerId, b.schema, b.table, b.keyColumns, b.startColumn, b.startFrom, b.chunkSize, b.maxRowsPerSecond, b.maxBacklog, b.estimate],
     );
     // Thrown: the transaction rolls back, so none of the list starts.
     if (rows.length === 0) throw new RunningAlready(`${b.schema}.${b.table}`);

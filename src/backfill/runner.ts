@@ -38,8 +38,8 @@ const STORE_TIMEOUT_MS = 30_000;
  * waited for again.
  */
 const IN_PROGRESS_WAIT_MS = 5_000;
-/** Changes the consumer has not taken in, above which a backfill waits. */
-export const DEFAULT_MAX_BACKLOG = 50_000;
+/** How often a backfill counts its consumer's backlog (the count reads up to max_backlog index entries). */
+const BACKLOG_EVERY_MS = 1000;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -50,6 +50,8 @@ export class BackfillRunner {
   private readonly types: TypeCatalog;
   /** Transactions found running for longer than IN_PROGRESS_WAIT_MS (not waited for again). */
   private longRunning = new Set<string>();
+  /** Per backfill: when its consumer's backlog was last found under its limit. */
+  private readonly backlogOkAt = new Map<string, number>();
   /** Per backfill: not before this time (its rate limit). */
   private readonly notBefore = new Map<string, number>();
 
@@ -88,7 +90,7 @@ export class BackfillRunner {
             }
             if (await this.chunk(b)) worked = true;
           }
-          for (const id of this.notBefore.keys()) if (!list.some((b) => b.id === id)) this.notBefore.delete(id);
+          for (const m of [this.notBefore, this.backlogOkAt]) for (const id of m.keys()) if (!list.some((b) => b.id === id)) m.delete(id);
         } catch (err) {
           // The source or the buffer may be restarting: try again shortly.
           this.deps.log.warn({ source: this.deps.sourceName, err: (err as Error).message }, 'backfill step failed; retrying');
@@ -112,9 +114,12 @@ export class BackfillRunner {
   /** One chunk of one backfill; false when it had to wait (backlog). */
   private async chunk(b: q.BackfillRow): Promise<boolean> {
     const started = Date.now();
-    if ((await backlog(this.deps.bufferPool, b.consumer_id, DEFAULT_MAX_BACKLOG)) >= DEFAULT_MAX_BACKLOG) {
-      this.notBefore.set(b.id, Date.now() + 1000);
-      return false;
+    if (b.max_backlog > 0 && started - (this.backlogOkAt.get(b.id) ?? 0) >= BACKLOG_EVERY_MS) {
+      if ((await backlog(this.deps.bufferPool, b.consumer_id, b.max_backlog)) >= b.max_backlog) {
+        this.notBefore.set(b.id, Date.now() + 1000);
+        return false;
+      }
+      this.backlogOkAt.set(b.id, started);
     }
     const shape = await src.tableShape(this.deps.sourcePool, b.schema_name, b.table_name);
     const types = new Map(shape?.columns.map((c) => [c.name, c.type]) ?? []);
@@ -127,7 +132,7 @@ export class BackfillRunner {
     await this.types.ensure(shape.columns.map((c) => c.typeOid));
 
     const low = await src.lowMark(this.deps.sourcePool);
-    await this.awaitCommitting(low);
+    await this.awaitCommitting(low, shape.oid);
     const rows = await src.readChunk(this.deps.sourcePool, {
       schema: b.schema_name,
       table: b.table_name,
@@ -151,7 +156,7 @@ export class BackfillRunner {
     while (!(await q.chunkStored(this.deps.bufferPool, b.id, no))) {
       if (this.stopped || Date.now() > deadline) return true;
       await sleep(wait);
-      wait = Math.min(wait * 2, 100);
+      wait = Math.min(wait * 2, 10);
     }
     if (b.max_rows_per_second) this.notBefore.set(b.id, started + (rows.length * 1000) / b.max_rows_per_second);
     return true;
@@ -163,13 +168,14 @@ export class BackfillRunner {
    * in the WAL before the mark but not yet visible (its WAL flush, or a
    * synchronous standby, not done). The chunk read after the mark would miss
    * its changes, and they would not count as "between the marks" either: the
-   * row read would be stale. Long-running transactions are not waited for.
+   * row read would be stale. Only transactions that hold a lock on the table
+   * count (others changed nothing of it); long-running ones are not waited for.
    */
-  private async awaitCommitting(mark: src.LowMark): Promise<void> {
+  private async awaitCommitting(mark: src.LowMark, tableOid: number): Promise<void> {
     const end = Date.now() + IN_PROGRESS_WAIT_MS;
     let pause = 1;
     for (;;) {
-      const running = (await src.stillRunning(this.deps.sourcePool, mark)).filter((x) => !this.longRunning.has(x));
+      const running = (await src.stillRunning(this.deps.sourcePool, mark, tableOid)).filter((x) => !this.longRunning.has(x));
       if (running.length === 0) return;
       if (Date.now() >= end) {
         for (const x of running) this.longRunning.add(x);
@@ -178,7 +184,7 @@ export class BackfillRunner {
         return;
       }
       await sleep(pause);
-      pause = Math.min(pause * 2, 50);
+      pause = Math.min(pause * 2, 10);
     }
   }
 

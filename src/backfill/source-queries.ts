@@ -91,17 +91,22 @@ export async function lowMark(db: Q): Promise<LowMark> {
 }
 
 /**
- * The transactions older than the mark's xid that were running at its
- * snapshot and that a snapshot taken now would still not see (xids as text).
+ * The transactions that may hide a change of the table from a read now: older
+ * than the mark's xid, running at its snapshot, still not visible to a new
+ * one, and holding a lock on the table (a transaction that changed it keeps its
+ * lock until after it has become visible). xids as text.
  */
-export async function stillRunning(db: Q, mark: LowMark): Promise<string[]> {
+export async function stillRunning(db: Q, mark: LowMark, tableOid: number): Promise<string[]> {
   const { rows } = await db.query(
     // Not pg_xact_status: the commit log says "committed" a moment before the
     // transaction leaves the running list, and until it leaves, a new snapshot
     // (the chunk's read) does not see its changes.
     `SELECT x::text AS xid FROM pg_snapshot_xip($1::pg_snapshot) x
-     WHERE x < $2::xid8 AND NOT pg_visible_in_snapshot(x, pg_current_snapshot())`,
-    [mark.snapshot, mark.xid],
+     WHERE x < $2::xid8 AND NOT pg_visible_in_snapshot(x, pg_current_snapshot())
+       AND EXISTS (SELECT 1 FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid
+                   WHERE a.backend_xid = xid(x) AND l.locktype = 'relation'
+                     AND l.relation IN (SELECT relid FROM pg_partition_tree($3::regclass)))`,
+    [mark.snapshot, mark.xid, tableOid],
   );
   return rows.map((r) => r.xid as string);
 }

@@ -33,13 +33,20 @@ const createBody = {
     },
     chunk_size: { type: 'integer', minimum: 1, maximum: 10000, default: 1000, description: 'Rows read per chunk' },
     max_rows_per_second: { type: 'integer', minimum: 1, maximum: 10000000, description: 'Throttle (default: none)' },
+    max_backlog: {
+      type: 'integer',
+      minimum: 0,
+      maximum: 100000000,
+      default: 50000,
+      description: 'Pause while the consumer has more than this many changes not yet taken in (0: never pause)',
+    },
   },
 } as const;
 
 export const backfillView = {
   type: 'object',
   additionalProperties: false,
-  required: ['id', 'table', 'state', 'start', 'chunk_size', 'max_rows_per_second', 'rows_read', 'rows_sent', 'rows_estimate',
+  required: ['id', 'table', 'state', 'start', 'chunk_size', 'max_rows_per_second', 'max_backlog', 'rows_read', 'rows_sent', 'rows_estimate',
     'rate_per_second', 'eta_seconds', 'error', 'created_at', 'updated_at', 'finished_at'],
   properties: {
     id: { type: 'string' },
@@ -53,6 +60,7 @@ export const backfillView = {
     },
     chunk_size: { type: 'integer' },
     max_rows_per_second: { type: ['integer', 'null'] },
+    max_backlog: { type: 'integer' },
     rows_read: { type: 'integer', description: 'Rows read from the table so far' },
     rows_sent: {
       type: 'integer',
