@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ADMIN_TOKEN, startApi, type ApiFixture } from './api-fixture.js';
 import { backfillCommand } from '../src/cli/backfill.js';
 import { CliError } from '../src/cli/context.js';
+import { formatStatus, statusReport } from '../src/cli/status.js';
 import { applyConfig } from '../src/config/apply.js';
 import { ConfigError, loadConfig } from '../src/config/load.js';
 import { consumerConfig, eventually, insertConsumer, sourceConfig, startCapture, storeSource, type CaptureFixture } from './helpers/capture.js';
@@ -102,7 +103,8 @@ describe('backfills', () => {
     expect(stored[0].payload).toContain('"big":9007199254740994,');
     expect(new Set(got.map((m) => m.metadata.idempotency_key)).size).toBe(3000);
     expect(new Set(got.map((m) => m.record.id)).size).toBe(3000);
-    // The other consumer of the table gets none of them.
+    // The other consumer of the table gets none of them, and does not count them pending.
+    expect((await f.call('GET', '/api/consumers/bf-none/stats')).body.pending).toBe(0);
     expect(await drain('bf-none')).toEqual([]);
   }, 120_000);
 
@@ -154,6 +156,10 @@ describe('backfills', () => {
     expect(started.status).toBe(201);
     const id = started.body.data[0].id;
     await eventually(async () => (await f.call('GET', `/api/consumers/bf-bad/backfills/${id}`)).body.rows_read > 0);
+    // sluice status shows it, with its progress.
+    const report = await statusReport(f.pool, null, f.url);
+    const line = formatStatus(report);
+    expect(line).toMatch(/bf-bad \(pull, active\).*\n    backfill: public\.pairs \[[#-]{30}\] \d+ of ~1,500 rows/);
     const cancelled = await f.call('DELETE', `/api/consumers/bf-bad/backfills/${id}`);
     expect(cancelled.status).toBe(200);
     expect(cancelled.body.state).toBe('cancelled');

@@ -50,6 +50,8 @@ export class BackfillRunner {
   private readonly types: TypeCatalog;
   /** Transactions found running for longer than IN_PROGRESS_WAIT_MS (not waited for again). */
   private longRunning = new Set<string>();
+  /** Per backfill: the low watermark of its last chunk (the next chunk's window starts there). */
+  private readonly lastLow = new Map<string, bigint>();
   /** Per backfill: when its consumer's backlog was last found under its limit. */
   private readonly backlogOkAt = new Map<string, number>();
   /** Per backfill: not before this time (its rate limit). */
@@ -90,7 +92,7 @@ export class BackfillRunner {
             }
             if (await this.chunk(b)) worked = true;
           }
-          for (const m of [this.notBefore, this.backlogOkAt]) for (const id of m.keys()) if (!list.some((b) => b.id === id)) m.delete(id);
+          for (const m of [this.notBefore, this.backlogOkAt, this.lastLow]) for (const id of m.keys()) if (!list.some((b) => b.id === id)) m.delete(id);
         } catch (err) {
           // The source or the buffer may be restarting: try again shortly.
           this.deps.log.warn({ source: this.deps.sourceName, err: (err as Error).message }, 'backfill step failed; retrying');
@@ -148,7 +150,16 @@ export class BackfillRunner {
       return true;
     }
     const staged = this.encode(b, shape, rows);
-    const no = await q.stageChunk(this.deps.bufferPool, b.id, { ...staged, lowLsn: low.lsn, final: rows.length < b.chunk_size });
+    // The window of changes that replace a row read starts at the previous
+    // chunk's low watermark, not this one's: a margin of one chunk for a
+    // transaction that committed before the mark yet was not visible to the
+    // read, beyond what the wait above catches. Leaving out a row that a
+    // change since then carries is always safe: that change is delivered, and
+    // holds the row as it is after it.
+    const prev = this.lastLow.get(b.id);
+    const lowLsn = prev !== undefined && prev < low.lsn ? prev : low.lsn;
+    this.lastLow.set(b.id, low.lsn);
+    const no = await q.stageChunk(this.deps.bufferPool, b.id, { ...staged, lowLsn, final: rows.length < b.chunk_size });
     if (no === null) return true; // cancelled meanwhile
     await src.highMark(this.deps.sourcePool, b.id, no);
     const deadline = Date.now() + STORE_TIMEOUT_MS;

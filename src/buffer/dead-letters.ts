@@ -75,6 +75,7 @@ const STATS = `WITH route AS (
     JOIN sluice.log l ON l.source_no = r.source_no AND (l.commit_lsn, l.commit_idx) > (r.commit_lsn, r.commit_idx)
       AND (l.schema_name || '.' || l.table_name) = ANY (r.tables)
       AND (r.actions IS NULL OR l.action = ANY (r.actions))
+      AND (l.for_consumer IS NULL OR l.for_consumer = $1)
   ), mine AS (
     SELECT
       count(*) FILTER (WHERE state = 0 AND NOT (delivery_token IS NOT NULL AND visible_at > now())) AS pending,

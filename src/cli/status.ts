@@ -1,6 +1,6 @@
 // `sluice status`: per source its durable position, slot lag, capture state
 // and retained log (and what holds it back); per consumer pending / in flight /
-// dead-lettered.
+// dead-lettered, and its backfills running (or failed).
 import type { Pool } from '../db/pool.js';
 import { createPool } from '../db/pool.js';
 import type { ConsumerConfig, SluiceConfig } from '../config/types.js';
@@ -9,12 +9,15 @@ import { consumerStats } from '../buffer/dead-letters.js';
 import { listFaults } from '../buffer/faults.js';
 import * as q from '../capture/setup-queries.js';
 import { logStatus, type LogStatus } from '../log/status.js';
+import { listBackfills } from '../backfill/queries.js';
+import { presentBackfill } from '../backfill/present.js';
+import { progressLine } from './backfill.js';
 
 const POSITIONS = `SELECT source_name, confirmed_lsn::text AS lsn, last_commit_at, updated_at FROM sluice.source_positions ORDER BY 1`;
 
 export interface StatusReport {
   sources: Array<{ name: string; confirmed_lsn: string | null; last_commit_at: string | null; slot_active: boolean | null; lag_bytes: number | null; log?: LogStatus; error?: string }>;
-  consumers: Array<{ name: string; kind: string; state: string; state_reason: string | null; filter: string | null; transform: string | null; pending: number; in_flight: number; dead_lettered: number; oldest_pending_age_ms: number | null }>;
+  consumers: Array<{ name: string; kind: string; state: string; state_reason: string | null; filter: string | null; transform: string | null; pending: number; in_flight: number; dead_lettered: number; oldest_pending_age_ms: number | null; backfills?: string[] }>;
 }
 
 export async function statusReport(pool: Pool, config: SluiceConfig | null, bufferUrl: string): Promise<StatusReport> {
@@ -57,7 +60,15 @@ export async function statusReport(pool: Pool, config: SluiceConfig | null, buff
       ...Object.entries(f?.where ?? {}).map(([table, expression]) => `where ${table}: ${expression}`),
     ];
     const filter = parts.length > 0 ? parts.join('; ') : null;
-    consumers.push({ name: c.name, kind: c.kind, state, state_reason: fault ? fault.reason : c.state_reason, filter, transform: describeTransform(c.config.transform), ...st });
+    // Running backfills, and the latest of each table if it failed (what needs a look).
+    const all = await listBackfills(pool, c.id).catch(() => []);
+    const latest = new Map(all.map((b) => [`${b.schema_name}.${b.table_name}`, b]));
+    const shown = [...latest.values()].filter((b) => b.state === 'running' || b.state === 'failed');
+    const backfills = shown.map((b) => progressLine(presentBackfill(b)));
+    consumers.push({
+      name: c.name, kind: c.kind, state, state_reason: fault ? fault.reason : c.state_reason, filter,
+      transform: describeTransform(c.config.transform), ...st, ...(backfills.length > 0 && { backfills }),
+    });
   }
   void bufferUrl;
   return { sources, consumers };
@@ -90,6 +101,7 @@ export function formatStatus(r: StatusReport): string {
         (c.oldest_pending_age_ms !== null ? `, oldest pending ${(c.oldest_pending_age_ms / 1000).toFixed(1)} s` : '') +
         (c.filter ? `\n    filter: ${c.filter}` : '') +
         (c.transform ? `\n    transform: ${c.transform}` : '') +
+        (c.backfills ?? []).map((b) => `\n    backfill: ${b}`).join('') +
         (c.state !== 'active' && c.state_reason ? `\n    ${c.state_reason}` : ''),
     );
   }

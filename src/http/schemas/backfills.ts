@@ -64,7 +64,7 @@ export const backfillView = {
     rows_read: { type: 'integer', description: 'Rows read from the table so far' },
     rows_sent: {
       type: 'integer',
-      description: 'Rows stored as `read` messages: rows_read less those a newer change of the row made stale while they were read',
+      description: 'Rows stored as `read` messages: rows_read less those a change of the row around the read replaced (that change is delivered instead)',
     },
     rows_estimate: { type: ['integer', 'null'], description: 'Rows in the table, from pg_class.reltuples (null before its first ANALYZE)' },
     rate_per_second: { type: ['integer', 'null'] },
