@@ -156,6 +156,11 @@ describe('backfills', () => {
     expect(started.status).toBe(201);
     const id = started.body.data[0].id;
     await eventually(async () => (await f.call('GET', `/api/consumers/bf-bad/backfills/${id}`)).body.rows_read > 0);
+    // A second one of the same table while this one runs: 409, nothing starts.
+    const second = await f.call('POST', '/api/consumers/bf-bad/backfills', { table: 'public.pairs' });
+    expect(second.status, JSON.stringify(second.body)).toBe(409);
+    expect(second.body.summary).toMatch(/already running/);
+    expect((await f.call('GET', '/api/consumers/bf-bad/backfills')).body.data).toHaveLength(1);
     // sluice status shows it, with its progress.
     const report = await statusReport(f.pool, null, f.url);
     const line = formatStatus(report);

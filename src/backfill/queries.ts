@@ -72,8 +72,12 @@ async function insertAll(pool: Pool, list: NewBackfill[]): Promise<{ ids: string
   return withTransaction(pool, (c) => insertBackfills(c, list));
 }
 
-/** Inserts backfills in the caller's transaction; throws RunningAlready (rolling it back) when one of a table runs. */
-async function insertBackfills(c: PoolClient, list: NewBackfill[]): Promise<{ ids: string[] }> {
+/**
+ * Inserts backfills in the caller's transaction; throws (rolling it back) when
+ * one of a table is running already. A consumer created in the same
+ * transaction has none running, so it never throws for it.
+ */
+export async function insertBackfills(c: PoolClient, list: NewBackfill[]): Promise<{ ids: string[] }> {
   const ids: string[] = [];
   for (const b of list) {
     const { rows } = await c.query<{ id: string }>(
@@ -89,11 +93,6 @@ async function insertBackfills(c: PoolClient, list: NewBackfill[]): Promise<{ id
     ids.push(rows[0].id);
   }
   return { ids };
-}
-
-/** Backfills of a consumer created in this transaction (none can be running). */
-export async function insertNewConsumerBackfills(c: PoolClient, list: NewBackfill[]): Promise<void> {
-  await insertBackfills(c, list);
 }
 
 export async function listBackfills(db: Q, consumerId: string): Promise<BackfillRow[]> {
@@ -185,4 +184,18 @@ export async function chunkStored(db: Q, id: string, chunk: number): Promise<boo
   if (rows.length === 0) return true;
   const r = rows[0];
   return r.state !== 'running' || r.chunk_no !== chunk || r.stored;
+}
+
+/** Changes of the consumer's source not yet taken in by it, counted up to `limit`. */
+export async function consumerBacklog(db: Q, consumerId: string, limit: number): Promise<number> {
+  const { rows } = await db.query(
+    `SELECT count(*)::int AS n FROM (
+       SELECT 1 FROM sluice.consumer_positions p
+       JOIN sluice.consumers c ON c.id = p.consumer_id
+       JOIN sluice.sources s ON s.name = c.source_name
+       JOIN sluice.log l ON l.source_no = s.log_no AND (l.commit_lsn, l.commit_idx) > (p.commit_lsn, p.commit_idx)
+       WHERE p.consumer_id = $1 LIMIT $2) x`,
+    [consumerId, limit],
+  );
+  return rows[0].n;
 }

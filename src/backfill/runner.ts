@@ -117,7 +117,7 @@ export class BackfillRunner {
   private async chunk(b: q.BackfillRow): Promise<boolean> {
     const started = Date.now();
     if (b.max_backlog > 0 && started - (this.backlogOkAt.get(b.id) ?? 0) >= BACKLOG_EVERY_MS) {
-      if ((await backlog(this.deps.bufferPool, b.consumer_id, b.max_backlog)) >= b.max_backlog) {
+      if ((await q.consumerBacklog(this.deps.bufferPool, b.consumer_id, b.max_backlog)) >= b.max_backlog) {
         this.notBefore.set(b.id, Date.now() + 1000);
         return false;
       }
@@ -224,18 +224,4 @@ export class BackfillRunner {
     const last = rows[rows.length - 1];
     return { groupKeys, records, pks, lastKey: keyAt.map((i) => last[i] ?? '') };
   }
-}
-
-/** Changes of the consumer's source not yet taken in by it, counted up to `limit`. */
-async function backlog(pool: Pool, consumerId: string, limit: number): Promise<number> {
-  const { rows } = await pool.query<{ n: number }>(
-    `SELECT count(*)::int AS n FROM (
-       SELECT 1 FROM sluice.consumer_positions p
-       JOIN sluice.consumers c ON c.id = p.consumer_id
-       JOIN sluice.sources s ON s.name = c.source_name
-       JOIN sluice.log l ON l.source_no = s.log_no AND (l.commit_lsn, l.commit_idx) > (p.commit_lsn, p.commit_idx)
-       WHERE p.consumer_id = $1 LIMIT $2) x`,
-    [consumerId, limit],
-  );
-  return rows[0].n;
 }

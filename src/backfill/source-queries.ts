@@ -56,7 +56,7 @@ export async function hasBtreeLeading(db: Q, tableOid: number, column: string): 
   return rows.length > 0;
 }
 
-/** The text a value casts to in the column's type, or the reason it does not. */
+/** Whether a value casts to the column's type, or the reason it does not (Postgres' own message). */
 export async function castText(db: Q, value: string, type: string): Promise<{ ok: true } | { ok: false; reason: string }> {
   try {
     // The type name comes from format_type (the catalog), never from the user.

@@ -6,7 +6,7 @@ import { withTransaction, type Pool, type PoolClient } from '../db/pool.js';
 import { parseLogPoint } from '../log/points.js';
 import { currentWal, setStartPosition } from '../log/positions.js';
 import { planBackfills } from '../backfill/create.js';
-import { insertNewConsumerBackfills } from '../backfill/queries.js';
+import { insertBackfills } from '../backfill/queries.js';
 import { ConfigError, formatPath } from './errors.js';
 import { normaliseConfig } from './normalise.js';
 import { diffConfig, type ConfigPlan, type StoredConfig } from './plan.js';
@@ -153,7 +153,7 @@ async function backfillNew(db: PoolClient, c: { id: string; config: ConsumerConf
   if (!planned.ok) {
     throw new ConfigError(Object.values(planned.issues).flat().map((reason) => ({ path: formatPath(['consumers', index, 'backfill']), reason })));
   }
-  await insertNewConsumerBackfills(db, planned.backfills);
+  await insertBackfills(db, planned.backfills);
 }
 
 /**

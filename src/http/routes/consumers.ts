@@ -16,7 +16,7 @@ import { currentWal, rewindConsumer, setStartPosition } from '../../log/position
 import { createReplay, dryRunReplay, listReplays, replayStarted, type ReplayQuery } from '../../log/replay.js';
 import { generateSecret } from '../../signing/secrets.js';
 import { planBackfills } from '../../backfill/create.js';
-import { insertNewConsumerBackfills } from '../../backfill/queries.js';
+import { insertBackfills } from '../../backfill/queries.js';
 import type { AppDeps } from '../deps.js';
 import { conflict, invalid, notAnObject, notFound } from '../errors.js';
 import type { SchemaTypes } from '../schemas/from-schema.js';
@@ -93,7 +93,7 @@ export async function consumerRoutes(parent: FastifyInstance, opts: { deps: AppD
         // Checked and started with the consumer: a refusal saves neither.
         const planned = await planBackfills({ id, config }, {}, source.url || String(pool.options.connectionString));
         if (!planned.ok) throw invalid({ backfill: Object.values(planned.issues).flat() });
-        await insertNewConsumerBackfills(db, planned.backfills);
+        await insertBackfills(db, planned.backfills);
       }
       return existingConsumer(db, config.name);
     });
