@@ -221,6 +221,7 @@ export function normaliseConsumer(y: YamlConsumer, at: PathSegment[], issues: Ra
     tables,
     group_by: groupBy,
     dead_letter_blocks_group: y.dead_letter_blocks_group ?? DEFAULTS.consumer.dead_letter_blocks_group,
+    message_kind: y.message_kind ?? DEFAULTS.consumer.message_kind,
     ...normaliseFilter(y.filter, tables, [...at, 'filter'], issues),
     ...normaliseTransform(y.transform, [...at, 'transform'], issues),
     // Only when given: it is read once, at creation, and "now" is the default.

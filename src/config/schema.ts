@@ -11,7 +11,7 @@ import net from 'node:net';
 import { parseSecret, SecretFormatError } from '../signing/secrets.js';
 import { parseLogPoint } from '../log/points.js';
 import { DURATION_RE, SIZE_RE, parseDuration, parseSize } from './units.js';
-import type { ChangeAction } from './types.js';
+import type { ChangeAction, MessageKind } from './types.js';
 import type { TransformSpec } from '../pipeline/transform/spec.js';
 
 export const DEFAULTS = {
@@ -22,7 +22,7 @@ export const DEFAULTS = {
   retention: { max_age: '7d', max_size: '20GB' },
   // Where a new consumer starts in its source's log.
   consumer_start: 'now',
-  consumer: { group_by: true, dead_letter_blocks_group: false },
+  consumer: { group_by: true, dead_letter_blocks_group: false, message_kind: 'change' },
   pull: { ack_wait: '30s', max_ack_pending: 10_000, max_waiting: 20 },
   webhook: { batch_size: 100, batch_timeout: '50ms', max_in_flight: 4, timeout: '30s', max_response_bytes: '64KB' },
   retry: { initial: '1s', factor: 2, cap: '1h', max_age: '24h' },
@@ -255,6 +255,15 @@ export const consumerSchema = object(
         description: "a map of table → SQL boolean expression, such as {\"public.orders\": \"status = 'paid'\"}",
       },
     }),
+    // change: each message is a change (record, changes, action); row: the row
+    // a change left behind (record, deleted), for consumers that keep a copy
+    // of the table (src/render/row-message.ts). Applied when served.
+    message_kind: {
+      type: 'string',
+      enum: ['change', 'row'],
+      default: DEFAULTS.consumer.message_kind,
+      description: 'change (default): messages describe each change; row: each message is the row as the change left it, deletes as {"record": key, "deleted": true}',
+    },
     // What each message becomes when it is served (pull and webhook alike):
     // one of path, template or function (src/pipeline/transform/). Applied at
     // delivery, so a rewind or replay is served with the current transform.
@@ -364,6 +373,7 @@ export interface YamlConsumer {
   tables: string[];
   group_by?: boolean | Record<string, string[]>;
   dead_letter_blocks_group?: boolean;
+  message_kind?: MessageKind;
   filter?: { actions?: ChangeAction[]; where?: Record<string, string> };
   transform?: TransformSpec;
   start?: string;

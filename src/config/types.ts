@@ -43,6 +43,9 @@ export interface SourceConfig {
 
 export type ConsumerKind = 'pull' | 'webhook';
 
+/** What a consumer's messages describe: each change, or the row it left. */
+export type MessageKind = 'change' | 'row';
+
 export interface ConsumerConfig {
   name: string;
   source: string;
@@ -58,6 +61,11 @@ export interface ConsumerConfig {
   dead_letter_blocks_group: boolean;
   /** Which changes it takes in; absent: every change of its tables. */
   filter?: ConsumerFilter;
+  /**
+   * change: each message is a change; row: the row the change left behind
+   * (src/render/row-message.ts). Absent in consumers stored before it existed: change.
+   */
+  message_kind?: MessageKind;
   /** What each message becomes when it is served (src/pipeline/transform/); absent: the message as captured. */
   transform?: TransformSpec;
   /**

@@ -31,6 +31,7 @@ export function toYamlConsumer(c: ConsumerConfig): YamlConsumer {
     tables: [...c.tables],
     group_by: typeof c.group_by === 'object' ? { ...c.group_by } : c.group_by,
     dead_letter_blocks_group: c.dead_letter_blocks_group,
+    message_kind: c.message_kind ?? 'change',
     ...(c.filter && {
       filter: {
         ...(c.filter.actions !== undefined && { actions: [...c.filter.actions] }),

@@ -12,6 +12,7 @@ export type {
   Message,
   MessageMetadata,
   RequestLike,
+  RowMessage,
   VerifiedWebhook,
   VerifyKeys,
   VerifyOptions,

@@ -31,6 +31,19 @@ export interface Message<R = Record<string, unknown>> {
   metadata: MessageMetadata;
 }
 
+/**
+ * What a consumer with `message_kind: row` is sent: the row a change left
+ * behind. Inserts, updates and backfill reads carry the row; a delete is a
+ * tombstone whose record holds the key (the whole old row under REPLICA
+ * IDENTITY FULL) with `deleted: true`. The verifiers type `data` as change
+ * messages: a row consumer's handler reads it `as unknown as RowMessage<R>[]`.
+ */
+export interface RowMessage<R = Record<string, unknown>> {
+  record: R;
+  deleted: boolean;
+  metadata: MessageMetadata;
+}
+
 /** A batched webhook body: `{"data": [message, …]}`. */
 export interface WebhookBatch<R = Record<string, unknown>> {
   data: Message<R>[];

@@ -61,7 +61,7 @@ export async function deadLetterRoutes(parent: FastifyInstance, opts: { deps: Ap
       name: consumer.name,
       annotations: consumer.config.annotations,
       database: opts.deps.consumers.get(consumer.id)?.database,
-      config: {},
+      config: { message_kind: consumer.config.message_kind },
     });
     // Already JSON: sent as is, so the serializer does not re-encode the messages.
     return reply

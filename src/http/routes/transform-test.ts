@@ -57,7 +57,7 @@ export async function transformTestRoutes(parent: FastifyInstance, opts: { deps:
         );
       }
       const record = consumers.get(consumer.id);
-      const { envelope: wrap } = rendererFor({ id: consumer.id, name: consumer.name, annotations: config.annotations, database: record?.database, config: {} });
+      const { envelope: wrap } = rendererFor({ id: consumer.id, name: consumer.name, annotations: config.annotations, database: record?.database, config: { message_kind: config.message_kind } });
       envelope = wrap(latest.payload);
       message = JSON.parse(latest.payload) as Record<string, unknown>;
       from = `{"kind":"log","commit_lsn":"${latest.commit_lsn}","commit_idx":${latest.commit_idx}}`;
