@@ -11,6 +11,7 @@ import { CliError } from '../src/cli/context.js';
 import { formatStatus, statusReport } from '../src/cli/status.js';
 import { applyConfig } from '../src/config/apply.js';
 import { ConfigError, loadConfig } from '../src/config/load.js';
+import { writeBatch } from '../src/buffer/writer.js';
 import { consumerConfig, eventually, insertConsumer, sourceConfig, startCapture, storeSource, type CaptureFixture } from './helpers/capture.js';
 
 let f: ApiFixture;
@@ -179,42 +180,68 @@ describe('backfills', () => {
 
   it('leaves out a row read stale: one changed between its chunk\'s watermarks', async () => {
     // On a source no capture runs, so the watermark is stored by hand, at a
-    // known position, in one transaction (the runner never sees it running).
+    // known position, through the writer capture uses (the runner never sees it).
     await storeSource(f.pool, sourceConfig('side', ['public.users']));
     const consumerId = await insertConsumer(f.pool, consumerConfig('side-c', 'side', ['public.users']));
-    const c = await f.pool.connect();
-    try {
-      await c.query('BEGIN');
-      const no = (await c.query(`SELECT log_no FROM sluice.sources WHERE name = 'side'`)).rows[0].log_no;
-      await c.query('SELECT sluice.log_cover($1, 1000, 3000, 3600)', [no]);
-      const id = (await c.query(
-        `INSERT INTO sluice.backfills (consumer_id, schema_name, table_name, key_columns, chunk_size, chunk_no, chunk_low_lsn, chunk_last_key, chunk_rows, chunk_final)
-         VALUES ($1, 'public', 'users', '{id}', 3, 1, 1000, '{3}', 3, true) RETURNING id::text AS id`, [consumerId])).rows[0].id;
-      await c.query(
-        `INSERT INTO sluice.backfill_rows (backfill_id, chunk_no, ord, group_key, record, record_pks)
-         SELECT $1::bigint, 1, g - 1, 'public.users:["' || g || '"]', '{"id":' || g || ',"name":"old"}', '["' || g || '"]' FROM generate_series(1, 3) g`, [id]);
-      // Row 2 changed between the marks (1000 .. 2000), row 3 after the high one.
-      for (const [lsn, key] of [[1500, 2], [2500, 3]]) {
-        await c.query(
-          `INSERT INTO sluice.log (source_no, commit_lsn, commit_idx, schema_name, table_name, action, group_key, committed_at, payload)
-           VALUES ($1, $2, 0, 'public', 'users', 'update', $3, now(), '{}')`, [no, lsn, `public.users:["${key}"]`]);
-      }
-      // A watermark of a chunk no longer staged stores nothing.
-      expect((await c.query(`SELECT sluice.backfill_emit($1, $2::bigint, 0, 1900, '2026-12-06T00:00:00.000000Z', 'app') AS n`, [no, id])).rows[0].n).toBe(0);
-      expect((await c.query(`SELECT sluice.backfill_emit($1, $2::bigint, 1, 2000, '2026-12-06T00:00:00.000000Z', 'app') AS n`, [no, id])).rows[0].n).toBe(2);
-      const { rows } = await c.query(`SELECT commit_idx, payload, for_consumer FROM sluice.log WHERE source_no = $1 AND action = 'read' ORDER BY commit_idx`, [no]);
-      expect(rows.map((r) => JSON.parse(r.payload).record.id)).toEqual([1, 3]);
-      expect(rows.every((r) => r.for_consumer === consumerId)).toBe(true);
-      const m = JSON.parse(rows[0].payload);
-      expect(m).toMatchObject({ action: 'read', changes: null, metadata: { commit_lsn: 2000, commit_idx: 0, commit_timestamp: '2026-12-06T00:00:00.000000Z', record_pks: ['1'], database_name: 'app', transaction_annotations: null } });
-      expect(m.metadata.idempotency_key).toBe(Buffer.from('2000:0').toString('base64'));
-      const b = (await c.query(`SELECT state, rows_read, rows_sent FROM sluice.backfills WHERE id = $1::bigint`, [id])).rows[0];
-      expect(b).toEqual({ state: 'done', rows_read: '3', rows_sent: '2' });
-      expect((await c.query(`SELECT count(*)::int AS n FROM sluice.backfill_rows WHERE backfill_id = $1::bigint`, [id])).rows[0].n).toBe(0);
-    } finally {
-      await c.query('ROLLBACK');
-      c.release();
+    const no = (await f.pool.query(`SELECT log_no FROM sluice.sources WHERE name = 'side'`)).rows[0].log_no;
+    await f.pool.query('SELECT sluice.log_cover($1, 1000, 3000, 3600)', [no]);
+    const id = (await f.pool.query(
+      `INSERT INTO sluice.backfills (consumer_id, schema_name, table_name, key_columns, chunk_size, chunk_no, chunk_low_lsn, chunk_last_key, chunk_rows, chunk_final)
+       VALUES ($1, 'public', 'users', '{id}', 3, 1, 1000, '{3}', 3, true) RETURNING id::text AS id`, [consumerId])).rows[0].id;
+    // Row 2 changed between the marks (1000 .. 2000), row 3 after the high one.
+    for (const [lsn, key] of [[1500, 2], [2500, 3]]) {
+      await f.pool.query(
+        `INSERT INTO sluice.log (source_no, commit_lsn, commit_idx, schema_name, table_name, action, group_key, committed_at, payload)
+         VALUES ($1, $2, 0, 'public', 'users', 'update', $3, now(), '{}')`, [no, lsn, `public.users:["${key}"]`]);
     }
+    const rows = (chunk: number) => ({
+      chunk,
+      schema: 'public',
+      table: 'users',
+      groupKeys: [1, 2, 3].map((k) => `public.users:["${k}"]`),
+      records: [1, 2, 3].map((k) => `{"id":${k},"name":"old\\ttab"}`),
+      pks: [1, 2, 3].map((k) => `["${k}"]`),
+    });
+    const mark = (chunk: number, commitLsn: bigint) =>
+      writeBatch(f.pool, {
+        sourceName: 'side',
+        sourceNo: no,
+        rows: [],
+        marks: [{ backfillId: id, chunk, rows: rows(chunk), commitLsn, committedAt: '2026-12-06T00:00:00.000000Z', databaseName: 'app' }],
+        checkpoint: null,
+        lastCommitAt: null,
+      });
+    const reads = async () =>
+      (await f.pool.query(`SELECT commit_lsn::int, commit_idx, payload, for_consumer FROM sluice.log WHERE source_no = $1 AND action = 'read' ORDER BY commit_idx`, [no])).rows;
+    // A watermark of a chunk no longer staged stores nothing.
+    await mark(0, 1900n);
+    expect(await reads()).toEqual([]);
+    await mark(1, 2000n);
+    const stored = await reads();
+    expect(stored.map((r) => JSON.parse(r.payload).record.id)).toEqual([1, 3]);
+    expect(stored.every((r) => r.for_consumer === consumerId && r.commit_lsn === 2000)).toBe(true);
+    const m = JSON.parse(stored[0].payload);
+    expect(m).toEqual({
+      record: { id: 1, name: 'old\ttab' },
+      changes: null,
+      action: 'read',
+      metadata: {
+        table_schema: 'public',
+        table_name: 'users',
+        commit_timestamp: '2026-12-06T00:00:00.000000Z',
+        commit_lsn: 2000,
+        commit_idx: 0,
+        idempotency_key: Buffer.from('2000:0').toString('base64'),
+        record_pks: ['1'],
+        database_name: 'app',
+        transaction_annotations: null,
+      },
+    });
+    const b = (await f.pool.query(`SELECT state, rows_read, rows_sent, last_key, chunk_low_lsn FROM sluice.backfills WHERE id = $1::bigint`, [id])).rows[0];
+    expect(b).toEqual({ state: 'done', rows_read: '3', rows_sent: '2', last_key: ['3'], chunk_low_lsn: null });
+    // Its watermark met again (it cannot be, past the durable position; but if it were): nothing more.
+    await mark(1, 2100n);
+    expect(await reads()).toHaveLength(2);
   });
 
   it('materialises the table from what the consumer receives while clients write to it throughout', async () => {

@@ -1,5 +1,5 @@
-// The buffer's side of backfills (sluice.backfills, sluice.backfill_rows;
-// migrations/0019_backfills.sql).
+// The buffer's side of backfills (sluice.backfills; migrations/0019_backfills.sql
+// and 0020). A chunk's rows never come here: they wait in memory (staged.ts).
 import { withTransaction, type Pool, type PoolClient } from '../db/pool.js';
 
 type Q = { query: (sql: string, params?: unknown[]) => Promise<{ rows: any[]; rowCount?: number | null }> };
@@ -114,14 +114,11 @@ export async function runningBackfills(db: Q, sourceName: string): Promise<Backf
 /** Cancels a running backfill (its staged chunk is dropped, so its watermark stores nothing); false if it was not running. */
 export async function cancelBackfill(db: Q, id: string): Promise<boolean> {
   const { rows } = await db.query(
-    `WITH b AS (
-       UPDATE sluice.backfills SET state = 'cancelled', chunk_low_lsn = NULL, finished_at = now(), updated_at = now()
-       WHERE id = $1::bigint AND state = 'running' RETURNING id
-     ), d AS (DELETE FROM sluice.backfill_rows r WHERE r.backfill_id IN (SELECT id FROM b))
-     SELECT count(*)::int AS n FROM b`,
+    `UPDATE sluice.backfills SET state = 'cancelled', chunk_low_lsn = NULL, finished_at = now(), updated_at = now()
+     WHERE id = $1::bigint AND state = 'running' RETURNING id`,
     [id],
   );
-  return rows[0].n > 0;
+  return rows.length > 0;
 }
 
 export async function failBackfill(db: Q, id: string, error: string): Promise<void> {
@@ -130,7 +127,6 @@ export async function failBackfill(db: Q, id: string, error: string): Promise<vo
      WHERE id = $1::bigint AND state = 'running'`,
     [id, error],
   );
-  await db.query('DELETE FROM sluice.backfill_rows WHERE backfill_id = $1::bigint', [id]);
 }
 
 /** The last chunk read nothing: the backfill is done (no watermark needed). */
@@ -142,37 +138,27 @@ export async function finishBackfill(db: Q, id: string): Promise<void> {
   );
 }
 
-export interface StagedChunk {
+/** What the buffer keeps of a chunk read (its rows wait in memory: src/backfill/staged.ts). */
+export interface ChunkProgress {
   lowLsn: bigint;
   lastKey: string[];
+  rows: number;
   final: boolean;
-  groupKeys: string[];
-  records: string[];
-  pks: string[];
 }
 
 /**
- * Stages a chunk (replacing any chunk staged before); returns its number, or
- * null when the backfill is no longer running.
+ * Records a chunk as staged (replacing any staged before): its low watermark,
+ * last key and size, stored as progress when its rows are. Returns its number,
+ * or null when the backfill is no longer running.
  */
-export async function stageChunk(pool: Pool, id: string, chunk: StagedChunk): Promise<number | null> {
-  return withTransaction(pool, async (c) => {
-    const { rows } = await c.query<{ chunk_no: number }>(
-      `UPDATE sluice.backfills SET chunk_no = chunk_no + 1, chunk_low_lsn = $2::bigint, chunk_last_key = $3,
-              chunk_rows = $4, chunk_final = $5, updated_at = now()
-       WHERE id = $1::bigint AND state = 'running' RETURNING chunk_no`,
-      [id, chunk.lowLsn.toString(), chunk.lastKey, chunk.records.length, chunk.final],
-    );
-    if (rows.length === 0) return null;
-    const no = rows[0].chunk_no;
-    await c.query('DELETE FROM sluice.backfill_rows WHERE backfill_id = $1::bigint', [id]);
-    await c.query(
-      `INSERT INTO sluice.backfill_rows (backfill_id, chunk_no, ord, group_key, record, record_pks)
-       SELECT $1::bigint, $2, o - 1, g, r, p FROM unnest($3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS x(g, r, p, o)`,
-      [id, no, chunk.groupKeys, chunk.records, chunk.pks],
-    );
-    return no;
-  });
+export async function stageChunk(pool: Pool, id: string, chunk: ChunkProgress): Promise<number | null> {
+  const { rows } = await pool.query<{ chunk_no: number }>(
+    `UPDATE sluice.backfills SET chunk_no = chunk_no + 1, chunk_low_lsn = $2::bigint, chunk_last_key = $3,
+            chunk_rows = $4, chunk_final = $5, updated_at = now()
+     WHERE id = $1::bigint AND state = 'running' RETURNING chunk_no`,
+    [id, chunk.lowLsn.toString(), chunk.lastKey, chunk.rows, chunk.final],
+  );
+  return rows.length === 0 ? null : rows[0].chunk_no;
 }
 
 /** Where a staged chunk stands: stored (or replaced), or still waiting for its watermark. */

@@ -1,9 +1,10 @@
 // Runs the backfills of one source's consumers, chunk by chunk, in the process
 // that captures the source (only it can see a chunk's high watermark come
 // back through the slot). Each chunk:
-//   low watermark → read (keyset, LIMIT) → stage → high watermark → wait
-//   until capture has stored it (migrations/0019_backfills.sql says why the
-//   rows are then never stale).
+//   low watermark → read (keyset, LIMIT) → stage (rows in memory, progress in
+//   the buffer) → high watermark → wait until capture has stored it
+//   (migrations/0019_backfills.sql and 0020 say why the rows are then never
+//   stale).
 // Several backfills take turns, a chunk each. A backfill throttles itself
 // (max_rows_per_second) and waits while its consumer has more than
 // max_backlog changes not yet taken in. Everything it needs to go on is in
@@ -13,6 +14,7 @@ import { TypeCatalog } from '../capture/types-catalog.js';
 import { encodeValue, unknownType, type TypeInfo } from '../capture/values.js';
 import * as src from './source-queries.js';
 import * as q from './queries.js';
+import type { StagedChunks } from './staged.js';
 
 export interface RunnerLog {
   info(obj: object, msg?: string): void;
@@ -24,6 +26,8 @@ export interface BackfillRunnerDeps {
   bufferPool: Pool;
   sourcePool: Pool;
   log: RunnerLog;
+  /** Shared with capture, which copies a chunk into the log when its watermark comes back. */
+  staged: StagedChunks;
   /** Capture is streaming the slot (a watermark written now will come back). */
   streaming(): boolean;
 }
@@ -42,6 +46,9 @@ const IN_PROGRESS_WAIT_MS = 5_000;
 const BACKLOG_EVERY_MS = 1000;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** How often a chunk's store is checked when no write wakes the worker (a cancel, a replaced chunk). */
+const STORE_POLL_MS = 50;
+const EMPTY = { groupKeys: [], records: [], pks: [], lastKey: [] };
 
 export class BackfillRunner {
   private stopped = false;
@@ -54,6 +61,8 @@ export class BackfillRunner {
   private readonly lastLow = new Map<string, bigint>();
   /** Per backfill: when its consumer's backlog was last found under its limit. */
   private readonly backlogOkAt = new Map<string, number>();
+  /** Per backfill: the next chunk, read while the last one was being stored. */
+  private readonly ahead = new Map<string, { signature: string; read: ReturnType<BackfillRunner['read']> }>();
   /** Per backfill: not before this time (its rate limit). */
   private readonly notBefore = new Map<string, number>();
 
@@ -92,7 +101,8 @@ export class BackfillRunner {
             }
             if (await this.chunk(b)) worked = true;
           }
-          for (const m of [this.notBefore, this.backlogOkAt, this.lastLow]) for (const id of m.keys()) if (!list.some((b) => b.id === id)) m.delete(id);
+          for (const m of [this.notBefore, this.backlogOkAt, this.lastLow, this.ahead]) for (const id of m.keys()) if (!list.some((b) => b.id === id)) m.delete(id);
+          this.deps.staged.retain(new Set(list.map((b) => b.id)));
         } catch (err) {
           // The source or the buffer may be restarting: try again shortly.
           this.deps.log.warn({ source: this.deps.sourceName, err: (err as Error).message }, 'backfill step failed; retrying');
@@ -133,6 +143,59 @@ export class BackfillRunner {
     }
     await this.types.ensure(shape.columns.map((c) => c.typeOid));
 
+    // The read made ahead while the previous chunk was stored, if it starts
+    // where this one must (the previous chunk was stored, the table unchanged).
+    const signature = (after: string[] | null) => JSON.stringify([after, b.chunk_size, shape.columns]);
+    const ahead = this.ahead.get(b.id);
+    this.ahead.delete(b.id);
+    const read = (ahead?.signature === signature(b.last_key) ? await ahead.read.catch(() => null) : null) ?? (await this.read(b, shape, b.last_key));
+    if (read.rows === 0) {
+      await q.finishBackfill(this.deps.bufferPool, b.id);
+      this.deps.log.info({ backfill: b.id, table: `${b.schema_name}.${b.table_name}`, rows: b.rows_read }, 'backfill done');
+      return true;
+    }
+    const { low, staged } = read;
+    // The window of changes that replace a row read starts at the previous
+    // chunk's low watermark, not this one's: a margin of one chunk for a
+    // transaction that committed before the mark yet was not visible to the
+    // read, beyond what the wait in read() catches. Leaving out a row that a
+    // change since then carries is always safe: that change is delivered, and
+    // holds the row as it is after it.
+    const prev = this.lastLow.get(b.id);
+    const lowLsn = prev !== undefined && prev < low.lsn ? prev : low.lsn;
+    this.lastLow.set(b.id, low.lsn);
+    const final = read.rows < b.chunk_size;
+    const no = await q.stageChunk(this.deps.bufferPool, b.id, { lowLsn, lastKey: staged.lastKey, rows: read.rows, final });
+    if (no === null) return true; // cancelled meanwhile
+    this.deps.staged.put(b.id, { chunk: no, schema: b.schema_name, table: b.table_name, ...staged });
+    try {
+      await src.highMark(this.deps.sourcePool, b.id, no);
+      // The next chunk is read while this one travels through the slot. It is
+      // used only if this one is stored: its read starts at this one's last key.
+      if (!final) {
+        const next = this.read(b, shape, staged.lastKey);
+        next.catch(() => {});
+        this.ahead.set(b.id, { signature: signature(staged.lastKey), read: next });
+      }
+      const deadline = Date.now() + STORE_TIMEOUT_MS;
+      for (;;) {
+        // Listening before looking: a write that ends in between still wakes us.
+        const written = this.deps.staged.nextWrite(STORE_POLL_MS);
+        if (await q.chunkStored(this.deps.bufferPool, b.id, no)) break;
+        if (this.stopped || Date.now() > deadline) return true;
+        await written;
+      }
+    } finally {
+      // Stored, replaced, or to be read again: its rows are not needed now.
+      this.deps.staged.drop(b.id);
+    }
+    if (b.max_rows_per_second) this.notBefore.set(b.id, started + (read.rows * 1000) / b.max_rows_per_second);
+    return true;
+  }
+
+  /** Low watermark, the wait for transactions committing at it, then the chunk after `after`, encoded. */
+  private async read(b: q.BackfillRow, shape: src.TableShape, after: string[] | null) {
+    const types = new Map(shape.columns.map((c) => [c.name, c.type]));
     const low = await src.lowMark(this.deps.sourcePool);
     await this.awaitCommitting(low, shape.oid);
     const rows = await src.readChunk(this.deps.sourcePool, {
@@ -140,37 +203,11 @@ export class BackfillRunner {
       table: b.table_name,
       columns: shape.columns,
       key: b.key_columns.map((k) => ({ name: k, type: types.get(k)! })),
-      after: b.last_key,
+      after,
       start: b.start_column ? { column: b.start_column, type: types.get(b.start_column)!, from: b.start_from! } : null,
       limit: b.chunk_size,
     });
-    if (rows.length === 0) {
-      await q.finishBackfill(this.deps.bufferPool, b.id);
-      this.deps.log.info({ backfill: b.id, table: `${b.schema_name}.${b.table_name}`, rows: b.rows_read }, 'backfill done');
-      return true;
-    }
-    const staged = this.encode(b, shape, rows);
-    // The window of changes that replace a row read starts at the previous
-    // chunk's low watermark, not this one's: a margin of one chunk for a
-    // transaction that committed before the mark yet was not visible to the
-    // read, beyond what the wait above catches. Leaving out a row that a
-    // change since then carries is always safe: that change is delivered, and
-    // holds the row as it is after it.
-    const prev = this.lastLow.get(b.id);
-    const lowLsn = prev !== undefined && prev < low.lsn ? prev : low.lsn;
-    this.lastLow.set(b.id, low.lsn);
-    const no = await q.stageChunk(this.deps.bufferPool, b.id, { ...staged, lowLsn, final: rows.length < b.chunk_size });
-    if (no === null) return true; // cancelled meanwhile
-    await src.highMark(this.deps.sourcePool, b.id, no);
-    const deadline = Date.now() + STORE_TIMEOUT_MS;
-    let wait = 2;
-    while (!(await q.chunkStored(this.deps.bufferPool, b.id, no))) {
-      if (this.stopped || Date.now() > deadline) return true;
-      await sleep(wait);
-      wait = Math.min(wait * 2, 10);
-    }
-    if (b.max_rows_per_second) this.notBefore.set(b.id, started + (rows.length * 1000) / b.max_rows_per_second);
-    return true;
+    return { low, rows: rows.length, staged: rows.length > 0 ? this.encode(b, shape, rows) : EMPTY };
   }
 
   /**

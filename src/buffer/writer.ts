@@ -13,6 +13,8 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { from as copyFrom } from 'pg-copy-streams';
 import { withTransaction, type Pool } from '../db/pool.js';
+import type { StagedChunk } from '../backfill/staged.js';
+import { idempotencyKey } from './message.js';
 
 /** One captured change, as stored in the log (once, whatever the number of consumers). */
 export interface LogRow {
@@ -30,10 +32,11 @@ export interface LogRow {
   wake: readonly string[];
 }
 
-/** A backfill chunk's high watermark met in a transaction of the batch (src/capture/backfill-mark.ts). */
+/** A backfill chunk's high watermark met in a transaction of the batch (src/capture/backfill-mark.ts), with the chunk's rows. */
 export interface BackfillMark {
   backfillId: string;
   chunk: number;
+  rows: StagedChunk;
   /** Commit LSN of the watermark's transaction: where the chunk's rows go. */
   commitLsn: bigint;
   committedAt: string;
@@ -62,6 +65,8 @@ export interface BatchWrite {
 
 const COPY_LOG =
   'COPY sluice.log (source_no, commit_lsn, commit_idx, schema_name, table_name, action, group_key, committed_at, payload) FROM STDIN';
+const COPY_READS =
+  'COPY sluice.log (source_no, commit_lsn, commit_idx, schema_name, table_name, action, group_key, committed_at, payload, for_consumer) FROM STDIN';
 
 // The source's position moves with the rows ($1 source, $2 end LSN or null,
 // $3 last commit time); GREATEST: it never moves back.
@@ -104,6 +109,34 @@ function* copyChunks(sourceNo: number, rows: LogRow[]): Generator<string> {
   if (chunk) yield chunk;
 }
 
+/**
+ * A backfill chunk as read messages in COPY text, each the envelope of a
+ * change (src/capture/decoder.ts builds those) with action "read" and the
+ * watermark's position: commit_lsn is its commit, commit_idx the row's index.
+ */
+function* readChunks(sourceNo: number, m: BackfillMark, consumer: string): Generator<string> {
+  const c = m.rows;
+  const lsn = m.commitLsn.toString();
+  const head = sourceNo + '\t' + lsn + '\t';
+  const table = '\t' + copyText(c.schema) + '\t' + copyText(c.table) + '\tread\t';
+  const at = '\t' + m.committedAt + '\t';
+  const tail = '\t' + consumer + '\n';
+  const meta = '"metadata":{"table_schema":' + JSON.stringify(c.schema) + ',"table_name":' + JSON.stringify(c.table) +
+    ',"commit_timestamp":"' + m.committedAt + '","commit_lsn":' + lsn + ',"commit_idx":';
+  const database = ',"database_name":' + JSON.stringify(m.databaseName) + ',"transaction_annotations":null}}';
+  let chunk = '';
+  for (let i = 0; i < c.records.length; i++) {
+    const payload = '{"record":' + c.records[i] + ',"changes":null,"action":"read",' + meta + i +
+      ',"idempotency_key":"' + idempotencyKey(lsn, i) + '","record_pks":' + c.pks[i] + database;
+    chunk += head + i + table + copyText(c.groupKeys[i]) + at + copyText(payload) + tail;
+    if (chunk.length > 262_144) {
+      yield chunk;
+      chunk = '';
+    }
+  }
+  if (chunk) yield chunk;
+}
+
 // Small batches (the steady trickle of a busy but not saturated source) take
 // one round trip: rows, position and wake-up in one statement, its own
 // transaction. COPY needs four (BEGIN, COPY, position, COMMIT), which only pays
@@ -120,7 +153,9 @@ WITH pos AS (${ADVANCE_POSITION}), ins AS (
 )
 SELECT (SELECT count(*) FROM ins) AS inserted, count(pg_notify('sluice_messages', c)) FROM unnest($4::text[]) c`;
 
-const BACKFILL_EMIT = 'SELECT sluice.backfill_emit($1, $2::bigint, $3, $4::bigint, $5, $6)';
+// migrations/0020_backfill_chunks_in_memory.sql
+const BACKFILL_OPEN = 'SELECT sluice.backfill_open($1::bigint, $2) AS consumer';
+const BACKFILL_STORED = 'SELECT sluice.backfill_stored($1, $2::bigint, $3::bigint)';
 
 const COVER = 'SELECT sluice.log_cover($1, $2::bigint, $3::bigint, $4)::text AS hi';
 /** Per source number: the upper bound of its newest log partition, as last seen. */
@@ -212,21 +247,22 @@ async function write(pool: Pool, batch: BatchWrite): Promise<void> {
     if (batch.rows.length > 0) {
       await pipeline(Readable.from(copyChunks(batch.sourceNo, batch.rows)), client.query(copyFrom(COPY_LOG)));
     }
+    // A backfill chunk whose watermark is in this batch goes in at the
+    // watermark's position, if it is still the chunk staged.
+    const opened: BackfillMark[] = [];
+    for (const m of marks) {
+      const { rows } = await client.query<{ consumer: string | null }>(BACKFILL_OPEN, [m.backfillId, m.chunk]);
+      const consumer = rows[0]?.consumer;
+      if (!consumer) continue;
+      await pipeline(Readable.from(readChunks(batch.sourceNo, m, consumer)), client.query(copyFrom(COPY_READS)));
+      opened.push(m);
+    }
     // The position and the rows' visibility come with COMMIT, so waiting here
     // keeps both in order while the COPY above overlapped the previous write.
     await batch.beforeCommit?.();
     // After the previous write committed: each chunk's check for changes of
     // its rows between its watermarks sees every change stored before it.
-    for (const m of marks) {
-      await client.query(BACKFILL_EMIT, [
-        batch.sourceNo,
-        m.backfillId,
-        m.chunk,
-        m.commitLsn.toString(),
-        m.committedAt,
-        m.databaseName,
-      ]);
-    }
+    for (const m of opened) await client.query(BACKFILL_STORED, [batch.sourceNo, m.backfillId, m.commitLsn.toString()]);
     await client.query(ADVANCE_AND_NOTIFY, [batch.sourceName, checkpoint, batch.lastCommitAt, consumers]);
     await client.query('COMMIT');
   } catch (err) {

@@ -17,6 +17,7 @@ import { writeBatch, type BackfillMark, type LogRow } from '../buffer/writer.js'
 import { BACKFILL_MARK_PREFIX, parseBackfillMark } from './backfill-mark.js';
 import { isoFromMicros } from './commit-time.js';
 import { CONFIG_MARKER_PREFIX } from './config-marker.js';
+import type { StagedChunks } from '../backfill/staged.js';
 import type { ChangeDecoder } from './decoder.js';
 import type { ReplicationEvent } from './replication.js';
 
@@ -46,6 +47,8 @@ export interface SessionDeps {
   onTruncate?(tables: number[]): void;
   /** Resolves once the consumer registry holds this config version. */
   awaitConfig?(version: number): Promise<void>;
+  /** Chunks read by this source's backfills, waiting for their high watermark (src/backfill/staged.ts). */
+  staged?: StagedChunks;
   /** A transaction_annotations.set message was ignored (the reason). */
   onBadAnnotations?(reason: string): void;
   onWritten?(rows: number, checkpoint: bigint | null): void;
@@ -152,7 +155,12 @@ export class CaptureSession {
         this.checkpoint = e.endLsn;
         this.lastCommitAt = isoFromMicros(e.commitTimeMicros);
         for (const m of this.txMarks) {
+          // Rows this process does not hold (read before a restart): the
+          // watermark stores nothing and the worker reads the chunk again.
+          const rows = this.deps.staged?.get(m.id, m.chunk);
+          if (!rows) continue;
           this.marks.push({
+            rows,
             backfillId: m.id,
             chunk: m.chunk,
             commitLsn: this.txCommitLsn,
@@ -268,6 +276,7 @@ export class CaptureSession {
         this.durable = batch.checkpoint;
         this.deps.confirm(this.durable);
       }
+      if (batch.marks?.length) this.deps.staged?.written();
       this.deps.onWritten?.(batch.rows.length, batch.checkpoint);
     } catch (err) {
       // A write rolled back because the one before it failed reports nothing new.

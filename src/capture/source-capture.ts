@@ -12,6 +12,7 @@ import { ensureSource, SetupError } from './setup.js';
 import * as q from './setup-queries.js';
 import { TypeCatalog } from './types-catalog.js';
 import { BackfillRunner } from '../backfill/runner.js';
+import { StagedChunks } from '../backfill/staged.js';
 
 export interface Logger {
   info(obj: object | string, msg?: string): void;
@@ -67,6 +68,8 @@ export class SourceCapture {
   private wake: (() => void) | null = null;
   /** This source's backfills, run while this process streams the slot. */
   private readonly backfills: BackfillRunner;
+  /** Chunks read by the backfills, held for capture to store at their watermark. */
+  private readonly staged = new StagedChunks();
   private readonly backfillPool: Pool;
   private state: SourceStatus;
   private unsubscribe: (() => void) | null = null;
@@ -90,6 +93,7 @@ export class SourceCapture {
       bufferPool: deps.bufferPool,
       sourcePool: this.backfillPool,
       log: deps.log,
+      staged: this.staged,
       streaming: () => this.state.running && !this.stopped,
     });
     this.state = { name: source.name, running: false, standing_by: false, slot: source.slot, lag_bytes: null, last_error: null };
@@ -208,6 +212,7 @@ export class SourceCapture {
       partitionSeconds: () =>
         partitionSeconds(this.deps.consumers.sources().find((s) => s.name === this.source.name)?.config ?? this.source),
       bufferPool: this.deps.bufferPool,
+      staged: this.staged,
       decoder,
       maxBatch: this.source.max_batch_changes,
       durableLsn: startLsn,
