@@ -12,6 +12,7 @@ import { runFilterBench, runReplayBench, runTransformBench } from './filters.js'
 import { runRetentionBench } from './retention.js';
 import { runRewindBench } from './rewind.js';
 import { runBackfillBench } from './backfill.js';
+import { runBackfillLatencyBench } from './backfill-latency.js';
 
 const scale = Number(process.env.BENCH_SCALE ?? 1);
 const only = process.env.BENCH_ONLY?.split(',');
@@ -82,6 +83,10 @@ if (want('backfill')) {
   const r = await runBackfillBench(n(1_000_000), 5000);
   rows.push([`backfill: ${fmt(r.rows)} rows of ~200 bytes into the buffer, chunk ${fmt(r.chunkSize)}`, `${fmt(r.rowsPerSecond)} rows/s; peak RSS ${fmt(r.peakRssMb)} MB`, '≥ 50,000 rows/s; ≤ 300 MB']);
   rows.push(['backfill: a single-row update client on the same table', `${fmt(r.writerBefore)}/s before, ${fmt(r.writerDuring)}/s during`, 'print']);
+  for (const chunk of [1000, 5000]) {
+    const l = await runBackfillLatencyBench(n(1_000_000), 500, chunk);
+    rows.push([`backfill: live changes during it, chunk ${fmt(chunk)}`, `p50 ${l.p50} ms, p99 ${l.p99} ms at ${l.rate}/s (backfill ${fmt(l.rowsPerSecond)} rows/s)`, 'p99 ≤ 200 ms at 500/s']);
+  }
 }
 
 console.log('\nSummary');
