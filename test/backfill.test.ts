@@ -178,6 +178,29 @@ describe('backfills', () => {
     expect((await drain('bf-bad')).length).toBe(readAtCancel);
   }, 60_000);
 
+  it('pauses while its consumer has more than max_backlog messages not taken in, and goes on once they are', async () => {
+    expect((await f.call('POST', '/api/consumers', { name: 'bf-slow', source: 'main', kind: 'pull', tables: ['public.pairs'] })).status).toBe(201);
+    const r = await f.call('POST', '/api/consumers/bf-slow/backfills', { chunk_size: 100, max_backlog: 300 });
+    expect(r.status, JSON.stringify(r.body)).toBe(201);
+    const id = r.body.data[0].id;
+    const read = async () => (await f.call('GET', `/api/consumers/bf-slow/backfills/${id}`)).body;
+    await eventually(async () => (await read()).rows_read >= 300);
+    await new Promise((res) => setTimeout(res, 1500));
+    // Over the limit by one chunk at most, and staying there while nobody receives.
+    const paused = await read();
+    expect(paused.state).toBe('running');
+    expect(paused.rows_read).toBeLessThanOrEqual(400);
+    await new Promise((res) => setTimeout(res, 1200));
+    expect((await read()).rows_read).toBe(paused.rows_read);
+    // Received (and so taken in): it goes on, and every row arrives.
+    const got: any[] = [];
+    const deadline = Date.now() + 60_000;
+    while ((await read()).state === 'running' && Date.now() < deadline) got.push(...(await drain('bf-slow', 5, false)));
+    expect((await read())).toMatchObject({ state: 'done', rows_read: 1500 });
+    got.push(...(await drain('bf-slow')));
+    expect(new Set(got.filter((m) => m.action === 'read').map((m) => JSON.stringify(m.metadata.record_pks))).size).toBe(1500);
+  }, 90_000);
+
   it('leaves out a row read stale: one changed between its chunk\'s watermarks', async () => {
     // On a source no capture runs, so the watermark is stored by hand, at a
     // known position, through the writer capture uses (the runner never sees it).

@@ -59,8 +59,12 @@ export class BackfillRunner {
   private longRunning = new Set<string>();
   /** Per backfill: the low watermark of its last chunk (the next chunk's window starts there). */
   private readonly lastLow = new Map<string, bigint>();
-  /** Per backfill: when its consumer's backlog was last found under its limit. */
-  private readonly backlogOkAt = new Map<string, number>();
+  /**
+   * Per backfill: when its consumer's backlog was last counted under its
+   * limit, that count, and the rows stored since (the backlog is at most
+   * their sum: consumption only lowers it).
+   */
+  private readonly backlogOkAt = new Map<string, { at: number; count: number; since: number }>();
   /** Per backfill: the next chunk, read while the last one was being stored. */
   private readonly ahead = new Map<string, { signature: string; read: ReturnType<BackfillRunner['read']> }>();
   /** Per backfill: not before this time (its rate limit). */
@@ -126,12 +130,17 @@ export class BackfillRunner {
   /** One chunk of one backfill; false when it had to wait (backlog). */
   private async chunk(b: q.BackfillRow): Promise<boolean> {
     const started = Date.now();
-    if (b.max_backlog > 0 && started - (this.backlogOkAt.get(b.id) ?? 0) >= BACKLOG_EVERY_MS) {
-      if ((await q.consumerBacklog(this.deps.bufferPool, b.consumer_id, b.max_backlog)) >= b.max_backlog) {
-        this.notBefore.set(b.id, Date.now() + 1000);
+    const backlog = this.backlogOkAt.get(b.id);
+    // Counted again once a second, or sooner once the rows stored since could
+    // have reached the limit: it is overshot by one chunk at most.
+    if (b.max_backlog > 0 && (!backlog || started - backlog.at >= BACKLOG_EVERY_MS || backlog.count + backlog.since >= b.max_backlog)) {
+      const count = await q.consumerBacklog(this.deps.bufferPool, b.consumer_id, b.max_backlog);
+      if (count >= b.max_backlog) {
+        this.backlogOkAt.delete(b.id);
+        this.notBefore.set(b.id, Date.now() + BACKLOG_EVERY_MS);
         return false;
       }
-      this.backlogOkAt.set(b.id, started);
+      this.backlogOkAt.set(b.id, { at: started, count, since: 0 });
     }
     const shape = await src.tableShape(this.deps.sourcePool, b.schema_name, b.table_name);
     const types = new Map(shape?.columns.map((c) => [c.name, c.type]) ?? []);
@@ -189,6 +198,8 @@ export class BackfillRunner {
       // Stored, replaced, or to be read again: its rows are not needed now.
       this.deps.staged.drop(b.id);
     }
+    const counted = this.backlogOkAt.get(b.id);
+    if (counted) counted.since += read.rows;
     if (b.max_rows_per_second) this.notBefore.set(b.id, started + (read.rows * 1000) / b.max_rows_per_second);
     return true;
   }
