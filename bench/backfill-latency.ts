@@ -24,6 +24,8 @@ export interface BackfillLatencyResult {
   p50: number;
   p99: number;
   max: number;
+  /** The process's (gateway's) peak RSS during the run. */
+  peakRssMb: number;
 }
 
 const TOKEN = 'bench-token-0123456789';
@@ -32,6 +34,8 @@ const pct = (s: number[], q: number) => s[Math.min(s.length - 1, Math.floor(q * 
 export async function runBackfillLatencyBench(rows = 1_000_000, rate = 500, chunkSize = 1000, log = console.log): Promise<BackfillLatencyResult> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'sluice-bflat-'));
   chmodSync(dir, 0o755);
+  let peakRss = process.memoryUsage().rss;
+  const rssTimer = setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage().rss)), 100);
   const pgh = await startEmbedded({ dataDir: path.join(dir, 'pg'), persistent: false, extraFlags: ['-c', 'max_wal_size=4GB', '-c', 'shared_buffers=512MB'] });
   const setup = new pg.Client({ connectionString: pgh.url });
   await setup.connect();
@@ -110,6 +114,7 @@ consumers:
   await Promise.all(pullers);
   await setup.end();
   await gateway.stop();
+  clearInterval(rssTimer);
   await pgh.stop().catch(() => {});
   rmSync(dir, { recursive: true, force: true });
 
@@ -122,10 +127,11 @@ consumers:
     p50: pct(sorted, 0.5),
     p99: pct(sorted, 0.99),
     max: sorted[sorted.length - 1],
+    peakRssMb: Math.round(peakRss / 1048576),
   };
   log(
     `backfill latency: ${result.rows.toLocaleString('en')} rows backfilled at ${result.rowsPerSecond.toLocaleString('en')} rows/s (chunk ${chunkSize}) ` +
-      `while ${result.changes}/${produced} live updates at ${rate}/s (${Math.round(rateDone)}/s held) reached another consumer: commit → long-poll receive p50 ${result.p50} ms, p99 ${result.p99} ms, max ${result.max} ms`,
+      `while ${result.changes}/${produced} live updates at ${rate}/s (${Math.round(rateDone)}/s held) reached another consumer: commit → long-poll receive p50 ${result.p50} ms, p99 ${result.p99} ms, max ${result.max} ms; peak RSS ${result.peakRssMb} MB`,
   );
   return result;
 }
