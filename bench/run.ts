@@ -1,7 +1,7 @@
 // `npm run bench`: every benchmark, one after another, each on its own fresh
 // embedded Postgres, then a summary beside the issue's targets. Prints figures;
 // asserts nothing. BENCH_SCALE=0.1 runs a tenth of each backlog; BENCH_ONLY=
-// capture,pull,push,latency,retention,rewind,filters,backfill picks some.
+// capture,pull,push,latency,retention,rewind,filters,backfill,subjects picks some.
 import os from 'node:os';
 import { runCaptureBench } from './capture.js';
 import { runLatencyBench } from './latency.js';
@@ -13,6 +13,7 @@ import { runRetentionBench } from './retention.js';
 import { runRewindBench } from './rewind.js';
 import { runBackfillBench } from './backfill.js';
 import { runBackfillLatencyBench } from './backfill-latency.js';
+import { runSubjectsBench } from './subjects.js';
 
 const scale = Number(process.env.BENCH_SCALE ?? 1);
 const only = process.env.BENCH_ONLY?.split(',');
@@ -87,6 +88,11 @@ if (want('backfill')) {
     const l = await runBackfillLatencyBench(n(1_000_000), 500, chunk);
     rows.push([`backfill: live changes during it, chunk ${fmt(chunk)}`, `p50 ${l.p50} ms, p99 ${l.p99} ms at ${l.rate}/s (backfill ${fmt(l.rowsPerSecond)} rows/s; RSS ${l.peakRssMb} MB)`, 'p99 ≤ 200 ms at 500/s']);
   }
+}
+
+if (want('subjects')) {
+  const r = runSubjectsBench();
+  rows.push([`subjects: a consumer with ${r.patterns} patterns`, `${(r.uncachedNs / 1000).toFixed(2)} µs a message (new subjects), ${(r.cachedNs / 1000).toFixed(3)} µs (repeated)`, '< 2 µs']);
 }
 
 console.log('\nSummary');
