@@ -90,9 +90,11 @@ function fillSecrets(config: SluiceConfig, stored: StoredConfig, generate: boole
 async function readStored(db: q.Db): Promise<StoredConfig> {
   // One after the other: a transaction's client runs one query at a time.
   const sources = await q.selectSources(db);
+  const streams = await q.selectStreams(db);
   const consumers = await q.selectConsumers(db);
   return {
     sources: sources.map((row) => ({ ...row.config, name: row.name })),
+    streams: streams.map((row) => ({ ...row.config, name: row.name })),
     consumers: consumers.map(
       (row): ConsumerConfig => ({
         ...row.config,
@@ -169,6 +171,20 @@ async function storeFilterColumns(db: PoolClient, c: ConsumerConfig, source: Sou
   await q.setFilterColumns(db, c.name, check.columns);
 }
 
+/** A source and a stream never share a name, counting those stored and kept (a consumer names one or the other). */
+function refuseNameClashes(config: SluiceConfig, stored: StoredConfig, plan: ConfigPlan): void {
+  const deleted = (resource: string, name: string) => plan.some((c) => c.action === 'delete' && c.resource === resource && c.name === name);
+  const sources = new Set([...config.sources.map((s) => s.name), ...stored.sources.filter((s) => !deleted('source', s.name)).map((s) => s.name)]);
+  const issues = config.streams.flatMap((s, i) =>
+    sources.has(s.name) ? [{ path: formatPath(['streams', i, 'name']), reason: `"${s.name}" is already the name of a source` }] : [],
+  );
+  const streams = new Set(stored.streams.filter((s) => !deleted('stream', s.name)).map((s) => s.name));
+  config.sources.forEach((s, i) => {
+    if (streams.has(s.name)) issues.push({ path: formatPath(['sources', i, 'name']), reason: `"${s.name}" is already the name of a stream` });
+  });
+  if (issues.length > 0) throw new ConfigError(issues);
+}
+
 /** Applies the config in one transaction and returns what it changed. */
 export async function applyConfig(pool: Pool, declared: SluiceConfig, opts: ApplyOptions = {}): Promise<ConfigPlan> {
   let generated: Array<[string, string]> = [];
@@ -192,6 +208,7 @@ export async function applyConfig(pool: Pool, declared: SluiceConfig, opts: Appl
     const sources = new Map(config.sources.map((s) => [s.name, s]));
     const consumers = new Map(config.consumers.map((c) => [c.name, c]));
     const plan = diffConfig(config, stored, opts);
+    refuseNameClashes(config, stored, plan);
     // Consumers are deleted before sources and created after them, the order a
     // reader of the tables (a reloading gateway) can always make sense of.
     for (const change of plan.filter((c) => c.resource === 'consumer' && c.action === 'delete')) {
@@ -200,6 +217,12 @@ export async function applyConfig(pool: Pool, declared: SluiceConfig, opts: Appl
     for (const change of plan.filter((c) => c.resource === 'source')) {
       if (change.action === 'create') await q.insertSource(client, sources.get(change.name)!);
       if (change.action === 'update') await q.updateSource(client, sources.get(change.name)!);
+    }
+    const streams = new Map(config.streams.map((s) => [s.name, s]));
+    for (const change of plan.filter((c) => c.resource === 'stream')) {
+      if (change.action === 'create') await q.insertStream(client, streams.get(change.name)!);
+      if (change.action === 'update') await q.updateStream(client, streams.get(change.name)!);
+      if (change.action === 'delete') await q.deleteStream(client, change.name);
     }
     for (const change of plan.filter((c) => c.resource === 'consumer')) {
       const consumer = consumers.get(change.name)!;
@@ -240,5 +263,5 @@ export async function applyConfig(pool: Pool, declared: SluiceConfig, opts: Appl
  */
 export async function exportConfig(pool: Pool): Promise<SluiceConfig> {
   const stored = await readStored(pool);
-  return { ...normaliseConfig({}, new Set(), []), sources: stored.sources, consumers: stored.consumers };
+  return { ...normaliseConfig({}, new Set(), []), sources: stored.sources, streams: stored.streams, consumers: stored.consumers };
 }

@@ -5,16 +5,16 @@
 import { readFileSync } from 'node:fs';
 import { LineCounter, parseDocument, type Document } from 'yaml';
 import { ConfigError, placeIssues, type PathSegment, type RawIssue } from './errors.js';
-import { checkConsumerSource, normaliseConfig, normaliseConsumer, normaliseSource } from './normalise.js';
-import type { YamlConfig, YamlConsumer, YamlSource } from './schema.js';
+import { checkConsumerSource, normaliseConfig, normaliseConsumer, normaliseSource, normaliseStream } from './normalise.js';
+import type { YamlConfig, YamlConsumer, YamlSource, YamlStream } from './schema.js';
 import { storableIssues } from './storable.js';
 import { substituteVariables, type Env } from './substitute.js';
-import type { ConsumerConfig, SluiceConfig, SourceConfig } from './types.js';
+import type { ConsumerConfig, SluiceConfig, SourceConfig, StreamConfig } from './types.js';
 import { schemaIssues, validators } from './validate.js';
 
 export { ConfigError, type ConfigIssue } from './errors.js';
-export { stringifyConfig, toYamlConsumer, toYamlShape, toYamlSource } from './yaml-shape.js';
-export { configSchema, consumerSchema, sourceSchema } from './schema.js';
+export { stringifyConfig, toYamlConsumer, toYamlShape, toYamlSource, toYamlStream } from './yaml-shape.js';
+export { configSchema, consumerSchema, sourceSchema, streamSchema } from './schema.js';
 
 export type ConfigSource = string | { text: string; origin?: string };
 
@@ -82,6 +82,15 @@ export function validateSource(obj: unknown): SourceConfig {
   return source;
 }
 
+/** Validates one stream in the YAML shape and returns it normalised (paths relative to it). */
+export function validateStream(obj: unknown): StreamConfig {
+  const issues = schemaIssues(validators.stream, obj);
+  if (issues.length > 0) throw new ConfigError(placeIssues(issues));
+  const stream = normaliseStream(obj as YamlStream, [], issues);
+  if (issues.length > 0) throw new ConfigError(placeIssues(issues));
+  return stream;
+}
+
 /**
  * Validates one consumer in the YAML shape and returns it normalised. With
  * `sources`, also checks that its source exists and captures its tables.
@@ -108,7 +117,7 @@ function invalidParts(issues: RawIssue[]): Set<string> {
   for (const { segments } of issues) {
     const [section, index] = segments;
     if (section === undefined) continue;
-    if ((section === 'sources' || section === 'consumers') && typeof index === 'number') out.add(`${section}.${index}`);
+    if ((section === 'sources' || section === 'streams' || section === 'consumers') && typeof index === 'number') out.add(`${section}.${index}`);
     else out.add(String(section));
   }
   return out;

@@ -3,8 +3,8 @@
 // the checks a schema cannot express: which block fits which kind, references
 // between resources, duplicates that only appear once names are qualified.
 import { didYouMean, issue, type PathSegment, type RawIssue } from './errors.js';
-import { DEFAULTS, MAXIMA, MINIMA, type YamlConfig, type YamlConsumer, type YamlPull, type YamlSource, type YamlWebhook } from './schema.js';
-import type { ConsumerConfig, PullSettings, SluiceConfig, SourceConfig, WebhookSettings } from './types.js';
+import { DEFAULTS, MAXIMA, MINIMA, type YamlConfig, type YamlConsumer, type YamlPull, type YamlSource, type YamlStream, type YamlWebhook } from './schema.js';
+import type { ConsumerConfig, PullSettings, SluiceConfig, SourceConfig, StreamConfig, WebhookSettings } from './types.js';
 import { parseDuration, parseSize } from './units.js';
 import { checkWebhookTarget } from './webhook-target.js';
 import { FilterError, parseWhere } from '../pipeline/filter/compile.js';
@@ -136,6 +136,15 @@ export const DEFAULT_RETENTION: SourceConfig['retention'] = {
   max_age_ms: parseDuration(DEFAULTS.retention.max_age)!,
   max_size_bytes: parseSize(DEFAULTS.retention.max_size)!,
 };
+
+export function normaliseStream(y: YamlStream, at: PathSegment[], issues: RawIssue[]): StreamConfig {
+  if (y.annotations !== undefined) checkAnnotations(y.annotations, [...at, 'annotations'], issues);
+  return {
+    name: y.name,
+    retention: normaliseRetention(y.retention ?? {}, [...at, 'retention'], issues),
+    ...(y.annotations !== undefined && { annotations: y.annotations }),
+  };
+}
 
 function normaliseRetention(y: NonNullable<YamlSource['retention']>, at: PathSegment[], issues: RawIssue[]): SourceConfig['retention'] {
   const [D, MAX, MIN] = [DEFAULTS.retention, MAXIMA.retention, MINIMA.retention];
@@ -305,7 +314,7 @@ export function checkConsumerSource(
 }
 
 /** Reports every name used more than once in a list of resources. */
-function checkUnique(items: Array<{ name?: unknown }>, list: 'sources' | 'consumers', issues: RawIssue[]): void {
+function checkUnique(items: Array<{ name?: unknown }>, list: 'sources' | 'streams' | 'consumers', issues: RawIssue[]): void {
   const first = new Map<string, number>();
   items.forEach((item, i) => {
     if (typeof item?.name !== 'string') return;
@@ -325,7 +334,9 @@ export function normaliseConfig(y: YamlConfig, invalid: Set<string>, issues: Raw
   const section = <K extends keyof YamlConfig>(key: K): YamlConfig[K] | undefined => (invalid.has(key) ? undefined : y[key]);
   const rawSources = section('sources') ?? [];
   const rawConsumers = section('consumers') ?? [];
+  const rawStreams = section('streams') ?? [];
   checkUnique(rawSources, 'sources', issues);
+  checkUnique(rawStreams, 'streams', issues);
   checkUnique(rawConsumers, 'consumers', issues);
 
   const sourcesByName = new Map<string, SourceConfig | undefined>();
@@ -343,6 +354,14 @@ export function normaliseConfig(y: YamlConfig, invalid: Set<string>, issues: Raw
     const other = slots.get(slotKey);
     if (other !== undefined) issues.push(issue(['sources', i, 'slot'], `"${source.slot}" is already used by sources[${other}] on the same database`));
     slots.set(slotKey, i);
+  });
+
+  // A consumer names a source or a stream: the two share one namespace.
+  const streams: StreamConfig[] = [];
+  rawStreams.forEach((raw, i) => {
+    if (invalid.has(`streams.${i}`) || streams.some((s) => s.name === raw?.name)) return;
+    if (sourcesByName.has(raw.name)) issues.push(issue(['streams', i, 'name'], `"${raw.name}" is already the name of a source`));
+    streams.push(normaliseStream(raw, ['streams', i], issues));
   });
 
   const consumers: ConsumerConfig[] = [];
@@ -367,6 +386,7 @@ export function normaliseConfig(y: YamlConfig, invalid: Set<string>, issues: Raw
     },
     auth: adminToken !== undefined ? { admin_token: adminToken } : {},
     sources,
+    streams,
     consumers,
   };
 }

@@ -3,7 +3,7 @@
 // printed on its own. Secrets, header values and URL passwords are masked in the
 // plan itself, because a plan is made to be printed, logged and pasted.
 import { formatPath, type PathSegment } from './errors.js';
-import type { ConsumerConfig, SluiceConfig, SourceConfig } from './types.js';
+import type { ConsumerConfig, SluiceConfig, SourceConfig, StreamConfig } from './types.js';
 import { maskSecret } from '../signing/secrets.js';
 import { maskUrl } from '../log.js';
 
@@ -18,7 +18,7 @@ export interface FieldChange {
 
 export interface PlanChange {
   action: 'create' | 'update' | 'delete';
-  resource: 'source' | 'consumer';
+  resource: 'source' | 'stream' | 'consumer';
   name: string;
   fields: FieldChange[];
 }
@@ -27,6 +27,7 @@ export type ConfigPlan = PlanChange[];
 
 export interface StoredConfig {
   sources: SourceConfig[];
+  streams: StreamConfig[];
   consumers: ConsumerConfig[];
 }
 
@@ -34,6 +35,7 @@ export interface StoredConfig {
 export function diffConfig(desired: SluiceConfig, stored: StoredConfig, opts: { prune?: boolean } = {}): ConfigPlan {
   return [
     ...diffResources('source', desired.sources, stored.sources, opts.prune ?? false),
+    ...diffResources('stream', desired.streams, stored.streams, opts.prune ?? false),
     ...diffResources('consumer', desired.consumers, stored.consumers, opts.prune ?? false),
   ];
 }

@@ -4,7 +4,7 @@
 // are read, here, so plans compare plain values and callers never see ciphertext.
 import type { Pool, PoolClient } from '../db/pool.js';
 import { openConsumer, openSource, sealConsumer, sealSource } from '../secrets/fields.js';
-import type { ConsumerConfig, ConsumerKind, SourceConfig } from './types.js';
+import type { ConsumerConfig, ConsumerKind, SourceConfig, StreamConfig } from './types.js';
 
 export type Db = Pool | PoolClient;
 
@@ -63,6 +63,24 @@ export async function updateSource(db: Db, source: SourceConfig): Promise<void> 
 export async function deleteSource(db: Db, name: string): Promise<void> {
   await db.query('DELETE FROM sluice.log_horizons WHERE source_no = (SELECT log_no FROM sluice.sources WHERE name = $1)', [name]);
   await db.query('DELETE FROM sluice.sources WHERE name = $1', [name]);
+}
+
+export async function selectStreams(db: Db): Promise<Array<{ name: string; config: StreamConfig }>> {
+  return (await db.query('SELECT name, config FROM sluice.streams ORDER BY name')).rows;
+}
+
+export async function insertStream(db: Db, stream: StreamConfig): Promise<void> {
+  await db.query('INSERT INTO sluice.streams (name, config) VALUES ($1, $2::jsonb)', [stream.name, JSON.stringify(stream)]);
+}
+
+export async function updateStream(db: Db, stream: StreamConfig): Promise<void> {
+  await db.query('UPDATE sluice.streams SET config = $2::jsonb, updated_at = now() WHERE name = $1', [stream.name, JSON.stringify(stream)]);
+}
+
+/** As deleteSource: its horizon now, its partitions by the retention job. */
+export async function deleteStream(db: Db, name: string): Promise<void> {
+  await db.query('DELETE FROM sluice.log_horizons WHERE source_no = (SELECT log_no FROM sluice.streams WHERE name = $1)', [name]);
+  await db.query('DELETE FROM sluice.streams WHERE name = $1', [name]);
 }
 
 /** Returns the new consumer's id. */

@@ -165,6 +165,24 @@ export const sourceSchema = object(
   { $id: 'https://sluice.dev/schema/source.json', required: ['name'] },
 );
 
+// A stream: a named log of messages that applications publish (not captured
+// from a database), retained like a source's changes.
+export const streamSchema = object(
+  {
+    name,
+    retention: object(
+      {
+        max_age: duration(DEFAULTS.retention.max_age, MAXIMA.retention.max_age, false, MINIMA.retention.max_age),
+        max_size: size(DEFAULTS.retention.max_size, MAXIMA.retention.max_size, MINIMA.retention.max_size),
+      },
+      { default: {} },
+    ),
+    // Free-form user data, shown with the stream.
+    annotations: { type: 'object' },
+  },
+  { $id: 'https://sluice.dev/schema/stream.json', required: ['name'] },
+);
+
 const P = DEFAULTS.pull;
 const pullSchema = object(
   {
@@ -320,6 +338,7 @@ export const configSchema = object(
     ),
     auth: object({ admin_token: { type: 'string' } }, { default: {} }),
     sources: { type: 'array', items: { $ref: sourceSchema.$id }, default: [] },
+    streams: { type: 'array', items: { $ref: streamSchema.$id }, default: [] },
     consumers: { type: 'array', items: { $ref: consumerSchema.$id }, default: [] },
   },
   { $id: 'https://sluice.dev/schema/sluice.json' },
@@ -328,6 +347,12 @@ export const configSchema = object(
 // The YAML shape after schema validation (before normalisation).
 type Duration = string | number;
 type Size = string | number;
+
+export interface YamlStream {
+  name: string;
+  retention?: { max_age?: Duration; max_size?: Size };
+  annotations?: Record<string, unknown>;
+}
 
 export interface YamlSource {
   name: string;
@@ -388,5 +413,6 @@ export interface YamlConfig {
   http?: { host?: string; port?: number; body_limit?: Size };
   auth?: { admin_token?: string };
   sources?: YamlSource[];
+  streams?: YamlStream[];
   consumers?: YamlConsumer[];
 }

@@ -9,7 +9,17 @@ export interface SluiceConfig {
   http: { host: string; port: number; body_limit_bytes: number };
   auth: { admin_token?: string };
   sources: SourceConfig[];
+  /** Logs of published messages (src/streams/); their names are distinct from the sources'. */
+  streams: StreamConfig[];
   consumers: ConsumerConfig[];
+}
+
+export interface StreamConfig {
+  name: string;
+  /** As a source's: how long and how much of the stream the log keeps. */
+  retention: { max_age_ms: number; max_size_bytes: number };
+  /** Absent when none were given. */
+  annotations?: Record<string, unknown>;
 }
 
 export interface SourceConfig {

@@ -3,7 +3,7 @@
 // rather than "must NOT have additional properties".
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { didYouMean, issue, type PathSegment, type RawIssue } from './errors.js';
-import { FORMATS, configSchema, consumerSchema, sourceSchema } from './schema.js';
+import { FORMATS, configSchema, consumerSchema, sourceSchema, streamSchema } from './schema.js';
 
 const ajv = new Ajv({
   allErrors: true,
@@ -13,7 +13,7 @@ const ajv = new Ajv({
   strict: true,
   // Durations and sizes are `string | integer`; the union is intended.
   allowUnionTypes: true,
-  schemas: [sourceSchema, consumerSchema, configSchema],
+  schemas: [sourceSchema, streamSchema, consumerSchema, configSchema],
 });
 for (const [name, validate] of Object.entries(FORMATS)) ajv.addFormat(name, { type: 'string', validate });
 
@@ -26,6 +26,7 @@ function compiled(id: string): ValidateFunction {
 export const validators = {
   config: compiled(configSchema.$id),
   source: compiled(sourceSchema.$id),
+  stream: compiled(streamSchema.$id),
   consumer: compiled(consumerSchema.$id),
 };
 

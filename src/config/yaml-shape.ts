@@ -2,8 +2,8 @@
 // (durations as "30s", sizes as "64KB"). Every setting is written out, defaults
 // included, so an exported config keeps its behaviour even if a default changes.
 import { stringify } from 'yaml';
-import type { YamlConfig, YamlConsumer, YamlSource } from './schema.js';
-import type { ConsumerConfig, SluiceConfig, SourceConfig } from './types.js';
+import type { YamlConfig, YamlConsumer, YamlSource, YamlStream } from './schema.js';
+import type { ConsumerConfig, SluiceConfig, SourceConfig, StreamConfig } from './types.js';
 import { formatDuration, formatSize } from './units.js';
 
 export function toYamlSource(s: SourceConfig): YamlSource {
@@ -20,6 +20,14 @@ export function toYamlSource(s: SourceConfig): YamlSource {
     max_batch_changes: s.max_batch_changes,
     ...(s.annotations !== undefined && { annotations: { ...s.annotations } }),
     retention: { max_age: formatDuration(s.retention.max_age_ms), max_size: formatSize(s.retention.max_size_bytes) },
+  };
+}
+
+export function toYamlStream(s: StreamConfig): YamlStream {
+  return {
+    name: s.name,
+    retention: { max_age: formatDuration(s.retention.max_age_ms), max_size: formatSize(s.retention.max_size_bytes) },
+    ...(s.annotations !== undefined && { annotations: { ...s.annotations } }),
   };
 }
 
@@ -86,6 +94,8 @@ export function toYamlShape(config: SluiceConfig): YamlConfig {
     },
     auth: { ...config.auth },
     sources: config.sources.map(toYamlSource),
+    // Only when there are some: configs without streams export as before.
+    ...(config.streams.length > 0 && { streams: config.streams.map(toYamlStream) }),
     consumers: config.consumers.map(toYamlConsumer),
   };
 }

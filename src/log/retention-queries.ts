@@ -16,8 +16,11 @@ export interface StoredSource {
   dropped_lsn: bigint | null;
 }
 
+// Every log: the sources' and the streams' (retained alike; names are distinct).
+const LOGS = `(SELECT name, log_no, config FROM sluice.sources UNION ALL SELECT name, log_no, config FROM sluice.streams)`;
+
 const SOURCES = `SELECT s.name, s.log_no, s.config -> 'retention' AS retention, h.dropped_lsn
-  FROM sluice.sources s LEFT JOIN sluice.log_horizons h ON h.source_no = s.log_no
+  FROM ${LOGS} s LEFT JOIN sluice.log_horizons h ON h.source_no = s.log_no
   WHERE $1::text IS NULL OR s.name = $1 ORDER BY s.name`;
 
 export async function storedSources(db: Db, name: string | null = null): Promise<StoredSource[]> {
@@ -124,7 +127,7 @@ const LEFT_OVERS = `SELECT p.relname, p.source_no, s.name AS source_name, p.lo, 
          WHEN i.inhdetachpending THEN 'pending'
          ELSE 'attached' END AS "table"
   FROM sluice.log_partitions p
-  LEFT JOIN sluice.sources s ON s.log_no = p.source_no
+  LEFT JOIN ${LOGS} s ON s.log_no = p.source_no
   LEFT JOIN pg_class c ON c.oid = to_regclass(format('sluice.%I', p.relname))
   LEFT JOIN pg_inherits i ON i.inhrelid = c.oid AND i.inhparent = 'sluice.log'::regclass
   WHERE s.log_no IS NULL OR c.oid IS NULL OR i.inhrelid IS NULL OR i.inhdetachpending
@@ -135,9 +138,9 @@ export async function leftOvers(db: Db): Promise<LeftOver[]> {
   return rows.map((r) => ({ ...r, lo: BigInt(r.lo), hi: BigInt(r.hi) }));
 }
 
-/** Horizons of deleted sources: nothing reads them. */
+/** Horizons of deleted sources and streams: nothing reads them. */
 export async function deleteOrphanHorizons(db: Db): Promise<void> {
-  await db.query('DELETE FROM sluice.log_horizons h WHERE NOT EXISTS (SELECT 1 FROM sluice.sources s WHERE s.log_no = h.source_no)');
+  await db.query(`DELETE FROM sluice.log_horizons h WHERE NOT EXISTS (SELECT 1 FROM ${LOGS} s WHERE s.log_no = h.source_no)`);
 }
 
 // DDL: identifiers cannot be parameters. DETACH … CONCURRENTLY cannot run in a

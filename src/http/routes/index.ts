@@ -7,6 +7,7 @@ import { backfillRoutes } from './backfills.js';
 import { consumerRoutes } from './consumers.js';
 import { deadLetterRoutes } from './dead-letters.js';
 import { sourceRoutes } from './sources.js';
+import { streamRoutes } from './streams.js';
 import { tokenRoutes } from './tokens.js';
 import { transformTestRoutes } from './transform-test.js';
 
@@ -18,6 +19,7 @@ export interface ManagementOptions {
 
 export async function managementRoutes(app: FastifyInstance, opts: ManagementOptions) {
   await app.register(sourceRoutes, opts);
+  await app.register(streamRoutes, opts);
   await app.register(consumerRoutes, opts);
   await app.register(backfillRoutes, opts);
   await app.register(deadLetterRoutes, opts);

@@ -4,6 +4,7 @@ import type { FastifyInstance, FastifySchemaCompiler } from 'fastify';
 import { consumersOfSource } from '../../api/consumers.js';
 import { checkSource } from '../../api/source-check.js';
 import { getSource, listSources, type SourceRow } from '../../api/sources.js';
+import { getStream } from '../../api/streams.js';
 import { ConfigError, toYamlConsumer, toYamlSource, validateConsumer, validateSource } from '../../config/load.js';
 import * as q from '../../config/queries.js';
 import type { SourceConfig } from '../../config/types.js';
@@ -63,6 +64,7 @@ export async function sourceRoutes(parent: FastifyInstance, opts: { deps: AppDep
     const config = validateSource(request.body);
     const refuseClashes = async (db: PoolClient | typeof pool) => {
       if (await getSource(db, config.name)) throw conflict(`A source named "${config.name}" already exists.`);
+      if (await getStream(db, config.name)) throw conflict(`A stream named "${config.name}" already exists (sources and streams share names: a consumer names one of them).`);
       checkSlotFree(config, await listSources(db));
     };
     // Every check that can refuse the call comes before a slot is created.

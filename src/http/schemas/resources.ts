@@ -2,7 +2,7 @@
 // so the body schemas ARE the config loader's schemas (src/config/schema.ts),
 // and the loader validates bodies (see routes/resources-common.ts). Responses
 // are the same shape plus read-only fields, with secrets masked.
-import { consumerSchema, sourceSchema } from '../../config/load.js';
+import { consumerSchema, sourceSchema, streamSchema } from '../../config/load.js';
 import { errorResponses, nameParams } from './common.js';
 
 type Schema = Record<string, unknown>;
@@ -121,6 +121,27 @@ const list = (item: Schema) => ({
 });
 
 const deleted = { 204: { type: 'null', description: 'Deleted.' }, ...errorResponses };
+
+export const streamResponse = resource(streamSchema, {}, []);
+
+export const streamSchemas = {
+  list: { summary: 'List streams', tags: ['streams'], response: { 200: list(streamResponse), ...errorResponses } },
+  get: { summary: 'Get a stream', tags: ['streams'], params: nameParams, response: { 200: streamResponse, ...errorResponses } },
+  create: {
+    summary: 'Create a stream (the YAML shape of one entry of `streams:`)',
+    tags: ['streams'],
+    body: asBody(streamSchema),
+    response: { 201: streamResponse, ...errorResponses },
+  },
+  update: {
+    summary: 'Change a stream (JSON merge patch of its YAML shape)',
+    tags: ['streams'],
+    params: nameParams,
+    body: asBody(streamSchema, true),
+    response: { 200: streamResponse, ...errorResponses },
+  },
+  delete: { summary: 'Delete a stream and its retained messages', tags: ['streams'], params: nameParams, response: deleted },
+};
 
 export const sourceSchemas = {
   list: { summary: 'List sources', tags: ['sources'], response: { 200: list(sourceResponse), ...errorResponses } },
