@@ -13,3 +13,25 @@ CREATE TABLE sluice.streams (
   created_at timestamptz NOT NULL DEFAULT now(),
   updated_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- Published messages go into sluice.log like captured changes: source_no is
+-- the stream's log number, commit_lsn its position (below), commit_idx 0,
+-- action 'publish', group_key the message's key, and `subject` its subject
+-- (NULL for captured changes). A position is the publish time in
+-- microseconds since the Unix epoch, raised to one past the stream's last
+-- when that is later (several messages in one microsecond): unique, in
+-- commit order (one publisher at a time holds the stream's row), and time
+-- ordered, so the log's partitions cover spans of time as a source's do.
+ALTER TABLE sluice.log ADD COLUMN subject text;
+ALTER TABLE sluice.streams ADD COLUMN last_position bigint NOT NULL DEFAULT 0;
+
+-- A message published with an idempotency_key is stored once per key while
+-- the key is retained (as long as the stream's retention keeps messages).
+CREATE TABLE sluice.stream_keys (
+  stream_no    integer NOT NULL,
+  key          text NOT NULL,
+  position     bigint NOT NULL,
+  published_at timestamptz NOT NULL,
+  PRIMARY KEY (stream_no, key)
+);
+CREATE INDEX stream_keys_age_idx ON sluice.stream_keys (stream_no, published_at);

@@ -1,7 +1,7 @@
 // Streams as a resource: /api/streams and `streams:` in the config file,
-// against a real buffer database. (Publishing and consuming: later steps.)
+// against a real buffer database, and publishing to one. (Consuming: a later step.)
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SOURCE, startApi, type ApiFixture } from './api-fixture.js';
+import { ADMIN_TOKEN, SOURCE, startApi, type ApiFixture } from './api-fixture.js';
 import { applyConfig, exportConfig } from '../src/config/apply.js';
 import { ConfigError, loadConfig, stringifyConfig } from '../src/config/load.js';
 
@@ -91,5 +91,137 @@ describe('streams', () => {
     const pruned = await applyConfig(f.pool, loadConfig({ text: text.replace('  - {name: orders-events}', '') }, {}), { prune: true });
     expect(pruned.filter((c) => c.resource === 'stream').map((c) => `${c.action} ${c.name}`)).toEqual(['delete orders-events']);
     expect((await f.call('GET', '/api/streams')).body.data.map((s: any) => s.name)).toEqual(['audit']);
+  });
+
+  describe('publish', () => {
+    const stored = async (stream: string) =>
+      (
+        await f.pool.query(
+          `SELECT l.commit_lsn::text AS position, l.commit_idx, l.subject, l.action, l.group_key, l.payload
+           FROM sluice.log l JOIN sluice.streams s ON s.log_no = l.source_no WHERE s.name = $1 ORDER BY l.commit_lsn`,
+          [stream],
+        )
+      ).rows;
+
+    it('stores one message or a batch durably, in order, in the envelope; answers each sequence', async () => {
+      expect((await f.call('POST', '/api/streams', { name: 'pub' })).status).toBe(201);
+      const before = Date.now() * 1000;
+      const one = await f.call('POST', '/api/streams/pub/messages', { subject: 'orders.new', data: { id: 1, total: '19.90' } });
+      expect(one.status, JSON.stringify(one.body)).toBe(200);
+      expect(one.body.data).toEqual([{ sequence: expect.any(Number), duplicate: false }]);
+      expect(one.body.data[0].sequence).toBeGreaterThanOrEqual(before);
+      const batch = await f.call('POST', '/api/streams/pub/messages', {
+        messages: [
+          { subject: 'orders.paid', data: { id: 1 }, key: 'order-1' },
+          { subject: 'sensors.temperature.us-west', data: 21.5 },
+          { subject: 'x', data: null },
+        ],
+      });
+      expect(batch.status, JSON.stringify(batch.body)).toBe(200);
+      const seqs = [one.body.data[0].sequence, ...batch.body.data.map((d: any) => d.sequence)];
+      expect([...seqs].sort((a, b) => a - b)).toEqual(seqs);
+      expect(new Set(seqs).size).toBe(4);
+      const rows = await stored('pub');
+      expect(rows.map((r) => [Number(r.position), r.commit_idx, r.subject, r.action, r.group_key])).toEqual([
+        [seqs[0], 0, 'orders.new', 'publish', 'orders.new'],
+        [seqs[1], 0, 'orders.paid', 'publish', 'order-1'],
+        [seqs[2], 0, 'sensors.temperature.us-west', 'publish', 'sensors.temperature.us-west'],
+        [seqs[3], 0, 'x', 'publish', 'x'],
+      ]);
+      const m = JSON.parse(rows[1].payload);
+      expect(m).toEqual({
+        subject: 'orders.paid',
+        data: { id: 1 },
+        metadata: {
+          stream: 'pub',
+          sequence: seqs[1],
+          key: 'order-1',
+          published_at: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/),
+          idempotency_key: Buffer.from(`${seqs[1]}:0`).toString('base64'),
+        },
+      });
+      // Metadata last: a consumer's metadata is spliced in when served.
+      expect(rows[1].payload.endsWith('"}}')).toBe(true);
+    });
+
+    it('an idempotency_key published again (in another request or the same batch) is stored once', async () => {
+      const first = await f.call('POST', '/api/streams/pub/messages', { subject: 'a.b', data: 1, idempotency_key: 'once-1' });
+      const again = await f.call('POST', '/api/streams/pub/messages', {
+        messages: [
+          { subject: 'a.b', data: 2, idempotency_key: 'once-1' },
+          { subject: 'a.c', data: 3, idempotency_key: 'once-2' },
+          { subject: 'a.c', data: 4, idempotency_key: 'once-2' },
+        ],
+      });
+      expect(again.status).toBe(200);
+      const s1 = first.body.data[0].sequence;
+      expect(again.body.data).toEqual([
+        { sequence: s1, duplicate: true },
+        { sequence: expect.any(Number), duplicate: false },
+        { sequence: again.body.data[1].sequence, duplicate: true },
+      ]);
+      const rows = (await stored('pub')).filter((r) => r.subject.startsWith('a.'));
+      expect(rows.map((r) => JSON.parse(r.payload).data)).toEqual([1, 3]);
+      expect(JSON.parse(rows[0].payload).metadata.idempotency_key).toBe('once-1');
+    });
+
+    it('bad input is a clear 4xx naming the field, and stores nothing of the batch', async () => {
+      const count = async () => (await stored('pub')).length;
+      const before = await count();
+      const cases: Array<[unknown, number, string | RegExp]> = [
+        [{ messages: [{ subject: 'ok', data: 1 }, { subject: 'bad..subject', data: 2 }] }, 422, 'messages[1].subject'],
+        [{ messages: [{ subject: 'ok', data: 1 }, { subject: 'a.*', data: 2 }] }, 422, 'messages[1].subject'],
+        [{ subject: 'ok' }, 422, 'data'],
+        [{ data: 1 }, 422, 'subject'],
+        [{ subject: 'ok', data: 1, key: '' }, 422, 'key'],
+        [{ subject: 'ok', data: 1, idempotency_key: 'x'.repeat(256) }, 422, 'idempotency_key'],
+        [{ subject: 'ok', data: 1, extra: true }, 422, 'extra'],
+        [{ subject: 'ok', data: 1, messages: [{ subject: 'ok', data: 1 }] }, 422, 'messages'],
+        [{ messages: [] }, 422, 'messages'],
+      ];
+      for (const [body, status, field] of cases) {
+        const r = await f.call('POST', '/api/streams/pub/messages', body);
+        expect(r.status, JSON.stringify(r.body)).toBe(status);
+        expect(typeof r.body.summary).toBe('string');
+        expect(Object.keys(r.body.validation_errors ?? {}).join(' '), JSON.stringify(r.body)).toContain(field);
+      }
+      const notJson = await f.app.inject({
+        method: 'POST',
+        url: '/api/streams/pub/messages',
+        headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
+        payload: '{"subject": "a", "data": nope}',
+      });
+      expect(notJson.statusCode).toBe(400);
+      expect(JSON.parse(notJson.body).summary).toMatch(/JSON/i);
+      const unknown = await f.call('POST', '/api/streams/nope/messages', { subject: 'a', data: 1 });
+      expect(unknown.status).toBe(404);
+      expect(unknown.body.summary).toBe('Stream "nope" does not exist.');
+      expect(await count()).toBe(before);
+    });
+
+    it('concurrent publishes get distinct positions in commit order; a stream made again under its name is published to afresh', async () => {
+      const answers = await Promise.all(
+        Array.from({ length: 20 }, (_, c) =>
+          f.call('POST', '/api/streams/pub/messages', { messages: Array.from({ length: 50 }, (_, i) => ({ subject: `load.c${c}`, data: i })) }),
+        ),
+      );
+      expect(answers.every((a) => a.status === 200)).toBe(true);
+      const seqs = answers.flatMap((a) => a.body.data.map((d: any) => d.sequence));
+      expect(new Set(seqs).size).toBe(1000);
+      // Per request, in order.
+      for (const a of answers) {
+        const s = a.body.data.map((d: any) => d.sequence);
+        expect([...s].sort((x: number, y: number) => x - y)).toEqual(s);
+      }
+      expect((await stored('pub')).filter((r) => r.subject.startsWith('load.')).length).toBe(1000);
+
+      expect((await f.call('DELETE', '/api/streams/pub')).status).toBe(204);
+      expect((await f.call('POST', '/api/streams/pub/messages', { subject: 'a', data: 1 })).status).toBe(404);
+      expect((await f.call('POST', '/api/streams', { name: 'pub' })).status).toBe(201);
+      const fresh = await f.call('POST', '/api/streams/pub/messages', { subject: 'a', data: 1, idempotency_key: 'once-1' });
+      expect(fresh.status).toBe(200);
+      expect(fresh.body.data[0].duplicate).toBe(false);
+      expect((await stored('pub')).length).toBe(1);
+    });
   });
 });

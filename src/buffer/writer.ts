@@ -15,6 +15,7 @@ import { from as copyFrom } from 'pg-copy-streams';
 import { withTransaction, type Pool } from '../db/pool.js';
 import type { StagedChunk } from '../backfill/staged.js';
 import { idempotencyKey } from './message.js';
+import { coverLog, forgetCover, isNoPartition } from '../log/partitions.js';
 
 /** One captured change, as stored in the log (once, whatever the number of consumers). */
 export interface LogRow {
@@ -157,12 +158,6 @@ SELECT (SELECT count(*) FROM ins) AS inserted, count(pg_notify('sluice_messages'
 const BACKFILL_OPEN = 'SELECT sluice.backfill_open($1::bigint, $2) AS consumer';
 const BACKFILL_STORED = 'SELECT sluice.backfill_stored($1, $2::bigint, $3::bigint)';
 
-const COVER = 'SELECT sluice.log_cover($1, $2::bigint, $3::bigint, $4)::text AS hi';
-/** Per source number: the upper bound of its newest log partition, as last seen. */
-const covered = new Map<number, bigint>();
-/** Postgres: "no partition of relation … found for row". */
-const NO_PARTITION = '23514';
-
 /** Makes sure log partitions cover the batch's LSNs: a round trip only when it reaches past the newest one. */
 async function cover(pool: Pool, batch: BatchWrite): Promise<void> {
   const rows = batch.rows;
@@ -175,15 +170,7 @@ async function cover(pool: Pool, batch: BatchWrite): Promise<void> {
     if (marks[0].commitLsn < min) min = marks[0].commitLsn;
     if (marks[marks.length - 1].commitLsn > max) max = marks[marks.length - 1].commitLsn;
   }
-  const hi = covered.get(batch.sourceNo);
-  if (hi !== undefined && max < hi) return;
-  const { rows: r } = await pool.query<{ hi: string }>(COVER, [
-    batch.sourceNo,
-    min.toString(),
-    max.toString(),
-    batch.partitionSeconds ?? 3600,
-  ]);
-  covered.set(batch.sourceNo, BigInt(r[0].hi));
+  await coverLog(pool, batch.sourceNo, min, max, batch.partitionSeconds ?? 3600);
 }
 
 /** Consumers to wake: the union of the rows' wake lists (one list per table, so few distinct arrays). */
@@ -203,8 +190,8 @@ export async function writeBatch(pool: Pool, batch: BatchWrite): Promise<void> {
     // A partition this process thought present was dropped (the source deleted
     // and its number reused never happens: numbers come from a sequence): learn
     // again and retry once.
-    if ((err as { code?: string }).code !== NO_PARTITION) throw err;
-    covered.delete(batch.sourceNo);
+    if (!isNoPartition(err)) throw err;
+    forgetCover(batch.sourceNo);
     await cover(pool, batch);
     await write(pool, batch);
   }

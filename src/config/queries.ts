@@ -80,6 +80,8 @@ export async function updateStream(db: Db, stream: StreamConfig): Promise<void> 
 /** As deleteSource: its horizon now, its partitions by the retention job. */
 export async function deleteStream(db: Db, name: string): Promise<void> {
   await db.query('DELETE FROM sluice.log_horizons WHERE source_no = (SELECT log_no FROM sluice.streams WHERE name = $1)', [name]);
+  await db.query('DELETE FROM sluice.stream_keys WHERE stream_no = (SELECT log_no FROM sluice.streams WHERE name = $1)', [name]);
+  await db.query('DELETE FROM sluice.source_positions WHERE source_name = $1', [name]);
   await db.query('DELETE FROM sluice.streams WHERE name = $1', [name]);
 }
 

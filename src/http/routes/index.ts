@@ -8,6 +8,7 @@ import { consumerRoutes } from './consumers.js';
 import { deadLetterRoutes } from './dead-letters.js';
 import { sourceRoutes } from './sources.js';
 import { streamRoutes } from './streams.js';
+import { publishRoutes } from './publish.js';
 import { tokenRoutes } from './tokens.js';
 import { transformTestRoutes } from './transform-test.js';
 
@@ -20,6 +21,7 @@ export interface ManagementOptions {
 export async function managementRoutes(app: FastifyInstance, opts: ManagementOptions) {
   await app.register(sourceRoutes, opts);
   await app.register(streamRoutes, opts);
+  await app.register(publishRoutes, opts);
   await app.register(consumerRoutes, opts);
   await app.register(backfillRoutes, opts);
   await app.register(deadLetterRoutes, opts);
