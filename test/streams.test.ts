@@ -4,6 +4,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ADMIN_TOKEN, SOURCE, startApi, type ApiFixture } from './api-fixture.js';
 import { applyConfig, exportConfig } from '../src/config/apply.js';
 import { ConfigError, loadConfig, stringifyConfig } from '../src/config/load.js';
+import { streamCommand } from '../src/cli/stream.js';
+import { CliError } from '../src/cli/context.js';
 
 let f: ApiFixture;
 beforeAll(async () => {
@@ -223,5 +225,26 @@ describe('streams', () => {
       expect(fresh.body.data[0].duplicate).toBe(false);
       expect((await stored('pub')).length).toBe(1);
     });
+  });
+
+  it('sluice stream add | ls | pub | rm through a running gateway, refusals in one line', async () => {
+    const url = await f.app.listen({ host: '127.0.0.1', port: 0 });
+    const lines: string[] = [];
+    const run = (args: string[], flags: Record<string, string> = {}) => streamCommand(args, { url, token: ADMIN_TOKEN, ...flags }, {}, (t) => void lines.push(t));
+    await run(['add', 'cli-events'], { 'max-age': '2d' });
+    expect(lines.pop()).toBe('stream cli-events created (retention: 48h, 20GB)');
+    await run(['ls']);
+    expect(lines.pop()).toMatch(/^audit .*\ncli-events  retention 48h, 20GB/m);
+    await run(['pub', 'cli-events', 'orders.new', '{"id": 1}'], { 'idempotency-key': 'k1' });
+    expect(lines.pop()).toMatch(/^published to cli-events: sequence \d+$/);
+    await run(['pub', 'cli-events', 'orders.new', '{"id": 1}'], { 'idempotency-key': 'k1' });
+    expect(lines.pop()).toMatch(/^published to cli-events: sequence \d+ \(a duplicate/);
+    await expect(run(['pub', 'cli-events', 'orders..new', '1'])).rejects.toThrow(/^publish refused \(422\): Invalid request: subject: has an empty token/);
+    await expect(run(['pub', 'cli-events', 'orders.new', '{nope'])).rejects.toThrow(/<json> is not JSON/);
+    await expect(run(['pub', 'nope', 'a', '1'])).rejects.toThrow(/publish refused \(404\): Stream "nope" does not exist\./);
+    await expect(run(['add'])).rejects.toBeInstanceOf(CliError);
+    await run(['rm', 'cli-events']);
+    expect(lines.pop()).toBe('stream cli-events deleted');
+    await expect(run(['rm', 'cli-events'])).rejects.toThrow(/stream rm refused \(404\)/);
   });
 });

@@ -17,6 +17,7 @@ const USAGE = `usage: sluice <command> [options]
   tail <consumer> [--ack]        print a pull consumer's messages as they arrive
   rewind <consumer> --to POINT   deliver retained changes again from POINT on (earliest, a time, an LSN)
   backfill <consumer> [--table T]  send the rows the tables hold already, and show the progress
+  stream add|ls|rm|pub          streams: create, list, delete; publish a message (stream pub <stream> <subject> <json>)
   transform test <consumer>      try a transform (and the filter) on a sample or the latest change
   listen [--secret whsec_…]      a local webhook receiver that verifies and prints deliveries
   keygen [--v1a]                 a new webhook signing secret (--v1a: an ed25519 key pair)
@@ -82,6 +83,10 @@ async function main(argv: string[]): Promise<void> {
     case 'backfill': {
       const { backfillCommand } = await import('./backfill.js');
       return backfillCommand(positional, flags);
+    }
+    case 'stream': {
+      const { streamCommand } = await import('./stream.js');
+      return streamCommand(positional, flags);
     }
     case 'transform': {
       const { transformTestCommand } = await import('./transform-test.js');

@@ -138,6 +138,14 @@ export async function leftOvers(db: Db): Promise<LeftOver[]> {
   return rows.map((r) => ({ ...r, lo: BigInt(r.lo), hi: BigInt(r.hi) }));
 }
 
+/** A stream's idempotency keys of messages below its horizon (dropped): published again, they are new. */
+export async function forgetStreamKeys(db: Db, logNo: number): Promise<void> {
+  await db.query(
+    'DELETE FROM sluice.stream_keys k USING sluice.log_horizons h WHERE k.stream_no = $1 AND h.source_no = $1 AND k.position < h.dropped_lsn',
+    [logNo],
+  );
+}
+
 /** Horizons of deleted sources and streams: nothing reads them. */
 export async function deleteOrphanHorizons(db: Db): Promise<void> {
   await db.query(`DELETE FROM sluice.log_horizons h WHERE NOT EXISTS (SELECT 1 FROM ${LOGS} s WHERE s.log_no = h.source_no)`);

@@ -125,6 +125,8 @@ export class RetentionJob {
       result.dropped++;
       result.droppedBytes += p.bytes;
     }
+    // A stream's idempotency keys live as long as the messages they stored.
+    if (result.dropped > 0) await q.forgetStreamKeys(client, source.log_no);
     if (result.dropped > 0) {
       this.opts.log.info({ job: 'log-retention', source: source.name, partitions: result.dropped, bytes: result.droppedBytes }, 'dropped old log partitions');
     }
