@@ -24,7 +24,7 @@ export interface BackfillRequest {
 export type Planned = { ok: true; backfills: NewBackfill[] } | { ok: false; issues: Record<string, string[]> };
 
 export async function planBackfills(
-  consumer: { id: string; config: Pick<ConsumerConfig, 'tables' | 'filter'> },
+  consumer: { id: string; config: Pick<ConsumerConfig, 'tables' | 'filter' | 'stream'> },
   req: BackfillRequest,
   sourceUrl: string,
 ): Promise<Planned> {
@@ -35,6 +35,7 @@ export async function planBackfills(
       issues: { 'filter.actions': ['leaves out "read", so the consumer would take in no backfilled row: add "read" to filter.actions first'] },
     };
   }
+  if (config.stream !== undefined) return { ok: false, issues: { table: ['the consumer reads a stream: there is no table to backfill'] } };
   const tables = req.table === undefined ? config.tables : [req.table];
   if (req.table !== undefined && !config.tables.includes(req.table)) {
     return { ok: false, issues: { table: [`"${req.table}" is not one of this consumer's tables (${config.tables.join(', ')})`] } };

@@ -95,13 +95,13 @@ export function validateStream(obj: unknown): StreamConfig {
  * Validates one consumer in the YAML shape and returns it normalised. With
  * `sources`, also checks that its source exists and captures its tables.
  */
-export function validateConsumer(obj: unknown, context: { sources?: SourceConfig[] } = {}): ConsumerConfig {
+export function validateConsumer(obj: unknown, context: { sources?: SourceConfig[]; streams?: string[] } = {}): ConsumerConfig {
   const issues = schemaIssues(validators.consumer, obj);
   if (issues.length > 0) throw new ConfigError(placeIssues(issues));
   const consumer = normaliseConsumer(obj as YamlConsumer, [], issues);
   if (context.sources) {
     const byName = new Map<string, SourceConfig | undefined>(context.sources.map((s) => [s.name, s]));
-    checkConsumerSource(consumer, byName, [], issues);
+    checkConsumerSource(consumer, byName, [], issues, new Set(context.streams ?? []));
   }
   if (issues.length > 0) throw new ConfigError(placeIssues(issues));
   return consumer;

@@ -9,6 +9,7 @@ import { parseDuration, parseSize } from './units.js';
 import { checkWebhookTarget } from './webhook-target.js';
 import { FilterError, parseWhere } from '../pipeline/filter/compile.js';
 import { checkTransform, TransformError, type TransformSpec } from '../pipeline/transform/compile.js';
+import { patternError } from '../pipeline/route/subjects.js';
 
 // Headers Sluice sets itself: overriding them would break signing or framing.
 const RESERVED_HEADERS = new Set([
@@ -206,9 +207,32 @@ function normaliseWebhook(y: YamlWebhook, at: PathSegment[], issues: RawIssue[])
   };
 }
 
+/** A consumer of a stream: its subjects checked, and what only a source's consumer may have refused. */
+function normaliseStreamSide(y: YamlConsumer, at: PathSegment[], issues: RawIssue[]): { stream: string; subjects: string[] } {
+  const only = "is for a consumer of a source; a consumer of a stream selects messages with subjects";
+  if (y.source !== undefined) issues.push(issue([...at, 'source'], 'give either source (and tables) or stream (and subjects), not both'));
+  if (y.tables !== undefined) issues.push(issue([...at, 'tables'], only));
+  if (y.filter !== undefined) issues.push(issue([...at, 'filter'], only));
+  if (y.backfill !== undefined) issues.push(issue([...at, 'backfill'], 'is for a consumer of a source (a stream has no table to read)'));
+  if (y.message_kind === 'row') issues.push(issue([...at, 'message_kind'], 'row is for a consumer of a source (a stream message is no row)'));
+  if (typeof y.group_by === 'object') issues.push(issue([...at, 'group_by'], "a stream's messages are grouped by their key: true or false"));
+  const subjects = y.subjects ?? ['>'];
+  subjects.forEach((p, i) => {
+    const why = patternError(p);
+    if (why) issues.push(issue([...at, 'subjects', i], `"${p}" ${why}`));
+  });
+  return { stream: y.stream!, subjects };
+}
+
 export function normaliseConsumer(y: YamlConsumer, at: PathSegment[], issues: RawIssue[]): ConsumerConfig {
   checkAnnotations(y.annotations ?? {}, [...at, 'annotations'], issues);
-  const tables = qualifyAll(y.tables, [...at, 'tables'], issues);
+  const streamSide = y.stream !== undefined ? normaliseStreamSide(y, at, issues) : null;
+  if (!streamSide) {
+    if (y.source === undefined) issues.push(issue([...at, 'source'], 'is required (or stream, for a consumer of a stream)'));
+    if (y.tables === undefined) issues.push(issue([...at, 'tables'], 'is required'));
+    if (y.subjects !== undefined) issues.push(issue([...at, 'subjects'], 'is for a consumer of a stream; a consumer of a source selects tables'));
+  }
+  const tables = streamSide ? [] : qualifyAll(y.tables ?? [], [...at, 'tables'], issues);
   let groupBy: ConsumerConfig['group_by'] = y.group_by ?? DEFAULTS.consumer.group_by;
   if (typeof groupBy === 'object') {
     const byTable: Record<string, string[]> = {};
@@ -225,9 +249,10 @@ export function normaliseConsumer(y: YamlConsumer, at: PathSegment[], issues: Ra
   if (y.kind !== 'pull' && y.pull) issues.push(issue([...at, 'pull'], 'is only allowed when kind is pull'));
   return {
     name: y.name,
-    source: y.source,
+    source: streamSide ? streamSide.stream : (y.source ?? ''),
     kind: y.kind,
     tables,
+    ...streamSide,
     group_by: groupBy,
     dead_letter_blocks_group: y.dead_letter_blocks_group ?? DEFAULTS.consumer.dead_letter_blocks_group,
     message_kind: y.message_kind ?? DEFAULTS.consumer.message_kind,
@@ -298,7 +323,15 @@ export function checkConsumerSource(
   sources: Map<string, SourceConfig | undefined>,
   at: PathSegment[],
   issues: RawIssue[],
+  streams: ReadonlySet<string> = new Set(),
 ): void {
+  if (c.stream !== undefined) {
+    if (streams.has(c.stream)) return;
+    const known = [...streams];
+    const hint = didYouMean(c.stream, known) || (known.length ? ` (streams: ${known.join(', ')})` : ' (no streams are declared)');
+    issues.push(issue([...at, 'stream'], `no stream named "${c.stream}"${hint}`));
+    return;
+  }
   if (!sources.has(c.source)) {
     const known = [...sources.keys()];
     const hint = didYouMean(c.source, known) || (known.length ? ` (sources: ${known.join(', ')})` : ' (no sources are declared)');
@@ -369,7 +402,7 @@ export function normaliseConfig(y: YamlConfig, invalid: Set<string>, issues: Raw
     if (invalid.has(`consumers.${i}`)) return;
     const c = normaliseConsumer(raw, ['consumers', i], issues);
     // With the sources list itself rejected, "no such source" would be noise.
-    if (!invalid.has('sources')) checkConsumerSource(c, sourcesByName, ['consumers', i], issues);
+    if (!invalid.has('sources') && !invalid.has('streams')) checkConsumerSource(c, sourcesByName, ['consumers', i], issues, new Set(streams.map((s) => s.name)));
     consumers.push(c);
   });
 

@@ -242,6 +242,13 @@ export const consumerSchema = object(
     source: name,
     kind: { type: 'string', enum: ['pull', 'webhook'] },
     tables: list(table, { minItems: 1 }),
+    // A consumer of a stream names it in place of source, and selects its
+    // messages by subject patterns in place of tables (src/pipeline/route/subjects.ts).
+    stream: { type: 'string', minLength: 1, description: 'the stream to consume (in place of source and tables)' },
+    subjects: list(
+      { type: 'string', minLength: 1, maxLength: 255 },
+      { minItems: 1, maxItems: 1000, description: 'subject patterns such as "orders.*" or "sensors.>" (default [">"]: every message)' },
+    ),
     group_by: {
       type: ['boolean', 'object'],
       propertyNames: table,
@@ -321,7 +328,8 @@ export const consumerSchema = object(
     pull: pullSchema,
     webhook: webhookSchema,
   },
-  { $id: 'https://sluice.dev/schema/consumer.json', required: ['name', 'source', 'kind', 'tables'] },
+  // source and tables, or stream: normalise.ts checks which, with a clearer message than oneOf.
+  { $id: 'https://sluice.dev/schema/consumer.json', required: ['name', 'kind'] },
 );
 
 const H = DEFAULTS.http;
@@ -393,9 +401,11 @@ export interface YamlWebhook {
 
 export interface YamlConsumer {
   name: string;
-  source: string;
+  source?: string;
   kind: 'pull' | 'webhook';
-  tables: string[];
+  tables?: string[];
+  stream?: string;
+  subjects?: string[];
   group_by?: boolean | Record<string, string[]>;
   dead_letter_blocks_group?: boolean;
   message_kind?: MessageKind;

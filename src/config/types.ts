@@ -58,10 +58,15 @@ export type MessageKind = 'change' | 'row';
 
 export interface ConsumerConfig {
   name: string;
+  /** The log it reads: a source's name, or (with `stream`) the stream's. */
   source: string;
   kind: ConsumerKind;
-  /** Qualified table names; must be captured by the source. */
+  /** Qualified table names; must be captured by the source. Empty for a stream's consumer. */
   tables: string[];
+  /** Set (to the stream's name, as `source`) for a consumer of a stream. */
+  stream?: string;
+  /** A stream consumer's subject patterns (src/pipeline/route/subjects.ts); [">"] for every message. */
+  subjects?: string[];
   /**
    * Per-group ordering. `true` (default): group by each table's primary key.
    * `false`: no grouping. Or per table, the columns that form the group key.

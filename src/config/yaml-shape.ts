@@ -34,9 +34,9 @@ export function toYamlStream(s: StreamConfig): YamlStream {
 export function toYamlConsumer(c: ConsumerConfig): YamlConsumer {
   const out: YamlConsumer = {
     name: c.name,
-    source: c.source,
+    ...(c.stream !== undefined ? { stream: c.stream, subjects: [...(c.subjects ?? ['>'])] } : { source: c.source }),
     kind: c.kind,
-    tables: [...c.tables],
+    ...(c.stream === undefined && { tables: [...c.tables] }),
     group_by: typeof c.group_by === 'object' ? { ...c.group_by } : c.group_by,
     dead_letter_blocks_group: c.dead_letter_blocks_group,
     message_kind: c.message_kind ?? 'change',

@@ -24,7 +24,8 @@ const MIN_LSN = -(2n ** 63n);
 
 const CONNECT_TIMEOUT_MS = 5_000;
 
-const SOURCE_NO = 'SELECT log_no FROM sluice.sources WHERE name = $1';
+// A source's log or a stream's (their names never clash).
+const SOURCE_NO = 'SELECT log_no FROM sluice.sources WHERE name = $1 UNION ALL SELECT log_no FROM sluice.streams WHERE name = $1';
 // What retention has dropped of a source, the oldest change it kept, and
 // whether a time ($2, may be null) lies before that change (or, with none
 // kept, before the drop: whatever was dropped had been committed by then).

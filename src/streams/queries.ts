@@ -40,13 +40,16 @@ export interface PublishedRow {
   key: string | null;
 }
 
+// A stream's rows are one table named ".<stream>" to the walks and admissions
+// (migrations/0022_stream_consumers.sql). Its durable position, as a source's
+// confirmed LSN, is one past the last message: "now" for a new consumer.
 // One statement for the log rows, the keys, the stream's last position and
 // its durable position (read by retention as a source's confirmed LSN), and
 // the consumers' wake-up: one round trip besides the lock and the key check.
 const STORE = `
 WITH ins AS (
   INSERT INTO sluice.log (source_no, commit_lsn, commit_idx, schema_name, table_name, action, group_key, committed_at, payload, subject)
-  SELECT $1::int, p, 0, '', '', 'publish', g, $6::timestamptz, m, s
+  SELECT $1::int, p, 0, '', $10, 'publish', g, $6::timestamptz, m, s
   FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[]) AS x(p, s, g, m)
   RETURNING 1
 ), keys AS (
@@ -56,7 +59,7 @@ WITH ins AS (
   UPDATE sluice.streams SET last_position = $9::bigint WHERE log_no = $1
 ), pos AS (
   INSERT INTO sluice.source_positions AS sp (source_name, confirmed_lsn, last_commit_at, updated_at)
-  VALUES ($10, '0/0'::pg_lsn + $9::numeric, $6::timestamptz, now())
+  VALUES ($10, '0/0'::pg_lsn + ($9::numeric + 1), $6::timestamptz, now())
   ON CONFLICT (source_name) DO UPDATE
     SET confirmed_lsn = GREATEST(sp.confirmed_lsn, EXCLUDED.confirmed_lsn), last_commit_at = EXCLUDED.last_commit_at, updated_at = now()
 )

@@ -3,6 +3,8 @@
 import type { FastifyInstance, FastifySchemaCompiler } from 'fastify';
 import { getConsumer, listConsumers, setConsumerState, type ConsumerRow } from '../../api/consumers.js';
 import { getSource, listSources } from '../../api/sources.js';
+import { listStreams } from '../../api/streams.js';
+import { logTables } from '../../pipeline/route/tables.js';
 import { consumerStats } from '../../buffer/dead-letters.js';
 import { toYamlConsumer, validateConsumer } from '../../config/load.js';
 import { qualifyTable } from '../../config/normalise.js';
@@ -35,9 +37,11 @@ export async function existingConsumer(db: Pool | PoolClient, name: string, forU
   return row;
 }
 
-/** Validated against every stored source, so a wrong source name gets a "did you mean". */
+/** Validated against every stored source and stream, so a wrong name gets a "did you mean". */
 async function validateAgainstSources(db: PoolClient, body: unknown): Promise<ConsumerConfig> {
-  return validateConsumer(body, { sources: (await listSources(db)).map((s) => s.config) });
+  const sources = (await listSources(db)).map((s) => s.config);
+  const streams = (await listStreams(db)).map((s) => s.name);
+  return validateConsumer(body, { sources, streams });
 }
 
 /**
@@ -50,6 +54,8 @@ async function storeFilterColumns(db: PoolClient, config: ConsumerConfig, buffer
 
 /** The where filters' column types from the source; a 422 at filter.where["<table>"] with the character when one does not compile. */
 export async function checkedFilterColumns(db: Pool | PoolClient, config: Pick<ConsumerConfig, 'source' | 'filter'>, bufferUrl: string) {
+  // No where filter (a stream's consumer never has one): no source to ask.
+  if (!config.filter?.where) return null;
   const source = (await getSource(db, config.source))!.config;
   const check = await checkWhereFilters(config, source.url || bufferUrl);
   if (!check.ok) {
@@ -86,12 +92,13 @@ export async function consumerRoutes(parent: FastifyInstance, opts: { deps: AppD
       await storeFilterColumns(db, config, String(pool.options.connectionString));
       // Where it starts in the log, in the same transaction: it is never seen at another position.
       const point = parseLogPoint(config.start ?? 'now')!;
-      const source = (await getSource(db, config.source))!.config;
-      const now = point.kind === 'now' ? await currentWal(source, String(pool.options.connectionString)) : null;
+      // A stream's consumer: "now" is the stream's tail, as the insert left it.
+      const source = config.stream === undefined ? (await getSource(db, config.source))!.config : null;
+      const now = point.kind === 'now' && source ? await currentWal(source, String(pool.options.connectionString)) : null;
       await setStartPosition(db, { id, source: config.source }, point, now);
       if (config.backfill) {
         // Checked and started with the consumer: a refusal saves neither.
-        const planned = await planBackfills({ id, config }, {}, source.url || String(pool.options.connectionString));
+        const planned = await planBackfills({ id, config }, {}, source?.url || String(pool.options.connectionString));
         if (!planned.ok) throw invalid({ backfill: Object.values(planned.issues).flat() });
         await insertBackfills(db, planned.backfills);
       }
@@ -160,8 +167,8 @@ export async function consumerRoutes(parent: FastifyInstance, opts: { deps: AppD
     return withTransaction(pool, async (db) => {
       // FOR UPDATE: not deleted or moved to another source meanwhile.
       const consumer = await existingConsumer(db, name, true);
-      const { source, tables, filter } = consumer.config;
-      return rewindConsumer(db, { id: consumer.id, source, tables, actions: filter?.actions }, point);
+      const { source, filter } = consumer.config;
+      return rewindConsumer(db, { id: consumer.id, source, tables: logTables(consumer.config), actions: filter?.actions }, point);
     });
   });
 
@@ -176,7 +183,7 @@ export async function consumerRoutes(parent: FastifyInstance, opts: { deps: AppD
     const out = await withTransaction(pool, async (db) => {
       // FOR UPDATE: not deleted or moved to another source meanwhile.
       const consumer = await existingConsumer(db, name, true);
-      const c = { id: consumer.id, name, source: consumer.config.source, tables: consumer.config.tables };
+      const c = { id: consumer.id, name, source: consumer.config.source, tables: logTables(consumer.config) };
       const sourceUrl = (await getSource(db, c.source))!.config.url || bufferUrl;
       if (dryRun) return { dry: await dryRunReplay(db, c, query, sourceUrl) } as const;
       const replay = await createReplay(db, c, query, sourceUrl);

@@ -13,6 +13,7 @@ import { rendererFor } from '../../render/render.js';
 import { tryOut } from '../../render/try-out.js';
 import type { AppDeps } from '../deps.js';
 import { ApiError, invalid } from '../errors.js';
+import { logTables } from '../../pipeline/route/tables.js';
 import type { SchemaTypes } from '../schemas/from-schema.js';
 import { consumerSchemas } from '../schemas/resources.js';
 import { checkedFilterColumns, existingConsumer } from './consumers.js';
@@ -48,7 +49,7 @@ export async function transformTestRoutes(parent: FastifyInstance, opts: { deps:
     } else {
       const table = body.table === undefined ? undefined : qualifyTable(body.table);
       if (table !== undefined && !config.tables.includes(table)) throw invalid({ table: [`"${table}" is not one of this consumer's tables`] });
-      const latest = await latestChange(pool, consumer.id, table ? [table] : config.tables);
+      const latest = await latestChange(pool, consumer.id, table ? [table] : logTables(config));
       if (!latest) {
         const which = table ?? config.tables.join(', ');
         throw invalid(

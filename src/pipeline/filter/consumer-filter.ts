@@ -4,6 +4,16 @@
 import type { ConsumerConfig } from '../../config/types.js';
 import { compileWhere, type CompiledFilter } from './compile.js';
 import { payloadRow } from './record.js';
+import { compileSubjects } from '../route/subjects.js';
+
+/**
+ * A published message's subject: its envelope starts {"subject":"…" and a
+ * subject has no character JSON escapes (src/streams/publisher.ts).
+ */
+function payloadSubject(payload: string): string {
+  const start = payload.indexOf('"subject":"') + 11;
+  return payload.slice(start, payload.indexOf('"', start));
+}
 
 export interface ConsumerFilter {
   /** Whether the stored change (its payload) of `table` passes: true passes; false and SQL's NULL do not. */
@@ -12,7 +22,7 @@ export interface ConsumerFilter {
 
 interface Filterable {
   name: string;
-  config: Pick<ConsumerConfig, 'filter'>;
+  config: Pick<ConsumerConfig, 'filter' | 'subjects'>;
   filter_columns: Record<string, Record<string, string>> | null;
 }
 
@@ -31,6 +41,13 @@ export function consumerFilter(c: Filterable): ConsumerFilter | null {
 }
 
 function compile(c: Filterable): ConsumerFilter | null {
+  // A stream's consumer: its subject patterns (every subject: no filter).
+  const subjects = c.config.subjects;
+  if (subjects) {
+    if (subjects.includes('>')) return null;
+    const matcher = compileSubjects(subjects);
+    return { passes: (_table, payload) => matcher.matches(payloadSubject(payload)) };
+  }
   const where = c.config.filter?.where;
   if (!where || Object.keys(where).length === 0) return null;
   const byTable = new Map<string, CompiledFilter>();
