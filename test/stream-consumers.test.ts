@@ -131,6 +131,10 @@ describe('consumers of a stream', () => {
       expect(messages.join(' '), JSON.stringify(r.body)).toMatch(reason);
     }
     expect(await count()).toBe(before);
+    // A stream with consumers is not deleted.
+    const del = await f.call('DELETE', '/api/streams/ev');
+    expect(del.status).toBe(409);
+    expect(del.body.summary).toMatch(/^Stream "ev" is used by consumers ev-all, ev-late, ev-orders; delete them first\.$/);
   });
 
   it('in the config file: applied, exported and read back the same', async () => {

@@ -195,6 +195,9 @@ describe('streams', () => {
       });
       expect(notJson.statusCode).toBe(400);
       expect(JSON.parse(notJson.body).summary).toMatch(/JSON/i);
+      const big = await f.call('POST', '/api/streams/pub/messages', { subject: 'a', data: 'x'.repeat(2 * 1024 * 1024) });
+      expect(big.status).toBe(413);
+      expect(typeof big.body.summary).toBe('string');
       const unknown = await f.call('POST', '/api/streams/nope/messages', { subject: 'a', data: 1 });
       expect(unknown.status).toBe(404);
       expect(unknown.body.summary).toBe('Stream "nope" does not exist.');
