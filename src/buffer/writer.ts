@@ -16,6 +16,7 @@ import { withTransaction, type Pool } from '../db/pool.js';
 import type { StagedChunk } from '../backfill/staged.js';
 import { idempotencyKey } from './message.js';
 import { coverLog, forgetCover, isNoPartition } from '../log/partitions.js';
+import { copyText } from './copy-text.js';
 
 /** One captured change, as stored in the log (once, whatever the number of consumers). */
 export interface LogRow {
@@ -84,15 +85,6 @@ const ADVANCE_POSITION = `
 const ADVANCE_AND_NOTIFY = `
 WITH pos AS (${ADVANCE_POSITION})
 SELECT count(pg_notify('sluice_messages', c)) FROM unnest($4::text[]) c`;
-
-const SPECIAL = /[\\\t\n\r]/;
-const SPECIAL_ALL = /[\\\t\n\r]/g;
-const ESCAPES: Record<string, string> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r' };
-
-/** A value in COPY's text format. */
-function copyText(s: string): string {
-  return SPECIAL.test(s) ? s.replace(SPECIAL_ALL, (c) => ESCAPES[c]) : s;
-}
 
 function* copyChunks(sourceNo: number, rows: LogRow[]): Generator<string> {
   // ~256 KB chunks: few stream writes, no single multi-megabyte string.

@@ -1,7 +1,11 @@
 // The buffer's side of publishing (migrations/0021_streams.sql): one
 // transaction per group of publishes to a stream, holding the stream's row so
 // that positions are handed out in commit order across gateway processes.
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { from as copyFrom } from 'pg-copy-streams';
 import type { Pool, PoolClient } from '../db/pool.js';
+import { copyText } from '../buffer/copy-text.js';
 
 export interface LockedStream {
   log_no: number;
@@ -43,27 +47,25 @@ export interface PublishedRow {
 // A stream's rows are one table named ".<stream>" to the walks and admissions
 // (migrations/0022_stream_consumers.sql). Its durable position, as a source's
 // confirmed LSN, is one past the last message: "now" for a new consumer.
-// One statement for the log rows, the keys, the stream's last position and
-// its durable position (read by retention as a source's confirmed LSN), and
-// the consumers' wake-up: one round trip besides the lock and the key check.
-const STORE = `
-WITH ins AS (
-  INSERT INTO sluice.log (source_no, commit_lsn, commit_idx, schema_name, table_name, action, group_key, committed_at, payload, subject)
-  SELECT $1::int, p, 0, '', $10, 'publish', g, $6::timestamptz, m, s
-  FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[]) AS x(p, s, g, m)
-  RETURNING 1
-), keys AS (
+// The rows go in by COPY (as capture's: several times faster than INSERT
+// from arrays, whose parsing dominated). Then one statement for the keys, the
+// stream's last position and its durable position (read by retention as a
+// source's confirmed LSN), and the consumers' wake-up.
+const COPY_LOG =
+  'COPY sluice.log (source_no, commit_lsn, commit_idx, schema_name, table_name, action, group_key, committed_at, payload, subject) FROM STDIN';
+const RECORD = `
+WITH keys AS (
   INSERT INTO sluice.stream_keys (stream_no, key, position, published_at)
-  SELECT $1::int, k, p, $6::timestamptz FROM unnest($7::text[], $8::bigint[]) AS y(k, p)
+  SELECT $1::int, k, p, $2::timestamptz FROM unnest($3::text[], $4::bigint[]) AS y(k, p)
 ), stream AS (
-  UPDATE sluice.streams SET last_position = $9::bigint WHERE log_no = $1
+  UPDATE sluice.streams SET last_position = $5::bigint WHERE log_no = $1
 ), pos AS (
   INSERT INTO sluice.source_positions AS sp (source_name, confirmed_lsn, last_commit_at, updated_at)
-  VALUES ($10, '0/0'::pg_lsn + ($9::numeric + 1), $6::timestamptz, now())
+  VALUES ($6, '0/0'::pg_lsn + ($5::numeric + 1), $2::timestamptz, now())
   ON CONFLICT (source_name) DO UPDATE
     SET confirmed_lsn = GREATEST(sp.confirmed_lsn, EXCLUDED.confirmed_lsn), last_commit_at = EXCLUDED.last_commit_at, updated_at = now()
 )
-SELECT (SELECT count(*) FROM ins) AS inserted, count(pg_notify('sluice_messages', c)) FROM unnest($11::text[]) c`;
+SELECT count(pg_notify('sluice_messages', c)) FROM unnest($7::text[]) c`;
 
 export async function storePublished(
   db: PoolClient,
@@ -72,13 +74,10 @@ export async function storePublished(
   publishedAt: string,
   wake: readonly string[],
 ): Promise<void> {
+  await pipeline(Readable.from(copyRows(stream, rows, publishedAt)), db.query(copyFrom(COPY_LOG)));
   const keyed = rows.filter((r) => r.key !== null);
-  await db.query(STORE, [
+  await db.query(RECORD, [
     stream.log_no,
-    rows.map((r) => r.position.toString()),
-    rows.map((r) => r.subject),
-    rows.map((r) => r.groupKey),
-    rows.map((r) => r.payload),
     publishedAt,
     keyed.map((r) => r.key),
     keyed.map((r) => r.position.toString()),
@@ -86,4 +85,19 @@ export async function storePublished(
     stream.name,
     wake,
   ]);
+}
+
+function* copyRows(stream: { name: string; log_no: number }, rows: PublishedRow[], publishedAt: string): Generator<string> {
+  const head = stream.log_no + '\t';
+  const mid = '\t0\t\t' + copyText(stream.name) + '\tpublish\t';
+  let chunk = '';
+  for (const r of rows) {
+    // Subjects hold no character COPY escapes (A-Z a-z 0-9 _ - .).
+    chunk += head + r.position + mid + copyText(r.groupKey) + '\t' + publishedAt + '\t' + copyText(r.payload) + '\t' + r.subject + '\n';
+    if (chunk.length > 262_144) {
+      yield chunk;
+      chunk = '';
+    }
+  }
+  if (chunk) yield chunk;
 }
