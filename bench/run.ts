@@ -1,7 +1,7 @@
 // `npm run bench`: every benchmark, one after another, each on its own fresh
 // embedded Postgres, then a summary beside the issue's targets. Prints figures;
 // asserts nothing. BENCH_SCALE=0.1 runs a tenth of each backlog; BENCH_ONLY=
-// capture,pull,push,latency,retention,rewind,filters,backfill,subjects picks some.
+// capture,pull,push,latency,retention,rewind,filters,backfill,publish,subjects picks some.
 import os from 'node:os';
 import { runCaptureBench } from './capture.js';
 import { runLatencyBench } from './latency.js';
@@ -14,6 +14,7 @@ import { runRewindBench } from './rewind.js';
 import { runBackfillBench } from './backfill.js';
 import { runBackfillLatencyBench } from './backfill-latency.js';
 import { runSubjectsBench } from './subjects.js';
+import { runPublishBench } from './publish.js';
 
 const scale = Number(process.env.BENCH_SCALE ?? 1);
 const only = process.env.BENCH_ONLY?.split(',');
@@ -90,6 +91,12 @@ if (want('backfill')) {
   }
 }
 
+if (want('publish')) {
+  const r = await runPublishBench(Math.max(5, Math.round(10 * scale)));
+  rows.push(['publish: batches of 100, 8 clients', `${fmt(r.batchPerSecond)} messages/s durable`, '≥ 50,000/s']);
+  rows.push(['publish: one message per request, 32 clients', `${fmt(r.singlePerSecond)}/s, p99 ${r.singleP99.toFixed(1)} ms`, '≥ 5,000/s, p99 ≤ 50 ms']);
+  rows.push(['publish → webhook at 1,000/s', `p50 ${r.webhookP50} ms, p99 ${r.webhookP99} ms (${r.webhookReceived}/${r.webhookSent})`, 'p99 ≤ 100 ms']);
+}
 if (want('subjects')) {
   const r = runSubjectsBench();
   rows.push([`subjects: a consumer with ${r.patterns} patterns`, `${(r.uncachedNs / 1000).toFixed(2)} µs a message (new subjects), ${(r.cachedNs / 1000).toFixed(3)} µs (repeated)`, '< 2 µs']);
