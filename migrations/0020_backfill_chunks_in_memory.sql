@@ -22,6 +22,11 @@
 DROP FUNCTION sluice.backfill_emit(integer, bigint, integer, bigint, text, text);
 DROP TABLE sluice.backfill_rows;
 
+-- The low watermark of the last chunk stored: the next chunk's window starts
+-- there (a margin of one chunk, src/backfill/runner.ts), also in a process
+-- that took the backfill over after a restart.
+ALTER TABLE sluice.backfills ADD COLUMN last_low_lsn bigint;
+
 CREATE FUNCTION sluice.backfill_open(p_backfill bigint, p_chunk integer)
 RETURNS uuid
 LANGUAGE sql VOLATILE AS $$
@@ -55,6 +60,7 @@ BEGIN
   v_sent := coalesce(v_b.chunk_rows, 0) - v_stale;
   UPDATE sluice.backfills b SET
     last_key = coalesce(b.chunk_last_key, b.last_key),
+    last_low_lsn = b.chunk_low_lsn,
     rows_read = b.rows_read + coalesce(b.chunk_rows, 0),
     rows_sent = b.rows_sent + v_sent,
     chunk_low_lsn = NULL, chunk_last_key = NULL, chunk_rows = NULL,

@@ -6,6 +6,8 @@
 -- stream consumer that one table. Subject patterns are matched in the gateway
 -- (src/pipeline/route/subjects.ts), on the filtered path a where filter takes;
 -- a consumer of every subject (">") needs no filter.
+-- A source's consumer may have subject patterns too, matched against its
+-- changes' subjects (<database>.<schema>.<table>.<action>).
 CREATE OR REPLACE FUNCTION sluice.consumer_route(p_consumer uuid,
   OUT source_no integer, OUT tables text[], OUT group_by jsonb, OUT active boolean, OUT actions text[],
   OUT filtered boolean)
@@ -21,8 +23,7 @@ BEGIN
               THEN ARRAY(SELECT jsonb_array_elements_text(c.config -> 'filter' -> 'actions')) END,
          coalesce(jsonb_typeof(c.config -> 'filter' -> 'where') = 'object'
                   AND c.config -> 'filter' -> 'where' <> '{}'::jsonb, false)
-         OR (st.log_no IS NOT NULL AND jsonb_typeof(c.config -> 'subjects') = 'array'
-             AND NOT c.config -> 'subjects' @> '[">"]'::jsonb)
+         OR coalesce(jsonb_typeof(c.config -> 'subjects') = 'array' AND NOT c.config -> 'subjects' @> '[">"]'::jsonb, false)
   INTO source_no, tables, group_by, active, actions, filtered
   FROM sluice.consumers c
   LEFT JOIN sluice.sources s ON s.name = c.source_name

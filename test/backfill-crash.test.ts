@@ -36,17 +36,21 @@ const children = new Set<Child>();
 /** Per consumer: the copy its messages make, and the idempotency keys of each row's read messages. */
 interface Copy {
   rows: Map<string, any>;
+  /** Per key, what was applied, in order (for the failure message). */
+  history: Map<string, string[]>;
   reads: Map<string, Set<string>>;
   messages: number;
 }
 const copies: Record<string, Copy> = {};
-for (const name of ['items', 'pairs', 'recent']) copies[name] = { rows: new Map(), reads: new Map(), messages: 0 };
+for (const name of ['items', 'pairs', 'recent']) copies[name] = { rows: new Map(), history: new Map(), reads: new Map(), messages: 0 };
 
 /** Applied on arrival, as a receiver would: per row, a later message is never sent while an earlier one is unanswered. */
 function apply(consumer: string, m: any): void {
   const copy = copies[consumer];
   copy.messages++;
   const key = JSON.stringify(m.metadata.record_pks);
+  if (!copy.history.has(key)) copy.history.set(key, []);
+  copy.history.get(key)!.push(`${m.metadata.commit_lsn}:${m.metadata.commit_idx} ${m.action ?? (m.deleted ? 'tombstone' : 'row')} v=${m.record?.v}`);
   if ('deleted' in m) {
     // message_kind: row
     if (m.deleted) copy.rows.delete(key);
@@ -217,7 +221,7 @@ describe('three backfills at once with the gateway killed twice during them', ()
         const inTable = new Set(table.map(keyOf));
         const wrong = table
           .filter((r) => (copy.has(keyOf(r)) || required(r)) && JSON.stringify(pick(copy.get(keyOf(r)), Object.keys(r))) !== JSON.stringify(r))
-          .map((r) => `${keyOf(r)}: table ${JSON.stringify(r)}, copy ${JSON.stringify(copy.get(keyOf(r)))}`);
+          .map((r) => `${keyOf(r)}: table ${JSON.stringify(r)}, copy ${JSON.stringify(copy.get(keyOf(r)))}, applied ${JSON.stringify(copies[name].history.get(keyOf(r)))}`);
         const extra = [...copy.keys()].filter((k) => !inTable.has(k));
         return { name, wrong: wrong.slice(0, 5), wrongCount: wrong.length, extra: extra.slice(0, 5) };
       };

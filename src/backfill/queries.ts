@@ -23,6 +23,8 @@ export interface BackfillRow {
   last_key: string[] | null;
   chunk_no: number;
   chunk_low_lsn: string | null;
+  /** The low watermark of the last chunk stored. */
+  last_low_lsn: string | null;
   rows_read: string;
   rows_sent: string;
   rows_estimate: string | null;
@@ -35,7 +37,7 @@ export interface BackfillRow {
 const SELECT = `
 SELECT b.id::text, b.consumer_id, c.name AS consumer_name, c.source_name, b.schema_name, b.table_name, b.key_columns,
        b.start_column, b.start_from, b.chunk_size, b.max_rows_per_second, b.max_backlog, b.state, b.last_key, b.chunk_no,
-       b.chunk_low_lsn::text, b.rows_read::text, b.rows_sent::text, b.rows_estimate::text, b.error,
+       b.chunk_low_lsn::text, b.last_low_lsn::text, b.rows_read::text, b.rows_sent::text, b.rows_estimate::text, b.error,
        b.created_at, b.updated_at, b.finished_at
 FROM sluice.backfills b JOIN sluice.consumers c ON c.id = b.consumer_id`;
 

@@ -170,7 +170,9 @@ export class BackfillRunner {
     // read, beyond what the wait in read() catches. Leaving out a row that a
     // change since then carries is always safe: that change is delivered, and
     // holds the row as it is after it.
-    const prev = this.lastLow.get(b.id);
+    // After a restart: the chunk staged and not stored, else the last stored.
+    const stored = b.chunk_low_lsn ?? b.last_low_lsn;
+    const prev = this.lastLow.get(b.id) ?? (stored === null ? undefined : BigInt(stored));
     const lowLsn = prev !== undefined && prev < low.lsn ? prev : low.lsn;
     this.lastLow.set(b.id, low.lsn);
     const final = read.rows < b.chunk_size;

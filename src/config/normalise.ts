@@ -216,12 +216,15 @@ function normaliseStreamSide(y: YamlConsumer, at: PathSegment[], issues: RawIssu
   if (y.backfill !== undefined) issues.push(issue([...at, 'backfill'], 'is for a consumer of a source (a stream has no table to read)'));
   if (y.message_kind === 'row') issues.push(issue([...at, 'message_kind'], 'row is for a consumer of a source (a stream message is no row)'));
   if (typeof y.group_by === 'object') issues.push(issue([...at, 'group_by'], "a stream's messages are grouped by their key: true or false"));
-  const subjects = y.subjects ?? ['>'];
+  return { stream: y.stream!, subjects: checkedPatterns(y.subjects ?? ['>'], at, issues) };
+}
+
+function checkedPatterns(subjects: string[], at: PathSegment[], issues: RawIssue[]): string[] {
   subjects.forEach((p, i) => {
     const why = patternError(p);
     if (why) issues.push(issue([...at, 'subjects', i], `"${p}" ${why}`));
   });
-  return { stream: y.stream!, subjects };
+  return subjects;
 }
 
 export function normaliseConsumer(y: YamlConsumer, at: PathSegment[], issues: RawIssue[]): ConsumerConfig {
@@ -230,9 +233,10 @@ export function normaliseConsumer(y: YamlConsumer, at: PathSegment[], issues: Ra
   if (!streamSide) {
     if (y.source === undefined) issues.push(issue([...at, 'source'], 'is required (or stream, for a consumer of a stream)'));
     if (y.tables === undefined) issues.push(issue([...at, 'tables'], 'is required'));
-    if (y.subjects !== undefined) issues.push(issue([...at, 'subjects'], 'is for a consumer of a stream; a consumer of a source selects tables'));
   }
   const tables = streamSide ? [] : qualifyAll(y.tables ?? [], [...at, 'tables'], issues);
+  // A source's consumer may narrow its tables' changes by subject too (<database>.<schema>.<table>.<action>).
+  const sourceSubjects = !streamSide && y.subjects !== undefined ? checkedPatterns(y.subjects, at, issues) : undefined;
   let groupBy: ConsumerConfig['group_by'] = y.group_by ?? DEFAULTS.consumer.group_by;
   if (typeof groupBy === 'object') {
     const byTable: Record<string, string[]> = {};
@@ -253,6 +257,7 @@ export function normaliseConsumer(y: YamlConsumer, at: PathSegment[], issues: Ra
     kind: y.kind,
     tables,
     ...streamSide,
+    ...(sourceSubjects && { subjects: sourceSubjects }),
     group_by: groupBy,
     dead_letter_blocks_group: y.dead_letter_blocks_group ?? DEFAULTS.consumer.dead_letter_blocks_group,
     message_kind: y.message_kind ?? DEFAULTS.consumer.message_kind,

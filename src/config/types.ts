@@ -65,7 +65,11 @@ export interface ConsumerConfig {
   tables: string[];
   /** Set (to the stream's name, as `source`) for a consumer of a stream. */
   stream?: string;
-  /** A stream consumer's subject patterns (src/pipeline/route/subjects.ts); [">"] for every message. */
+  /**
+   * Subject patterns (src/pipeline/route/subjects.ts): a stream consumer's
+   * selection ([">"] for every message); on a source's consumer, absent or a
+   * narrowing of its tables' changes by <database>.<schema>.<table>.<action>.
+   */
   subjects?: string[];
   /**
    * Per-group ordering. `true` (default): group by each table's primary key.

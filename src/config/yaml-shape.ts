@@ -37,6 +37,7 @@ export function toYamlConsumer(c: ConsumerConfig): YamlConsumer {
     ...(c.stream !== undefined ? { stream: c.stream, subjects: [...(c.subjects ?? ['>'])] } : { source: c.source }),
     kind: c.kind,
     ...(c.stream === undefined && { tables: [...c.tables] }),
+    ...(c.stream === undefined && c.subjects !== undefined && { subjects: [...c.subjects] }),
     group_by: typeof c.group_by === 'object' ? { ...c.group_by } : c.group_by,
     dead_letter_blocks_group: c.dead_letter_blocks_group,
     message_kind: c.message_kind ?? 'change',

@@ -4,7 +4,8 @@
 import type { ConsumerConfig } from '../../config/types.js';
 import { compileWhere, type CompiledFilter } from './compile.js';
 import { payloadRow } from './record.js';
-import { compileSubjects } from '../route/subjects.js';
+import { changeSubject, compileSubjects, type SubjectMatcher } from '../route/subjects.js';
+import { collect, type PathNode } from '../transform/scan.js';
 
 /**
  * A published message's subject: its envelope starts {"subject":"…" and a
@@ -22,7 +23,7 @@ export interface ConsumerFilter {
 
 interface Filterable {
   name: string;
-  config: Pick<ConsumerConfig, 'filter' | 'subjects'>;
+  config: Pick<ConsumerConfig, 'filter' | 'subjects' | 'stream'>;
   filter_columns: Record<string, Record<string, string>> | null;
 }
 
@@ -41,13 +42,36 @@ export function consumerFilter(c: Filterable): ConsumerFilter | null {
 }
 
 function compile(c: Filterable): ConsumerFilter | null {
-  // A stream's consumer: its subject patterns (every subject: no filter).
+  // Subject patterns (every subject, ">": none), and where filters: both must pass.
   const subjects = c.config.subjects;
-  if (subjects) {
-    if (subjects.includes('>')) return null;
-    const matcher = compileSubjects(subjects);
-    return { passes: (_table, payload) => matcher.matches(payloadSubject(payload)) };
-  }
+  const bySubject = subjects && !subjects.includes('>') ? subjectFilter(c, compileSubjects(subjects)) : null;
+  const byWhere = whereFilter(c);
+  if (!bySubject || !byWhere) return bySubject ?? byWhere;
+  return { passes: (table, payload) => bySubject.passes(table, payload) && byWhere.passes(table, payload) };
+}
+
+/** A stream's message by its own subject; a captured change by <database>.<schema>.<table>.<action>. */
+function subjectFilter(c: Filterable, matcher: SubjectMatcher): ConsumerFilter {
+  if (c.config.stream !== undefined) return { passes: (_table, payload) => matcher.matches(payloadSubject(payload)) };
+  return { passes: (_table, payload) => matcher.matches(changeSubjectOf(payload)) };
+}
+
+const leaf = (slot: number): PathNode => ({ slot, children: null });
+const CHANGE_FIELDS: PathNode = {
+  slot: -1,
+  children: new Map<string, PathNode>([
+    ['action', leaf(0)],
+    ['metadata', { slot: -1, children: new Map([['table_schema', leaf(1)], ['table_name', leaf(2)], ['database_name', leaf(3)]]) }],
+  ]),
+};
+
+/** The change's subject, from its stored envelope. */
+function changeSubjectOf(payload: string): string {
+  const [action, schema, table, database] = collect(payload, CHANGE_FIELDS, 4).map((v) => (v === undefined ? '' : String(JSON.parse(v))));
+  return changeSubject(database, schema, table, action);
+}
+
+function whereFilter(c: Filterable): ConsumerFilter | null {
   const where = c.config.filter?.where;
   if (!where || Object.keys(where).length === 0) return null;
   const byTable = new Map<string, CompiledFilter>();

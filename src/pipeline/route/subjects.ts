@@ -47,6 +47,20 @@ function syntaxError(s: string, pattern: boolean): string | null {
   return null;
 }
 
+/**
+ * A name as one subject token: each character outside A-Z a-z 0-9 _ - becomes
+ * "_" ("order items" -> "order_items"; "" -> "_"). Two names that differ only
+ * there share a token: select such tables by the table list instead.
+ */
+export function subjectToken(name: string): string {
+  return name.length === 0 ? '_' : name.replace(/[^A-Za-z0-9_-]/g, '_');
+}
+
+/** The subject of a captured change: <database>.<schema>.<table>.<action>. */
+export function changeSubject(database: string, schema: string, table: string, action: string): string {
+  return `${subjectToken(database)}.${subjectToken(schema)}.${subjectToken(table)}.${subjectToken(action)}`;
+}
+
 interface Node {
   literal: Map<string, Node>;
   star: Node | null;
