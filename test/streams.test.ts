@@ -220,6 +220,14 @@ describe('streams', () => {
       }
       expect((await stored('pub')).filter((r) => r.subject.startsWith('load.')).length).toBe(1000);
 
+      // A stream whose last position runs ahead of this clock (another
+      // gateway's clock ahead by an hour): positions go on from it.
+      const ahead = (Date.now() + 3_600_000) * 1000;
+      await f.pool.query(`UPDATE sluice.streams SET last_position = $1 WHERE name = 'pub'`, [ahead]);
+      const later = await f.call('POST', '/api/streams/pub/messages', { subject: 'clock.ahead', data: 1 });
+      expect(later.status, JSON.stringify(later.body)).toBe(200);
+      expect(later.body.data[0].sequence).toBe(ahead + 1);
+
       expect((await f.call('DELETE', '/api/streams/pub')).status).toBe(204);
       expect((await f.call('POST', '/api/streams/pub/messages', { subject: 'a', data: 1 })).status).toBe(404);
       expect((await f.call('POST', '/api/streams', { name: 'pub' })).status).toBe(201);

@@ -54,6 +54,8 @@ export class Publisher {
   private readonly queues = new Map<string, StreamQueue>();
   /** Per stream name: its log number, as last seen (a stream deleted and made again gets a new one). */
   private readonly logNos = new Map<string, number>();
+  /** Per stream name: its last position, as last seen under its lock. */
+  private readonly lastPositions = new Map<string, bigint>();
 
   constructor(
     private readonly pool: Pool,
@@ -109,13 +111,18 @@ export class Publisher {
         this.logNos.set(stream, (logNo = found));
       }
       // Positions are microseconds from now on (ahead only under a flood).
+      // From the stream's last position as last seen, if that is ahead of this
+      // clock (a flood, or another gateway's clock running ahead).
       const now = BigInt(Date.now()) * 1000n;
-      await coverLog(this.pool, logNo, now, now + BigInt(messages.length), PARTITION_SECONDS);
+      const last = this.lastPositions.get(stream) ?? 0n;
+      const from = last >= now ? last + 1n : now;
+      await coverLog(this.pool, logNo, from, from + BigInt(messages.length), PARTITION_SECONDS);
       try {
         return await withTransaction(this.pool, async (db) => {
           const locked = await lockStream(db, stream);
           if (!locked) throw new UnknownStream(`Stream "${stream}" does not exist.`);
           if (locked.log_no !== logNo) throw new StaleLogNo();
+          this.lastPositions.set(stream, locked.last_position);
           const keyed = [...new Set(messages.flatMap((m) => (m.idempotency_key === undefined ? [] : [m.idempotency_key])))];
           const before = await storedKeys(db, locked.log_no, keyed);
           // Read the clock again: the lock may have been waited for.
