@@ -49,6 +49,17 @@ export async function consumersOfSource(db: Db, sourceName: string): Promise<Con
   return (await db.query<Raw>(sql, [sourceName])).rows.map(toRow);
 }
 
+/**
+ * The refusal of deleting a source or stream that consumers still read (their
+ * source_name names either), or null when none does.
+ */
+export async function usedBy(db: Db, what: 'Source' | 'Stream', name: string): Promise<string | null> {
+  const users = (await consumersOfSource(db, name)).map((c) => c.name);
+  if (users.length === 0) return null;
+  const them = users.length > 1 ? 'them' : 'it';
+  return `${what} "${name}" is used by consumer${users.length > 1 ? 's' : ''} ${users.join(', ')}; delete ${them} first.`;
+}
+
 /** The names among `names` that are consumers. */
 export async function listConsumerNames(db: Db, names: string[]): Promise<string[]> {
   const { rows } = await db.query<{ name: string }>('SELECT name FROM sluice.consumers WHERE name = ANY($1::text[])', [names]);

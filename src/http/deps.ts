@@ -4,7 +4,6 @@
 import type { ConsumerRegistry } from '../buffer/consumers.js';
 import type { Wakeup } from '../buffer/wakeup.js';
 import type { Pool } from '../db/pool.js';
-import type { Publisher } from '../streams/publisher.js';
 
 export interface SourceStatus {
   name: string;
@@ -34,8 +33,6 @@ export interface AppDeps {
   /** The process's LISTEN connection for new-message wake-ups (pull long-polls, dispatcher). */
   wakeup?: Wakeup;
   logger?: boolean | Record<string, unknown>;
-  /** Publishes to streams (one per process: publishes to a stream share its writes); made by the routes when absent. */
-  publisher?: Publisher;
   /** Backfills of this source were created: its capture (if this process runs it) starts on them now. */
   backfillsCreated?(sourceName: string): void;
 }

@@ -13,9 +13,10 @@ import { Publisher, UnknownStream, type PublishMessage } from '../../streams/pub
 export async function publishRoutes(parent: FastifyInstance, opts: { deps: AppDeps }) {
   const app = parent.withTypeProvider<SchemaTypes>();
   const { consumers } = opts.deps;
-  // The consumers of the stream are woken when its messages commit (their
+  // One per app (so per process): publishes to a stream share its writes. The
+  // consumers of the stream are woken when its messages commit (their
   // long-polls and dispatchers wait on that notification).
-  const publisher = opts.deps.publisher ?? new Publisher(opts.deps.pool, (stream) => consumers.all().filter((c) => c.config.stream === stream).map((c) => c.id));
+  const publisher = new Publisher(opts.deps.pool, (stream) => consumers.all().filter((c) => c.config.stream === stream).map((c) => c.id));
 
   app.post('/streams/:name/messages', { schema: publishSchema }, async (request) => {
     const body = request.body as Record<string, unknown>;

@@ -1,7 +1,7 @@
 // /api/sources: databases Sluice captures from. Bodies are one entry of the
 // YAML `sources:` list, validated by the config loader.
 import type { FastifyInstance, FastifySchemaCompiler } from 'fastify';
-import { consumersOfSource } from '../../api/consumers.js';
+import { consumersOfSource, usedBy } from '../../api/consumers.js';
 import { checkSource } from '../../api/source-check.js';
 import { getSource, listSources, type SourceRow } from '../../api/sources.js';
 import { getStream } from '../../api/streams.js';
@@ -111,11 +111,8 @@ export async function sourceRoutes(parent: FastifyInstance, opts: { deps: AppDep
     const { name } = request.params;
     await changeConfig(deps, async (db) => {
       await existing(db, name, true);
-      const users = (await consumersOfSource(db, name)).map((c) => c.name);
-      if (users.length) {
-        const them = users.length > 1 ? 'them' : 'it';
-        throw conflict(`Source "${name}" is used by consumer${users.length > 1 ? 's' : ''} ${users.join(', ')}; delete ${them} first.`);
-      }
+      const refusal = await usedBy(db, 'Source', name);
+      if (refusal) throw conflict(refusal);
       await q.deleteSource(db, name);
     });
     return reply.status(204).send(null);

@@ -1,7 +1,7 @@
 // /api/streams: named logs of messages applications publish. Bodies are one
 // entry of the YAML `streams:` list, validated by the config loader.
 import type { FastifyInstance, FastifySchemaCompiler } from 'fastify';
-import { consumersOfSource } from '../../api/consumers.js';
+import { usedBy } from '../../api/consumers.js';
 import { getStream, listStreams, logNameTaken, type StreamRow } from '../../api/streams.js';
 import { toYamlStream, validateStream } from '../../config/load.js';
 import * as q from '../../config/queries.js';
@@ -65,12 +65,8 @@ export async function streamRoutes(parent: FastifyInstance, opts: { deps: AppDep
     const { name } = request.params;
     await changeConfig(deps, async (db) => {
       await existing(db, name, true);
-      // A consumer's source_name names its stream too.
-      const users = (await consumersOfSource(db, name)).map((c) => c.name);
-      if (users.length) {
-        const them = users.length > 1 ? 'them' : 'it';
-        throw conflict(`Stream "${name}" is used by consumer${users.length > 1 ? 's' : ''} ${users.join(', ')}; delete ${them} first.`);
-      }
+      const refusal = await usedBy(db, 'Stream', name);
+      if (refusal) throw conflict(refusal);
       await q.deleteStream(db, name);
     });
     return reply.status(204).send(null);
