@@ -103,6 +103,10 @@ describe('consumers of a stream', () => {
     const byKey = (key: string) => again.filter((m) => m.metadata.key === key).map((m) => m.data);
     expect(byKey('order-7')).toEqual([1, 2]);
     expect(again.filter((m) => !m.metadata.key.startsWith('order-')).map((m) => m.subject)).toEqual(['orders.new', 'sensors.t.us-west', 'orders.paid']);
+    // Replay by query (tables, where) is a source's; a stream's consumer is rewound instead.
+    const replay = await f.call('POST', '/api/consumers/ev-orders/replay', { from: 'earliest' });
+    expect(replay.status, JSON.stringify(replay.body)).toBe(422);
+    expect(replay.body.summary).toMatch(/replay by query is for consumers of sources; .*rewind/);
     expect((await f.call('POST', '/api/consumers', { name: 'ev-late', kind: 'pull', stream: 'ev' })).status).toBe(201);
     await f.deps.consumers.reload();
     expect(await drain('ev-late')).toEqual([]);

@@ -183,6 +183,10 @@ export async function consumerRoutes(parent: FastifyInstance, opts: { deps: AppD
     const out = await withTransaction(pool, async (db) => {
       // FOR UPDATE: not deleted or moved to another source meanwhile.
       const consumer = await existingConsumer(db, name, true);
+      // A replay selects a source's changes by table and row (where); a stream has neither.
+      if (consumer.config.stream !== undefined) {
+        throw invalid({ name: [`reads stream "${consumer.config.stream}": replay by query is for consumers of sources; to deliver its messages again, POST /api/consumers/${name}/rewind`] });
+      }
       const c = { id: consumer.id, name, source: consumer.config.source, tables: logTables(consumer.config) };
       const sourceUrl = (await getSource(db, c.source))!.config.url || bufferUrl;
       if (dryRun) return { dry: await dryRunReplay(db, c, query, sourceUrl) } as const;
