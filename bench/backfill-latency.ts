@@ -15,6 +15,7 @@ import { startEmbedded } from '../src/db/embedded.js';
 import { Gateway } from '../src/gateway.js';
 import { createLogger } from '../src/log.js';
 import { loadConfig } from '../src/config/load.js';
+import { pct } from './latency.js';
 
 export interface BackfillLatencyResult {
   rows: number;
@@ -29,7 +30,6 @@ export interface BackfillLatencyResult {
 }
 
 const TOKEN = 'bench-token-0123456789';
-const pct = (s: number[], q: number) => s[Math.min(s.length - 1, Math.floor(q * s.length))] ?? NaN;
 
 export async function runBackfillLatencyBench(rows = 1_000_000, rate = 500, chunkSize = 1000, log = console.log): Promise<BackfillLatencyResult> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'sluice-bflat-'));

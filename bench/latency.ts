@@ -23,7 +23,8 @@ export interface LatencyResult {
   max: number;
 }
 
-const pct = (s: number[], q: number) => s[Math.min(s.length - 1, Math.floor(q * s.length))] ?? NaN;
+/** The value at quantile q of sorted samples (NaN when none). */
+export const pct = (s: number[], q: number) => s[Math.min(s.length - 1, Math.floor(q * s.length))] ?? NaN;
 
 function configText(kind: 'pull' | 'webhook', webhookUrl: string): string {
   const consumer =

@@ -17,6 +17,7 @@ import { startEmbedded } from '../src/db/embedded.js';
 import { Gateway } from '../src/gateway.js';
 import { createLogger } from '../src/log.js';
 import { loadConfig } from '../src/config/load.js';
+import { pct } from './latency.js';
 
 export interface PublishBenchResult {
   batchPerSecond: number;
@@ -30,7 +31,6 @@ export interface PublishBenchResult {
 }
 
 const TOKEN = 'bench-token-0123456789';
-const pct = (s: number[], q: number) => s[Math.min(s.length - 1, Math.floor(q * s.length))] ?? NaN;
 const data = (i: number) => ({ id: i, account: 'acct-' + (i % 1000), kind: 'order.created', total: '1234.56', note: 'x'.repeat(120) });
 
 export async function runPublishBench(seconds = 10, log = console.log): Promise<PublishBenchResult> {
