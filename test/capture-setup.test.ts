@@ -200,8 +200,12 @@ describe('capture setup: every refusal names the fix', () => {
     // Publication before slot.
     expect(text.indexOf('CREATE PUBLICATION')).toBeLessThan(text.indexOf('pg_create_logical_replication_slot'));
     // Run what it prints except ALTER SYSTEM (wal_level is already logical here).
-    const statements = text.split('\n').filter((l) => l.trim() && !l.startsWith('--') && !l.startsWith('ALTER SYSTEM'));
+    // The outbox's function (last, optional) is one multi-line statement; the rest one per line.
+    const [required, outbox] = text.split('-- 5. Optional, for the transactional outbox');
+    const statements = required.split('\n').filter((l) => l.trim() && !l.startsWith('--') && !l.startsWith('ALTER SYSTEM'));
     for (const s of statements) await sql(url, s);
+    await sql(url, outbox.slice(outbox.indexOf('\n') + 1));
+    expect((await sql(url, `SELECT to_regprocedure('sluice.publish(text,text,jsonb,text,text)') IS NOT NULL AS ok`)).rows[0].ok).toBe(true);
     cleanups.push(() => sql(url, `SELECT pg_drop_replication_slot('sluice_print')`));
     const ok = await ensureSource(pool(url), src);
     expect(ok).toMatchObject({ createdPublication: false, createdSlot: false, addedTables: [] });

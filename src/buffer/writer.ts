@@ -17,6 +17,7 @@ import type { StagedChunk } from '../backfill/staged.js';
 import { idempotencyKey } from './message.js';
 import { coverLog, forgetCover, isNoPartition } from '../log/partitions.js';
 import { copyText } from './copy-text.js';
+import { coverOutbox, forgetOutboxCovers, storeOutbox, type OutboxWrite } from '../streams/outbox.js';
 
 /** One captured change, as stored in the log (once, whatever the number of consumers). */
 export interface LogRow {
@@ -52,6 +53,8 @@ export interface BatchWrite {
   rows: LogRow[];
   /** Backfill watermarks, stored after the rows (each chunk after the changes before it). */
   marks?: BackfillMark[];
+  /** Outbox messages of the batch's complete transactions, for their streams' logs (src/streams/outbox.ts). */
+  outbox?: OutboxWrite;
   /** End LSN of the last complete transaction in this batch; null for a chunk of an unfinished one. */
   checkpoint: bigint | null;
   lastCommitAt: string | null;
@@ -152,6 +155,7 @@ const BACKFILL_STORED = 'SELECT sluice.backfill_stored($1, $2::bigint, $3::bigin
 
 /** Makes sure log partitions cover the batch's LSNs: a round trip only when it reaches past the newest one. */
 async function cover(pool: Pool, batch: BatchWrite): Promise<void> {
+  if (batch.outbox?.messages.length) await coverOutbox(pool, batch.outbox.messages);
   const rows = batch.rows;
   const marks = batch.marks ?? [];
   if (rows.length === 0 && marks.length === 0) return;
@@ -184,6 +188,7 @@ export async function writeBatch(pool: Pool, batch: BatchWrite): Promise<void> {
     // again and retry once.
     if (!isNoPartition(err)) throw err;
     forgetCover(batch.sourceNo);
+    forgetOutboxCovers();
     await cover(pool, batch);
     await write(pool, batch);
   }
@@ -193,7 +198,7 @@ async function write(pool: Pool, batch: BatchWrite): Promise<void> {
   const consumers = wakeList(batch.rows);
   const checkpoint = batch.checkpoint === null ? null : batch.checkpoint.toString();
   const marks = batch.marks ?? [];
-  if (batch.rows.length <= SMALL_BATCH && marks.length === 0) {
+  if (batch.rows.length <= SMALL_BATCH && marks.length === 0 && !batch.outbox?.messages.length) {
     const rows = batch.rows;
     // One statement commits at once: it waits its turn first.
     await batch.beforeCommit?.();
@@ -242,6 +247,9 @@ async function write(pool: Pool, batch: BatchWrite): Promise<void> {
     // After the previous write committed: each chunk's check for changes of
     // its rows between its watermarks sees every change stored before it.
     for (const m of opened) await client.query(BACKFILL_STORED, [batch.sourceNo, m.backfillId, m.commitLsn.toString()]);
+    // Also after it: positions in a stream are handed out in commit order,
+    // and a stream's lock is held only from here to COMMIT.
+    if (batch.outbox?.messages.length) await storeOutbox(client, batch.outbox);
     await client.query(ADVANCE_AND_NOTIFY, [batch.sourceName, checkpoint, batch.lastCommitAt, consumers]);
     await client.query('COMMIT');
   } catch (err) {

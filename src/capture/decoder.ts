@@ -5,6 +5,7 @@
 // a JS number or a JSON.parse/stringify round trip.
 import { idempotencyKey } from '../buffer/message.js';
 import type { LogRow } from '../buffer/writer.js';
+import type { OutboxFields, OutboxMessage } from './outbox.js';
 import { isoFromMicros } from './commit-time.js';
 import type { Relation, ReplicationEvent, Tuple } from './replication.js';
 import { encodeValue, unknownType, type TypeInfo, type TypeLookup } from './values.js';
@@ -126,6 +127,15 @@ export class ChangeDecoder {
     // Re-serialised: compact, and free of anything JSON.parse tolerated.
     this.annotationsJson = JSON.stringify(value);
     return null;
+  }
+
+  /**
+   * An outbox message of the current transaction (src/capture/outbox.ts). It
+   * takes the next index among the transaction's changes, so its place
+   * between them is known.
+   */
+  outbox(stream: string, fields: OutboxFields): OutboxMessage {
+    return { stream, ...fields, commitLsn: this.commitLsn, commitIdx: this.idx++, committedAt: this.committedAt };
   }
 
   /** Appends this change's log row to `out`. */

@@ -20,6 +20,7 @@ import { CONFIG_MARKER_PREFIX } from './config-marker.js';
 import type { StagedChunks } from '../backfill/staged.js';
 import type { ChangeDecoder } from './decoder.js';
 import type { ReplicationEvent } from './replication.js';
+import { outboxStream, parseOutbox, type OutboxMessage } from './outbox.js';
 
 /**
  * Buffer writes in progress at once. Two let one batch's rows travel while the
@@ -51,6 +52,10 @@ export interface SessionDeps {
   staged?: StagedChunks;
   /** A transaction_annotations.set message was ignored (the reason). */
   onBadAnnotations?(reason: string): void;
+  /** Consumers of a stream, woken when outbox messages to it are stored. */
+  streamWake?(stream: string): readonly string[];
+  /** An outbox message was not stored: its content is refused, or its stream does not exist. */
+  onOutboxRefused?(stream: string, reason: string, count: number): void;
   onWritten?(rows: number, checkpoint: bigint | null): void;
   /**
    * Test-only: each buffer write waits this long before it starts. Crash tests
@@ -67,6 +72,10 @@ export class CaptureSession {
   private marks: BackfillMark[] = [];
   /** Watermarks met in the open transaction (stored at its commit). */
   private txMarks: { id: string; chunk: number }[] = [];
+  /** Outbox messages of complete transactions, to store with them (src/capture/outbox.ts). */
+  private outbox: OutboxMessage[] = [];
+  /** Outbox messages of the open transaction: kept only if it commits. */
+  private txOutbox: OutboxMessage[] = [];
   private txCommitLsn = 0n;
   private checkpoint: bigint | null = null;
   private lastCommitAt: string | null = null;
@@ -133,6 +142,7 @@ export class CaptureSession {
         this.skipping = e.commitLsn < this.storedBelow;
         this.txCommitLsn = e.commitLsn;
         this.txMarks = [];
+        this.txOutbox = [];
         this.deps.decoder.begin(e.commitLsn, e.commitTimeMicros);
         return;
       case 'relation':
@@ -169,6 +179,10 @@ export class CaptureSession {
           });
         }
         this.txMarks = [];
+        if (this.txOutbox.length) {
+          for (const m of this.txOutbox) this.outbox.push(m);
+          this.txOutbox = [];
+        }
         if (this.rows.length >= this.deps.maxBatch) await this.submitFull();
         else this.scheduleFlush();
         return;
@@ -182,12 +196,25 @@ export class CaptureSession {
           await this.deps.awaitConfig?.(Number(Buffer.from(e.content).toString('utf8')));
           return;
         }
-        if (!e.transactional || !this.inTransaction) return;
+        if (!e.transactional || !this.inTransaction) {
+          const stream = outboxStream(e.prefix);
+          if (stream !== null) {
+            this.deps.onOutboxRefused?.(stream, 'not transactional: pass true as the first argument of pg_logical_emit_message, so the message is sent only if its transaction commits', 1);
+          }
+          return;
+        }
         if (e.prefix === BACKFILL_MARK_PREFIX) {
           // A backfill chunk's high watermark: its rows are stored at this
           // transaction's commit position (migrations/0019_backfills.sql).
           const mark = parseBackfillMark(e.content);
           if (mark) this.txMarks.push(mark);
+          return;
+        }
+        const stream = outboxStream(e.prefix);
+        if (stream !== null) {
+          const fields = parseOutbox(e.content);
+          if (typeof fields === 'string') this.deps.onOutboxRefused?.(stream, fields, 1);
+          else this.txOutbox.push(this.deps.decoder.outbox(stream, fields));
           return;
         }
         const refused = this.deps.decoder.message(e.prefix, e.content);
@@ -246,6 +273,15 @@ export class CaptureSession {
       partitionSeconds: this.deps.partitionSeconds?.(),
       rows: this.rows,
       marks: this.marks,
+      outbox: this.outbox.length
+        ? {
+            sourceName: this.deps.sourceName,
+            messages: this.outbox,
+            wake: (stream: string) => this.deps.streamWake?.(stream) ?? [],
+            dropped: (stream: string, count: number) =>
+              this.deps.onOutboxRefused?.(stream, `stream "${stream}" does not exist (create it before publishing to it)`, count),
+          }
+        : undefined,
       checkpoint,
       lastCommitAt: this.lastCommitAt,
       // Commit only after the previous write committed (and confirmed); if it
@@ -259,6 +295,7 @@ export class CaptureSession {
     };
     this.rows = [];
     this.marks = [];
+    this.outbox = [];
     this.checkpoint = null;
     const done: Promise<void> = this.write(batch).finally(() => {
       this.writes.splice(this.writes.indexOf(done), 1);

@@ -104,3 +104,42 @@ export async function primaryKeyColumns(db: Q, relationOid: number): Promise<str
   );
   return rows.map((r) => r.attname);
 }
+
+// The outbox's publish function (src/capture/outbox.ts): checks what it can
+// where the application sees the error (a bad stream name or subject fails
+// the application's own statement), then writes the message into the WAL
+// with the transaction. Whether the stream exists is known only to the
+// buffer: capture stores a message to a missing stream nowhere, and says so.
+const OUTBOX_FUNCTION_SIGNATURE = 'sluice.publish(text,text,jsonb,text,text)';
+export const OUTBOX_FUNCTION_SQL = `CREATE SCHEMA IF NOT EXISTS sluice;
+CREATE OR REPLACE FUNCTION sluice.publish(stream text, subject text, data jsonb, key text DEFAULT NULL, idempotency_key text DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql VOLATILE AS $fn$
+BEGIN
+  IF stream IS NULL OR stream !~ '^[a-z0-9][a-z0-9_-]{0,62}$' OR stream = 'backfill' THEN
+    RAISE EXCEPTION 'sluice.publish: % is not a stream name', quote_nullable(stream)
+      USING ERRCODE = '22023', HINT = 'Stream names are 1 to 63 lowercase letters, digits, "_" and "-".';
+  END IF;
+  IF subject IS NULL OR length(subject) > 255 OR subject !~ '^[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*$' THEN
+    RAISE EXCEPTION 'sluice.publish: % is not a subject', quote_nullable(subject)
+      USING ERRCODE = '22023', HINT = 'A subject is dot-separated tokens of A-Z, a-z, 0-9, "_" and "-", such as orders.created (at most 255 characters).';
+  END IF;
+  IF length(key) NOT BETWEEN 1 AND 255 OR length(idempotency_key) NOT BETWEEN 1 AND 255 THEN
+    RAISE EXCEPTION 'sluice.publish: key and idempotency_key must be NULL or 1 to 255 characters' USING ERRCODE = '22023';
+  END IF;
+  PERFORM pg_logical_emit_message(true, 'sluice:' || stream,
+    (jsonb_build_object('subject', subject, 'data', data)
+      || CASE WHEN key IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('key', key) END
+      || CASE WHEN idempotency_key IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('idempotency_key', idempotency_key) END)::text);
+END
+$fn$;
+COMMENT ON FUNCTION sluice.publish(text,text,jsonb,text,text) IS
+  'Sluice outbox: publishes a message to a Sluice stream if and only if the calling transaction commits.';`;
+
+export async function hasOutboxFunction(db: Q): Promise<boolean> {
+  const { rows } = await db.query<{ ok: boolean }>('SELECT to_regprocedure($1) IS NOT NULL AS ok', [OUTBOX_FUNCTION_SIGNATURE]);
+  return rows[0].ok;
+}
+
+export async function createOutboxFunction(db: Q): Promise<void> {
+  await db.query(OUTBOX_FUNCTION_SQL);
+}

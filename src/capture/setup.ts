@@ -43,6 +43,8 @@ export function setupSql(source: SourceConfig, role = '<sluice_role>'): string {
     `-- 4. The replication slot:`,
     `SELECT pg_create_logical_replication_slot('${source.slot.replace(/'/g, "''")}', 'pgoutput');`,
     `-- Tables without a primary key need: ALTER TABLE <table> REPLICA IDENTITY FULL;`,
+    `-- 5. Optional, for the transactional outbox: sluice.publish(stream, subject, data, key, idempotency_key).`,
+    q.OUTBOX_FUNCTION_SQL,
     '',
   ].join('\n');
 }
@@ -53,6 +55,10 @@ export interface SetupResult {
   addedTables: string[];
   createdSlot: boolean;
   slotConfirmedLsn: string | null;
+  /** sluice.publish (the outbox's function) was installed now. */
+  createdOutboxFunction?: boolean;
+  /** Why sluice.publish could not be installed (the outbox still works with pg_logical_emit_message). */
+  outboxFunctionProblem?: string;
 }
 
 /**
@@ -150,6 +156,7 @@ export async function ensureSource(db: pg.Pool, source: SourceConfig, opts: { sl
   }
 
   if (opts.slot === false) return result;
+  if (source.create_if_missing) await installOutboxFunction(db, result);
   let slot = await q.slotInfo(db, source.slot);
   if (slot.exists && (slot.plugin !== 'pgoutput' || slot.database !== database)) {
     throw new SetupError(
@@ -169,6 +176,23 @@ export async function ensureSource(db: pg.Pool, source: SourceConfig, opts: { sl
   }
   result.slotConfirmedLsn = slot.confirmed_flush_lsn ?? null;
   return result;
+}
+
+/**
+ * sluice.publish, for the outbox: installed when missing. Not having it is
+ * no reason to stop capture (pg_logical_emit_message does the same), so a
+ * failure is reported in the result, for a warning.
+ */
+async function installOutboxFunction(db: pg.Pool, result: SetupResult): Promise<void> {
+  try {
+    if (await q.hasOutboxFunction(db)) return;
+    await q.createOutboxFunction(db);
+    result.createdOutboxFunction = true;
+  } catch (err) {
+    // Another gateway installing it at the same moment: it is there now.
+    if (await q.hasOutboxFunction(db).catch(() => false)) return;
+    result.outboxFunctionProblem = (err as Error).message;
+  }
 }
 
 /** Fields whose change alters what is captured, and so calls for prepareSource. */

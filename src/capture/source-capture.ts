@@ -77,6 +77,7 @@ export class SourceCapture {
   written = 0;
   truncatesNotCaptured = 0;
   private standingBy = false;
+  private warnedOutboxFunction = false;
   private settledFirst!: () => void;
   /** Resolves once the first attempt streams, stands by or fails (see firstAttempt). */
   private readonly firstAttemptDone = new Promise<void>((resolve) => (this.settledFirst = resolve));
@@ -185,8 +186,15 @@ export class SourceCapture {
 
   private async streamOnce(): Promise<void> {
     const setup = await ensureSource(this.sourcePool, this.source);
-    if (setup.createdPublication || setup.createdSlot || setup.addedTables.length) {
+    if (setup.createdPublication || setup.createdSlot || setup.addedTables.length || setup.createdOutboxFunction) {
       this.deps.log.info({ source: this.source.name, ...setup }, 'capture setup created what was missing');
+    }
+    if (setup.outboxFunctionProblem && !this.warnedOutboxFunction) {
+      this.warnedOutboxFunction = true;
+      this.deps.log.warn(
+        { source: this.source.name, err: setup.outboxFunctionProblem },
+        'could not install sluice.publish (the outbox function) on the source; run the SQL of `sluice setup --print`, or publish with pg_logical_emit_message',
+      );
     }
     const sourceNo = await readSourceNo(this.deps.bufferPool, this.source.name);
     // Captures follow the stored sources; one deleted meanwhile is stopped soon.
@@ -226,6 +234,11 @@ export class SourceCapture {
       awaitConfig: (version) => this.deps.consumers.ensureVersion(version),
       onBadAnnotations: (reason) => {
         this.deps.log.warn({ source: this.source.name, reason }, 'transaction annotations ignored: pg_logical_emit_message(true, \'sequin:transaction_annotations.set\', …) needs a JSON object as content');
+      },
+      streamWake: (stream) => this.deps.consumers.all().filter((c) => c.config.stream === stream).map((c) => c.id),
+      onOutboxRefused: (stream, reason, count) => {
+        this.state.outbox_refused = { count: (this.state.outbox_refused?.count ?? 0) + count, last_reason: `stream "${stream}": ${reason}` };
+        this.deps.log.warn({ source: this.source.name, stream, reason, messages: count }, 'outbox message not stored');
       },
       onWritten: (rows) => {
         this.written += rows;

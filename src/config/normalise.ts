@@ -139,6 +139,8 @@ export const DEFAULT_RETENTION: SourceConfig['retention'] = {
 };
 
 export function normaliseStream(y: YamlStream, at: PathSegment[], issues: RawIssue[]): StreamConfig {
+  // The outbox's prefix "sluice:<stream>" would be a backfill's watermark (src/capture/outbox.ts).
+  if (y.name === 'backfill') issues.push(issue([...at, 'name'], '"backfill" is reserved (Sluice\'s own messages use it): choose another name'));
   if (y.annotations !== undefined) checkAnnotations(y.annotations, [...at, 'annotations'], issues);
   return {
     name: y.name,

@@ -17,6 +17,8 @@ export interface SourceStatus {
   slot: string;
   lag_bytes: number | null;
   last_error: string | null;
+  /** Outbox messages this process met but did not store (refused content, unknown stream), and the last reason. */
+  outbox_refused?: { count: number; last_reason: string };
 }
 
 export interface AppDeps {

@@ -6,10 +6,10 @@
 // in other gateway processes take turns with it, and positions are handed out
 // in commit order: a consumer that has read up to a position never meets an
 // earlier one later (migrations/0021_streams.sql).
-import { idempotencyKey } from '../buffer/message.js';
 import { isoFromMicros } from '../capture/commit-time.js';
 import { withTransaction, type Pool } from '../db/pool.js';
 import { coverLog, forgetCover, isNoPartition } from '../log/partitions.js';
+import { envelope } from './envelope.js';
 import { lockStream, storedKeys, storePublished, streamLogNo, type PublishedRow } from './queries.js';
 
 /** One message to publish, checked (src/http/routes/publish.ts). */
@@ -146,11 +146,12 @@ export class Publisher {
               subject: m.subject,
               groupKey: key,
               key: m.idempotency_key ?? null,
-              payload: envelope(stream, m, p, key, publishedAt),
+              publishedAt,
+              payload: envelope({ stream, subject: m.subject, data: m.data, key, idempotencyKey: m.idempotency_key ?? null, position: p, publishedAt }),
             });
             results.push({ sequence: Number(p), duplicate: false });
           }
-          if (rows.length > 0) await storePublished(db, { name: stream, log_no: locked.log_no }, rows, publishedAt, this.wakeFor(stream));
+          if (rows.length > 0) await storePublished(db, { name: stream, log_no: locked.log_no }, rows, this.wakeFor(stream));
           return results;
         });
       } catch (err) {
@@ -162,16 +163,4 @@ export class Publisher {
       }
     }
   }
-}
-
-/**
- * The stored message: metadata last, so that a consumer's metadata is spliced
- * in when it is served, as for a change (src/buffer/message.ts withConsumer).
- */
-function envelope(stream: string, m: PublishMessage, position: bigint, key: string, publishedAt: string): string {
-  return (
-    `{"subject":${JSON.stringify(m.subject)},"data":${m.data},"metadata":{"stream":${JSON.stringify(stream)},` +
-    `"sequence":${position},"key":${JSON.stringify(key)},"published_at":"${publishedAt}",` +
-    `"idempotency_key":${JSON.stringify(m.idempotency_key ?? idempotencyKey(position, 0))}}}`
-  );
 }

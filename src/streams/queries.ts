@@ -42,6 +42,8 @@ export interface PublishedRow {
   payload: string;
   /** The publisher's idempotency_key, if it gave one. */
   key: string | null;
+  /** ISO 8601: when it was published (the API's clock, or the outbox transaction's commit). */
+  publishedAt: string;
 }
 
 // A stream's rows are one table named ".<stream>" to the walks and admissions
@@ -56,7 +58,7 @@ const COPY_LOG =
 const RECORD = `
 WITH keys AS (
   INSERT INTO sluice.stream_keys (stream_no, key, position, published_at)
-  SELECT $1::int, k, p, $2::timestamptz FROM unnest($3::text[], $4::bigint[]) AS y(k, p)
+  SELECT $1::int, k, p, t FROM unnest($3::text[], $4::bigint[], $8::timestamptz[]) AS y(k, p, t)
 ), stream AS (
   UPDATE sluice.streams SET last_position = $5::bigint WHERE log_no = $1
 ), pos AS (
@@ -67,33 +69,35 @@ WITH keys AS (
 )
 SELECT count(pg_notify('sluice_messages', c)) FROM unnest($7::text[]) c`;
 
+/** Stores `rows` (in position order) in the stream's log, under its lock. */
 export async function storePublished(
   db: PoolClient,
   stream: { name: string; log_no: number },
   rows: PublishedRow[],
-  publishedAt: string,
   wake: readonly string[],
 ): Promise<void> {
-  await pipeline(Readable.from(copyRows(stream, rows, publishedAt)), db.query(copyFrom(COPY_LOG)));
+  await pipeline(Readable.from(copyRows(stream, rows)), db.query(copyFrom(COPY_LOG)));
   const keyed = rows.filter((r) => r.key !== null);
+  const last = rows[rows.length - 1];
   await db.query(RECORD, [
     stream.log_no,
-    publishedAt,
+    last.publishedAt,
     keyed.map((r) => r.key),
     keyed.map((r) => r.position.toString()),
-    rows[rows.length - 1].position.toString(),
+    last.position.toString(),
     stream.name,
     wake,
+    keyed.map((r) => r.publishedAt),
   ]);
 }
 
-function* copyRows(stream: { name: string; log_no: number }, rows: PublishedRow[], publishedAt: string): Generator<string> {
+function* copyRows(stream: { name: string; log_no: number }, rows: PublishedRow[]): Generator<string> {
   const head = stream.log_no + '\t';
   const mid = '\t0\t\t' + copyText(stream.name) + '\tpublish\t';
   let chunk = '';
   for (const r of rows) {
     // Subjects hold no character COPY escapes (A-Z a-z 0-9 _ - .).
-    chunk += head + r.position + mid + copyText(r.groupKey) + '\t' + publishedAt + '\t' + copyText(r.payload) + '\t' + r.subject + '\n';
+    chunk += head + r.position + mid + copyText(r.groupKey) + '\t' + r.publishedAt + '\t' + copyText(r.payload) + '\t' + r.subject + '\n';
     if (chunk.length > 262_144) {
       yield chunk;
       chunk = '';

@@ -20,6 +20,7 @@ export function presentSource(row: SourceRow, status?: SourceStatus) {
         standing_by: status.standing_by,
         lag_bytes: status.lag_bytes,
         last_error: status.last_error === null ? null : scrubPassword(status.last_error, row.config.url),
+        ...(status.outbox_refused && { outbox_refused: status.outbox_refused }),
       },
     }),
   };

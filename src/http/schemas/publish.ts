@@ -1,8 +1,9 @@
 // The publish route's request and response (src/http/routes/publish.ts).
 import { errorResponses, nameParams } from './common.js';
+import { MESSAGE_KEY_MAX } from '../../streams/envelope.js';
 
 export const PUBLISH_MAX_BATCH = 1000;
-export const PUBLISH_MAX_KEY = 255;
+export const PUBLISH_MAX_KEY = MESSAGE_KEY_MAX;
 
 const messageProperties = {
   subject: { type: 'string', description: 'Dot-separated tokens of A-Z, a-z, 0-9, "_" and "-", such as "orders.new"' },

@@ -58,6 +58,13 @@ const sourceStatus = {
     standing_by: { type: 'boolean', description: 'Another gateway process streams this source; this one takes over if it stops.' },
     lag_bytes: { type: ['integer', 'null'] },
     last_error: { type: ['string', 'null'] },
+    outbox_refused: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['count', 'last_reason'],
+      description: 'Outbox messages captured but not stored since this gateway started (content refused, or no such stream); each is also logged.',
+      properties: { count: { type: 'integer' }, last_reason: { type: 'string' } },
+    },
   },
 };
 
