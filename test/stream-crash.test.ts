@@ -4,10 +4,14 @@
 // started again). Every publish that was answered 200 is delivered to the
 // stream's webhook consumer, each message of a key in publish order; publishes
 // cut off by a kill (no answer) may or may not be, never twice under two keys.
+// Beside them, application transactions publish through the outbox (an order
+// row and sluice.publish in one transaction) while the gateway capturing
+// their source is killed: every committed one's message is delivered, once.
 import http from 'node:http';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Child } from './helpers/child.js';
 import { startGateway, type Gateway } from './helpers/gateway-process.js';
@@ -28,6 +32,10 @@ const byKey = new Map<string, number[]>();
 beforeAll(async () => {
   db = await startTestPg();
   url = await db.createDatabase('stream_crash');
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  await c.query('CREATE TABLE public.orders (id text PRIMARY KEY, n int)');
+  await c.end();
   server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
@@ -52,6 +60,9 @@ beforeAll(async () => {
     `
 http: { host: 127.0.0.1, port: 0 }
 auth: { admin_token: ${TOKEN} }
+sources:
+  - name: app
+    tables: [public.orders]
 streams:
   - name: events
 consumers:
@@ -108,6 +119,35 @@ describe('publishing with a gateway killed -9 during a burst', () => {
         }
       }
     });
+    // The outbox: its function is installed when capture first sets the source up.
+    const app = new pg.Pool({ connectionString: url, max: 4 });
+    for (let i = 0; i < 200; i++) {
+      const { rows } = await app.query(`SELECT to_regprocedure('sluice.publish(text,text,jsonb,text,text)') IS NOT NULL AS ok`);
+      if (rows[0].ok) break;
+      await sleep(50);
+    }
+    const committed = new Set<string>();
+    let outboxCut = 0;
+    const writers = Array.from({ length: 4 }, async (_, c) => {
+      const key = `outbox-${c}`;
+      while (publishing) {
+        const id = `o${n}`;
+        const data = { id, n: n++ };
+        const client = await app.connect();
+        try {
+          await client.query('BEGIN');
+          await client.query('INSERT INTO public.orders VALUES ($1, $2)', [id, data.n]);
+          await client.query(`SELECT sluice.publish('events', 'orders.outbox', $1, $2)`, [JSON.stringify(data), key]);
+          await client.query('COMMIT');
+          committed.add(id);
+        } catch {
+          outboxCut++;
+          await client.query('ROLLBACK').catch(() => {});
+        } finally {
+          client.release();
+        }
+      }
+    });
     for (let k = 0; k < 2; k++) {
       await sleep(1500);
       const victim = gateways[k % 2];
@@ -117,8 +157,13 @@ describe('publishing with a gateway killed -9 during a burst', () => {
     }
     await sleep(1000);
     publishing = false;
-    await Promise.all(clients);
+    await Promise.all([...clients, ...writers]);
+    await app.end();
     expect(acked.size).toBeGreaterThan(2000);
+    // The source's database stays up: every outbox transaction commits.
+    expect(outboxCut).toBe(0);
+    expect(committed.size).toBeGreaterThan(200);
+    for (const id of committed) acked.add(id);
     // The kills did cut publishes off (refused connections while down count too).
     expect(cut).toBeGreaterThan(0);
     const missing = () => [...acked].filter((id) => !delivered.has(id));
