@@ -1,18 +1,21 @@
 // Publishing to a stream through the whole gateway (HTTP API, group commit,
-// the buffer), from clients in this process over loopback:
+// the buffer), from clients in a worker thread over loopback:
 //   batch   8 clients, each publishing batches of 100 messages of ~200 bytes
-//           back to back: messages/s made durable (200 answers);
+//           back to back: messages/s made durable (200 answers); again with
+//           an idempotency_key on every message;
 //   single  32 clients publishing one message per request: requests/s and
 //           the answer's latency p50/p99;
 //   webhook 1,000 messages/s published one by one, received by a webhook
 //           consumer of the stream on 127.0.0.1: publish → receipt p50/p99.
-// Prints figures; asserts nothing.   npx tsx bench/publish.ts [seconds]
+// The clients run in a worker thread (another core, not the gateway's event
+// loop). Prints figures; asserts nothing.   npx tsx bench/publish.ts [seconds]
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { Agent, request } from 'undici';
+import { createRequire } from 'node:module';
+import { Worker } from 'node:worker_threads';
 import { startEmbedded } from '../src/db/embedded.js';
 import { Gateway } from '../src/gateway.js';
 import { createLogger } from '../src/log.js';
@@ -21,6 +24,7 @@ import { pct } from './latency.js';
 
 export interface PublishBenchResult {
   batchPerSecond: number;
+  keyedPerSecond: number;
   singlePerSecond: number;
   singleP50: number;
   singleP99: number;
@@ -31,7 +35,70 @@ export interface PublishBenchResult {
 }
 
 const TOKEN = 'bench-token-0123456789';
-const data = (i: number) => ({ id: i, account: 'acct-' + (i % 1000), kind: 'order.created', total: '1234.56', note: 'x'.repeat(120) });
+const require = createRequire(import.meta.url);
+
+// CommonJS, evaluated in a worker thread: the publishing clients.
+const CLIENTS = `
+const { parentPort, workerData } = require('node:worker_threads');
+const { Agent, request } = require(workerData.undici);
+const agent = new Agent({ connections: 64, pipelining: 1 });
+const data = (i) => ({ id: i, account: 'acct-' + (i % 1000), kind: 'order.created', total: '1234.56', note: 'x'.repeat(120) });
+async function post(stream, body) {
+  const r = await request(workerData.address + '/api/streams/' + stream + '/messages', {
+    method: 'POST', dispatcher: agent,
+    headers: { authorization: 'Bearer ' + workerData.token, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  const text = await r.body.text();
+  if (r.statusCode !== 200) throw new Error('publish answered ' + r.statusCode + ': ' + text);
+}
+const phases = {
+  async batch({ seconds, keyed }) {
+    let count = 0;
+    const end = Date.now() + seconds * 1000;
+    const t0 = performance.now();
+    await Promise.all(Array.from({ length: 8 }, async (_, c) => {
+      for (let n = 0; Date.now() < end; n++) {
+        await post(keyed ? 'keyed' : 'bulk', { messages: Array.from({ length: 100 }, (_, i) => ({
+          subject: 'orders.c' + c, data: data(n * 100 + i), key: 'k' + ((n * 100 + i) % 5000),
+          ...(keyed && { idempotency_key: 'c' + c + '-' + (n * 100 + i) }),
+        })) });
+        count += 100;
+      }
+    }));
+    return { count, ms: performance.now() - t0 };
+  },
+  async single({ seconds }) {
+    const latencies = [];
+    const end = Date.now() + seconds * 1000;
+    const t0 = performance.now();
+    await Promise.all(Array.from({ length: 32 }, async (_, c) => {
+      for (let n = 0; Date.now() < end; n++) {
+        const s = performance.now();
+        await post('single', { subject: 'users.c' + c, data: data(n) });
+        latencies.push(performance.now() - s);
+      }
+    }));
+    return { latencies, ms: performance.now() - t0 };
+  },
+  async paced({ seconds, rate }) {
+    const total = rate * seconds;
+    const t0 = performance.now();
+    const inFlight = [];
+    for (let i = 0; i < total; i++) {
+      const wait = t0 + (i * 1000) / rate - performance.now();
+      if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+      inFlight.push(post('hooked', { subject: 'orders.new', data: { i, sent: Date.now() }, key: 'k' + (i % 100) }));
+      if (inFlight.length >= 64) await inFlight.shift();
+    }
+    await Promise.all(inFlight);
+    return {};
+  },
+};
+parentPort.on('message', (task) => {
+  phases[task.phase](task).then((r) => parentPort.postMessage(r), (e) => parentPort.postMessage({ error: String(e && e.message || e) }));
+});
+`;
 
 export async function runPublishBench(seconds = 10, log = console.log): Promise<PublishBenchResult> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'sluice-pub-'));
@@ -56,6 +123,7 @@ http: { host: 127.0.0.1, port: 0, body_limit: 8MB }
 auth: { admin_token: ${TOKEN} }
 streams:
   - { name: bulk }
+  - { name: keyed }
   - { name: single }
   - { name: hooked }
 consumers:
@@ -69,49 +137,28 @@ consumers:
     log: createLogger('warn'),
   });
   await gateway.start();
-  const agent = new Agent({ connections: 64, pipelining: 1 });
-  const post = async (stream: string, body: object) => {
-    const r = await request(`${gateway.httpAddress}/api/streams/${stream}/messages`, {
-      method: 'POST',
-      dispatcher: agent,
-      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
-      body: JSON.stringify(body),
+  // The clients run in a worker thread, as they would in other processes: the
+  // gateway's event loop serves requests and is not also making them.
+  const clients = new Worker(CLIENTS, { eval: true, workerData: { undici: require.resolve('undici'), address: gateway.httpAddress, token: TOKEN } });
+  const run = <T,>(task: object) =>
+    new Promise<T>((resolve, reject) => {
+      clients.once('message', (m: T & { error?: string }) => (m.error ? reject(new Error(m.error)) : resolve(m)));
+      clients.postMessage(task);
     });
-    const text = await r.body.text();
-    if (r.statusCode !== 200) throw new Error(`publish answered ${r.statusCode}: ${text}`);
-  };
   try {
     // Batches of 100 from 8 clients.
-    let batched = 0;
-    let end = Date.now() + seconds * 1000;
-    const t0 = performance.now();
-    await Promise.all(
-      Array.from({ length: 8 }, async (_, c) => {
-        for (let n = 0; Date.now() < end; n++) {
-          await post('bulk', { messages: Array.from({ length: 100 }, (_, i) => ({ subject: `orders.c${c}`, data: data(n * 100 + i), key: `k${(n * 100 + i) % 5000}` })) });
-          batched += 100;
-        }
-      }),
-    );
-    const batchPerSecond = batched / ((performance.now() - t0) / 1000);
-    console.log("W", JSON.stringify((globalThis as any).__W));
+    const batch = await run<{ count: number; ms: number }>({ phase: 'batch', seconds });
+    const batchPerSecond = batch.count / (batch.ms / 1000);
     log(`publish: batches of 100 from 8 clients: ${Math.round(batchPerSecond).toLocaleString('en')} messages/s durable`);
+    // The same, each message with an idempotency_key (looked up under the stream's lock first).
+    const keyed = await run<{ count: number; ms: number }>({ phase: 'batch', seconds, keyed: true });
+    const keyedPerSecond = keyed.count / (keyed.ms / 1000);
+    log(`publish: batches of 100 with idempotency keys from 8 clients: ${Math.round(keyedPerSecond).toLocaleString('en')} messages/s durable`);
 
     // One message per request from 32 clients.
-    const latencies: number[] = [];
-    end = Date.now() + seconds * 1000;
-    const t1 = performance.now();
-    await Promise.all(
-      Array.from({ length: 32 }, async (_, c) => {
-        for (let n = 0; Date.now() < end; n++) {
-          const s = performance.now();
-          await post('single', { subject: `users.c${c}`, data: data(n) });
-          latencies.push(performance.now() - s);
-        }
-      }),
-    );
-    const singlePerSecond = latencies.length / ((performance.now() - t1) / 1000);
-    latencies.sort((a, b) => a - b);
+    const single = await run<{ ms: number; latencies: number[] }>({ phase: 'single', seconds });
+    const latencies = single.latencies.sort((a, b) => a - b);
+    const singlePerSecond = latencies.length / (single.ms / 1000);
     log(
       `publish: one message per request from 32 clients: ${Math.round(singlePerSecond).toLocaleString('en')}/s, ` +
         `answered in p50 ${pct(latencies, 0.5).toFixed(1)} ms, p99 ${pct(latencies, 0.99).toFixed(1)} ms`,
@@ -120,21 +167,14 @@ consumers:
     // 1,000/s to a webhook consumer.
     const rate = 1000;
     const total = rate * seconds;
-    const t2 = performance.now();
-    const inFlight: Promise<void>[] = [];
-    for (let i = 0; i < total; i++) {
-      const wait = t2 + (i * 1000) / rate - performance.now();
-      if (wait > 1) await new Promise((r) => setTimeout(r, wait));
-      inFlight.push(post('hooked', { subject: 'orders.new', data: { i, sent: Date.now() }, key: `k${i % 100}` }));
-      if (inFlight.length >= 64) await inFlight.shift();
-    }
-    await Promise.all(inFlight);
+    await run({ phase: 'paced', seconds, rate });
     const deadline = Date.now() + 30_000;
     while (hookTimes.length < total && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     const hooks = [...hookTimes].sort((a, b) => a - b);
     log(`publish → webhook at ${rate}/s: ${hooks.length}/${total} received, p50 ${pct(hooks, 0.5)} ms, p99 ${pct(hooks, 0.99)} ms`);
     return {
       batchPerSecond,
+      keyedPerSecond,
       singlePerSecond,
       singleP50: pct(latencies, 0.5),
       singleP99: pct(latencies, 0.99),
@@ -144,7 +184,7 @@ consumers:
       webhookSent: total,
     };
   } finally {
-    await agent.close();
+    await clients.terminate();
     await gateway.stop();
     receiver.close();
     await pgh.stop().catch(() => {});

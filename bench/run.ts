@@ -94,6 +94,7 @@ if (want('backfill')) {
 if (want('publish')) {
   const r = await runPublishBench(Math.max(5, Math.round(10 * scale)));
   rows.push(['publish: batches of 100, 8 clients', `${fmt(r.batchPerSecond)} messages/s durable`, '≥ 50,000/s']);
+  rows.push(['publish: the same with idempotency keys', `${fmt(r.keyedPerSecond)} messages/s durable`, '(no limit named)']);
   rows.push(['publish: one message per request, 32 clients', `${fmt(r.singlePerSecond)}/s, p99 ${r.singleP99.toFixed(1)} ms`, '≥ 5,000/s, p99 ≤ 50 ms']);
   rows.push(['publish → webhook at 1,000/s', `p50 ${r.webhookP50} ms, p99 ${r.webhookP99} ms (${r.webhookReceived}/${r.webhookSent})`, 'p99 ≤ 100 ms']);
 }

@@ -27,3 +27,21 @@ export function envelope(m: EnvelopeFields): string {
     `"idempotency_key":${JSON.stringify(m.idempotencyKey ?? idempotencyKey(m.position, 0))}${outbox}}}`
   );
 }
+
+/**
+ * The envelope with its position left out, for the buffer to fill in when it
+ * hands the position out (src/streams/queries.ts PUBLISH): POSITION where the
+ * sequence goes, DEFAULT_KEY where the idempotency key derived from it goes.
+ * Neither character can occur in JSON text (control characters are escaped
+ * inside strings), nor in a stream name or subject.
+ */
+export const POSITION = '\x1f';
+export const DEFAULT_KEY = '\x1d';
+
+export function envelopeTemplate(m: Omit<EnvelopeFields, 'position' | 'outbox'>): string {
+  return (
+    `{"subject":${JSON.stringify(m.subject)},"data":${m.data},"metadata":{"stream":${JSON.stringify(m.stream)},` +
+    `"sequence":${POSITION},"key":${JSON.stringify(m.key)},"published_at":"${m.publishedAt}",` +
+    `"idempotency_key":${m.idempotencyKey === null ? `"${DEFAULT_KEY}"` : JSON.stringify(m.idempotencyKey)}}}`
+  );
+}

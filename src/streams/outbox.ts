@@ -51,9 +51,9 @@ export async function coverOutbox(pool: Pool, messages: OutboxMessage[]): Promis
   for (const [stream, list] of byStream(messages)) {
     let s = seen.get(stream);
     if (!s) {
-      const logNo = await streamLogNo(pool, stream);
-      if (logNo === undefined) continue; // dropped, and said so, in storeOutbox
-      seen.set(stream, (s = { logNo, last: 0n }));
+      const found = await streamLogNo(pool, stream);
+      if (found === undefined) continue; // dropped, and said so, in storeOutbox
+      seen.set(stream, (s = { logNo: found.log_no, last: found.last_position }));
     }
     const now = BigInt(Date.now()) * 1000n;
     const from = s.last >= now ? s.last + 1n : now;

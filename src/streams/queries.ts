@@ -12,8 +12,10 @@ export interface LockedStream {
   last_position: bigint;
 }
 
-export async function streamLogNo(db: Pool, name: string): Promise<number | undefined> {
-  return (await db.query<{ log_no: number }>('SELECT log_no FROM sluice.streams WHERE name = $1', [name])).rows[0]?.log_no;
+/** The stream's log number and last position, or undefined when it does not exist. */
+export async function streamLogNo(db: Pool, name: string): Promise<LockedStream | undefined> {
+  const { rows } = await db.query<{ log_no: number; last_position: string }>('SELECT log_no, last_position FROM sluice.streams WHERE name = $1', [name]);
+  return rows[0] && { log_no: rows[0].log_no, last_position: BigInt(rows[0].last_position) };
 }
 
 /** The stream, locked until the transaction ends (publishers of it wait); undefined when it does not exist. */
@@ -33,6 +35,87 @@ export async function storedKeys(db: PoolClient, streamNo: number, keys: string[
     [streamNo, keys],
   );
   return new Map(rows.map((r) => [r.key, BigInt(r.position)]));
+}
+
+/** Of `keys`, those already stored for the stream named `name`, with their positions. */
+export async function storedKeysByName(db: PoolClient, name: string, keys: string[]): Promise<Map<string, bigint>> {
+  const { rows } = await db.query<{ key: string; position: string }>(
+    'SELECT key, position FROM sluice.stream_keys WHERE stream_no = (SELECT log_no FROM sluice.streams WHERE name = $1) AND key = ANY($2::text[])',
+    [name, keys],
+  );
+  return new Map(rows.map((r) => [r.key, BigInt(r.position)]));
+}
+
+// A publish in one statement (one round trip; without idempotency keys, its
+// own transaction). $3 new messages get the positions from max(last + 1,
+// $2 the clock in microseconds) on, under the stream's row lock (held to
+// COMMIT), filled into the payloads' templates
+// (src/streams/envelope.ts envelopeTemplate), the rows, the stream's durable
+// position and the wake-up. The payloads travel as one text split on the
+// record separator (U+001E, which JSON text never holds): parsing a text[]
+// of JSON (quotes escaped) costs the server several times more. With them
+// go the idempotency keys ($10, each with $11 its message's index), the
+// stream's durable position (read by retention as a source's confirmed LSN:
+// one past the last message) and the consumers' wake-up ($9, delivered at
+// COMMIT). No row when the stream is gone or is another of the same name
+// ($4: the log number expected).
+const PUBLISH = `
+WITH st AS (
+  UPDATE sluice.streams SET last_position = greatest(last_position + 1, $2::bigint) + $3::int - 1
+   WHERE name = $1 AND log_no = $4 RETURNING log_no, last_position - $3::int + 1 AS first, last_position
+), ins AS (
+  INSERT INTO sluice.log (source_no, commit_lsn, commit_idx, schema_name, table_name, action, group_key, committed_at, payload, subject)
+  SELECT st.log_no, st.first + m.i - 1, 0, '', $1, 'publish', m.key, $5::timestamptz,
+         replace(replace(m.payload, E'\\x1f', (st.first + m.i - 1)::text),
+                 E'\\x1d', encode(convert_to((st.first + m.i - 1)::text || ':0', 'UTF8'), 'base64')),
+         m.subject
+    FROM st, ROWS FROM (string_to_table($6, E'\\x1e'), unnest($7::text[]), unnest($8::text[])) WITH ORDINALITY AS m(payload, subject, key, i)
+), keys AS (
+  INSERT INTO sluice.stream_keys (stream_no, key, position, published_at)
+  SELECT st.log_no, y.k, st.first + y.i, $5::timestamptz FROM st, unnest($10::text[], $11::int[]) AS y(k, i)
+), pos AS (
+  INSERT INTO sluice.source_positions AS sp (source_name, confirmed_lsn, last_commit_at, updated_at)
+  SELECT $1, '0/0'::pg_lsn + (st.last_position::numeric + 1), $5::timestamptz, now() FROM st
+  ON CONFLICT (source_name) DO UPDATE
+    SET confirmed_lsn = GREATEST(sp.confirmed_lsn, EXCLUDED.confirmed_lsn), last_commit_at = EXCLUDED.last_commit_at, updated_at = now()
+)
+SELECT st.first::text AS first, (SELECT count(pg_notify('sluice_messages', c)) FROM unnest($9::text[]) c) AS woken FROM st`;
+
+/**
+ * Stores new messages (PUBLISH): returns the first one's position, or
+ * undefined when the stream numbered `log_no` is gone. `keys`: the
+ * idempotency keys given, with the index of the message each belongs to.
+ */
+export async function publishRows(
+  db: Pool | PoolClient,
+  stream: { name: string; log_no: number },
+  nowUs: bigint,
+  messages: Array<{ template: string; subject: string; groupKey: string }>,
+  publishedAt: string,
+  wake: readonly string[],
+  keys: { keys: string[]; indexes: number[] } = { keys: [], indexes: [] },
+): Promise<bigint | undefined> {
+  let payloads = '';
+  for (let i = 0; i < messages.length; i++) payloads += (i ? '\x1e' : '') + messages[i].template;
+  const { rows } = await db.query<{ first: string }>(PUBLISH, [
+    stream.name,
+    nowUs.toString(),
+    messages.length,
+    stream.log_no,
+    publishedAt,
+    payloads,
+    messages.map((m) => m.subject),
+    messages.map((m) => m.groupKey),
+    wake,
+    keys.keys,
+    keys.indexes,
+  ]);
+  return rows[0] ? BigInt(rows[0].first) : undefined;
+}
+
+/** Copies rows (in position order) into the stream's log. */
+export async function copyPublished(db: PoolClient, logNo: number, name: string, rows: PublishedRow[]): Promise<void> {
+  await pipeline(Readable.from(copyRows({ name, log_no: logNo }, rows)), db.query(copyFrom(COPY_LOG)));
 }
 
 export interface PublishedRow {
@@ -76,7 +159,7 @@ export async function storePublished(
   rows: PublishedRow[],
   wake: readonly string[],
 ): Promise<void> {
-  await pipeline(Readable.from(copyRows(stream, rows)), db.query(copyFrom(COPY_LOG)));
+  await copyPublished(db, stream.log_no, stream.name, rows);
   const keyed = rows.filter((r) => r.key !== null);
   const last = rows[rows.length - 1];
   await db.query(RECORD, [
