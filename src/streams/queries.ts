@@ -1,6 +1,8 @@
 // The buffer's side of publishing (migrations/0021_streams.sql): one
 // transaction per group of publishes to a stream, holding the stream's row so
-// that positions are handed out in commit order across gateway processes.
+// that positions are handed out in commit order across gateway processes:
+// the publish API's in one statement (PUBLISH), the outbox's inside
+// capture's transaction (lockStream, storedKeys, storePublished).
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { from as copyFrom } from 'pg-copy-streams';
