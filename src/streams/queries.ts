@@ -55,7 +55,8 @@ export async function storedKeysByName(db: PoolClient, name: string, keys: strin
 // (src/streams/envelope.ts envelopeTemplate), the rows, the stream's durable
 // position and the wake-up. The payloads travel as one text split on the
 // record separator (U+001E, which JSON text never holds): parsing a text[]
-// of JSON (quotes escaped) costs the server several times more. With them
+// of JSON (quotes escaped) costs the server several times more
+// (string_to_table: Postgres 14 and later). With them
 // go the idempotency keys ($10, each with $11 its message's index), the
 // stream's durable position (read by retention as a source's confirmed LSN:
 // one past the last message) and the consumers' wake-up ($9, delivered at
