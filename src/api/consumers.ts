@@ -49,12 +49,16 @@ export async function consumersOfSource(db: Db, sourceName: string): Promise<Con
   return (await db.query<Raw>(sql, [sourceName])).rows.map(toRow);
 }
 
+const OUTBOX_READERS = `SELECT name FROM sluice.consumers WHERE config -> 'outbox' ? $1 ORDER BY name`;
+
 /**
  * The refusal of deleting a source or stream that consumers still read (their
  * source_name names either), or null when none does.
  */
 export async function usedBy(db: Db, what: 'Source' | 'Stream', name: string): Promise<string | null> {
   const users = (await consumersOfSource(db, name)).map((c) => c.name);
+  // A source's consumer reading the stream's outbox messages (config.outbox).
+  if (what === 'Stream') users.push(...(await db.query<{ name: string }>(OUTBOX_READERS, [name])).rows.map((r) => r.name));
   if (users.length === 0) return null;
   const them = users.length > 1 ? 'them' : 'it';
   return `${what} "${name}" is used by consumer${users.length > 1 ? 's' : ''} ${users.join(', ')}; delete ${them} first.`;

@@ -21,6 +21,7 @@ import type { StagedChunks } from '../backfill/staged.js';
 import type { ChangeDecoder } from './decoder.js';
 import type { ReplicationEvent } from './replication.js';
 import { outboxStream, parseOutbox, type OutboxMessage } from './outbox.js';
+import { outboxLogRow } from '../streams/outbox.js';
 
 /**
  * Buffer writes in progress at once. Two let one batch's rows travel while the
@@ -54,6 +55,8 @@ export interface SessionDeps {
   onBadAnnotations?(reason: string): void;
   /** Consumers of a stream, woken when outbox messages to it are stored. */
   streamWake?(stream: string): readonly string[];
+  /** Consumers of this source that read a stream's outbox messages among its changes (`outbox`). */
+  outboxWake?(stream: string): readonly string[];
   /** An outbox message was not stored: its content is refused, or its stream does not exist. */
   onOutboxRefused?(stream: string, reason: string, count: number): void;
   onWritten?(rows: number, checkpoint: bigint | null): void;
@@ -214,7 +217,12 @@ export class CaptureSession {
         if (stream !== null) {
           const fields = parseOutbox(e.content);
           if (typeof fields === 'string') this.deps.onOutboxRefused?.(stream, fields, 1);
-          else this.txOutbox.push(this.deps.decoder.outbox(stream, fields));
+          else {
+            const m = this.deps.decoder.outbox(stream, fields);
+            this.txOutbox.push(m);
+            // Its copy in the source's log goes with the transaction's changes.
+            this.rows.push(outboxLogRow(this.deps.sourceName, m, this.deps.outboxWake?.(stream) ?? []));
+          }
           return;
         }
         const refused = this.deps.decoder.message(e.prefix, e.content);

@@ -236,6 +236,8 @@ export class SourceCapture {
         this.deps.log.warn({ source: this.source.name, reason }, 'transaction annotations ignored: pg_logical_emit_message(true, \'sequin:transaction_annotations.set\', …) needs a JSON object as content');
       },
       streamWake: (stream) => this.deps.consumers.all().filter((c) => c.config.stream === stream).map((c) => c.id),
+      outboxWake: (stream) =>
+        this.deps.consumers.all().filter((c) => c.config.source === this.source.name && c.config.outbox?.includes(stream)).map((c) => c.id),
       onOutboxRefused: (stream, reason, count) => {
         this.state.outbox_refused = { count: (this.state.outbox_refused?.count ?? 0) + count, last_reason: `stream "${stream}": ${reason}` };
         this.deps.log.warn({ source: this.source.name, stream, reason, messages: count }, 'outbox message not stored');

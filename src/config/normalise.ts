@@ -216,6 +216,7 @@ function normaliseStreamSide(y: YamlConsumer, at: PathSegment[], issues: RawIssu
   if (y.tables !== undefined) issues.push(issue([...at, 'tables'], only));
   if (y.filter !== undefined) issues.push(issue([...at, 'filter'], only));
   if (y.backfill !== undefined) issues.push(issue([...at, 'backfill'], 'is for a consumer of a source (a stream has no table to read)'));
+  if (y.outbox !== undefined) issues.push(issue([...at, 'outbox'], "is for a consumer of a source (reading a stream's outbox messages among the source's changes); this consumer reads the stream itself"));
   if (y.message_kind === 'row') issues.push(issue([...at, 'message_kind'], 'row is for a consumer of a source (a stream message is no row)'));
   if (typeof y.group_by === 'object') issues.push(issue([...at, 'group_by'], "a stream's messages are grouped by their key: true or false"));
   return { stream: y.stream!, subjects: checkedPatterns(y.subjects ?? ['>'], at, issues) };
@@ -260,6 +261,8 @@ export function normaliseConsumer(y: YamlConsumer, at: PathSegment[], issues: Ra
     tables,
     ...streamSide,
     ...(sourceSubjects && { subjects: sourceSubjects }),
+    // Only when given, so configs without it store and export as before.
+    ...(!streamSide && y.outbox !== undefined && y.outbox.length > 0 && { outbox: [...y.outbox] }),
     group_by: groupBy,
     dead_letter_blocks_group: y.dead_letter_blocks_group ?? DEFAULTS.consumer.dead_letter_blocks_group,
     message_kind: y.message_kind ?? DEFAULTS.consumer.message_kind,
@@ -345,6 +348,12 @@ export function checkConsumerSource(
     issues.push(issue([...at, 'source'], `no source named "${c.source}"${hint}`));
     return;
   }
+  (c.outbox ?? []).forEach((stream, i) => {
+    if (streams.has(stream)) return;
+    const known = [...streams];
+    const hint = didYouMean(stream, known) || (known.length ? ` (streams: ${known.join(', ')})` : ' (no streams are declared)');
+    issues.push(issue([...at, 'outbox', i], `no stream named "${stream}"${hint}`));
+  });
   const source = sources.get(c.source);
   if (!source) return;
   c.tables.forEach((table, i) => {

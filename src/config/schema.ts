@@ -249,6 +249,13 @@ export const consumerSchema = object(
       { type: 'string', minLength: 1, maxLength: 255 },
       { minItems: 1, maxItems: 1000, description: 'subject patterns such as "orders.*" or "sensors.>" (default [">"]: every message)' },
     ),
+    // A source's consumer may read outbox messages its source's transactions
+    // publish to these streams, in commit order among the changes
+    // (migrations/0023_source_outbox.sql).
+    outbox: list(name, {
+      maxItems: 100,
+      description: 'streams whose outbox messages, published inside this source\'s transactions, are delivered among its table changes in commit order',
+    }),
     group_by: {
       type: ['boolean', 'object'],
       propertyNames: table,
@@ -406,6 +413,7 @@ export interface YamlConsumer {
   tables?: string[];
   stream?: string;
   subjects?: string[];
+  outbox?: string[];
   group_by?: boolean | Record<string, string[]>;
   dead_letter_blocks_group?: boolean;
   message_kind?: MessageKind;

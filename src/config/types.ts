@@ -72,6 +72,12 @@ export interface ConsumerConfig {
    */
   subjects?: string[];
   /**
+   * Streams whose outbox messages, published inside the source's transactions
+   * (src/capture/outbox.ts), a source's consumer reads among the changes, in
+   * commit order. Absent when none.
+   */
+  outbox?: string[];
+  /**
    * Per-group ordering. `true` (default): group by each table's primary key.
    * `false`: no grouping. Or per table, the columns that form the group key.
    */

@@ -38,6 +38,7 @@ export function toYamlConsumer(c: ConsumerConfig): YamlConsumer {
     kind: c.kind,
     ...(c.stream === undefined && { tables: [...c.tables] }),
     ...(c.stream === undefined && c.subjects !== undefined && { subjects: [...c.subjects] }),
+    ...(c.outbox !== undefined && { outbox: [...c.outbox] }),
     group_by: typeof c.group_by === 'object' ? { ...c.group_by } : c.group_by,
     dead_letter_blocks_group: c.dead_letter_blocks_group,
     message_kind: c.message_kind ?? 'change',

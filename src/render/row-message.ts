@@ -23,6 +23,9 @@ const WANTED: PathNode = {
 
 /** A stored change payload as a row message (same trailing `…}}` shape). Throws SyntaxError on malformed text. */
 export function toRowPayload(payload: string): string {
+  // An outbox message among a source's changes (its envelope starts with its
+  // subject, src/streams/envelope.ts) is no row: served as it is.
+  if (payload.startsWith('{"subject":')) return payload;
   const [record, action, metadata] = collect(payload, WANTED, 3);
   if (record === undefined || metadata === undefined) throw new SyntaxError('the stored message has no record or metadata');
   return `{"record":${record},"deleted":${action === '"delete"'},"metadata":${metadata}}`;

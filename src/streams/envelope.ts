@@ -13,7 +13,12 @@ export interface EnvelopeFields {
   data: string;
   key: string;
   idempotencyKey: string | null;
-  position: bigint;
+  /**
+   * The message's position in its stream; null in the copy of an outbox
+   * message a source's consumer reads among the source's changes (ordered by
+   * commit_lsn and commit_idx there; its idempotency key is then given).
+   */
+  position: bigint | null;
   publishedAt: string;
   /** Published through the outbox: the source and the transaction's commit LSN. */
   outbox?: { source: string; commitLsn: bigint };
@@ -21,10 +26,11 @@ export interface EnvelopeFields {
 
 export function envelope(m: EnvelopeFields): string {
   const outbox = m.outbox ? `,"source":${JSON.stringify(m.outbox.source)},"commit_lsn":${m.outbox.commitLsn}` : '';
+  const key = m.idempotencyKey ?? (m.position === null ? null : idempotencyKey(m.position, 0));
   return (
     `{"subject":${JSON.stringify(m.subject)},"data":${m.data},"metadata":{"stream":${JSON.stringify(m.stream)},` +
     `"sequence":${m.position},"key":${JSON.stringify(m.key)},"published_at":"${m.publishedAt}",` +
-    `"idempotency_key":${JSON.stringify(m.idempotencyKey ?? idempotencyKey(m.position, 0))}${outbox}}}`
+    `"idempotency_key":${JSON.stringify(key)}${outbox}}}`
   );
 }
 

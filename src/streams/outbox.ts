@@ -7,6 +7,7 @@
 // source keep their transactions' commit order.
 import type { OutboxMessage } from '../capture/outbox.js';
 import type { Pool, PoolClient } from '../db/pool.js';
+import type { LogRow } from '../buffer/writer.js';
 import { coverLog, forgetCover } from '../log/partitions.js';
 import { envelope } from './envelope.js';
 import { lockStream, storedKeys, storePublished, streamLogNo, type PublishedRow } from './queries.js';
@@ -67,6 +68,43 @@ export function forgetOutboxCovers(): void {
   seen.clear();
 }
 
+/** The message's own idempotency key, or one unique per transaction and message, the same however often it is served. */
+export function outboxIdempotencyKey(sourceName: string, m: OutboxMessage): string {
+  return m.idempotencyKey ?? `outbox:${sourceName}:${m.commitLsn}:${m.commitIdx}`;
+}
+
+/**
+ * The message as a row of the source's own log, at its place among its
+ * transaction's changes (migrations/0023_source_outbox.sql): the consumers of
+ * the source that name its stream in `outbox` read it there, in commit order
+ * with the changes around it. Written with those changes, so a crash stores it
+ * again exactly when it stores them again. Its envelope is the stream's, with
+ * no sequence (a position in the stream, handed out only when the transaction
+ * is stored whole) and the same idempotency key.
+ */
+export function outboxLogRow(sourceName: string, m: OutboxMessage, wake: readonly string[]): LogRow {
+  return {
+    commitLsn: m.commitLsn,
+    commitIdx: m.commitIdx,
+    schema: '',
+    table: m.stream,
+    action: 'publish',
+    groupKey: m.key,
+    committedAt: m.committedAt,
+    payload: envelope({
+      stream: m.stream,
+      subject: m.subject,
+      data: m.data,
+      key: m.key,
+      idempotencyKey: outboxIdempotencyKey(sourceName, m),
+      position: null,
+      publishedAt: m.committedAt,
+      outbox: { source: sourceName, commitLsn: m.commitLsn },
+    }),
+    wake,
+  };
+}
+
 /** Inside capture's transaction, after the previous write committed. */
 export async function storeOutbox(db: PoolClient, w: OutboxWrite): Promise<void> {
   // Streams in name order: two gateways' captures of different sources lock
@@ -103,8 +141,7 @@ export async function storeOutbox(db: PoolClient, w: OutboxWrite): Promise<void>
           subject: m.subject,
           data: m.data,
           key: m.key,
-          // Unique per transaction and message, the same however often it is served.
-          idempotencyKey: m.idempotencyKey ?? `outbox:${w.sourceName}:${m.commitLsn}:${m.commitIdx}`,
+          idempotencyKey: outboxIdempotencyKey(w.sourceName, m),
           position: p,
           publishedAt: m.committedAt,
           outbox: { source: w.sourceName, commitLsn: m.commitLsn },

@@ -4,7 +4,7 @@ import type { FastifyInstance, FastifySchemaCompiler } from 'fastify';
 import { getConsumer, listConsumers, setConsumerState, type ConsumerRow } from '../../api/consumers.js';
 import { getSource, listSources } from '../../api/sources.js';
 import { listStreams } from '../../api/streams.js';
-import { logTables } from '../../pipeline/route/tables.js';
+import { logActions, logTables } from '../../pipeline/route/tables.js';
 import { consumerStats } from '../../buffer/dead-letters.js';
 import { toYamlConsumer, validateConsumer } from '../../config/load.js';
 import { qualifyTable } from '../../config/normalise.js';
@@ -167,8 +167,8 @@ export async function consumerRoutes(parent: FastifyInstance, opts: { deps: AppD
     return withTransaction(pool, async (db) => {
       // FOR UPDATE: not deleted or moved to another source meanwhile.
       const consumer = await existingConsumer(db, name, true);
-      const { source, filter } = consumer.config;
-      return rewindConsumer(db, { id: consumer.id, source, tables: logTables(consumer.config), actions: filter?.actions }, point);
+      const { source } = consumer.config;
+      return rewindConsumer(db, { id: consumer.id, source, tables: logTables(consumer.config), actions: logActions(consumer.config) }, point);
     });
   });
 

@@ -4,7 +4,7 @@ import type { FastifyInstance, FastifySchemaCompiler } from 'fastify';
 import { consumersOfSource, usedBy } from '../../api/consumers.js';
 import { checkSource } from '../../api/source-check.js';
 import { getSource, listSources, type SourceRow } from '../../api/sources.js';
-import { getStream } from '../../api/streams.js';
+import { getStream, listStreams } from '../../api/streams.js';
 import { ConfigError, toYamlConsumer, toYamlSource, validateConsumer, validateSource } from '../../config/load.js';
 import * as q from '../../config/queries.js';
 import type { SourceConfig } from '../../config/types.js';
@@ -149,9 +149,11 @@ function checkSlotFree(config: SourceConfig, sources: SourceRow[]) {
 /** A changed source must still capture every table its consumers read. */
 async function checkConsumersStillValid(db: PoolClient | Pool, source: SourceConfig) {
   const problems: string[] = [];
+  // Their outbox streams are checked where streams are deleted (usedBy).
+  const streams = (await listStreams(db)).map((s) => s.name);
   for (const c of await consumersOfSource(db, source.name)) {
     try {
-      validateConsumer(toYamlConsumer(c.config), { sources: [source] });
+      validateConsumer(toYamlConsumer(c.config), { sources: [source], streams });
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err;
       for (const i of err.issues) problems.push(`consumer "${c.name}": ${i.path} ${i.reason}`);

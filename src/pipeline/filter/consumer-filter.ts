@@ -53,7 +53,8 @@ function compile(c: Filterable): ConsumerFilter | null {
 /** A stream's message by its own subject; a captured change by <database>.<schema>.<table>.<action>. */
 function subjectFilter(c: Filterable, matcher: SubjectMatcher): ConsumerFilter {
   if (c.config.stream !== undefined) return { passes: (_table, payload) => matcher.matches(payloadSubject(payload)) };
-  return { passes: (_table, payload) => matcher.matches(changeSubjectOf(payload)) };
+  // A source's consumer: outbox messages (table ".<stream>") by their own subject too.
+  return { passes: (table, payload) => matcher.matches(table.startsWith('.') ? payloadSubject(payload) : changeSubjectOf(payload)) };
 }
 
 const leaf = (slot: number): PathNode => ({ slot, children: null });
