@@ -6,7 +6,9 @@
 // cut off by a kill (no answer) may or may not be, never twice under two keys.
 // Beside them, application transactions publish through the outbox (an order
 // row and sluice.publish in one transaction) while the gateway capturing
-// their source is killed: every committed one's message is delivered, once.
+// their source is killed: every committed one's message is delivered, once,
+// to the stream's consumer and, among the order rows, to the table's consumer
+// that names the stream in `outbox`.
 import http from 'node:http';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -28,6 +30,9 @@ const children = new Set<Child>();
 const delivered = new Map<string, number[]>();
 /** Per key: the ids delivered, in arrival order. */
 const byKey = new Map<string, number[]>();
+/** The source's consumer reading the outbox among its changes: per order id, the commit_lsn of its row and of its message. */
+const togetherRows = new Map<string, number>();
+const togetherMessages = new Map<string, number>();
 
 beforeAll(async () => {
   db = await startTestPg();
@@ -40,6 +45,15 @@ beforeAll(async () => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
+      if (req.url === '/together') {
+        // The table's consumer with outbox: [events]: the order rows and the outbox messages.
+        for (const m of JSON.parse(Buffer.concat(chunks).toString('utf8')).data) {
+          if (m.subject !== undefined) togetherMessages.set(m.data.id, m.metadata.commit_lsn);
+          else togetherRows.set(m.record.id, m.metadata.commit_lsn);
+        }
+        res.writeHead(200).end();
+        return;
+      }
       for (const m of JSON.parse(Buffer.concat(chunks).toString('utf8')).data) {
         const seqs = delivered.get(m.data.id) ?? [];
         if (!seqs.includes(m.metadata.sequence)) {
@@ -75,6 +89,19 @@ consumers:
       batch_size: 200
       batch_timeout: 0ms
       max_in_flight: 4
+      timeout: 3s
+      retry: { initial: 100ms, cap: 1s }
+      allow_private_ranges: ["127.0.0.0/8"]
+  - name: together
+    source: app
+    tables: [public.orders]
+    outbox: [events]
+    kind: webhook
+    webhook:
+      url: ${hook.replace(/\/hook$/, '/together')}
+      secrets: ["${TEST_SECRET}"]
+      batch_size: 200
+      batch_timeout: 0ms
       timeout: 3s
       retry: { initial: 100ms, cap: 1s }
       allow_private_ranges: ["127.0.0.0/8"]
@@ -173,5 +200,11 @@ describe('publishing with a gateway killed -9 during a burst', () => {
     expect([...delivered.values()].filter((s) => s.length > 1)).toEqual([]);
     // Per key, in the order published (n rises with each client's publishes).
     for (const [key, ns] of byKey) expect(ns, key).toEqual([...ns].sort((a, b) => a - b));
+    // The table's consumer with outbox: every committed transaction's row and
+    // message, the message carrying its row's transaction.
+    const notTogether = () => [...committed].filter((id) => !togetherRows.has(id) || !togetherMessages.has(id));
+    for (const until = Date.now() + 60_000; notTogether().length > 0 && Date.now() < until; ) await sleep(100);
+    expect(notTogether().slice(0, 10)).toEqual([]);
+    for (const id of committed) expect(togetherMessages.get(id), id).toBe(togetherRows.get(id));
   }, 240_000);
 });
