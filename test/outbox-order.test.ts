@@ -217,6 +217,12 @@ describe('outbox messages among their source\'s changes', () => {
     expect(label(all[600])).toBe('publish:big.middle');
     expect(label(all[1201])).toBe('publish:other.end');
     expect(all.filter((m) => m.subject === undefined).map((m) => m.record.id)).toEqual(Array.from({ length: 1200 }, (_, i) => 1000 + i));
+    // Replay by query: a where selects rows only; without one, the messages come too.
+    const byWhere = await call('POST', '/api/consumers/together/replay', { where: 'id = 12', dry_run: true });
+    expect(byWhere.status, JSON.stringify(byWhere.body)).toBe(200);
+    expect(byWhere.body.matched).toBe(1);
+    const whole = await call('POST', '/api/consumers/together/replay', { dry_run: true });
+    expect(whole.body.matched).toBe(6 + 1202);
     // A rewind delivers the messages again with the changes (the rolled-back one was never stored).
     const rewind = await call('POST', '/api/consumers/together/rewind', { to: 'earliest' });
     expect(rewind.status, JSON.stringify(rewind.body)).toBe(200);

@@ -92,13 +92,15 @@ async function boundOf(db: PoolClient, source: number, text: string | undefined,
 
 /** The query checked and resolved against the consumer and its source; refusals are ConfigErrors naming the field. */
 async function resolve(db: PoolClient, c: Consumer, q: ReplayQuery, sourceUrl: string) {
-  const tables = q.tables ?? c.tables;
+  // Outbox messages (".<stream>", migrations/0023_source_outbox.sql) have no
+  // row for a where to test: a replay with a where selects rows only.
+  const tables = q.tables ?? (q.where ? c.tables.filter((t) => !t.startsWith('.')) : c.tables);
   const unknown = tables.filter((t) => !c.tables.includes(t));
   if (unknown.length > 0) {
     throw refuse([{ path: 'tables', reason: `${unknown.join(', ')} ${unknown.length === 1 ? 'is' : 'are'} not among the consumer's tables (${c.tables.join(', ')})` }]);
   }
   let where: Record<string, string> | null = null;
-  if (typeof q.where === 'string') where = Object.fromEntries(tables.map((t) => [t, q.where as string]));
+  if (typeof q.where === 'string') where = Object.fromEntries(tables.filter((t) => !t.startsWith('.')).map((t) => [t, q.where as string]));
   else if (q.where && Object.keys(q.where).length > 0) {
     const outside = Object.keys(q.where).filter((t) => !tables.includes(t));
     if (outside.length > 0) throw refuse(outside.map((t) => ({ path: `where["${t}"]`, reason: `"${t}" is not among the tables replayed` })));
