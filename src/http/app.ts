@@ -5,7 +5,7 @@
 //                       admin-only, pull routes also take consumer-scoped tokens
 //   /api/openapi.json   generated from the route schemas
 import swagger from '@fastify/swagger';
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import { TokenVerifier, requireToken } from './auth.js';
 import type { AppDeps } from './deps.js';
 import { clientErrorHandler, errorHandler, notFoundHandler, sendError } from './errors.js';
@@ -38,7 +38,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     clientErrorHandler,
     // fastify's two info lines per request drown a busy gateway's log (a pull
     // worker alone makes several requests a second): one line at debug instead.
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
   });
   app.addHook('onResponse', async (request, reply) => {
     // The path only: a query string is the caller's, and may carry anything.
