@@ -4,18 +4,29 @@
 // same table at a steady rate in 1-row transactions, and a second consumer of
 // the table takes those changes by long-poll receive. Each change's latency is
 // from its source commit (metadata.commit_timestamp, same clock) to its
-// receipt. Prints the backfill's rate and the latency p50/p99 during it.
+// receipt. Prints the backfill's rate and the latency p50/p99 during it, and
+// the gateway's peak RSS: the gateway runs as its own process, started as the
+// Docker image starts it (node bin/sluice.js start), so the figure is its
+// high-water mark (VmHWM) alone, not the load generators' beside it.
 //   npx tsx bench/backfill-latency.ts [rows] [rate] [chunk_size]
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { createInterface } from 'node:readline';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import pg from 'pg';
 import { startEmbedded } from '../src/db/embedded.js';
-import { Gateway } from '../src/gateway.js';
-import { createLogger } from '../src/log.js';
-import { loadConfig } from '../src/config/load.js';
 import { pct } from './latency.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+/** A process's peak resident set (VmHWM, Linux), in bytes. */
+function peakRss(pid: number): number {
+  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (!m) throw new Error('no VmHWM in /proc/<pid>/status (Linux only)');
+  return Number(m[1]) * 1024;
+}
 
 export interface BackfillLatencyResult {
   rows: number;
@@ -25,7 +36,7 @@ export interface BackfillLatencyResult {
   p50: number;
   p99: number;
   max: number;
-  /** The process's (gateway's) peak RSS during the run. */
+  /** The gateway process's peak RSS (VmHWM) over the whole run, start included. */
   peakRssMb: number;
 }
 
@@ -34,8 +45,6 @@ const TOKEN = 'bench-token-0123456789';
 export async function runBackfillLatencyBench(rows = 1_000_000, rate = 500, chunkSize = 1000, log = console.log): Promise<BackfillLatencyResult> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'sluice-bflat-'));
   chmodSync(dir, 0o755);
-  let peakRss = process.memoryUsage().rss;
-  const rssTimer = setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage().rss)), 100);
   const pgh = await startEmbedded({ dataDir: path.join(dir, 'pg'), persistent: false, extraFlags: ['-c', 'max_wal_size=4GB', '-c', 'shared_buffers=512MB'] });
   const setup = new pg.Client({ connectionString: pgh.url });
   await setup.connect();
@@ -45,9 +54,8 @@ export async function runBackfillLatencyBench(rows = 1_000_000, rate = 500, chun
     SELECT g, md5(g::text)::uuid, 'kind-' || (g % 17), (g % 100000) / 100.0, repeat(md5(g::text), 3), now() - g * interval '1 second'
     FROM generate_series(1, $1) g`, [rows]);
   await setup.query('VACUUM ANALYZE public.events');
-  const gateway = new Gateway({
-    config: loadConfig({
-      text: `
+  const configFile = path.join(dir, 'sluice.yaml');
+  writeFileSync(configFile, `
 http: { host: 127.0.0.1, port: 0 }
 auth: { admin_token: ${TOKEN} }
 sources:
@@ -55,14 +63,26 @@ sources:
 consumers:
   - { name: bulk, source: app, kind: pull, tables: [public.events] }
   - { name: live, source: app, kind: pull, tables: [public.events] }
-`,
-    }, {}),
-    bufferUrl: pgh.url,
-    log: createLogger('warn'),
+`);
+  const gateway = spawn(process.execPath, [path.join(ROOT, 'bin/sluice.js'), 'start', '--config', configFile], {
+    cwd: ROOT,
+    env: { ...process.env, DATABASE_URL: pgh.url },
+    stdio: ['ignore', 'pipe', 'inherit'],
   });
-  await gateway.start();
-  while (!gateway.status().every((s) => s.running)) await new Promise((r) => setTimeout(r, 20));
-  const api = `${gateway.httpAddress}/api`;
+  const exited = new Promise<void>((r) => gateway.once('exit', () => r()));
+  // Its HTTP address from its log, once it says it started (capture running).
+  const api = await new Promise<string>((resolve, reject) => {
+    let address = '';
+    const timer = setTimeout(() => reject(new Error('the gateway did not start within 60 s')), 60_000);
+    gateway.once('exit', (code) => reject(new Error(`the gateway exited (${code})`)));
+    createInterface({ input: gateway.stdout! }).on('line', (line) => {
+      if (line.includes('"msg":"http listening"')) address = JSON.parse(line).address;
+      if (line.includes('"msg":"sluice started"') && address) {
+        clearTimeout(timer);
+        resolve(`${address}/api`);
+      }
+    });
+  });
   const headers = { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' };
 
   const samples: number[] = [];
@@ -113,8 +133,9 @@ consumers:
   stop = true;
   await Promise.all(pullers);
   await setup.end();
-  await gateway.stop();
-  clearInterval(rssTimer);
+  const peak = peakRss(gateway.pid!);
+  gateway.kill('SIGTERM');
+  await exited;
   await pgh.stop().catch(() => {});
   rmSync(dir, { recursive: true, force: true });
 
@@ -127,11 +148,11 @@ consumers:
     p50: pct(sorted, 0.5),
     p99: pct(sorted, 0.99),
     max: sorted[sorted.length - 1],
-    peakRssMb: Math.round(peakRss / 1048576),
+    peakRssMb: Math.round(peak / 1048576),
   };
   log(
     `backfill latency: ${result.rows.toLocaleString('en')} rows backfilled at ${result.rowsPerSecond.toLocaleString('en')} rows/s (chunk ${chunkSize}) ` +
-      `while ${result.changes}/${produced} live updates at ${rate}/s (${Math.round(rateDone)}/s held) reached another consumer: commit → long-poll receive p50 ${result.p50} ms, p99 ${result.p99} ms, max ${result.max} ms; peak RSS ${result.peakRssMb} MB`,
+      `while ${result.changes}/${produced} live updates at ${rate}/s (${Math.round(rateDone)}/s held) reached another consumer: commit → long-poll receive p50 ${result.p50} ms, p99 ${result.p99} ms, max ${result.max} ms; gateway peak RSS ${result.peakRssMb} MB`,
   );
   return result;
 }
