@@ -8,7 +8,7 @@
 // the gateway's peak RSS: the gateway runs as its own process, started as the
 // Docker image starts it (node bin/sluice.js start), so the figure is its
 // high-water mark (VmHWM) alone, not the load generators' beside it.
-//   npx tsx bench/backfill-latency.ts [rows] [rate] [chunk_size]
+//   npx tsx bench/backfill-latency.ts [rows] [rate] [chunk_size]   (BENCH_NODE_ARGS: the gateway's node flags)
 import { spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -64,7 +64,9 @@ consumers:
   - { name: bulk, source: app, kind: pull, tables: [public.events] }
   - { name: live, source: app, kind: pull, tables: [public.events] }
 `);
-  const gateway = spawn(process.execPath, [path.join(ROOT, 'bin/sluice.js'), 'start', '--config', configFile], {
+  // BENCH_NODE_ARGS: flags for the gateway's node (--cpu-prof, a V8 setting).
+  const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const gateway = spawn(process.execPath, [...nodeArgs, path.join(ROOT, 'bin/sluice.js'), 'start', '--config', configFile], {
     cwd: ROOT,
     env: { ...process.env, DATABASE_URL: pgh.url },
     stdio: ['ignore', 'pipe', 'inherit'],

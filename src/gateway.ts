@@ -11,6 +11,7 @@ import { Wakeup } from './buffer/wakeup.js';
 import { Jobs } from './jobs/scheduler.js';
 import { Dispatcher } from './push/dispatcher.js';
 import { Captures } from './capture/captures.js';
+import { Metrics } from './metrics/metrics.js';
 import type { SourceCapture } from './capture/source-capture.js';
 import { applyConfig } from './config/apply.js';
 import type { SluiceConfig } from './config/types.js';
@@ -44,6 +45,8 @@ export interface GatewayOptions {
 export class Gateway {
   readonly instanceId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   pool!: Pool;
+  /** This process's metrics (GET /metrics). */
+  readonly metrics = new Metrics();
   consumers!: ConsumerRegistry;
   private capturesOwner: Captures | null = null;
   httpAddress: string | null = null;
@@ -92,7 +95,7 @@ export class Gateway {
 
     // Every stored source, not only the file's: sources created through the API
     // are captured too, and changes to them take effect without a restart.
-    const captures = new Captures({ bufferPool: this.pool, bufferUrl: this.opts.bufferUrl, consumers: this.consumers, log });
+    const captures = new Captures({ bufferPool: this.pool, bufferUrl: this.opts.bufferUrl, consumers: this.consumers, log, metrics: this.metrics });
     this.capturesOwner = captures;
     this.push('capture', () => captures.stop());
     await captures.start();
@@ -131,6 +134,8 @@ export class Gateway {
       capture: { status: () => this.status() },
       backfillsCreated: (source) => this.captures.find((c) => c.source.name === source)?.pokeBackfills(),
       adminToken: config.auth.admin_token || undefined,
+      metrics: this.metrics,
+      metricsAccess: config.metrics,
       instanceId: this.instanceId,
       bodyLimitBytes: config.http.body_limit_bytes,
       wakeup,
@@ -142,7 +147,7 @@ export class Gateway {
   }
 
   private async startDispatcher(wakeup: Wakeup): Promise<void> {
-    const dispatcher = new Dispatcher({ pool: this.pool, consumers: this.consumers, wakeup, instanceId: this.instanceId, log: this.opts.log });
+    const dispatcher = new Dispatcher({ pool: this.pool, consumers: this.consumers, wakeup, instanceId: this.instanceId, log: this.opts.log, metrics: this.metrics });
     dispatcher.start();
     this.push('dispatcher', () => dispatcher.stop());
   }

@@ -216,6 +216,7 @@ describe('redactExport', () => {
   const text = `
 buffer: {url: "postgres://buf:buffer-pw@localhost/sluice"}
 auth: {admin_token: admin-token-secret}
+metrics: {token: metrics-token-secret-0123456789}
 sources:
   - {name: app, url: "postgresql://app@db.example.com/app?password=pw%26x", tables: [orders]}
 consumers:
@@ -238,13 +239,14 @@ consumers:
     const vars = {
       SLUICE_BUFFER_PASSWORD: 'buffer-pw',
       SLUICE_ADMIN_TOKEN: 'admin-token-secret',
+      SLUICE_METRICS_TOKEN: 'metrics-token-secret-0123456789',
       SLUICE_SOURCE_APP_PASSWORD: 'pw%26x',
       SLUICE_CONSUMER_A_B_HEADER_X_KEY: 'true',
       SLUICE_CONSUMER_A_B_HEADER_X_KEY_2: 'k2',
     };
     expect(r.references.map((ref) => ref.variable)).toEqual(Object.keys(vars));
     expect(r.omittedSecrets).toEqual(['a-b']);
-    for (const secret of ['buffer-pw', 'admin-token-secret', 'pw%26x', 'k2', 'whsec_']) expect(r.yaml).not.toContain(secret);
+    for (const secret of ['buffer-pw', 'admin-token-secret', 'metrics-token-secret', 'pw%26x', 'k2', 'whsec_']) expect(r.yaml).not.toContain(secret);
     const note = formatExportNote(r);
     expect(note).toContain('SLUICE_CONSUMER_A_B_HEADER_X_KEY_2  consumer a_b: webhook.headers.X-Key');
     for (const secret of ['buffer-pw', 'admin-token-secret', 'pw%26x', 'k2', 'whsec_']) expect(note).not.toContain(secret);

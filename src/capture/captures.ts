@@ -8,6 +8,7 @@
 import type { ConsumerRegistry, SourceRecord } from '../buffer/consumers.js';
 import type { Pool } from '../db/pool.js';
 import type { SourceStatus } from '../http/deps.js';
+import type { Metrics } from '../metrics/metrics.js';
 import { SourceCapture, type Logger } from './source-capture.js';
 
 export interface CapturesDeps {
@@ -16,6 +17,7 @@ export interface CapturesDeps {
   bufferUrl: string;
   consumers: ConsumerRegistry;
   log: Logger;
+  metrics?: Metrics;
 }
 
 /** How long start() waits for the captures' first attempts (an unreachable source may take its connect timeout). */
@@ -95,6 +97,7 @@ export class Captures {
         sourceUrl: source.config.url || this.deps.bufferUrl,
         consumers: this.deps.consumers,
         log: this.deps.log,
+        metrics: this.deps.metrics,
       });
       capture.start();
       this.running.set(source.name, { fingerprint: fingerprint(source), capture });

@@ -59,7 +59,8 @@ export interface SessionDeps {
   outboxWake?(stream: string): readonly string[];
   /** An outbox message was not stored: its content is refused, or its stream does not exist. */
   onOutboxRefused?(stream: string, reason: string, count: number): void;
-  onWritten?(rows: number, checkpoint: bigint | null): void;
+  /** A batch was stored: its rows, the position it moved to, and how long the write took (seconds). */
+  onWritten?(rows: number, checkpoint: bigint | null, seconds: number): void;
   /**
    * Test-only: each buffer write waits this long before it starts. Crash tests
    * set it to widen the window between receiving a commit and storing it, so a
@@ -316,13 +317,14 @@ export class CaptureSession {
   private async write(batch: Parameters<typeof writeBatch>[1]): Promise<void> {
     try {
       if (this.deps.writeDelayMs) await new Promise((r) => setTimeout(r, this.deps.writeDelayMs));
+      const started = performance.now();
       await writeBatch(this.deps.bufferPool, batch);
       if (batch.checkpoint !== null && batch.checkpoint > this.durable) {
         this.durable = batch.checkpoint;
         this.deps.confirm(this.durable);
       }
       if (batch.marks?.length) this.deps.staged?.written();
-      this.deps.onWritten?.(batch.rows.length, batch.checkpoint);
+      this.deps.onWritten?.(batch.rows.length, batch.checkpoint, (performance.now() - started) / 1000);
     } catch (err) {
       // A write rolled back because the one before it failed reports nothing new.
       if (this.failed) return;

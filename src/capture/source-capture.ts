@@ -4,6 +4,7 @@ import { clearTail, readPosition, readSourceNo } from '../buffer/writer.js';
 import type { SourceConfig } from '../config/types.js';
 import { createPool, type Pool } from '../db/pool.js';
 import type { SourceStatus } from '../http/deps.js';
+import type { Metrics } from '../metrics/metrics.js';
 import { ChangeDecoder, type Route } from './decoder.js';
 import { lsnToBigInt } from './lsn.js';
 import { ReplicationStream } from './replication.js';
@@ -28,6 +29,7 @@ export interface SourceCaptureDeps {
   log: Logger;
   /** Test-only: passed to each CaptureSession (see SessionDeps.writeDelayMs). */
   writeDelayMs?: number;
+  metrics?: Metrics;
 }
 
 const BACKOFF_MIN_MS = 250;
@@ -167,6 +169,7 @@ export class SourceCapture {
           this.state.standing_by = false;
           this.state.last_error = e.message;
           this.deps.log.error({ source: this.source.name, err: e.message }, e instanceof SetupError ? 'capture setup failed' : 'capture stream failed; reconnecting');
+          this.deps.metrics?.captureReconnects.inc({ source: this.source.name });
         }
       }
       this.state.running = false;
@@ -242,7 +245,11 @@ export class SourceCapture {
         this.state.outbox_refused = { count: (this.state.outbox_refused?.count ?? 0) + count, last_reason: `stream "${stream}": ${reason}` };
         this.deps.log.warn({ source: this.source.name, stream, reason, messages: count }, 'outbox message not stored');
       },
-      onWritten: (rows) => {
+      onWritten: (rows, _checkpoint, seconds) => {
+        if (this.deps.metrics) {
+          this.deps.metrics.changesCaptured.inc({ source: this.source.name }, rows);
+          this.deps.metrics.captureWriteSeconds.observe({ source: this.source.name }, seconds);
+        }
         this.written += rows;
       },
     });

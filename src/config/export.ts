@@ -60,6 +60,7 @@ export function redactExport(config: SluiceConfig): RedactedExport {
 
   url(['buffer', 'url'], config.buffer.url, 'SLUICE_BUFFER', 'buffer', 'url');
   if (config.auth.admin_token) replace.push([['auth', 'admin_token'], refer('SLUICE_ADMIN_TOKEN', 'auth.admin_token')]);
+  if (config.metrics?.token) replace.push([['metrics', 'token'], refer('SLUICE_METRICS_TOKEN', 'metrics.token')]);
   config.sources.forEach((s, i) => url(['sources', i, 'url'], s.url, `SLUICE_SOURCE_${s.name}`, `source ${s.name}`, 'url'));
   config.consumers.forEach((c, i) => {
     const w = c.webhook;

@@ -362,6 +362,20 @@ export function checkConsumerSource(
   });
 }
 
+/** The smallest metrics token accepted: long enough not to be guessed. */
+export const METRICS_TOKEN_MIN = 24;
+
+function normaliseMetrics(y: NonNullable<YamlConfig['metrics']>, issues: RawIssue[]): SluiceConfig['metrics'] {
+  const access = y.access ?? 'token';
+  const token = optional(y.token);
+  if (token !== undefined && access === 'open') {
+    issues.push(issue(['metrics', 'token'], 'is only used with access: token (with access: open, /metrics takes no token); remove one of them'));
+  } else if (token !== undefined && token.length < METRICS_TOKEN_MIN) {
+    issues.push(issue(['metrics', 'token'], `must be at least ${METRICS_TOKEN_MIN} characters (it guards the metrics); e.g. slk_$(openssl rand -base64 32)`));
+  }
+  return { access, ...(token !== undefined && { token }) };
+}
+
 /** Reports every name used more than once in a list of resources. */
 function checkUnique(items: Array<{ name?: unknown }>, list: 'sources' | 'streams' | 'consumers', issues: RawIssue[]): void {
   const first = new Map<string, number>();
@@ -426,6 +440,7 @@ export function normaliseConfig(y: YamlConfig, invalid: Set<string>, issues: Raw
   const http = section('http') ?? {};
   const bufferUrl = optional(section('buffer')?.url);
   const adminToken = optional(section('auth')?.admin_token);
+  const metrics = normaliseMetrics(section('metrics') ?? {}, issues);
   return {
     buffer: bufferUrl !== undefined ? { url: bufferUrl } : {},
     http: {
@@ -434,6 +449,7 @@ export function normaliseConfig(y: YamlConfig, invalid: Set<string>, issues: Raw
       body_limit_bytes: bytes(http.body_limit, H.body_limit, MAXIMA.http.body_limit, ['http', 'body_limit'], issues),
     },
     auth: adminToken !== undefined ? { admin_token: adminToken } : {},
+    metrics,
     sources,
     streams,
     consumers,

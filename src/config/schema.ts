@@ -352,6 +352,15 @@ export const configSchema = object(
       { default: {} },
     ),
     auth: object({ admin_token: { type: 'string' } }, { default: {} }),
+    // GET /metrics (src/metrics/): behind a token (an admin token, or this
+    // one) by default, or open to whoever reaches the port.
+    metrics: object(
+      {
+        access: { type: 'string', enum: ['token', 'open'], default: 'token' },
+        token: { type: 'string', description: 'a token for scrapers (at least 24 characters); admin tokens work too' },
+      },
+      { default: {} },
+    ),
     sources: { type: 'array', items: { $ref: sourceSchema.$id }, default: [] },
     streams: { type: 'array', items: { $ref: streamSchema.$id }, default: [] },
     consumers: { type: 'array', items: { $ref: consumerSchema.$id }, default: [] },
@@ -430,6 +439,7 @@ export interface YamlConfig {
   buffer?: { url?: string };
   http?: { host?: string; port?: number; body_limit?: Size };
   auth?: { admin_token?: string };
+  metrics?: { access?: 'token' | 'open'; token?: string };
   sources?: YamlSource[];
   streams?: YamlStream[];
   consumers?: YamlConsumer[];

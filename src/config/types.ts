@@ -8,6 +8,8 @@ export interface SluiceConfig {
   buffer: { url?: string };
   http: { host: string; port: number; body_limit_bytes: number };
   auth: { admin_token?: string };
+  /** GET /metrics: behind a token (admin tokens, or `token`) or open. */
+  metrics?: { access: 'token' | 'open'; token?: string };
   sources: SourceConfig[];
   /** Logs of published messages (src/streams/); their names are distinct from the sources'. */
   streams: StreamConfig[];

@@ -95,6 +95,8 @@ export function toYamlShape(config: SluiceConfig): YamlConfig {
       body_limit: formatSize(config.http.body_limit_bytes),
     },
     auth: { ...config.auth },
+    // Only when not the default: configs without it export as before.
+    ...(config.metrics && (config.metrics.access !== 'token' || config.metrics.token) && { metrics: { ...config.metrics } }),
     sources: config.sources.map(toYamlSource),
     // Only when there are some: configs without streams export as before.
     ...(config.streams.length > 0 && { streams: config.streams.map(toYamlStream) }),

@@ -10,6 +10,7 @@ import { TokenVerifier, requireToken } from './auth.js';
 import type { AppDeps } from './deps.js';
 import { clientErrorHandler, errorHandler, notFoundHandler, sendError } from './errors.js';
 import { healthRoutes } from './health.js';
+import { metricsRoutes } from './metrics.js';
 import { guardInput } from './input-guard.js';
 import { attemptsRoutes } from './routes/attempts.js';
 import { managementRoutes } from './routes/index.js';
@@ -76,6 +77,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   // token: forget every cached lookup.
   const unsubscribe = deps.consumers.onChange(() => verifier.clear());
   app.addHook('onClose', async () => unsubscribe());
+
+  if (deps.metrics) await app.register(metricsRoutes, { deps, metrics: deps.metrics, verifier });
 
   await app.register(
     async (api) => {

@@ -4,6 +4,7 @@
 import type { ConsumerRegistry } from '../buffer/consumers.js';
 import type { Wakeup } from '../buffer/wakeup.js';
 import type { Pool } from '../db/pool.js';
+import type { Metrics } from '../metrics/metrics.js';
 
 export interface SourceStatus {
   name: string;
@@ -35,6 +36,10 @@ export interface AppDeps {
   /** The process's LISTEN connection for new-message wake-ups (pull long-polls, dispatcher). */
   wakeup?: Wakeup;
   logger?: boolean | Record<string, unknown>;
+  /** The process's metrics: GET /metrics, and the pull routes' counters. Absent: no /metrics. */
+  metrics?: Metrics;
+  /** Who may scrape /metrics (config `metrics`); default: admin tokens. */
+  metricsAccess?: { access: 'token' | 'open'; token?: string };
   /** Backfills of this source were created: its capture (if this process runs it) starts on them now. */
   backfillsCreated?(sourceName: string): void;
 }

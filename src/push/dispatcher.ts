@@ -3,6 +3,7 @@
 // resumed or deleted gets its worker started, replaced or stopped. Several
 // gateway processes may run a Dispatcher on the same buffer: batches are leased
 // in the database, so they share the work without sending a batch twice at once.
+import type { Metrics } from '../metrics/metrics.js';
 import type { ConsumerRecord, ConsumerRegistry } from '../buffer/consumers.js';
 import { ClaimFaults } from '../buffer/faults.js';
 import { Wakeup } from '../buffer/wakeup.js';
@@ -21,6 +22,7 @@ export interface DispatcherDeps {
   log: Log;
   /** DNS for the SSRF guard (tests); the system resolver by default. */
   lookup?: Lookup;
+  metrics?: Metrics;
 }
 
 export interface DispatcherStatus {
@@ -95,6 +97,7 @@ export class Dispatcher {
         instanceId: this.deps.instanceId,
         log: this.deps.log,
         faults: this.faults,
+        metrics: this.deps.metrics,
         onStateChange: () => void this.deps.consumers.reload().catch(() => {}),
       });
       this.workers.set(name, { worker, fingerprint: fingerprint(c) });

@@ -18,6 +18,7 @@ import { StopSwitch, type EndpointClients } from './http.js';
 import { claimBatches, deadLetterBatchKeys, ensureHealthRow, recordFailure, type AttemptFacts, type ClaimedBatch } from './queries.js';
 import { DEFAULT_DISABLE_AFTER_MS, exhausted, retryDelayMs, verdict } from './schedule.js';
 import { groupCount, isolationParts, mayBeAboutContent, partition, splitInto, splitMode } from './split.js';
+import { committedAtMs, responseClass, type Metrics } from '../metrics/metrics.js';
 import { loadExpiries, signingState, storedSecrets, type SigningState } from './secrets.js';
 
 export interface Log {
@@ -36,6 +37,7 @@ export interface WorkerDeps {
   faults: ClaimFaults;
   /** The consumer was paused or disabled by a delivery outcome. */
   onStateChange(): void;
+  metrics?: Metrics;
 }
 
 /** Re-check the table at least this often, whatever notifications say. */
@@ -320,6 +322,10 @@ export class ConsumerWorker {
     const body = buildBody(texts, this.settings.batched !== false);
     const ep: Endpoint = { ...this.endpoint!, sign: this.signing?.sign ?? null };
     const result = await deliver(ep, batch.batchId, body, { leaseEndsAt, stop: this.stopSwitch });
+    const m = this.deps.metrics;
+    const consumer = this.consumer.name;
+    m?.webhookResponses.inc({ consumer, class: responseClass(result.status, result.error) });
+    m?.webhookSeconds.observe({ consumer }, result.durationMs / 1000);
     const facts: AttemptFacts = {
       attempt: batch.attempt,
       startedAt: result.startedAt,
@@ -337,7 +343,17 @@ export class ConsumerWorker {
       // written behind, and until one commits its rows still block their groups,
       // so order holds. A lost ack means a redelivery with the same webhook-id.
       this.acks.add({ batch, facts }).then(
-        () => this.noteOutcome(),
+        () => {
+          if (m) {
+            m.delivered.inc({ consumer }, batch.payloads.length);
+            const now = Date.now();
+            for (const p of batch.payloads) {
+              const at = committedAtMs(p);
+              if (at === at) m.commitToAck.observe({ consumer }, Math.max(0, now - at) / 1000);
+            }
+          }
+          this.noteOutcome();
+        },
         (err) => this.log('error', { batch: webhookId(batch.batchId), err: String(err) }, 'acking a delivered batch failed; it will be redelivered'),
       );
       return;
@@ -365,6 +381,7 @@ export class ConsumerWorker {
     rendered.forEach((x, index) => x.ok || refused.push({ index, error: x.error }));
     if (refused.length === 0) return { batch, texts: rendered.map((x) => (x as { text: string }).text) };
     const left = await deadLetterBatchKeys(this.deps.pool, this.consumer.id, batch, refused);
+    this.deps.metrics?.deadLettered.inc({ consumer: this.consumer.name }, refused.length);
     this.log('warn', { batch: webhookId(batch.batchId), dead_lettered: refused.length, error: refused[0].error }, 'the transform refused messages; they are dead letters');
     // Groups may be free now: a wait for an outcome ends.
     this.noteOutcome();
@@ -411,6 +428,8 @@ export class ConsumerWorker {
       disableAfterMs: this.settings.disable_after_ms ?? DEFAULT_DISABLE_AFTER_MS,
     });
     this.noteOutcome();
+    this.deps.metrics?.failed.inc({ consumer: this.consumer.name }, batch.payloads.length);
+    if (outcome === 'dead_letter') this.deps.metrics?.deadLettered.inc({ consumer: this.consumer.name }, batch.payloads.length);
     const level = outcome === 'retry' ? 'warn' : 'error';
     this.log(level, { batch: webhookId(batch.batchId), attempt: batch.attempt, status: result.status, error: result.error, outcome, delay_ms: delayMs, split: isolate ? `${ways} parts, at once` : split }, 'webhook delivery failed');
     if (out.paused || out.disabled) {

@@ -89,8 +89,16 @@ export async function pullRoutes(app: FastifyInstance, opts: PullRoutesOptions):
       },
     }, receive);
     const ackSchema = { tags, params: schemas.consumerParams, body: schemas.ackBody, response: { 200: schemas.ackResponse, ...errors } };
-    app.post(`${base}/ack`, { bodyLimit, schema: ackSchema }, withAckIds((c, b) => service.ack(c, b.ack_ids)));
-    app.post(`${base}/nack`, { bodyLimit, schema: ackSchema }, withAckIds((c, b) => service.nack(c, b.ack_ids)));
+    app.post(`${base}/ack`, { bodyLimit, schema: ackSchema }, withAckIds(async (c, b) => {
+      const out = await service.ack(c, b.ack_ids);
+      deps.metrics?.delivered.inc({ consumer: c.name }, out.applied);
+      return out;
+    }));
+    app.post(`${base}/nack`, { bodyLimit, schema: ackSchema }, withAckIds(async (c, b) => {
+      const out = await service.nack(c, b.ack_ids);
+      deps.metrics?.failed.inc({ consumer: c.name }, out.applied);
+      return out;
+    }));
     app.post(`${base}/modify-visibility`, {
       bodyLimit,
       schema: { ...ackSchema, body: schemas.modifyVisibilityBody },
