@@ -15,6 +15,7 @@ import { createPool, type Pool } from '../src/db/pool.js';
 import type { WebhookSettings } from '../src/config/types.js';
 import { Jobs } from '../src/jobs/index.js';
 import { Dispatcher } from '../src/push/dispatcher.js';
+import { Metrics } from '../src/metrics/metrics.js';
 import { generateSecret } from '../src/signing/secrets.js';
 
 export interface PushBenchOptions {
@@ -30,6 +31,8 @@ export interface PushBenchOptions {
   timeoutMs?: number;
   /** Run the gateway's buffer VACUUM job, as `sluice start` does (default true). */
   vacuumJob?: boolean;
+  /** Count deliveries in a Metrics registry and scrape it this often during the drain (bench/metrics.ts). */
+  scrapeEveryMs?: number;
   /** Merged into the consumer's stored config (a filter, a transform), with the column types a where filter needs. */
   consumerPatch?: { config: Record<string, unknown>; filterColumns?: Record<string, Record<string, string>> };
 }
@@ -190,6 +193,7 @@ export async function runPushBench(o: PushBenchOptions): Promise<PushBenchResult
   const receiver = await startReceiverThread(failGroup);
   let dispatcher: Dispatcher | null = null;
   let jobs: Jobs | null = null;
+  let scraper: NodeJS.Timeout | undefined;
   try {
     await migrate(pool);
     const consumerId = await insertBenchConsumer(pool, benchWebhook(receiver.port, o.batchSize, o.maxInFlight));
@@ -200,7 +204,11 @@ export async function runPushBench(o: PushBenchOptions): Promise<PushBenchResult
     const registry = new ConsumerRegistry(pool);
     await registry.reload();
     const log = { info: () => {}, warn: () => {}, error: (obj: Record<string, unknown>, m?: string) => console.error(m, obj) };
-    dispatcher = new Dispatcher({ pool, consumers: registry, instanceId: 'bench', log });
+    const metrics = o.scrapeEveryMs ? new Metrics() : undefined;
+    dispatcher = new Dispatcher({ pool, consumers: registry, instanceId: 'bench', log, metrics });
+    if (metrics) {
+      scraper = setInterval(() => void metrics.text({ pool }).catch((err: Error) => console.error('scrape failed', err.message)), o.scrapeEveryMs);
+    }
     if (o.vacuumJob ?? true) jobs = new Jobs({ pool, log });
     const pgDir = embedded?.dataDir;
     const pgCpu0 = pgDir ? postgresCpuMs(pgDir) : null;
@@ -234,6 +242,7 @@ export async function runPushBench(o: PushBenchOptions): Promise<PushBenchResult
       failedRequests: counts.failed,
     };
   } finally {
+    clearInterval(scraper);
     await jobs?.stop();
     await dispatcher?.stop();
     await receiver.stop();

@@ -1,7 +1,7 @@
 // `npm run bench`: every benchmark, one after another, each on its own fresh
 // embedded Postgres, then a summary beside the issue's targets. Prints figures;
 // asserts nothing. BENCH_SCALE=0.1 runs a tenth of each backlog; BENCH_ONLY=
-// capture,pull,push,latency,retention,rewind,filters,backfill,publish,subjects picks some.
+// capture,pull,push,latency,retention,rewind,filters,backfill,publish,subjects,metrics picks some.
 import os from 'node:os';
 import { runCaptureBench } from './capture.js';
 import { runLatencyBench } from './latency.js';
@@ -15,6 +15,7 @@ import { runBackfillBench } from './backfill.js';
 import { runBackfillLatencyBench } from './backfill-latency.js';
 import { runSubjectsBench } from './subjects.js';
 import { runPublishBench } from './publish.js';
+import { runMetricsBench } from './metrics.js';
 
 const scale = Number(process.env.BENCH_SCALE ?? 1);
 const only = process.env.BENCH_ONLY?.split(',');
@@ -101,6 +102,15 @@ if (want('publish')) {
 if (want('subjects')) {
   const r = runSubjectsBench();
   rows.push([`subjects: a consumer with ${r.patterns} patterns`, `${(r.uncachedNs / 1000).toFixed(2)} µs a message (new subjects), ${(r.cachedNs / 1000).toFixed(3)} µs (repeated)`, '< 2 µs']);
+}
+if (want('metrics')) {
+  const r = await runMetricsBench(500, 2);
+  rows.push(['metrics: a scrape with 500 consumers', `p50 ${r.scrapeP50Ms} ms, max ${r.scrapeMaxMs} ms`, '< 50 ms']);
+  const rate = (scraping: boolean) => {
+    const xs = r.push.filter((p) => p.scraping === scraping).map((p) => p.perSecond);
+    return xs.reduce((a, b) => a + b, 0) / xs.length;
+  };
+  rows.push(['metrics: push batch 1, scraped every second', `${fmt(rate(true))}/s against ${fmt(rate(false))}/s (${((rate(true) / rate(false) - 1) * 100).toFixed(1)}%)`, 'under 2% lower']);
 }
 
 console.log('\nSummary');

@@ -133,6 +133,27 @@ export class Metrics {
     this.poolTotal.set(from.pool.totalCount);
   }
 
+  /**
+   * One consumer's delivery meters, bound to its label once: a webhook worker
+   * counts every attempt, and binding skips hashing the labels each time.
+   */
+  forConsumer(consumer: string): ConsumerMeters {
+    const labels = { consumer };
+    const classes = new Map<string, { inc(n?: number): void }>();
+    return {
+      delivered: this.delivered.labels(labels),
+      failed: this.failed.labels(labels),
+      deadLettered: this.deadLettered.labels(labels),
+      attemptSeconds: this.webhookSeconds.labels(labels),
+      commitToAck: this.commitToAck.labels(labels),
+      response: (cls) => {
+        let c = classes.get(cls);
+        if (!c) classes.set(cls, (c = this.webhookResponses.labels({ consumer, class: cls })));
+        c.inc();
+      },
+    };
+  }
+
   /** The text a scrape is answered with. */
   async text(from: MetricsSources): Promise<string> {
     await this.refresh(from);
@@ -142,6 +163,16 @@ export class Metrics {
   get contentType(): string {
     return this.registry.contentType;
   }
+}
+
+export interface ConsumerMeters {
+  delivered: { inc(n?: number): void };
+  failed: { inc(n?: number): void };
+  deadLettered: { inc(n?: number): void };
+  attemptSeconds: { observe(seconds: number): void };
+  commitToAck: { observe(seconds: number): void };
+  /** Counts one webhook attempt under its class (responseClass). */
+  response(cls: string): void;
 }
 
 /** The class a webhook attempt's outcome is counted under. */

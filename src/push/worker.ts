@@ -18,7 +18,7 @@ import { StopSwitch, type EndpointClients } from './http.js';
 import { claimBatches, deadLetterBatchKeys, ensureHealthRow, recordFailure, type AttemptFacts, type ClaimedBatch } from './queries.js';
 import { DEFAULT_DISABLE_AFTER_MS, exhausted, retryDelayMs, verdict } from './schedule.js';
 import { groupCount, isolationParts, mayBeAboutContent, partition, splitInto, splitMode } from './split.js';
-import { committedAtMs, responseClass, type Metrics } from '../metrics/metrics.js';
+import { committedAtMs, responseClass, type ConsumerMeters, type Metrics } from '../metrics/metrics.js';
 import { loadExpiries, signingState, storedSecrets, type SigningState } from './secrets.js';
 
 export interface Log {
@@ -91,6 +91,8 @@ export class ConsumerWorker {
   private readonly leaseMs: number;
   private readonly renderer: Renderer;
   private readonly acks: AckQueue;
+  /** This consumer's delivery meters (src/metrics/), when the process keeps metrics. */
+  private readonly meters: ConsumerMeters | undefined;
   /** Where-filtered: the next walk of the log runs while the claimed batches are out. */
   private readonly walks: WalkAhead;
   private endpoint: Endpoint | null = null;
@@ -131,6 +133,7 @@ export class ConsumerWorker {
     this.renderer = rendererFor(consumer);
     this.acks = new AckQueue(deps.pool, consumer.id, deps.instanceId);
     this.walks = new WalkAhead(deps.pool);
+    this.meters = deps.metrics?.forConsumer(consumer.name);
   }
 
   get inFlightCount(): number {
@@ -322,10 +325,9 @@ export class ConsumerWorker {
     const body = buildBody(texts, this.settings.batched !== false);
     const ep: Endpoint = { ...this.endpoint!, sign: this.signing?.sign ?? null };
     const result = await deliver(ep, batch.batchId, body, { leaseEndsAt, stop: this.stopSwitch });
-    const m = this.deps.metrics;
-    const consumer = this.consumer.name;
-    m?.webhookResponses.inc({ consumer, class: responseClass(result.status, result.error) });
-    m?.webhookSeconds.observe({ consumer }, result.durationMs / 1000);
+    const m = this.meters;
+    m?.response(responseClass(result.status, result.error));
+    m?.attemptSeconds.observe(result.durationMs / 1000);
     const facts: AttemptFacts = {
       attempt: batch.attempt,
       startedAt: result.startedAt,
@@ -345,11 +347,11 @@ export class ConsumerWorker {
       this.acks.add({ batch, facts }).then(
         () => {
           if (m) {
-            m.delivered.inc({ consumer }, batch.payloads.length);
+            m.delivered.inc(batch.payloads.length);
             const now = Date.now();
             for (const p of batch.payloads) {
               const at = committedAtMs(p);
-              if (at === at) m.commitToAck.observe({ consumer }, Math.max(0, now - at) / 1000);
+              if (at === at) m.commitToAck.observe(Math.max(0, now - at) / 1000);
             }
           }
           this.noteOutcome();
@@ -381,7 +383,7 @@ export class ConsumerWorker {
     rendered.forEach((x, index) => x.ok || refused.push({ index, error: x.error }));
     if (refused.length === 0) return { batch, texts: rendered.map((x) => (x as { text: string }).text) };
     const left = await deadLetterBatchKeys(this.deps.pool, this.consumer.id, batch, refused);
-    this.deps.metrics?.deadLettered.inc({ consumer: this.consumer.name }, refused.length);
+    this.meters?.deadLettered.inc(refused.length);
     this.log('warn', { batch: webhookId(batch.batchId), dead_lettered: refused.length, error: refused[0].error }, 'the transform refused messages; they are dead letters');
     // Groups may be free now: a wait for an outcome ends.
     this.noteOutcome();
@@ -428,8 +430,8 @@ export class ConsumerWorker {
       disableAfterMs: this.settings.disable_after_ms ?? DEFAULT_DISABLE_AFTER_MS,
     });
     this.noteOutcome();
-    this.deps.metrics?.failed.inc({ consumer: this.consumer.name }, batch.payloads.length);
-    if (outcome === 'dead_letter') this.deps.metrics?.deadLettered.inc({ consumer: this.consumer.name }, batch.payloads.length);
+    this.meters?.failed.inc(batch.payloads.length);
+    if (outcome === 'dead_letter') this.meters?.deadLettered.inc(batch.payloads.length);
     const level = outcome === 'retry' ? 'warn' : 'error';
     this.log(level, { batch: webhookId(batch.batchId), attempt: batch.attempt, status: result.status, error: result.error, outcome, delay_ms: delayMs, split: isolate ? `${ways} parts, at once` : split }, 'webhook delivery failed');
     if (out.paused || out.disabled) {
