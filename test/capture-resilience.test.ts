@@ -328,7 +328,10 @@ describe('capture resilience', () => {
     await sleep(1000);
     // Neither the buffer's position nor the slot moved past the failed changes.
     const { rows: pos } = await fx.pool.query(`SELECT (confirmed_lsn - '0/0')::bigint::text AS l FROM sluice.source_positions WHERE source_name = 'wfail'`);
-    expect(BigInt(pos[0].l)).toBe(positionBefore);
+    // (Postgres 14 sends empty transactions too, such as the trigger's own
+    // DDL above: the position may move up to failFrom, never past it.)
+    expect(BigInt(pos[0].l)).toBeGreaterThanOrEqual(positionBefore);
+    expect(BigInt(pos[0].l)).toBeLessThanOrEqual(failFrom);
     expect(await slotFlushLsn(url, 'sluice_wfail')).toBeLessThanOrEqual(failFrom);
     expect((await storedIds(fx.pool, 'c')).rows).toBe(1);
 

@@ -3,6 +3,14 @@ import type pg from 'pg';
 
 type Q = Pick<pg.Pool, 'query'>;
 
+/** The server's version: its number (140011) and as it names itself ("14.11"). */
+export async function serverVersion(db: Q): Promise<{ num: number; text: string }> {
+  const { rows } = await db.query<{ num: number; text: string }>(
+    "SELECT current_setting('server_version_num')::int AS num, current_setting('server_version') AS text",
+  );
+  return rows[0];
+}
+
 export async function walLevel(db: Q): Promise<string> {
   return (await db.query<{ wal_level: string }>('SHOW wal_level')).rows[0].wal_level;
 }

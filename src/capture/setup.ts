@@ -22,8 +22,10 @@ export class SetupError extends Error {
 const VIA_ROOT = 'WITH (publish_via_partition_root = true)';
 
 function createPublication(source: SourceConfig, withViaRoot = true): string {
+  // "TABLE a, b": the form every supported server reads (Postgres 14 takes one
+  // TABLE keyword for the list, and no TABLES IN SCHEMA).
   const targets = [
-    ...source.tables.map((t) => `TABLE ${quoteTable(t)}`),
+    ...(source.tables.length ? [`TABLE ${source.tables.map(quoteTable).join(', ')}`] : []),
     ...source.schemas.map((s) => `TABLES IN SCHEMA ${quoteIdent(s)}`),
   ];
   return `CREATE PUBLICATION ${quoteIdent(source.publication)} FOR ${targets.join(', ')}${withViaRoot ? ' ' + VIA_ROOT : ''}`;
@@ -84,7 +86,25 @@ async function privileged(source: SourceConfig, what: string, run: () => Promise
  * Verify (and, with create_if_missing, create) what capture needs.
  * `bufferInSameDatabase`: the buffer's schema must never be published.
  */
+/** The oldest server capture supports: pgoutput's `messages` option (transaction annotations, the outbox, backfill watermarks) came in 14. */
+export const MIN_SERVER_VERSION = 140000;
+/** TABLES IN SCHEMA (a source's `schemas`) came in 15. */
+export const SCHEMAS_SERVER_VERSION = 150000;
+
 export async function ensureSource(db: pg.Pool, source: SourceConfig, opts: { slot?: boolean } = {}): Promise<SetupResult> {
+  const version = await q.serverVersion(db);
+  if (version.num < MIN_SERVER_VERSION) {
+    throw new SetupError(
+      `source "${source.name}": Postgres ${version.text} is too old; Sluice captures from Postgres 14 or later ` +
+        `(it needs pgoutput's messages option, new in 14, for transaction annotations, the outbox and backfills). Upgrade the server.`,
+    );
+  }
+  if (source.schemas.length && version.num < SCHEMAS_SERVER_VERSION) {
+    throw new SetupError(
+      `source "${source.name}": schemas (a publication FOR TABLES IN SCHEMA) needs Postgres 15 or later; this server is ${version.text}. ` +
+        `List the tables in sources[].tables instead.`,
+    );
+  }
   const wal = await q.walLevel(db);
   if (wal !== 'logical') {
     throw new SetupError(

@@ -31,6 +31,15 @@ export async function migrate(pool: Pool, dir = MIGRATIONS_DIR): Promise<string[
   const client = await pool.connect();
   const applied: string[] = [];
   try {
+    // The buffer's SQL uses what Postgres 14 brought (string_to_table in
+    // the publish statement, src/streams/queries.ts): refuse an older server
+    // before anything is created, naming it.
+    const { rows: version } = await client.query<{ num: number; text: string }>(
+      "SELECT current_setting('server_version_num')::int AS num, current_setting('server_version') AS text",
+    );
+    if (version[0].num < 140000) {
+      throw new Error(`the buffer database runs Postgres ${version[0].text}; Sluice needs Postgres 14 or later for its buffer (upgrade it, or point DATABASE_URL at a newer server)`);
+    }
     await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_KEY]);
     await client.query('CREATE SCHEMA IF NOT EXISTS sluice');
     await client.query(`CREATE TABLE IF NOT EXISTS sluice.migrations (

@@ -1,6 +1,6 @@
 // A real embedded Postgres per test file (never a mock), in a temp folder,
 // removed when the file's tests end.
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -12,6 +12,19 @@ import { createPool, type Pool } from '../../src/db/pool.js';
 export interface TestPg extends EmbeddedHandle {
   /** A fresh database on the same server; returns its URL. */
   createDatabase(name: string): Promise<string>;
+}
+
+/**
+ * SLUICE_TEST_PG=14 (or 18) runs the suites on that major, from the binaries
+ * the optional dev packages embedded-pg14 and embedded-pg18 install
+ * (npm run test:versions); unset, on the default (17).
+ */
+export function testBinariesDir(): string | undefined {
+  const major = process.env.SLUICE_TEST_PG;
+  if (!major || major === '17') return undefined;
+  const dir = path.resolve('node_modules', `embedded-pg${major}`, 'native');
+  if (!existsSync(dir)) throw new Error(`SLUICE_TEST_PG=${major}: ${dir} is missing (the majors installed: 14, 17, 18; run npm ci)`);
+  return dir;
 }
 
 export async function startTestPg(): Promise<TestPg> {
@@ -31,7 +44,7 @@ export async function startTestPg(): Promise<TestPg> {
   // temp folder itself is out of its reach, startEmbedded puts the data under
   // SLUICE_POSTGRES_HOME, or fails at once with one line that names the fix.
   chmodSync(dir, 0o755);
-  const h = await startEmbedded({ dataDir: path.join(dir, 'pg'), persistent: false });
+  const h = await startEmbedded({ dataDir: path.join(dir, 'pg'), persistent: false, binariesDir: testBinariesDir() });
   return {
     ...h,
     stop: async () => {
