@@ -107,7 +107,7 @@ interface ReceiverCounts {
   failed: number;
 }
 
-async function startReceiverThread(failGroup: string | null) {
+export async function startReceiverThread(failGroup: string | null) {
   const worker = new Worker(RECEIVER, { eval: true, workerData: { failGroup } });
   const port = await new Promise<number>((resolve) => worker.once('message', (m: { port: number }) => resolve(m.port)));
   const counts = () =>

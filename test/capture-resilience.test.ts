@@ -262,7 +262,16 @@ describe('capture resilience', () => {
     });
     const src = sourceConfig('huge', ['public.big'], { max_batch_changes: 2500 });
     await insertConsumer(pool, consumerConfig('c', 'huge', ['public.big']));
-    const child = runFixture('test/fixtures/capture-child.ts', { SOURCE_URL: srcUrl, BUFFER_URL: bufUrl, SOURCE_JSON: JSON.stringify(src), REPORT_RSS: '1' });
+    // A heap of 128 MB: what capture holds is a few batches, whatever the
+    // transaction's size; holding the transaction (~200 MB of payloads) would
+    // end the child with an out-of-memory error. RSS alone proved a weak
+    // judge: V8 collects lazily, and under a loaded machine the same run
+    // peaked anywhere from 250 to 340 MB.
+    const child = runFixture(
+      'test/fixtures/capture-child.ts',
+      { SOURCE_URL: srcUrl, BUFFER_URL: bufUrl, SOURCE_JSON: JSON.stringify(src), REPORT_RSS: '1' },
+      { nodeArgs: ['--max-old-space-size=128'] },
+    );
     children.add(child);
     await child.waitFor(/^streaming/);
     await child.waitFor(/^rss /);

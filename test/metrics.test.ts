@@ -207,6 +207,9 @@ describe('GET /metrics', () => {
     expect(sample(m, 'sluice_consumer_dead_lettered_total', { consumer: 'hook-bad' })).toBe(5);
     expect(sample(m, 'sluice_consumer_delivered_total', { consumer: 'hook-bad' })).toBeUndefined();
     expect(sample(m, 'sluice_consumer_state', { consumer: 'hook-bad', state: 'active' })).toBe(1);
+    // Ten failures in a row: its endpoint counts as down; the healthy one's does not.
+    expect(sample(m, 'sluice_webhook_circuit_open', { consumer: 'hook-bad' })).toBe(1);
+    expect(sample(m, 'sluice_webhook_circuit_open', { consumer: 'hook-ok' })).toBe(0);
 
     // The process's own: event-loop lag, heap; the buffer pool.
     expect(m.families.has('nodejs_eventloop_lag_seconds')).toBe(true);

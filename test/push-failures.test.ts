@@ -80,7 +80,9 @@ describe('push failures', () => {
     const r = await env.receiver((d) => ({ status: !healed && hasGroup(d, 'bad') ? 500 : 200 }));
     const retry = { initial_ms: 30, factor: 2, cap_ms: 100, max_attempts: 3 };
     const id = await insertWebhookConsumer(env.pool, 'poison', webhookSettings(r.url, { retry, batch_size: 10 }));
-    await env.run();
+    const lines: Array<{ level: string; obj: Record<string, unknown>; msg?: string }> = [];
+    const keep = (level: string) => (obj: Record<string, unknown>, msg?: string) => void lines.push({ level, obj, msg });
+    await env.run({ log: { info: keep('info'), warn: keep('warn'), error: keep('error') } });
     await insertMessages(env.pool, id, messagesFor(['bad', 'g1', 'g2', 'g3', 'g4'], 25));
 
     await eventually(async () => (await env.remaining(id, 1)) === 5 && (await env.remaining(id)) === 5, 20_000);
@@ -93,6 +95,14 @@ describe('push failures', () => {
     // A batch may carry a group's consecutive messages: they are dead-lettered together.
     const outcomes = (await env.attempts(id)).map((a) => a.outcome);
     expect(outcomes.filter((o) => o === 'dead_letter').length).toBeGreaterThanOrEqual(1);
+    // Each failure and each dead letter is one log line naming the consumer, the group and the reason.
+    const deadLines = lines.filter((l) => l.msg === 'webhook delivery failed; the messages are dead letters');
+    expect(deadLines.length).toBe(outcomes.filter((o) => o === 'dead_letter').length);
+    for (const l of deadLines) {
+      expect(l).toMatchObject({ level: 'error', obj: { consumer: 'poison', group_count: 1, reason: 'HTTP 500', outcome: 'dead_letter' } });
+      expect(String((l.obj.groups as string[])[0])).toContain('bad');
+    }
+    expect(lines.filter((l) => l.msg === 'webhook delivery failed').every((l) => l.level === 'warn' && l.obj.outcome === 'retry' && l.obj.consumer === 'poison')).toBe(true);
 
     healed = true;
     const before = r.deliveries.length;

@@ -86,6 +86,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly circuitOpen = new Gauge({
+    name: 'sluice_webhook_circuit_open',
+    help: '1 while the consumer\'s endpoint counts as down (3 failed attempts in a row): only due retries go out, new batches once per probe interval',
+    labelNames: ['consumer'] as const,
+    registers: [this.registry],
+  });
+
   // Read at scrape time.
   private readonly sourcePosition = this.gauge('sluice_source_position_bytes', 'The source\'s durable capture position (an LSN as a byte offset)', ['source']);
   private readonly sourceLagBytes = this.gauge('sluice_source_slot_lag_bytes', 'WAL the source\'s replication slot retains past what capture confirmed (the capturing process only)', ['source']);
@@ -146,6 +153,7 @@ export class Metrics {
       deadLettered: this.deadLettered.labels(labels),
       attemptSeconds: this.webhookSeconds.labels(labels),
       commitToAck: this.commitToAck.labels(labels),
+      circuitOpen: this.circuitOpen.labels(labels),
       response: (cls) => {
         let c = classes.get(cls);
         if (!c) classes.set(cls, (c = this.webhookResponses.labels({ consumer, class: cls })));
@@ -171,6 +179,7 @@ export interface ConsumerMeters {
   deadLettered: { inc(n?: number): void };
   attemptSeconds: { observe(seconds: number): void };
   commitToAck: { observe(seconds: number): void };
+  circuitOpen: { set(value: number): void };
   /** Counts one webhook attempt under its class (responseClass). */
   response(cls: string): void;
 }

@@ -40,6 +40,15 @@ export interface WorkerDeps {
   metrics?: Metrics;
 }
 
+/**
+ * The groups a log line names: the first few (a batch may hold hundreds), and
+ * how many. Group keys are table and key values, or a message's key: no secret.
+ */
+function groupsOf(groups: ReadonlyArray<string | null>): { groups: string[]; group_count: number } {
+  const distinct = [...new Set(groups.map((g) => g ?? '(ungrouped)'))];
+  return { groups: distinct.slice(0, 5), group_count: distinct.length };
+}
+
 /** Re-check the table at least this often, whatever notifications say. */
 export const SAFETY_POLL_MS = 1000;
 /**
@@ -134,6 +143,7 @@ export class ConsumerWorker {
     this.acks = new AckQueue(deps.pool, consumer.id, deps.instanceId);
     this.walks = new WalkAhead(deps.pool);
     this.meters = deps.metrics?.forConsumer(consumer.name);
+    this.meters?.circuitOpen.set(0);
   }
 
   get inFlightCount(): number {
@@ -339,6 +349,7 @@ export class ConsumerWorker {
     const v = verdict(result.status, result.retryAfter);
     if (v.kind === 'ack') {
       this.lastSuccessAt = Date.now();
+      if (this.consecutiveFailures >= CIRCUIT_AFTER_FAILURES) this.meters?.circuitOpen.set(0);
       this.consecutiveFailures = 0;
       this.mixedFailures = 0;
       // The slot frees now, not when the ack commits: acks are coalesced and
@@ -384,7 +395,7 @@ export class ConsumerWorker {
     if (refused.length === 0) return { batch, texts: rendered.map((x) => (x as { text: string }).text) };
     const left = await deadLetterBatchKeys(this.deps.pool, this.consumer.id, batch, refused);
     this.meters?.deadLettered.inc(refused.length);
-    this.log('warn', { batch: webhookId(batch.batchId), dead_lettered: refused.length, error: refused[0].error }, 'the transform refused messages; they are dead letters');
+    this.log('warn', { batch: webhookId(batch.batchId), ...groupsOf(refused.map((r) => batch.groups[r.index])), dead_lettered: refused.length, reason: refused[0].error }, 'the transform refused messages; they are dead letters');
     // Groups may be free now: a wait for an outcome ends.
     this.noteOutcome();
     if (left <= 0) return { batch, texts: [] };
@@ -408,7 +419,7 @@ export class ConsumerWorker {
     if (several) this.mixedFailures++;
     // A failure that is being isolated does not count towards the circuit: its
     // rounds would otherwise trip it while the other groups are being delivered.
-    if (!isolate) this.consecutiveFailures++;
+    if (!isolate && ++this.consecutiveFailures === CIRCUIT_AFTER_FAILURES) this.meters?.circuitOpen.set(1);
     const outcome = pauseReason ? 'paused' : !isolate && !stopping && exhausted(retry, batch.attempt, batch.firstAttemptAt) ? 'dead_letter' : 'retry';
     // Not on the schedule: isolating, or aborted by shutdown (due at once, for whichever process runs next).
     const scheduled = outcome === 'retry' && !stopping && !isolate;
@@ -433,9 +444,9 @@ export class ConsumerWorker {
     this.meters?.failed.inc(batch.payloads.length);
     if (outcome === 'dead_letter') this.meters?.deadLettered.inc(batch.payloads.length);
     const level = outcome === 'retry' ? 'warn' : 'error';
-    this.log(level, { batch: webhookId(batch.batchId), attempt: batch.attempt, status: result.status, error: result.error, outcome, delay_ms: delayMs, split: isolate ? `${ways} parts, at once` : split }, 'webhook delivery failed');
+    this.log(level, { batch: webhookId(batch.batchId), ...groupsOf(batch.groups), attempt: batch.attempt, status: result.status, reason: lastError, outcome, messages: batch.payloads.length, delay_ms: delayMs, split: isolate ? `${ways} parts, at once` : split }, outcome === 'dead_letter' ? 'webhook delivery failed; the messages are dead letters' : 'webhook delivery failed');
     if (out.paused || out.disabled) {
-      this.log('error', { state: out.paused ? 'paused' : 'disabled' }, 'webhook consumer stopped by its endpoint\'s answers');
+      this.log('error', { state: out.paused ? 'paused' : 'disabled', reason: pauseReason ?? lastError }, 'webhook consumer stopped by its endpoint\'s answers');
       this.running = false;
       this.wake?.();
       this.deps.onStateChange();

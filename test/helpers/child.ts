@@ -11,10 +11,14 @@ export interface Child {
   stop(): Promise<void>;
 }
 
-export function runFixture(file: string, env: Record<string, string | undefined>, opts: { args?: string[]; cwd?: string } = {}): Child {
+export function runFixture(
+  file: string,
+  env: Record<string, string | undefined>,
+  opts: { args?: string[]; cwd?: string; /** Flags for node itself (a heap limit). */ nodeArgs?: string[] } = {},
+): Child {
   // node --import tsx, not the tsx CLI: the CLI runs the script in a second
   // process, which a SIGKILL of the first would leave running.
-  const proc = spawn(process.execPath, ['--import', 'tsx', path.resolve(opts.cwd ?? '.', file), ...(opts.args ?? [])], {
+  const proc = spawn(process.execPath, [...(opts.nodeArgs ?? []), '--import', 'tsx', path.resolve(opts.cwd ?? '.', file), ...(opts.args ?? [])], {
     cwd: opts.cwd,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
