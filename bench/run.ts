@@ -1,7 +1,7 @@
 // `npm run bench`: every benchmark, one after another, each on its own fresh
 // embedded Postgres, then a summary beside the issue's targets. Prints figures;
 // asserts nothing. BENCH_SCALE=0.1 runs a tenth of each backlog; BENCH_ONLY=
-// capture,pull,push,latency,retention,rewind,filters,backfill,publish,subjects,metrics picks some.
+// capture,pull,push,latency,retention,rewind,filters,backfill,publish,subjects,metrics,scale picks some.
 import os from 'node:os';
 import { runCaptureBench } from './capture.js';
 import { runLatencyBench } from './latency.js';
@@ -16,6 +16,7 @@ import { runBackfillLatencyBench } from './backfill-latency.js';
 import { runSubjectsBench } from './subjects.js';
 import { runPublishBench } from './publish.js';
 import { runMetricsBench } from './metrics.js';
+import { runScaleBench } from './scale.js';
 
 const scale = Number(process.env.BENCH_SCALE ?? 1);
 const only = process.env.BENCH_ONLY?.split(',');
@@ -111,6 +112,11 @@ if (want('metrics')) {
     return xs.reduce((a, b) => a + b, 0) / xs.length;
   };
   rows.push(['metrics: push batch 1, scraped every second', `${fmt(rate(true))}/s against ${fmt(rate(false))}/s (${((rate(true) / rate(false) - 1) * 100).toFixed(1)}%)`, 'under 2% lower']);
+}
+if (want('scale')) {
+  for (const r of await runScaleBench(3)) {
+    rows.push([`scale: ${r.mode} with ${r.processes} process${r.processes > 1 ? 'es' : ''}`, `${fmt(r.perSecond)} messages/s (CPU ms/1,000: gateways ${r.cpuMsPer1k.gateways}, Postgres ${r.cpuMsPer1k.postgres ?? '?'})`, '(measured, see docs/scaling.md)']);
+  }
 }
 
 console.log('\nSummary');

@@ -190,6 +190,7 @@ describe('GET /metrics', () => {
 
     expect(sample(m, 'sluice_consumer_delivered_total', { consumer: 'puller' })).toBe(3);
     expect(sample(m, 'sluice_consumer_failed_total', { consumer: 'puller' })).toBe(2);
+    expect(sample(m, 'sluice_consumer_commit_to_ack_seconds', { consumer: 'puller' })).toBe(3);
     expect(sample(m, 'sluice_consumer_pending_messages', { consumer: 'puller' })).toBe(2);
     expect(sample(m, 'sluice_consumer_in_flight_messages', { consumer: 'puller' })).toBe(0);
 

@@ -69,7 +69,8 @@ const CLAIM_WALKED = `SELECT commit_lsn, commit_idx, delivery_token, deliver_cou
 // the log; only the consumer's row goes. sluice.delete_messages (migrations/
 // 0013_claim_plans.sql) finds the rows by primary key whatever the table's
 // statistics say.
-const ACK = `SELECT sluice.delete_messages($1, $2::bigint[], $3::int[], $4::int[]) AS n`;
+// With each acked change's age (commit to now, seconds), for /metrics (migrations/0024_ack_ages.sql).
+const ACK = `SELECT sluice.ack_messages($1, $2::bigint[], $3::int[], $4::int[]) AS ages`;
 // Rows the ack did not delete may be marked replay: their delivery ended, and
 // sluice.end_replays (migrations/0010_log.sql) decides, under the claim lock,
 // whether they are taken in again from the log or wait at their place.
@@ -123,15 +124,22 @@ export interface AckOutcome {
 
 /** Done with these deliveries: the consumer's rows of them are deleted (the changes stay in the log). */
 export async function ack(pool: Pool, consumerId: string, ackIds: readonly string[]): Promise<AckOutcome> {
+  const { applied, ignored } = await ackWithAges(pool, consumerId, ackIds);
+  return { applied, ignored };
+}
+
+/** ack(), with each acked change's age (its commit to the ack, seconds; replays' rows left out), for /metrics. */
+export async function ackWithAges(pool: Pool, consumerId: string, ackIds: readonly string[]): Promise<AckOutcome & { ages: number[] }> {
   const k = ackKeyArrays(ackIds);
-  if (k.lsns.length === 0) return { applied: 0, ignored: ackIds.length };
-  const res = await pool.query<{ n: number }>({ name: 'sluice_ack', text: ACK, values: [consumerId, k.lsns, k.idxs, k.tokens] });
-  let applied = res.rows[0].n;
+  if (k.lsns.length === 0) return { applied: 0, ignored: ackIds.length, ages: [] };
+  const res = await pool.query<{ ages: number[] }>({ name: 'sluice_ack', text: ACK, values: [consumerId, k.lsns, k.idxs, k.tokens] });
+  const ages = res.rows[0].ages;
+  let applied = ages.length;
   if (applied < k.lsns.length) {
     const { rows } = await pool.query<{ n: number }>(END_REPLAYS, [consumerId, k.lsns, k.idxs, k.tokens]);
     applied += rows[0].n;
   }
-  return { applied, ignored: ackIds.length - applied };
+  return { applied, ignored: ackIds.length - applied, ages };
 }
 
 /** Give these deliveries back: visible to the next claim at once. */

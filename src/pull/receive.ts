@@ -5,7 +5,7 @@
 // sluice.pull_waiters) and sleeps until a wake-up for its consumer, the moment
 // an in-flight message's visibility ends, or a safety re-check.
 import { randomUUID } from 'node:crypto';
-import { ack, claim, deadLetterDeliveries, modifyVisibility, nack, type AckOutcome, type ClaimedMessage } from '../buffer/claim.js';
+import { ackWithAges, claim, deadLetterDeliveries, modifyVisibility, nack, type AckOutcome, type ClaimedMessage } from '../buffer/claim.js';
 import type { ConsumerRecord, ConsumerRegistry } from '../buffer/consumers.js';
 import { ClaimFaults } from '../buffer/faults.js';
 import { beginWait, endWait } from '../buffer/waiters.js';
@@ -124,8 +124,8 @@ export class PullService {
     return this.body([]);
   }
 
-  async ack(consumer: ConsumerRecord, ackIds: readonly string[]): Promise<AckOutcome> {
-    const out = await ack(this.opts.pool, consumer.id, ackIds);
+  async ack(consumer: ConsumerRecord, ackIds: readonly string[]): Promise<AckOutcome & { ages: number[] }> {
+    const out = await ackWithAges(this.opts.pool, consumer.id, ackIds);
     // Acks free group heads and max_ack_pending room: local waiters re-check now
     // (other processes' waiters on their next re-check).
     if (out.applied > 0) this.opts.wakeup.notify(consumer.id);

@@ -91,8 +91,11 @@ export async function pullRoutes(app: FastifyInstance, opts: PullRoutesOptions):
     const ackSchema = { tags, params: schemas.consumerParams, body: schemas.ackBody, response: { 200: schemas.ackResponse, ...errors } };
     app.post(`${base}/ack`, { bodyLimit, schema: ackSchema }, withAckIds(async (c, b) => {
       const out = await service.ack(c, b.ack_ids);
-      deps.metrics?.delivered.inc({ consumer: c.name }, out.applied);
-      return out;
+      if (deps.metrics) {
+        deps.metrics.delivered.inc({ consumer: c.name }, out.applied);
+        for (const age of out.ages) deps.metrics.commitToAck.observe({ consumer: c.name }, age);
+      }
+      return { applied: out.applied, ignored: out.ignored };
     }));
     app.post(`${base}/nack`, { bodyLimit, schema: ackSchema }, withAckIds(async (c, b) => {
       const out = await service.nack(c, b.ack_ids);
