@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ConsumerRegistry } from '../src/buffer/consumers.js';
-import { ensureSource, SetupError, setupSql } from '../src/capture/setup.js';
+import { ensureSource, serverVersionProblem, SetupError, setupSql } from '../src/capture/setup.js';
 import { SourceCapture } from '../src/capture/source-capture.js';
 import type { SourceConfig } from '../src/config/types.js';
 import { startEmbedded, type EmbeddedHandle } from '../src/db/embedded.js';
@@ -187,6 +187,17 @@ describe('capture setup: every refusal names the fix', () => {
     );
     const { rows } = await sql(url, `SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name = 'sluice_all'`);
     expect(rows[0].n).toBe(0);
+  });
+
+  it('a server older than 14 is refused naming its version and what is needed; schemas need 15', () => {
+    // The check itself, on the versions Postgres reports (no 13 server is installed to run it against).
+    expect(serverVersionProblem({ name: 'legacy', schemas: [] }, { num: 130016, text: '13.16' })).toBe(
+      'source "legacy": Postgres 13.16 is too old; Sluice captures from Postgres 14 or later ' +
+        "(it needs pgoutput's messages option, new in 14, for transaction annotations, the outbox and backfills). Upgrade the server.",
+    );
+    expect(serverVersionProblem({ name: 'x', schemas: ['shop'] }, { num: 140013, text: '14.13' })).toMatch(/needs Postgres 15 or later; this server is 14\.13/);
+    expect(serverVersionProblem({ name: 'x', schemas: [] }, { num: 140013, text: '14.13' })).toBeNull();
+    expect(serverVersionProblem({ name: 'x', schemas: ['shop'] }, { num: 180004, text: '18.4' })).toBeNull();
   });
 
   it.runIf(PG14)('schemas (TABLES IN SCHEMA) are refused on Postgres 14, naming the version and the fix', async () => {

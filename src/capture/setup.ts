@@ -91,20 +91,26 @@ export const MIN_SERVER_VERSION = 140000;
 /** TABLES IN SCHEMA (a source's `schemas`) came in 15. */
 export const SCHEMAS_SERVER_VERSION = 150000;
 
-export async function ensureSource(db: pg.Pool, source: SourceConfig, opts: { slot?: boolean } = {}): Promise<SetupResult> {
-  const version = await q.serverVersion(db);
+/** Why this server cannot be the source, or null when it can. */
+export function serverVersionProblem(source: Pick<SourceConfig, 'name' | 'schemas'>, version: { num: number; text: string }): string | null {
   if (version.num < MIN_SERVER_VERSION) {
-    throw new SetupError(
+    return (
       `source "${source.name}": Postgres ${version.text} is too old; Sluice captures from Postgres 14 or later ` +
-        `(it needs pgoutput's messages option, new in 14, for transaction annotations, the outbox and backfills). Upgrade the server.`,
+      `(it needs pgoutput's messages option, new in 14, for transaction annotations, the outbox and backfills). Upgrade the server.`
     );
   }
   if (source.schemas.length && version.num < SCHEMAS_SERVER_VERSION) {
-    throw new SetupError(
+    return (
       `source "${source.name}": schemas (a publication FOR TABLES IN SCHEMA) needs Postgres 15 or later; this server is ${version.text}. ` +
-        `List the tables in sources[].tables instead.`,
+      `List the tables in sources[].tables instead.`
     );
   }
+  return null;
+}
+
+export async function ensureSource(db: pg.Pool, source: SourceConfig, opts: { slot?: boolean } = {}): Promise<SetupResult> {
+  const tooOld = serverVersionProblem(source, await q.serverVersion(db));
+  if (tooOld) throw new SetupError(tooOld);
   const wal = await q.walLevel(db);
   if (wal !== 'logical') {
     throw new SetupError(
