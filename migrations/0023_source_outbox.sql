@@ -1,13 +1,14 @@
 -- The transactional outbox in commit order with the table changes around it.
--- Capture stores each outbox message twice in the same buffer transaction
--- (src/buffer/writer.ts): in its stream's log, for the stream's consumers,
--- and in the source's own log at its place among the transaction's changes
--- (its commit_lsn, and the commit_idx the decoder gave it between them), with
--- schema_name '', table_name the stream's name, action 'publish' and its
--- subject, as a stream stores it. A consumer of the source that names the
--- stream in `outbox` reads those rows as one more table, ".<stream>", so it
--- is served the message after the row changes before it in its transaction
--- and before the next transaction's: one log, one order.
+-- Capture stores each outbox message twice: in its stream's log, for the
+-- stream's consumers (when its transaction is stored whole), and in the
+-- source's own log at its place among the transaction's changes (its
+-- commit_lsn, and the commit_idx the decoder gave it between them), written
+-- with those changes (src/streams/outbox.ts outboxLogRow), with schema_name
+-- '', table_name the stream's name, action 'publish' and group_key its key.
+-- A consumer of the source that names the stream in `outbox` reads those rows
+-- as one more table, ".<stream>", so it is served the message after the row
+-- changes before it in its transaction and before the next transaction's:
+-- one log, one order.
 CREATE OR REPLACE FUNCTION sluice.consumer_route(p_consumer uuid,
   OUT source_no integer, OUT tables text[], OUT group_by jsonb, OUT active boolean, OUT actions text[],
   OUT filtered boolean)
