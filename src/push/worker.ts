@@ -444,9 +444,12 @@ export class ConsumerWorker {
     this.meters?.failed.inc(batch.payloads.length);
     if (outcome === 'dead_letter') this.meters?.deadLettered.inc(batch.payloads.length);
     const level = outcome === 'retry' ? 'warn' : 'error';
-    this.log(level, { batch: webhookId(batch.batchId), ...groupsOf(batch.groups), attempt: batch.attempt, status: result.status, reason: lastError, outcome, messages: batch.payloads.length, delay_ms: delayMs, split: isolate ? `${ways} parts, at once` : split }, outcome === 'dead_letter' ? 'webhook delivery failed; the messages are dead letters' : 'webhook delivery failed');
+    // The status or the network error, never the body: a receiver that echoes
+    // its request would put the consumer's own header values in the log.
+    const reason = result.status !== null ? `HTTP ${result.status}` : (result.error ?? 'failed');
+    this.log(level, { batch: webhookId(batch.batchId), ...groupsOf(batch.groups), attempt: batch.attempt, status: result.status, reason, outcome, messages: batch.payloads.length, delay_ms: delayMs, split: isolate ? `${ways} parts, at once` : split }, outcome === 'dead_letter' ? 'webhook delivery failed; the messages are dead letters' : 'webhook delivery failed');
     if (out.paused || out.disabled) {
-      this.log('error', { state: out.paused ? 'paused' : 'disabled', reason: pauseReason ?? lastError }, 'webhook consumer stopped by its endpoint\'s answers');
+      this.log('error', { state: out.paused ? 'paused' : 'disabled', reason: pauseReason ?? reason }, 'webhook consumer stopped by its endpoint\'s answers');
       this.running = false;
       this.wake?.();
       this.deps.onStateChange();
