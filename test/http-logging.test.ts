@@ -3,7 +3,7 @@
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp } from '../src/http/app.js';
-import { ADMIN_TOKEN, startApi, type ApiFixture } from './api-fixture.js';
+import { ADMIN_TOKEN, PULL_CONSUMER, SOURCE, startApi, type ApiFixture } from './api-fixture.js';
 
 let f: ApiFixture;
 beforeAll(async () => {
@@ -45,5 +45,31 @@ describe('request logging', () => {
     expect(lines[0]).toMatchObject({ level: 20, method: 'GET', path: '/api/sources', status: 200 });
     expect(typeof lines[0].ms).toBe('number');
     expect(JSON.stringify(lines)).not.toContain('secret=q');
+  });
+
+  it('writes one info line when a consumer is paused or resumed through the API, with the consumer and the reason', async () => {
+    expect((await f.call('POST', '/api/sources', SOURCE)).status).toBe(201);
+    expect((await f.call('POST', '/api/consumers', PULL_CONSUMER)).status).toBe(201);
+    const lines: string[] = [];
+    const stream = new Writable({
+      write(chunk, _enc, done) {
+        lines.push(...String(chunk).split('\n').filter(Boolean));
+        done();
+      },
+    });
+    const app = await buildApp({ ...f.deps, logger: { level: 'info', stream } });
+    try {
+      const headers = { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' };
+      const url = `/api/consumers/${PULL_CONSUMER.name}`;
+      expect((await app.inject({ method: 'POST', url: `${url}/pause`, headers, payload: { reason: 'deploying' } })).statusCode).toBe(200);
+      expect((await app.inject({ method: 'POST', url: `${url}/resume`, headers, payload: {} })).statusCode).toBe(200);
+    } finally {
+      await app.close();
+    }
+    const logged = lines.map((l) => JSON.parse(l)).filter((l) => l.consumer);
+    expect(logged).toMatchObject([
+      { level: 30, msg: 'consumer paused', consumer: PULL_CONSUMER.name, state: 'paused', reason: 'deploying' },
+      { level: 30, msg: 'consumer resumed', consumer: PULL_CONSUMER.name, state: 'active' },
+    ]);
   });
 });

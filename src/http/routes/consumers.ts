@@ -144,12 +144,17 @@ export async function consumerRoutes(parent: FastifyInstance, opts: { deps: AppD
 
   app.post('/consumers/:name/pause', { schema: consumerSchemas.pause }, async (request) => {
     const reason = request.body?.reason ?? 'paused through the API';
-    return presentConsumer(await setState(request.params.name, 'paused', reason));
+    const row = await setState(request.params.name, 'paused', reason);
+    // One line per state change, as the dispatcher logs the ones its endpoint causes.
+    request.log.info({ consumer: row.name, state: 'paused', reason }, 'consumer paused');
+    return presentConsumer(row);
   });
 
-  app.post('/consumers/:name/resume', { schema: consumerSchemas.resume }, async (request) =>
-    presentConsumer(await setState(request.params.name, 'active', null)),
-  );
+  app.post('/consumers/:name/resume', { schema: consumerSchemas.resume }, async (request) => {
+    const row = await setState(request.params.name, 'active', null);
+    request.log.info({ consumer: row.name, state: 'active' }, 'consumer resumed');
+    return presentConsumer(row);
+  });
 
   app.delete('/consumers/:name', { schema: consumerSchemas.delete }, async (request, reply) => {
     const { name } = request.params;
