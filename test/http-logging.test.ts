@@ -4,6 +4,7 @@ import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp } from '../src/http/app.js';
 import { ADMIN_TOKEN, PULL_CONSUMER, SOURCE, startApi, type ApiFixture } from './api-fixture.js';
+import { insertSeries } from './helpers/buffer.js';
 
 let f: ApiFixture;
 beforeAll(async () => {
@@ -71,5 +72,37 @@ describe('request logging', () => {
       { level: 30, msg: 'consumer paused', consumer: PULL_CONSUMER.name, state: 'paused', reason: 'deploying' },
       { level: 30, msg: 'consumer resumed', consumer: PULL_CONSUMER.name, state: 'active' },
     ]);
+  });
+
+  it('writes one warn line when a pull claim makes dead letters (max_deliver), with the consumer, groups and reason', async () => {
+    const spent = { name: 'spent-pull', source: 'main', kind: 'pull', tables: ['public.orders'], pull: { max_deliver: 1 } };
+    expect((await f.call('POST', '/api/consumers', spent)).status).toBe(201);
+    await f.deps.consumers.reload();
+    const id = (await f.pool.query(`SELECT id FROM sluice.consumers WHERE name = 'spent-pull'`)).rows[0].id;
+    await f.pool.query('UPDATE sluice.consumer_positions SET commit_lsn = 0, commit_idx = -1 WHERE consumer_id = $1', [id]);
+    await insertSeries(f.pool, id, 1_000, 3, 3);
+    const lines: string[] = [];
+    const stream = new Writable({
+      write(chunk, _enc, done) {
+        lines.push(...String(chunk).split('\n').filter(Boolean));
+        done();
+      },
+    });
+    const app = await buildApp({ ...f.deps, logger: { level: 'info', stream } });
+    try {
+      const headers = { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' };
+      const base = '/api/http_pull_consumers/spent-pull';
+      const first = await app.inject({ method: 'POST', url: `${base}/receive`, headers, payload: { batch_size: 10 } });
+      const ids = first.json().data.map((d: { ack_id: string }) => d.ack_id);
+      expect(ids).toHaveLength(3);
+      expect((await app.inject({ method: 'POST', url: `${base}/nack`, headers, payload: { ack_ids: ids } })).json().applied).toBe(3);
+      expect((await app.inject({ method: 'POST', url: `${base}/receive`, headers, payload: { batch_size: 10 } })).json().data).toEqual([]);
+    } finally {
+      await app.close();
+    }
+    const logged = lines.map((l) => JSON.parse(l)).filter((l) => l.msg === 'pull messages became dead letters');
+    expect(logged).toHaveLength(1);
+    expect(logged[0]).toMatchObject({ level: 40, consumer: 'spent-pull', group_count: 3, dead_lettered: 3, reason: 'delivered 1 time (max_deliver) without an ack' });
+    expect(logged[0].groups).toHaveLength(3);
   });
 });

@@ -122,6 +122,11 @@ consumers:
     source: app
     tables: [public.orders]
     kind: pull
+  - name: spent
+    source: app
+    tables: [public.orders]
+    kind: pull
+    pull: { max_deliver: 2 }
   - name: hook-ok
     source: app
     tables: [public.orders]${hook(ok)}
@@ -174,6 +179,18 @@ describe('GET /metrics', () => {
     expect((await call('POST', '/api/http_pull_consumers/puller/ack', { ack_ids: items.slice(0, 3).map((i) => i.ack_id) })).body.applied).toBe(3);
     expect((await call('POST', '/api/http_pull_consumers/puller/nack', { ack_ids: items.slice(3).map((i) => i.ack_id) })).body.applied).toBe(2);
 
+    // A consumer with max_deliver 2: five received and nacked twice; the third receive dead-letters them.
+    for (let round = 0; round < 2; round++) {
+      const got: Array<{ ack_id: string }> = [];
+      await eventually(async () => {
+        const r = await call('POST', '/api/http_pull_consumers/spent/receive', { batch_size: 10 });
+        got.push(...r.body.data);
+        return got.length >= 5;
+      });
+      expect((await call('POST', '/api/http_pull_consumers/spent/nack', { ack_ids: got.map((i) => i.ack_id) })).body.applied).toBe(5);
+    }
+    expect((await call('POST', '/api/http_pull_consumers/spent/receive', { batch_size: 10 })).body.data).toEqual([]);
+
     // Webhooks: five delivered one by one; five refused twice, then dead letters.
     await eventually(async () => {
       const m = await scrape();
@@ -191,6 +208,9 @@ describe('GET /metrics', () => {
     expect(sample(m, 'sluice_consumer_delivered_total', { consumer: 'puller' })).toBe(3);
     expect(sample(m, 'sluice_consumer_failed_total', { consumer: 'puller' })).toBe(2);
     expect(sample(m, 'sluice_consumer_commit_to_ack_seconds', { consumer: 'puller' })).toBe(3);
+    expect(sample(m, 'sluice_consumer_dead_lettered_total', { consumer: 'spent' })).toBe(5);
+    expect(sample(m, 'sluice_consumer_dead_letter_messages', { consumer: 'spent' })).toBe(5);
+    expect(sample(m, 'sluice_consumer_failed_total', { consumer: 'spent' })).toBe(10);
     expect(sample(m, 'sluice_consumer_pending_messages', { consumer: 'puller' })).toBe(2);
     expect(sample(m, 'sluice_consumer_in_flight_messages', { consumer: 'puller' })).toBe(0);
 

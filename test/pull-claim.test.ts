@@ -170,6 +170,8 @@ describe('claim', () => {
     // Third claim: both exhausted and visible → dead; lsn 2 is a's head now.
     const c3 = await claim(pool, opts);
     expect(lsnsOf(c3.messages)).toEqual([2]);
+    // The claim says which it dead-lettered, with their groups (for the log and /metrics).
+    expect(c3.deadLettered?.map((d) => [d.commitLsn, d.groupKey, d.deliverCount]).sort()).toEqual([['1', 'a', 2], ['3', 'b', 2]]);
     expect(await consumerStats(pool, consumerId)).toMatchObject({ pending: 0, in_flight: 1, dead_lettered: 2 });
     const dead = await listDeadLetters(pool, consumerId, { limit: 10 });
     expect(dead.map((d) => [d.commit_lsn, d.deliver_count])).toEqual([['1', 2], ['3', 2]]);

@@ -40,6 +40,8 @@ export interface ClaimedMessage {
 export interface ClaimResult {
   /** In (commit_lsn, commit_idx) order. */
   messages: ClaimedMessage[];
+  /** Messages this claim made dead letters: delivered max_deliver times without an ack. */
+  deadLettered?: SpentMessage[];
   /**
    * When nothing was claimed: the earliest moment an in-flight message becomes
    * visible again (a re-check before then can only succeed through new work,
@@ -48,20 +50,34 @@ export interface ClaimResult {
   nextVisibleAt: Date | null;
 }
 
+/** A message dead-lettered for max_deliver by a claim. */
+export interface SpentMessage {
+  commitLsn: string;
+  commitIdx: number;
+  groupKey: string | null;
+  deliverCount: number;
+}
+
 interface ClaimRow {
   commit_lsn: string | null;
   commit_idx: number;
-  delivery_token: number;
+  /** Null, with no payload, on the rows of messages the claim dead-lettered (migrations/0025). */
+  delivery_token: number | null;
   deliver_count: number;
   group_key: string | null;
   payload: string;
   retry_at: Date | null;
 }
 
-const CLAIM = `SELECT commit_lsn, commit_idx, delivery_token, deliver_count, group_key, payload, retry_at
-  FROM sluice.claim_messages($1, $2, $3, $4, $5, $6)`;
-const CLAIM_WALKED = `SELECT commit_lsn, commit_idx, delivery_token, deliver_count, group_key, payload, retry_at
+const COLUMNS = 'commit_lsn, commit_idx, delivery_token, deliver_count, group_key, payload, retry_at';
+const CLAIM = `SELECT ${COLUMNS} FROM sluice.claim_messages($1, $2, $3, $4, $5, $6)`;
+const CLAIM_WALKED = `SELECT ${COLUMNS}
   FROM sluice.claim_messages_walked($1, $2, $3, $4, $5, $6, $7::bigint, $8, $9::bigint, $10, $11::bigint[], $12::int[])`;
+// With max_deliver: the same claims, reporting what they dead-letter (migrations/0025). Only then:
+// the wrapper copies every claimed row once more.
+const CLAIM_REPORTING = `SELECT ${COLUMNS} FROM sluice.claim_messages_reporting($1, $2, $3, $4, $5, $6)`;
+const CLAIM_WALKED_REPORTING = `SELECT ${COLUMNS}
+  FROM sluice.claim_messages_walked_reporting($1, $2, $3, $4, $5, $6, $7::bigint, $8, $9::bigint, $10, $11::bigint[], $12::int[])`;
 
 // Ack needs no lock: it only takes messages out of flight, which can't break
 // max_ack_pending or group order. A concurrent claim that re-stamps the row
@@ -91,29 +107,42 @@ export async function claim(pool: Pool, opts: ClaimOptions): Promise<ClaimResult
     opts.maxDeliver ?? null,
     opts.deadLetterBlocksGroup,
   ];
+  const reporting = opts.maxDeliver !== undefined && opts.maxDeliver !== null;
   const { rows } = await pool.query<ClaimRow>(
     opts.walked
-      ? { name: 'sluice_claim_walked', text: CLAIM_WALKED, values: [...values, ...walkedParams(opts.walked)] }
-      : { name: 'sluice_claim', text: CLAIM, values },
+      ? reporting
+        ? { name: 'sluice_claim_walked_reporting', text: CLAIM_WALKED_REPORTING, values: [...values, ...walkedParams(opts.walked)] }
+        : { name: 'sluice_claim_walked', text: CLAIM_WALKED, values: [...values, ...walkedParams(opts.walked)] }
+      : reporting
+        ? { name: 'sluice_claim_reporting', text: CLAIM_REPORTING, values }
+        : { name: 'sluice_claim', text: CLAIM, values },
   );
-  if (rows.length === 1 && rows[0].commit_lsn === null) {
-    return { messages: [], nextVisibleAt: rows[0].retry_at };
+  // Dead-lettered rows come first, then the claimed ones, or the one row
+  // (no commit_lsn) that says nothing was claimed.
+  let deadLettered: SpentMessage[] | undefined;
+  let first = 0;
+  while (first < rows.length && rows[first].commit_lsn !== null && rows[first].payload === null) {
+    const r = rows[first++];
+    (deadLettered ??= []).push({ commitLsn: r.commit_lsn!, commitIdx: r.commit_idx, groupKey: r.group_key, deliverCount: r.deliver_count });
   }
-  const messages = new Array<ClaimedMessage>(rows.length);
-  for (let i = 0; i < rows.length; i++) {
+  if (rows.length === first + 1 && rows[first].commit_lsn === null) {
+    return { messages: [], nextVisibleAt: rows[first].retry_at, ...(deadLettered && { deadLettered }) };
+  }
+  const messages = new Array<ClaimedMessage>(rows.length - first);
+  for (let i = first; i < rows.length; i++) {
     const r = rows[i];
     const lsn = r.commit_lsn as string;
-    messages[i] = {
-      ackId: encodeAckId(lsn, r.commit_idx, r.delivery_token),
+    messages[i - first] = {
+      ackId: encodeAckId(lsn, r.commit_idx, r.delivery_token!),
       commitLsn: lsn,
       commitIdx: r.commit_idx,
-      deliveryToken: r.delivery_token,
+      deliveryToken: r.delivery_token!,
       deliverCount: r.deliver_count,
       groupKey: r.group_key,
       payload: r.payload,
     };
   }
-  return { messages, nextVisibleAt: null };
+  return { messages, nextVisibleAt: null, ...(deadLettered && { deadLettered }) };
 }
 
 /** How many of the ack ids applied, and how many were ignored (unknown, stale, malformed, duplicate). */

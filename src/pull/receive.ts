@@ -32,6 +32,12 @@ export interface PullServiceOptions {
    * consumer that is 20 cheap claims a second, nothing like a busy loop.
    */
   safetyRecheckMs?: number;
+  /**
+   * Messages became dead letters in a claim: delivered max_deliver times
+   * without an ack, or refused by the transform. One call per claim, with
+   * each message's group and the reason (the route logs and counts them).
+   */
+  onDeadLetters?(consumer: ConsumerRecord, letters: Array<{ groupKey: string | null; reason: string }>): void;
 }
 
 export interface ReceiveOptions {
@@ -170,6 +176,10 @@ export class PullService {
           maxDeliver: s.maxDeliver,
           deadLetterBlocksGroup: s.deadLetterBlocksGroup,
         });
+        if (result.deadLettered?.length) {
+          const reason = `delivered ${s.maxDeliver} time${s.maxDeliver === 1 ? '' : 's'} (max_deliver) without an ack`;
+          this.opts.onDeadLetters?.(c, result.deadLettered.map((d) => ({ groupKey: d.groupKey, reason })));
+        }
         // Committed: the next walk can start from here while these are served.
         if (filter && walked) {
           const taken = new Set(result.messages.map((m) => `${m.commitLsn}:${m.commitIdx}`));
@@ -208,6 +218,7 @@ export class PullService {
     });
     if (refused.length > 0) {
       await deadLetterDeliveries(this.opts.pool, c.id, refused);
+      this.opts.onDeadLetters?.(c, refused.map((r) => ({ groupKey: r.message.groupKey, reason: r.error })));
       // Their groups may be free now: local long-polls look again.
       this.opts.wakeup.notify(c.id);
     }

@@ -118,5 +118,19 @@ async function ownService(app: FastifyInstance, opts: PullRoutesOptions): Promis
     app.addHook('onClose', async () => own.stop());
     wakeup = own;
   }
-  return new PullService({ pool: deps.pool, consumers: deps.consumers, wakeup, instanceId: deps.instanceId });
+  return new PullService({
+    pool: deps.pool,
+    consumers: deps.consumers,
+    wakeup,
+    instanceId: deps.instanceId,
+    // One line per claim that made dead letters, as the webhook dispatcher logs its own.
+    onDeadLetters: (c, letters) => {
+      const groups = [...new Set(letters.map((l) => l.groupKey ?? '(ungrouped)'))];
+      app.log.warn(
+        { consumer: c.name, groups: groups.slice(0, 5), group_count: groups.length, dead_lettered: letters.length, reason: letters[0].reason },
+        'pull messages became dead letters',
+      );
+      deps.metrics?.deadLettered.inc({ consumer: c.name }, letters.length);
+    },
+  });
 }
