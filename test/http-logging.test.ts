@@ -14,7 +14,8 @@ afterAll(async () => {
   await f?.stop();
 });
 
-async function logOf(level: string): Promise<Array<Record<string, unknown>>> {
+/** A stream for pino that keeps the lines written to it. */
+function logSink(): { lines: string[]; stream: Writable } {
   const lines: string[] = [];
   const stream = new Writable({
     write(chunk, _enc, done) {
@@ -22,6 +23,11 @@ async function logOf(level: string): Promise<Array<Record<string, unknown>>> {
       done();
     },
   });
+  return { lines, stream };
+}
+
+async function logOf(level: string): Promise<Array<Record<string, unknown>>> {
+  const { lines, stream } = logSink();
   const app = await buildApp({ ...f.deps, logger: { level, stream } });
   try {
     for (let i = 0; i < 3; i++) {
@@ -51,13 +57,7 @@ describe('request logging', () => {
   it('writes one info line when a consumer is paused or resumed through the API, with the consumer and the reason', async () => {
     expect((await f.call('POST', '/api/sources', SOURCE)).status).toBe(201);
     expect((await f.call('POST', '/api/consumers', PULL_CONSUMER)).status).toBe(201);
-    const lines: string[] = [];
-    const stream = new Writable({
-      write(chunk, _enc, done) {
-        lines.push(...String(chunk).split('\n').filter(Boolean));
-        done();
-      },
-    });
+    const { lines, stream } = logSink();
     const app = await buildApp({ ...f.deps, logger: { level: 'info', stream } });
     try {
       const headers = { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' };
@@ -81,13 +81,7 @@ describe('request logging', () => {
     const id = (await f.pool.query(`SELECT id FROM sluice.consumers WHERE name = 'spent-pull'`)).rows[0].id;
     await f.pool.query('UPDATE sluice.consumer_positions SET commit_lsn = 0, commit_idx = -1 WHERE consumer_id = $1', [id]);
     await insertSeries(f.pool, id, 1_000, 3, 3);
-    const lines: string[] = [];
-    const stream = new Writable({
-      write(chunk, _enc, done) {
-        lines.push(...String(chunk).split('\n').filter(Boolean));
-        done();
-      },
-    });
+    const { lines, stream } = logSink();
     const app = await buildApp({ ...f.deps, logger: { level: 'info', stream } });
     try {
       const headers = { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' };
