@@ -182,7 +182,14 @@ describe('function transform sandbox', () => {
   });
 
   it('fails every message of a batch whose worker died, and starts a new one next time', async () => {
-    const sandbox = new SandboxWorker({ source: '(m) => m.record.id', timeoutMs: 50, memoryMb: 32 });
+    // Message 2 keeps the worker busy for 2 s: the kill below always lands
+    // while the batch is running (with a quick function, a loaded machine
+    // sometimes finished the batch before the kill).
+    const sandbox = new SandboxWorker({
+      source: '(m) => { if (m.record.id === 2) { const t = Date.now(); while (Date.now() - t < 2000); } return m.record.id }',
+      timeoutMs: 5000,
+      memoryMb: 32,
+    });
     expect(outputs(await sandbox.run([message(1)]))).toEqual([1]);
     // Killed from outside, as a crash of the thread would end it.
     const worker = (sandbox as unknown as { worker: Worker }).worker;
