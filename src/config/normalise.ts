@@ -336,10 +336,7 @@ export function checkConsumerSource(
   streams: ReadonlySet<string> = new Set(),
 ): void {
   if (c.stream !== undefined) {
-    if (streams.has(c.stream)) return;
-    const known = [...streams];
-    const hint = didYouMean(c.stream, known) || (known.length ? ` (streams: ${known.join(', ')})` : ' (no streams are declared)');
-    issues.push(issue([...at, 'stream'], `no stream named "${c.stream}"${hint}`));
+    if (!streams.has(c.stream)) issues.push(issue([...at, 'stream'], noStream(c.stream, streams)));
     return;
   }
   if (!sources.has(c.source)) {
@@ -349,10 +346,7 @@ export function checkConsumerSource(
     return;
   }
   (c.outbox ?? []).forEach((stream, i) => {
-    if (streams.has(stream)) return;
-    const known = [...streams];
-    const hint = didYouMean(stream, known) || (known.length ? ` (streams: ${known.join(', ')})` : ' (no streams are declared)');
-    issues.push(issue([...at, 'outbox', i], `no stream named "${stream}"${hint}`));
+    if (!streams.has(stream)) issues.push(issue([...at, 'outbox', i], noStream(stream, streams)));
   });
   const source = sources.get(c.source);
   if (!source) return;
@@ -360,6 +354,13 @@ export function checkConsumerSource(
     if (source.tables.includes(table) || source.schemas.includes(table.split('.')[0])) return;
     issues.push(issue([...at, 'tables', i], `"${table}" is not captured by source "${source.name}" (add it to the source's tables or schemas)`));
   });
+}
+
+/** "no stream named …", with the likeliest name meant or the streams there are. */
+function noStream(name: string, streams: ReadonlySet<string>): string {
+  const known = [...streams];
+  const hint = didYouMean(name, known) || (known.length ? ` (streams: ${known.join(', ')})` : ' (no streams are declared)');
+  return `no stream named "${name}"${hint}`;
 }
 
 /** The smallest metrics token accepted: long enough not to be guessed. */

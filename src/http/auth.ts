@@ -99,7 +99,7 @@ export class TokenVerifier {
   }
 }
 
-function bearerToken(request: FastifyRequest): string | undefined {
+export function bearerToken(request: FastifyRequest): string | undefined {
   const header = request.headers.authorization;
   if (!header) return undefined;
   const m = /^Bearer[ ]+(\S+)\s*$/i.exec(header);
