@@ -93,6 +93,8 @@ export class CaptureSession {
   /** When the last write that only moved the position started, and the timer of the next one. */
   private positionOnlyAt = 0;
   private positionTimer: NodeJS.Timeout | null = null;
+  /** Set by settle(): no write starts after it. */
+  private ended = false;
   private failed: Error | null = null;
   /** Between a begin and its commit. */
   private inTransaction = false;
@@ -248,8 +250,15 @@ export class CaptureSession {
     while (this.writes.length > 0) await this.writes[0];
   }
 
-  /** Waits until no write of this session is in progress (a failed session starts no more). */
+  /**
+   * The session is over: it starts no more writes (a position-only write
+   * waiting for its turn is dropped: the next session reads the position
+   * after this), and this waits until none is in progress.
+   */
   async settle(): Promise<void> {
+    this.ended = true;
+    if (this.positionTimer) clearTimeout(this.positionTimer);
+    this.positionTimer = null;
     while (this.writes.length > 0) await this.writes[0];
   }
 
@@ -278,7 +287,7 @@ export class CaptureSession {
    * one per round trip.
    */
   private flush(now = false): void {
-    if (this.failed || this.writes.length >= WRITE_SLOTS) return;
+    if (this.failed || this.ended || this.writes.length >= WRITE_SLOTS) return;
     const checkpoint = this.checkpoint !== null && this.checkpoint > this.durable ? this.checkpoint : null;
     if (this.rows.length === 0 && checkpoint === null) return;
     if (this.rows.length === 0 && this.marks.length === 0 && !now) {
