@@ -19,3 +19,5 @@ for (const project of ['tsconfig.pkg.json', 'tsconfig.pkg-cjs.json']) {
 // The package is "type": "module"; this marks dist/cjs/**/*.js (and its .d.ts) as CommonJS.
 mkdirSync(new URL('dist/cjs/', root), { recursive: true });
 writeFileSync(new URL('dist/cjs/package.json', root), '{ "type": "commonjs" }\n');
+// dist/ was emptied above: the web console the gateway serves, again.
+execFileSync(process.execPath, ['scripts/build-console.mjs'], { cwd: root, stdio: 'inherit' });

@@ -94,6 +94,47 @@ describe('sources', () => {
     });
   });
 
+  it('test connection lists the tables with replica identity and primary key', async () => {
+    const r = await f.call('POST', '/api/sources/main/test');
+    expect(r.body.tables).toEqual([
+      { table: 'public.orders', exists: true, replica_identity: 'default', primary_key: ['id'] },
+      { table: 'public.users', exists: true, replica_identity: 'default', primary_key: ['id'] },
+    ]);
+    const tables = await f.call('GET', '/api/sources/main/tables');
+    expect(tables.status).toBe(200);
+    expect(tables.body.data).toEqual(r.body.tables);
+    expect((await f.call('GET', '/api/sources/nope/tables')).status).toBe(404);
+  });
+
+  it('a source is tested before it is saved: problems with their fixes, nothing stored or created', async () => {
+    await f.pool.query(`CREATE TABLE public.no_key (a int, b text);
+      CREATE TABLE public.composite (a int, b text, c int, PRIMARY KEY (b, a));
+      CREATE TABLE public.full_id (a int); ALTER TABLE public.full_id REPLICA IDENTITY FULL`);
+    const before = await snapshot();
+    const r = await f.call('POST', '/api/sources/test', { name: 'trial', tables: ['composite', 'no_key', 'full_id', 'missing'] });
+    expect(r.status).toBe(200);
+    expect(r.body).toMatchObject({ ok: false, connected: true, publication_exists: false, slot_exists: false });
+    expect(r.body.tables).toEqual([
+      { table: 'public.composite', exists: true, replica_identity: 'default', primary_key: ['b', 'a'] },
+      { table: 'public.full_id', exists: true, replica_identity: 'full', primary_key: [] },
+      { table: 'public.missing', exists: false, replica_identity: null, primary_key: [] },
+      { table: 'public.no_key', exists: true, replica_identity: 'default', primary_key: [] },
+    ]);
+    expect(r.body.problems).toEqual([
+      'table public.missing does not exist (create it, or remove it from sources[].tables)',
+      'table public.no_key has no primary key: add one, or run ALTER TABLE "public"."no_key" REPLICA IDENTITY FULL',
+    ]);
+    expect(await snapshot()).toBe(before);
+    const { rows } = await f.pool.query("SELECT count(*)::int AS n FROM pg_publication WHERE pubname = 'sluice_trial'");
+    expect(rows[0].n).toBe(0);
+    const good = await f.call('POST', '/api/sources/test', { name: 'trial', tables: ['composite'] });
+    expect(good.body).toMatchObject({ ok: true, problems: [] });
+    // The body is validated as POST /api/sources validates it.
+    const bad = await f.call('POST', '/api/sources/test', { name: 'trial', tabels: ['x'] });
+    expect(bad.status).toBe(422);
+    expect(bad.body.validation_errors).toHaveProperty('tabels');
+  });
+
   it('test connection: a bad password is reported without the password', async () => {
     const u = new URL(f.url);
     u.password = 'wrong-password-xyz';

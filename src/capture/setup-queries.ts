@@ -29,6 +29,8 @@ export interface TableInfo {
   has_pk: boolean;
   /** A partitioned table (its changes happen in its partitions). */
   partitioned: boolean;
+  /** The primary key's columns, in key order (empty without one). */
+  primary_key: string[];
 }
 
 /** One row per requested table, plus every table of the requested schemas. */
@@ -41,7 +43,12 @@ export async function tableInfo(db: Q, tables: string[], schemas: string[]): Pro
         WHERE n.nspname = ANY($2::text[]) AND c.relkind IN ('r', 'p') AND NOT c.relispartition
      )
      SELECT w.qualified, c.oid IS NOT NULL AS exists, c.relreplident::text AS replident, coalesce(c.relkind = 'p', false) AS partitioned,
-            EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) AS has_pk
+            EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) AS has_pk,
+            coalesce((SELECT array_agg(a.attname::text ORDER BY k.ord)
+                        FROM pg_index i
+                        CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+                        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                       WHERE i.indrelid = c.oid AND i.indisprimary), '{}') AS primary_key
        FROM wanted w
        LEFT JOIN pg_namespace n ON n.nspname = split_part(w.qualified, '.', 1)
        LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = substr(w.qualified, length(split_part(w.qualified, '.', 1)) + 2)

@@ -108,6 +108,19 @@ export function serverVersionProblem(source: Pick<SourceConfig, 'name' | 'schema
   return null;
 }
 
+/** Why capture could not serve these tables, each with the fix (also the console's connection test). */
+export function tableProblems(tables: q.TableInfo[]): string[] {
+  const problems: string[] = [];
+  for (const t of tables) {
+    if (!t.exists) problems.push(`table ${t.qualified} does not exist (create it, or remove it from sources[].tables)`);
+    else if (t.replident === 'n') problems.push(`table ${t.qualified} has REPLICA IDENTITY NOTHING: run ALTER TABLE ${quoteTable(t.qualified)} REPLICA IDENTITY DEFAULT (with a primary key) or FULL`);
+    else if (t.replident === 'd' && !t.has_pk)
+      problems.push(`table ${t.qualified} has no primary key: add one, or run ALTER TABLE ${quoteTable(t.qualified)} REPLICA IDENTITY FULL`);
+    if (t.qualified.startsWith('sluice.')) problems.push(`table ${t.qualified} is Sluice's own buffer and must not be captured`);
+  }
+  return problems;
+}
+
 export async function ensureSource(db: pg.Pool, source: SourceConfig, opts: { slot?: boolean } = {}): Promise<SetupResult> {
   const tooOld = serverVersionProblem(source, await q.serverVersion(db));
   if (tooOld) throw new SetupError(tooOld);
@@ -125,14 +138,7 @@ export async function ensureSource(db: pg.Pool, source: SourceConfig, opts: { sl
     );
   }
   const tables = await q.tableInfo(db, source.tables, source.schemas);
-  const problems: string[] = [];
-  for (const t of tables) {
-    if (!t.exists) problems.push(`table ${t.qualified} does not exist (create it, or remove it from sources[].tables)`);
-    else if (t.replident === 'n') problems.push(`table ${t.qualified} has REPLICA IDENTITY NOTHING: run ALTER TABLE ${quoteTable(t.qualified)} REPLICA IDENTITY DEFAULT (with a primary key) or FULL`);
-    else if (t.replident === 'd' && !t.has_pk)
-      problems.push(`table ${t.qualified} has no primary key: add one, or run ALTER TABLE ${quoteTable(t.qualified)} REPLICA IDENTITY FULL`);
-    if (t.qualified.startsWith('sluice.')) problems.push(`table ${t.qualified} is Sluice's own buffer and must not be captured`);
-  }
+  const problems = tableProblems(tables);
   if (problems.length) throw new SetupError(`source "${source.name}": ${problems.join('; ')}`);
 
   const database = await q.currentDatabase(db);

@@ -1,6 +1,7 @@
 // The fastify app: built here, never listened on here (the server module adds
 // listen, timeouts and graceful close; tests drive it with app.inject).
 //   /health, /ready     open
+//   /, /console         the web console's files (src/console/serve.ts), open
 //   /api/...            bearer token (src/http/auth.ts); management routes are
 //                       admin-only, pull routes also take consumer-scoped tokens
 //   /api/openapi.json   generated from the route schemas
@@ -9,6 +10,7 @@ import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions
 import { TokenVerifier, requireToken } from './auth.js';
 import type { AppDeps } from './deps.js';
 import { clientErrorHandler, errorHandler, notFoundHandler, sendError } from './errors.js';
+import { consoleRoutes } from '../console/serve.js';
 import { healthRoutes } from './health.js';
 import { metricsRoutes } from './metrics.js';
 import { guardInput } from './input-guard.js';
@@ -70,6 +72,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
 
   await app.register(healthRoutes, { deps });
+  if (deps.console !== false) await app.register(consoleRoutes, { dir: deps.console });
 
   const verifier = new TokenVerifier(deps.pool, deps.adminToken);
   // A config change anywhere (this process or another gateway, via the

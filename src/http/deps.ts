@@ -42,4 +42,6 @@ export interface AppDeps {
   metricsAccess?: { access: 'token' | 'open'; token?: string };
   /** Backfills of this source were created: its capture (if this process runs it) starts on them now. */
   backfillsCreated?(sourceName: string): void;
+  /** The built web console's folder (tests); false: serve no console. Default: dist/console. */
+  console?: string | false;
 }

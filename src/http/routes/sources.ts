@@ -3,6 +3,7 @@
 import type { FastifyInstance, FastifySchemaCompiler } from 'fastify';
 import { consumersOfSource, usedBy } from '../../api/consumers.js';
 import { checkSource } from '../../api/source-check.js';
+import { readSourceTables, type SourceTable } from '../../api/source-tables.js';
 import { getSource, listSources, type SourceRow } from '../../api/sources.js';
 import { getStream, listStreams } from '../../api/streams.js';
 import { ConfigError, toYamlConsumer, toYamlSource, validateConsumer, validateSource } from '../../config/load.js';
@@ -118,10 +119,10 @@ export async function sourceRoutes(parent: FastifyInstance, opts: { deps: AppDep
     return reply.status(204).send(null);
   });
 
-  app.post('/sources/:name/test', { schema: sourceSchemas.test }, async (request) => {
-    const { config } = await existing(pool, request.params.name);
+  /** Can capture start with this config? Connection, role, publication and slot, then its tables. */
+  async function testConnection(config: SourceConfig) {
     // No url: the source is the buffer's own database.
-    const url = config.url ?? String(pool.options.connectionString);
+    const url = config.url || String(pool.options.connectionString);
     const check = await checkSource(url, config);
     const problems: string[] = [];
     if (check.error) problems.push(scrubPassword(check.error, url));
@@ -133,8 +134,37 @@ export async function sourceRoutes(parent: FastifyInstance, opts: { deps: AppDep
       if (check.publication_exists === false) problems.push(`publication "${config.publication}" does not exist and create_if_missing is off`);
       if (check.slot_exists === false) problems.push(`replication slot "${config.slot}" does not exist and create_if_missing is off`);
     }
+    let tables: SourceTable[] | undefined;
+    if (check.connected && !check.error) {
+      try {
+        const read = await readSourceTables(url, config);
+        tables = read.tables;
+        problems.push(...read.problems);
+      } catch (err) {
+        problems.push(scrubPassword((err as Error).message, url));
+      }
+    }
     const { error: _error, ...facts } = check;
-    return { ok: check.connected && problems.length === 0, ...facts, problems };
+    return { ok: check.connected && problems.length === 0, ...facts, ...(tables && { tables }), problems };
+  }
+
+  app.post('/sources/:name/test', { schema: sourceSchemas.test }, async (request) => testConnection((await existing(pool, request.params.name)).config));
+
+  // Before a source is saved (the console's "Test connection"): the same body
+  // as POST /sources, validated the same way, and nothing is stored or created.
+  app.post('/sources/test', { schema: sourceSchemas.testNew, ...bodyByLoader }, async (request) => {
+    if (!isObject(request.body)) throw notAnObject();
+    return testConnection(validateSource(request.body));
+  });
+
+  app.get('/sources/:name/tables', { schema: sourceSchemas.tables }, async (request) => {
+    const { config } = await existing(pool, request.params.name);
+    const url = config.url || String(pool.options.connectionString);
+    try {
+      return { data: (await readSourceTables(url, config)).tables };
+    } catch (err) {
+      throw new ApiError(422, `Cannot read the tables of source "${config.name}": ${scrubPassword((err as Error).message, url)}. POST /api/sources/${config.name}/test says more.`);
+    }
   });
 }
 

@@ -150,6 +150,35 @@ export const streamSchemas = {
   delete: { summary: 'Delete a stream and its retained messages', tags: ['streams'], params: nameParams, response: deleted },
 };
 
+const sourceTableSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['table', 'exists', 'replica_identity', 'primary_key'],
+  properties: {
+    table: { type: 'string', description: 'schema.table' },
+    exists: { type: 'boolean' },
+    replica_identity: { type: ['string', 'null'], enum: ['default', 'full', 'index', 'nothing', null], description: 'null when the table does not exist' },
+    primary_key: { type: 'array', items: { type: 'string' }, description: 'Its columns in key order; empty without one.' },
+  },
+} as const;
+
+const sourceTestResponse = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['ok', 'connected', 'problems'],
+  properties: {
+    ok: { type: 'boolean', description: 'Capture can start with this source as configured.' },
+    connected: { type: 'boolean' },
+    server_version: { type: 'string' },
+    wal_level: { type: 'string' },
+    replication_role: { type: 'boolean', description: 'The role may start replication (REPLICATION or superuser).' },
+    publication_exists: { type: 'boolean' },
+    slot_exists: { type: 'boolean' },
+    tables: { type: 'array', items: sourceTableSchema, description: 'The tables it would capture, once connected.' },
+    problems: { type: 'array', items: { type: 'string' }, description: 'Each thing that stops capture, with its fix.' },
+  },
+} as const;
+
 export const sourceSchemas = {
   list: { summary: 'List sources', tags: ['sources'], response: { 200: list(sourceResponse), ...errorResponses } },
   get: { summary: 'Get a source', tags: ['sources'], params: nameParams, response: { 200: sourceResponse, ...errorResponses } },
@@ -168,25 +197,23 @@ export const sourceSchemas = {
   },
   delete: { summary: 'Delete a source (refused while consumers use it)', tags: ['sources'], params: nameParams, response: deleted },
   test: {
-    summary: 'Test the connection to a source database',
+    summary: 'Test the connection to a stored source: can capture start?',
+    tags: ['sources'],
+    params: nameParams,
+    response: { 200: sourceTestResponse, ...errorResponses },
+  },
+  testNew: {
+    summary: 'Test a source before it is created (the body of POST /api/sources); nothing is saved or created',
+    tags: ['sources'],
+    body: asBody(sourceSchema),
+    response: { 200: sourceTestResponse, ...errorResponses },
+  },
+  tables: {
+    summary: 'The tables a source captures, with their replica identity and primary key (read from the source database)',
     tags: ['sources'],
     params: nameParams,
     response: {
-      200: {
-        type: 'object',
-        additionalProperties: false,
-        required: ['ok', 'connected', 'problems'],
-        properties: {
-          ok: { type: 'boolean', description: 'Capture can start with this source as configured.' },
-          connected: { type: 'boolean' },
-          server_version: { type: 'string' },
-          wal_level: { type: 'string' },
-          replication_role: { type: 'boolean', description: 'The role may start replication (REPLICATION or superuser).' },
-          publication_exists: { type: 'boolean' },
-          slot_exists: { type: 'boolean' },
-          problems: { type: 'array', items: { type: 'string' } },
-        },
-      },
+      200: { type: 'object', additionalProperties: false, required: ['data'], properties: { data: { type: 'array', items: sourceTableSchema } } },
       ...errorResponses,
     },
   },
