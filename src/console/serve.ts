@@ -80,7 +80,8 @@ function send(request: FastifyRequest, reply: FastifyReply, asset: Asset) {
 export async function consoleRoutes(app: FastifyInstance, opts: { dir?: string }) {
   const built = loadConsole(opts.dir);
   const page = async (request: FastifyRequest, reply: FastifyReply) => {
-    if (!built) throw new ApiError(503, 'The console is not built: run "npm run build:console" (npm ci does it unless scripts are ignored).');
+    // Sent here: the error handler masks every 5xx as "internal error", and this one has a fix to tell.
+    if (!built) return reply.status(503).send({ summary: 'The console is not built: run "npm run build:console" (npm ci does it unless scripts are ignored).' });
     return send(request, reply, built.page);
   };
   const hide = { schema: { hide: true } };
