@@ -138,6 +138,7 @@ export class Gateway {
       metricsAccess: config.metrics,
       instanceId: this.instanceId,
       bodyLimitBytes: config.http.body_limit_bytes,
+      console: config.http.console === false ? false : undefined,
       wakeup,
       logger: { level: process.env.LOG_LEVEL ?? 'info' },
     });

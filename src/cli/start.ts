@@ -66,6 +66,7 @@ export async function startCommand(flags: Record<string, string | true>, env = p
       `  Connect:   psql ${bufferUrl}`,
       `  Try:       psql ${bufferUrl} -c "INSERT INTO demo_orders (customer_id, amount) VALUES (7, 19.90)"`,
       '  Then:      npm run sluice -- status',
+      ...(config.http.console === false ? [] : [`  Console:   http://${config.http.host}:${config.http.port}/ (sign in with the admin token)`]),
       ...(embedded.linkedFrom ? [`  Data:      ${embedded.dataDir} (${embedded.linkedFrom} links there; README: running as root)`] : []),
       ...banner,
     ];

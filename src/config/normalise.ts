@@ -448,6 +448,7 @@ export function normaliseConfig(y: YamlConfig, invalid: Set<string>, issues: Raw
       host: http.host ?? H.host,
       port: http.port ?? H.port,
       body_limit_bytes: bytes(http.body_limit, H.body_limit, MAXIMA.http.body_limit, ['http', 'body_limit'], issues),
+      ...(http.console === false && { console: false }),
     },
     auth: adminToken !== undefined ? { admin_token: adminToken } : {},
     metrics,

@@ -348,6 +348,9 @@ export const configSchema = object(
         host: { type: 'string', minLength: 1, default: H.host },
         port: int(0, 65_535, { default: H.port }),
         body_limit: size(H.body_limit, MAXIMA.http.body_limit),
+        // The web console at / and /console (src/console/): its files need no
+        // token, everything it shows comes from /api with the user's token.
+        console: { type: 'boolean', default: true },
       },
       { default: {} },
     ),
@@ -437,7 +440,7 @@ export interface YamlConsumer {
 
 export interface YamlConfig {
   buffer?: { url?: string };
-  http?: { host?: string; port?: number; body_limit?: Size };
+  http?: { host?: string; port?: number; body_limit?: Size; console?: boolean };
   auth?: { admin_token?: string };
   metrics?: { access?: 'token' | 'open'; token?: string };
   sources?: YamlSource[];

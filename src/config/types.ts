@@ -6,7 +6,8 @@ import type { TransformSpec } from '../pipeline/transform/spec.js';
 export interface SluiceConfig {
   /** Where the buffer lives. Unset url: the embedded Postgres (npm start / tests). */
   buffer: { url?: string };
-  http: { host: string; port: number; body_limit_bytes: number };
+  /** console: serve the web console (absent: yes). */
+  http: { host: string; port: number; body_limit_bytes: number; console?: boolean };
   auth: { admin_token?: string };
   /** GET /metrics: behind a token (admin tokens, or `token`) or open. */
   metrics?: { access: 'token' | 'open'; token?: string };

@@ -93,6 +93,7 @@ export function toYamlShape(config: SluiceConfig): YamlConfig {
       host: config.http.host,
       port: config.http.port,
       body_limit: formatSize(config.http.body_limit_bytes),
+      ...(config.http.console === false && { console: false }),
     },
     auth: { ...config.auth },
     // Only when not the default: configs without it export as before.
