@@ -1,7 +1,7 @@
 // `npm run bench`: every benchmark, one after another, each on its own fresh
 // embedded Postgres, then a summary beside the issue's targets. Prints figures;
 // asserts nothing. BENCH_SCALE=0.1 runs a tenth of each backlog; BENCH_ONLY=
-// capture,pull,push,latency,retention,rewind,filters,backfill,publish,subjects,metrics,scale picks some.
+// capture,pull,push,latency,retention,rewind,filters,backfill,publish,subjects,metrics,scale,console picks some.
 import os from 'node:os';
 import { runCaptureBench } from './capture.js';
 import { runLatencyBench } from './latency.js';
@@ -17,6 +17,7 @@ import { runSubjectsBench } from './subjects.js';
 import { runPublishBench } from './publish.js';
 import { runMetricsBench } from './metrics.js';
 import { runScaleBench } from './scale.js';
+import { runConsoleBench } from './console.js';
 
 const scale = Number(process.env.BENCH_SCALE ?? 1);
 const only = process.env.BENCH_ONLY?.split(',');
@@ -116,6 +117,16 @@ if (want('metrics')) {
 if (want('scale')) {
   for (const r of await runScaleBench(3)) {
     rows.push([`scale: ${r.mode} with ${r.processes} process${r.processes > 1 ? 'es' : ''}`, `${fmt(r.perSecond)} messages/s (CPU ms/1,000: gateways ${r.cpuMsPer1k.gateways}, Postgres ${r.cpuMsPer1k.postgres ?? '?'})`, '(measured, see docs/scaling.md)']);
+  }
+}
+
+if (want('console')) {
+  const r = await runConsoleBench(30, 2000);
+  const avg = (m: string) => r.windows.filter((w) => w.mode === m).reduce((a, w, _, xs) => a + w.cpuPercent / xs.length, 0);
+  rows.push(['console: JavaScript and CSS, gzipped', `${r.gzippedKb.toFixed(1)} KB`, '≤ 250 KB']);
+  rows.push(['console: overview with 200 consumers drawn', `${r.renderMs.join(', ')} ms`, '≤ 1,000 ms']);
+  for (const m of ['overview', 'consumer']) {
+    rows.push([`console: ${m} polling, push at 2,000/s`, `gateway CPU ${avg(m).toFixed(1)}% against ${avg('none').toFixed(1)}% of a core (+${(avg(m) - avg('none')).toFixed(1)} points)`, '≤ 2% more']);
   }
 }
 
