@@ -15,6 +15,8 @@ interface FormState {
   source: string;
   tables: string[];
   message_kind: 'change' | 'row';
+  /** 'true', 'false', or a JSON map table → columns. */
+  group_by: string;
   start: string;
   filter: string;
   transform: string;
@@ -35,6 +37,7 @@ const EMPTY: FormState = {
   source: '',
   tables: [],
   message_kind: 'change',
+  group_by: 'true',
   start: 'now',
   filter: '',
   transform: '',
@@ -61,6 +64,7 @@ function fromConsumer(c: Consumer): FormState {
     source: c.source ?? '',
     tables: c.tables ?? [],
     message_kind: (c.message_kind as 'change' | 'row') ?? 'change',
+    group_by: c.group_by === undefined || c.group_by === true ? 'true' : c.group_by === false ? 'false' : JSON.stringify(c.group_by, null, 2),
     start: str(c.start) || 'now',
     filter: c.filter ? JSON.stringify(c.filter, null, 2) : '',
     transform: c.transform ? JSON.stringify(c.transform, null, 2) : '',
@@ -97,6 +101,7 @@ function toBody(f: FormState, editing: boolean): Record<string, unknown> {
     source: f.source,
     tables: f.tables,
     message_kind: f.message_kind,
+    group_by: f.group_by === 'true' ? true : f.group_by === 'false' ? false : json(f.group_by, 'group_by'),
     filter: json(f.filter, 'filter'),
     transform: json(f.transform, 'transform'),
   };
@@ -186,7 +191,7 @@ export function ConsumerForm({ name }: { name?: string }) {
   const available = tables.data?.data ?? [];
   const sourceTables = available.length ? available.map((t) => t.table) : (sources.data?.data.find((s) => s.name === f.source)?.tables ?? []);
   const allTables = [...new Set([...sourceTables, ...f.tables])];
-  const shown = ['name', 'kind', 'source', 'tables', 'message_kind', 'start', 'filter', 'transform', 'webhook', 'pull'];
+  const shown = ['name', 'kind', 'source', 'tables', 'message_kind', 'group_by', 'start', 'filter', 'transform', 'webhook', 'pull'];
 
   return (
     <>
@@ -240,6 +245,24 @@ export function ConsumerForm({ name }: { name?: string }) {
           </select>
           <FieldError id="message_kind-error" errors={err('message_kind')} />
         </div>
+        <fieldset class={err('group_by') ? 'invalid' : ''}>
+          <legend>Order</legend>
+          <label class="choice">
+            <input type="radio" name="group_by" checked={f.group_by === 'true'} onChange={() => set('group_by')('true')} /> in order per row (grouped by primary key)
+          </label>
+          <label class="choice">
+            <input type="radio" name="group_by" checked={f.group_by !== 'true' && f.group_by !== 'false'} onChange={() => set('group_by')('{\n  "public.orders": ["customer_id"]\n}')} /> in order per
+            group of columns I choose
+          </label>
+          <label class="choice">
+            <input type="radio" name="group_by" checked={f.group_by === 'false'} onChange={() => set('group_by')('false')} /> no order (fastest)
+          </label>
+          {f.group_by !== 'true' && f.group_by !== 'false' ? (
+            <Field label="Group columns per table (JSON)" name="group_by" multiline value={f.group_by} onInput={set('group_by')} errors={err('group_by')} />
+          ) : (
+            <FieldError id="group_by-error" errors={err('group_by')} />
+          )}
+        </fieldset>
         {!editing ? <Field label="Start" name="start" value={f.start} onInput={set('start')} errors={err('start')} hint="now, earliest, an RFC 3339 time or an LSN" /> : null}
         {f.kind === 'webhook' ? (
           <fieldset>
