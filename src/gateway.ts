@@ -1,5 +1,6 @@
 // The composition root: config → buffer pool → migrations → config applied →
-// consumer registry → capture per source → wake-ups → HTTP → dispatcher → jobs.
+// activity sampler → consumer registry → capture per source → wake-ups → HTTP →
+// dispatcher → jobs.
 // stop() undoes it in reverse order. Nothing else in the code base wires
 // subsystems together.
 import { hostname } from 'node:os';
@@ -12,6 +13,7 @@ import { Jobs } from './jobs/scheduler.js';
 import { Dispatcher } from './push/dispatcher.js';
 import { Captures } from './capture/captures.js';
 import { Metrics } from './metrics/metrics.js';
+import { ActivitySampler } from './metrics/sampler.js';
 import type { SourceCapture } from './capture/source-capture.js';
 import { applyConfig } from './config/apply.js';
 import type { SluiceConfig } from './config/types.js';
@@ -77,6 +79,12 @@ export class Gateway {
       onNote: (text) => log.warn({}, text),
     });
     if (plan.length) log.info({ changes: plan.map((p) => `${p.action} ${p.resource} ${p.name}`) }, 'config applied');
+
+    // Started before anything that counts and stopped after all of it (the
+    // stack unwinds in reverse), so its last sample holds everything counted.
+    const sampler = new ActivitySampler({ pool: this.pool, totals: () => this.metrics.activityTotals(), process: this.instanceId, log });
+    sampler.start();
+    this.push('activity sampler', () => sampler.stop());
 
     this.consumers = new ConsumerRegistry(this.pool);
     await this.consumers.reload();

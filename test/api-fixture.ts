@@ -25,7 +25,8 @@ export interface ApiFixture {
   stop(): Promise<void>;
 }
 
-export async function startApi(dbName: string): Promise<ApiFixture> {
+/** `extra`: more of the app's deps (e.g. metrics) for the tests that need them. */
+export async function startApi(dbName: string, extra: Partial<AppDeps> = {}): Promise<ApiFixture> {
   const pg = await startTestPg();
   const url = await pg.createDatabase(dbName);
   const pool = createPool(url);
@@ -45,6 +46,7 @@ export async function startApi(dbName: string): Promise<ApiFixture> {
     adminToken: ADMIN_TOKEN,
     instanceId: 'test:1',
     logger: false,
+    ...extra,
   };
   const app = await buildApp(deps);
   await app.ready();

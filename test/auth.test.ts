@@ -85,19 +85,24 @@ describe('tokens', () => {
     expect(Date.parse(await lastUsed())).toBe(first);
   });
 
-  it('a scoped token is 403 on the management API', async () => {
+  it('a scoped token is 403 on the management API but for reads of its own consumers', async () => {
     const { token } = (await f.call('POST', '/api/tokens', { name: 'worker', consumers: ['orders-pull'] })).body;
     for (const [method, url] of [
       ['GET', '/api/sources'],
-      ['GET', '/api/consumers/orders-pull'],
-      ['GET', '/api/consumers/orders-pull/stats'],
+      ['POST', '/api/consumers/orders-pull/pause'],
       ['POST', '/api/tokens'],
       ['GET', '/api/openapi.json'],
     ] as const) {
       const r = await f.call(method, url, method === 'POST' ? { name: 'x' } : undefined, token);
       expect(r.status, `${method} ${url}`).toBe(403);
-      expect(r.body.summary).toMatch(/only call the pull routes/);
+      expect(r.body.summary).toMatch(/only call the pull routes of its consumers and read those consumers; this route needs an admin token/);
     }
+    // Reads of its own consumers (every such route: test/api-console.test.ts).
+    expect((await f.call('GET', '/api/consumers/orders-pull', undefined, token)).status).toBe(200);
+    expect((await f.call('GET', '/api/consumers/orders-pull/stats', undefined, token)).status).toBe(200);
+    const other = await f.call('GET', '/api/consumers/other-pull/stats', undefined, token);
+    expect(other.status).toBe(403);
+    expect(other.body).toEqual({ summary: 'This token may not use consumer "other-pull".' });
   });
 
   it('a scoped token reaches its own consumer\'s pull routes and is 403 on another\'s', async () => {

@@ -3,7 +3,8 @@
 //   /health, /ready     open
 //   /, /console         the web console's files (src/console/serve.ts), open
 //   /api/...            bearer token (src/http/auth.ts); management routes are
-//                       admin-only, pull routes also take consumer-scoped tokens
+//                       admin-only, pull routes and the reads of a consumer
+//                       (SCOPED_READ) also take consumer-scoped tokens
 //   /api/openapi.json   generated from the route schemas
 import swagger from '@fastify/swagger';
 import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';

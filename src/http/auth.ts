@@ -1,7 +1,8 @@
 // Bearer-token authentication for everything under /api.
 // Two kinds of token: admin (the bootstrap token from the environment, or a
 // stored token with no consumer list) and scoped (a stored token naming the
-// consumers whose pull routes it may call). The hook lives inside the /api
+// consumers whose pull routes it may call, and which it may read through the
+// routes marked `config: {scoped: 'read'}`). The hook lives inside the /api
 // context only, so /health and /ready stay open.
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
@@ -10,12 +11,22 @@ import type { Pool } from '../db/pool.js';
 import { ApiError } from './errors.js';
 import { PULL_PREFIXES } from './routes/pull.js';
 
-export type Principal = { admin: true } | { admin: false; consumers: string[] };
+/** Who calls: `name` is the stored token's (null for the bootstrap admin token, which has none). */
+export type Principal = { admin: true; name: string | null } | { admin: false; name: string; consumers: string[] };
 
 declare module 'fastify' {
   interface FastifyRequest {
     /** Who made the request; set by the /api auth hook before any handler runs. */
     principal?: Principal;
+  }
+  interface FastifyContextConfig {
+    /**
+     * 'read': a scoped token may call this route too, for its own consumers
+     * only. The path's `:name`, when it has one, must name a consumer (the
+     * hook checks it against the token's list); a route without one filters
+     * what it answers by the token itself (mayRead).
+     */
+    scoped?: 'read';
   }
 }
 
@@ -32,9 +43,17 @@ export function generateToken(): { token: string; hash: Buffer; hint: string } {
   return { token, hash: sha256(token), hint: `${token.slice(0, TOKEN_PREFIX.length + 4)}…` };
 }
 
-// Pull routes are the only ones a scoped token may reach; each checks the
-// consumer in its path against the token's list itself (src/pull/scope.ts).
+// Pull routes check the consumer in their path against the token's list
+// themselves (src/pull/scope.ts), with their own error shape.
 const PULL_ROUTE_PREFIXES = PULL_PREFIXES.map((p) => `${p}/`);
+
+/** The route config that opens a read route to scoped tokens (see FastifyContextConfig.scoped). */
+export const SCOPED_READ = { scoped: 'read' } as const;
+
+/** May this principal read the consumer named `name` (the scoped-read routes, and the lists they filter)? */
+export function mayRead(p: Principal | undefined, name: string): boolean {
+  return !!p && (p.admin || p.consumers.includes(name));
+}
 
 /** Looks tokens up by digest, with a short-lived in-process cache so a busy pull client costs no query per call. */
 export class TokenVerifier {
@@ -59,7 +78,7 @@ export class TokenVerifier {
   async verify(token: string): Promise<Principal | null> {
     const digest = sha256(token);
     // Same-length digests, so timingSafeEqual never throws and timing says nothing of the admin token.
-    if (this.adminDigest && timingSafeEqual(digest, this.adminDigest)) return { admin: true };
+    if (this.adminDigest && timingSafeEqual(digest, this.adminDigest)) return { admin: true, name: null };
     const key = digest.toString('hex');
     const hit = this.cache.get(key);
     if (hit && hit.until > Date.now()) {
@@ -67,7 +86,11 @@ export class TokenVerifier {
       return hit.principal;
     }
     const row = await findTokenByHash(this.pool, digest);
-    const principal: Principal | null = !row ? null : row.consumers === null ? { admin: true } : { admin: false, consumers: row.consumers };
+    const principal: Principal | null = !row
+      ? null
+      : row.consumers === null
+        ? { admin: true, name: row.name }
+        : { admin: false, name: row.name, consumers: row.consumers };
     // Unknown tokens are cached too, so guessing costs no query; a new token's
     // digest can't be in the cache before it exists, so nothing valid is refused.
     if (this.cache.size >= TokenVerifier.CACHE_MAX) this.cache.clear();
@@ -122,8 +145,13 @@ export function requireToken(app: FastifyInstance, verifier: TokenVerifier): voi
     request.principal = principal;
     if (principal.admin) return;
     const url = request.routeOptions.url ?? '';
-    if (!PULL_ROUTE_PREFIXES.some((p) => url.startsWith(p))) {
-      throw new ApiError(403, 'This token may only call the pull routes of its consumers.');
+    if (PULL_ROUTE_PREFIXES.some((p) => url.startsWith(p))) return;
+    if (request.routeOptions.config?.scoped !== 'read') {
+      throw new ApiError(403, 'This token may only call the pull routes of its consumers and read those consumers; this route needs an admin token.');
     }
+    // Before the handler looks anything up: a scoped token learns nothing of
+    // other consumers (403 whether or not they exist), as on the pull routes.
+    const name = (request.params as { name?: string } | undefined)?.name;
+    if (name !== undefined && !mayRead(principal, name)) throw new ApiError(403, `This token may not use consumer "${name}".`);
   });
 }

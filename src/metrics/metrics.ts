@@ -133,7 +133,7 @@ export class Metrics {
       this.consumerPending.set({ consumer }, c.pending);
       this.consumerInFlight.set({ consumer }, c.in_flight);
       this.consumerDead.set({ consumer }, c.dead_lettered);
-      this.consumerOldest.set({ consumer }, c.oldest_pending_age_seconds);
+      this.consumerOldest.set({ consumer }, c.oldest_pending_age_seconds ?? 0);
       for (const state of ['active', 'paused', 'disabled']) this.consumerState.set({ consumer, state }, c.state === state ? 1 : 0);
     }
     this.poolWaiting.set(from.pool.waitingCount);
@@ -162,6 +162,19 @@ export class Metrics {
     };
   }
 
+  /**
+   * Every change captured per source and message delivered per consumer in
+   * this process so far (the two counters' values by label), for the
+   * activity sampler (src/metrics/sampler.ts), which stores what they grew by.
+   */
+  async activityTotals(): Promise<ActivityTotals> {
+    const [captured, delivered] = await Promise.all([this.changesCaptured.get(), this.delivered.get()]);
+    return {
+      captured: new Map(captured.values.map((v) => [String(v.labels.source), v.value])),
+      delivered: new Map(delivered.values.map((v) => [String(v.labels.consumer), v.value])),
+    };
+  }
+
   /** The text a scrape is answered with. */
   async text(from: MetricsSources): Promise<string> {
     await this.refresh(from);
@@ -171,6 +184,12 @@ export class Metrics {
   get contentType(): string {
     return this.registry.contentType;
   }
+}
+
+/** Running totals by source (captured) and consumer (delivered). */
+export interface ActivityTotals {
+  captured: Map<string, number>;
+  delivered: Map<string, number>;
 }
 
 export interface ConsumerMeters {

@@ -1,6 +1,6 @@
-// The buffer's state a metrics scrape reads: one statement for every source,
-// one for every consumer, whatever their number (a scrape must not cost a
-// query per consumer). Cheaper than GET /api/consumers/{name}/stats, which
+// The buffer's state a metrics scrape (and the console's GET /api/overview)
+// reads: one statement for every source, one for every consumer, whatever
+// their number (neither may cost a query per consumer). Cheaper than GET /api/consumers/{name}/stats, which
 // also counts the changes not yet taken in: here those show only through the
 // oldest pending age (the first change after the consumer's position, one
 // index probe per consumer).
@@ -10,21 +10,28 @@ export interface SourceGauges {
   name: string;
   /** The durable position, as a byte offset; null before the first write. */
   position: number | null;
+  /** The same position as Postgres prints an LSN ("16/B374D848"). */
+  lsn: string | null;
   lag_seconds: number | null;
 }
 
 export interface ConsumerGauges {
   name: string;
+  /** The source or stream it reads. */
+  source: string;
+  kind: string;
   state: string;
   pending: number;
   in_flight: number;
   dead_lettered: number;
-  oldest_pending_age_seconds: number;
+  /** null when nothing is pending. */
+  oldest_pending_age_seconds: number | null;
 }
 
 const SOURCES = `
 SELECT s.name,
        (p.confirmed_lsn - '0/0'::pg_lsn)::float8 AS position,
+       p.confirmed_lsn::text AS lsn,
        greatest(extract(epoch FROM now() - p.last_commit_at), 0)::float8 AS lag_seconds
   FROM sluice.sources s
   LEFT JOIN sluice.source_positions p ON p.source_name = s.name
@@ -44,11 +51,11 @@ WITH msg AS (
 ), batched AS (
   SELECT consumer_id, sum(cardinality(lsns)) AS n FROM sluice.webhook_batches GROUP BY consumer_id
 )
-SELECT c.name, c.state,
+SELECT c.name, c.source_name AS source, c.kind, c.state,
        greatest(coalesce(m.waiting, 0) - coalesce(b.n, 0), 0)::float8 AS pending,
        (coalesce(m.invisible, 0) + coalesce(b.n, 0))::float8 AS in_flight,
        coalesce(m.dead, 0)::float8 AS dead_lettered,
-       coalesce(greatest(extract(epoch FROM now() - least(m.oldest, nxt.committed_at)), 0), 0)::float8 AS oldest_pending_age_seconds
+       greatest(extract(epoch FROM now() - least(m.oldest, nxt.committed_at)), 0)::float8 AS oldest_pending_age_seconds
   FROM sluice.consumers c
   LEFT JOIN msg m ON m.consumer_id = c.id
   LEFT JOIN batched b ON b.consumer_id = c.id

@@ -9,6 +9,7 @@ import { getHealth, listAttempts, type AttemptRow, type HealthRow } from '../../
 import { webhookId } from '../../push/deliver.js';
 import { rotateConsumerSecret } from '../../push/secrets.js';
 import { ROTATION_OVERLAP_MS } from '../../signing/rotation.js';
+import { SCOPED_READ } from '../auth.js';
 import type { AppDeps } from '../deps.js';
 import { ApiError, invalid } from '../errors.js';
 import { errorResponses, nameParams } from '../schemas/common.js';
@@ -160,7 +161,7 @@ export async function attemptsRoutes(parent: FastifyInstance, opts: { deps: AppD
   const app = parent.withTypeProvider<SchemaTypes>();
   const { deps } = opts;
 
-  app.get('/consumers/:name/attempts', { schema: listAttemptsSchema }, async (request) => {
+  app.get('/consumers/:name/attempts', { schema: listAttemptsSchema, config: SCOPED_READ }, async (request) => {
     const consumer = await existingConsumer(deps.pool, request.params.name);
     if (consumer.config.kind !== 'webhook') throw notWebhook(consumer.name);
     const { status, http_status, limit = 50, cursor } = request.query;

@@ -7,6 +7,7 @@ import { planBackfills } from '../../backfill/create.js';
 import { presentBackfill } from '../../backfill/present.js';
 import { cancelBackfill, createBackfills, getBackfill, listBackfills } from '../../backfill/queries.js';
 import { qualifyTable } from '../../config/normalise.js';
+import { SCOPED_READ } from '../auth.js';
 import type { AppDeps } from '../deps.js';
 import { conflict, invalid, notFound } from '../errors.js';
 import type { SchemaTypes } from '../schemas/from-schema.js';
@@ -37,12 +38,12 @@ export async function backfillRoutes(parent: FastifyInstance, opts: { deps: AppD
     return reply.status(201).send({ data: rows.filter((r) => created.ids.includes(r.id)).map((r) => presentBackfill(r)) });
   });
 
-  app.get('/consumers/:name/backfills', { schema: backfillSchemas.list }, async (request) => {
+  app.get('/consumers/:name/backfills', { schema: backfillSchemas.list, config: SCOPED_READ }, async (request) => {
     const consumer = await existingConsumer(pool, request.params.name);
     return { data: (await listBackfills(pool, consumer.id)).map((r) => presentBackfill(r)) };
   });
 
-  app.get('/consumers/:name/backfills/:id', { schema: backfillSchemas.get }, async (request) => {
+  app.get('/consumers/:name/backfills/:id', { schema: backfillSchemas.get, config: SCOPED_READ }, async (request) => {
     const consumer = await existingConsumer(pool, request.params.name);
     const row = await getBackfill(pool, request.params.id);
     if (!row || row.consumer_id !== consumer.id) throw notFound(`Backfill ${request.params.id} of consumer "${consumer.name}"`);

@@ -19,6 +19,7 @@ import { createReplay, dryRunReplay, listReplays, replayStarted, type ReplayQuer
 import { generateSecret } from '../../signing/secrets.js';
 import { planBackfills } from '../../backfill/create.js';
 import { insertBackfills } from '../../backfill/queries.js';
+import { SCOPED_READ, mayRead } from '../auth.js';
 import type { AppDeps } from '../deps.js';
 import { conflict, invalid, notAnObject, notFound } from '../errors.js';
 import type { SchemaTypes } from '../schemas/from-schema.js';
@@ -72,9 +73,12 @@ export async function consumerRoutes(parent: FastifyInstance, opts: { deps: AppD
   const { pool } = deps;
   const bodyByLoader = loaderValidatesBody(opts.compiler);
 
-  app.get('/consumers', { schema: consumerSchemas.list }, async () => ({ data: (await listConsumers(pool)).map((c) => presentConsumer(c)) }));
+  // A scoped token sees its own consumers only (SCOPED_READ routes: src/http/auth.ts).
+  app.get('/consumers', { schema: consumerSchemas.list, config: SCOPED_READ }, async (request) => ({
+    data: (await listConsumers(pool)).filter((c) => mayRead(request.principal, c.name)).map((c) => presentConsumer(c)),
+  }));
 
-  app.get('/consumers/:name', { schema: consumerSchemas.get }, async (request) =>
+  app.get('/consumers/:name', { schema: consumerSchemas.get, config: SCOPED_READ }, async (request) =>
     presentConsumer(await existingConsumer(pool, request.params.name)),
   );
 
@@ -210,12 +214,12 @@ export async function consumerRoutes(parent: FastifyInstance, opts: { deps: AppD
     return reply.status(202).send(out.replay);
   });
 
-  app.get('/consumers/:name/replays', { schema: consumerSchemas.replays }, async (request) => {
+  app.get('/consumers/:name/replays', { schema: consumerSchemas.replays, config: SCOPED_READ }, async (request) => {
     const consumer = await existingConsumer(pool, request.params.name);
     return { data: await listReplays(pool, consumer.id) };
   });
 
-  app.get('/consumers/:name/stats', { schema: consumerSchemas.stats }, async (request) => {
+  app.get('/consumers/:name/stats', { schema: consumerSchemas.stats, config: SCOPED_READ }, async (request) => {
     const consumer = await existingConsumer(pool, request.params.name);
     return consumerStats(pool, consumer.id);
   });

@@ -2,6 +2,7 @@
 import type { FastifyInstance } from 'fastify';
 import { discardDeadLetters, listDeadLetters, retryDeadLetters, type DeadLetter, type MessageKey } from '../../buffer/dead-letters.js';
 import { rendererFor } from '../../render/render.js';
+import { SCOPED_READ } from '../auth.js';
 import type { AppDeps } from '../deps.js';
 import { invalid } from '../errors.js';
 import { MESSAGE_KEY_RE, discardDeadLettersSchema, listDeadLettersSchema, retryDeadLettersSchema } from '../schemas/dead-letters.js';
@@ -50,7 +51,7 @@ export async function deadLetterRoutes(parent: FastifyInstance, opts: { deps: Ap
   const app = parent.withTypeProvider<SchemaTypes>();
   const { pool } = opts.deps;
 
-  app.get('/consumers/:name/dead-letters', { schema: listDeadLettersSchema }, async (request, reply) => {
+  app.get('/consumers/:name/dead-letters', { schema: listDeadLettersSchema, config: SCOPED_READ }, async (request, reply) => {
     const consumer = await existingConsumer(pool, request.params.name);
     const { limit = 100, cursor } = request.query;
     const after = cursor === undefined ? undefined : parseKey(cursor, 'cursor');
