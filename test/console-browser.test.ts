@@ -128,18 +128,18 @@ consumers:
 
   it('creates a webhook consumer; a bad URL is shown beside its field first', async () => {
     await page.getByRole('link', { name: 'New consumer' }).click();
-    await page.getByLabel('Name').fill('orders-hook');
+    await page.getByLabel('Name', { exact: true }).fill('orders-hook');
     await page.getByLabel('public.orders').check();
-    await page.getByLabel('URL').fill('not a url');
+    await page.getByLabel('URL', { exact: true }).fill('not a url');
     await page.getByRole('button', { name: 'Create consumer' }).click();
     const urlError = page.locator('#field-webhook-url-error');
     await urlError.waitFor();
     expect(await urlError.textContent()).toMatch(/URL/i);
-    expect(await page.getByLabel('URL').getAttribute('aria-invalid')).toBe('true');
+    expect(await page.getByLabel('URL', { exact: true }).getAttribute('aria-invalid')).toBe('true');
     await shot('consumer-form-error');
     expect((await api('GET', '/consumers/orders-hook')).status).toBe(404);
 
-    await page.getByLabel('URL').fill(receiver.url);
+    await page.getByLabel('URL', { exact: true }).fill(receiver.url);
     await page.getByLabel('Attempts before dead-lettering').fill('1');
     await page.getByLabel('Private address ranges allowed').fill('127.0.0.0/8');
     await page.getByRole('button', { name: 'Create consumer' }).click();
@@ -192,13 +192,17 @@ consumers:
     const stored = (await api('GET', '/consumers/orders-hook')).body;
     expect(stored.webhook.secrets).toHaveLength(2);
     expect(JSON.stringify(stored)).not.toContain(value);
+    // The overview with both consumers (the one README shows).
+    await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Overview' }).click();
+    await page.getByRole('link', { name: 'orders-hook' }).waitFor();
+    await shot('overview-consumers');
   });
 
   it('sources: a new one is tested first and the problems are shown; a source lists its tables', async () => {
     await page.getByRole('link', { name: 'Sources' }).click();
     await page.getByRole('heading', { name: 'Add a source' }).waitFor();
-    await page.getByLabel('Name').fill('trial');
-    await page.getByLabel('Tables').fill('orders, missing_table');
+    await page.getByLabel('Name', { exact: true }).fill('trial');
+    await page.getByLabel('Tables', { exact: true }).fill('orders, missing_table');
     await page.getByRole('button', { name: 'Test connection' }).click();
     await page.getByText('table public.missing_table does not exist').waitFor();
     await shot('sources');
@@ -211,7 +215,7 @@ consumers:
   let scoped = '';
   it('tokens: a scoped token is created, its secret shown once', async () => {
     await page.getByRole('link', { name: 'Tokens' }).click();
-    await page.getByLabel('Name').fill('orders-reader');
+    await page.getByLabel('Name', { exact: true }).fill('orders-reader');
     await page.getByLabel(/only these consumers/).check();
     await page.getByLabel('orders-hook').check();
     await page.getByRole('button', { name: 'Create token' }).click();

@@ -69,6 +69,32 @@ SELECT c.name, c.source_name AS source, c.kind, c.state,
      ORDER BY l.commit_lsn, l.commit_idx LIMIT 1) nxt ON true
  ORDER BY c.name`;
 
+// The console's overview counts, besides, the changes each consumer has not
+// yet taken in from the log, as GET …/stats does, but reading at most
+// BACKLOG_SCAN log entries past each consumer's position (an index range scan
+// on (source_no, commit_lsn, commit_idx)): a caught-up consumer costs one
+// probe, and one far behind costs a bounded scan and is reported as "at least".
+export const BACKLOG_SCAN = 1000;
+const BACKLOG = `
+SELECT c.name, a.n::float8 AS ahead, (a.scanned >= $1) AS capped
+  FROM sluice.consumers c
+  JOIN sluice.consumer_positions p ON p.consumer_id = c.id
+  CROSS JOIN LATERAL sluice.consumer_route(c.id) r
+  CROSS JOIN LATERAL (
+    SELECT count(*) AS scanned,
+           count(*) FILTER (WHERE (x.schema_name || '.' || x.table_name) = ANY (r.tables)
+                              AND (r.actions IS NULL OR x.action = ANY (r.actions))
+                              AND (x.for_consumer IS NULL OR x.for_consumer = c.id)) AS n
+      FROM (SELECT l.schema_name, l.table_name, l.action, l.for_consumer FROM sluice.log l
+             WHERE l.source_no = r.source_no AND (l.commit_lsn, l.commit_idx) > (p.commit_lsn, p.commit_idx)
+             ORDER BY l.commit_lsn, l.commit_idx LIMIT $1) x) a`;
+
+/** Per consumer: changes past its position not yet taken in (among the first BACKLOG_SCAN log entries), and whether there may be more. */
+export async function readConsumerBacklog(pool: Pool): Promise<Map<string, { ahead: number; capped: boolean }>> {
+  const { rows } = await pool.query<{ name: string; ahead: number; capped: boolean }>(BACKLOG, [BACKLOG_SCAN]);
+  return new Map(rows.map((r) => [r.name, { ahead: r.ahead, capped: r.capped }]));
+}
+
 export async function readSourceGauges(pool: Pool): Promise<SourceGauges[]> {
   return (await pool.query<SourceGauges>(SOURCES)).rows;
 }

@@ -23,6 +23,7 @@ export interface OverviewConsumer {
   kind: string;
   state: string;
   pending: number;
+  pending_at_least: boolean;
   in_flight: number;
   dead_lettered: number;
   oldest_pending_age_ms: number | null;

@@ -1,11 +1,11 @@
 // GET /api/overview: every source and consumer with its state and the last
-// hour's activity, in one call the console polls every few seconds. Three
+// hour's activity, in one call the console polls every few seconds. Four
 // statements whatever the number of consumers (src/metrics/queries.ts, the
 // ones a /metrics scrape reads, and src/metrics/activity-queries.ts); a
 // scoped token gets its own consumers and no sources.
 import type { FastifyInstance } from 'fastify';
 import { MINUTES, readActivity, type ActivityRow } from '../../metrics/activity-queries.js';
-import { readConsumerGauges, readSourceGauges } from '../../metrics/queries.js';
+import { readConsumerBacklog, readConsumerGauges, readSourceGauges } from '../../metrics/queries.js';
 import { SCOPED_READ, mayRead } from '../auth.js';
 import type { AppDeps, SourceStatus } from '../deps.js';
 import { overviewSchema, type SOURCE_STATUSES } from '../schemas/console.js';
@@ -40,10 +40,11 @@ export async function overviewRoutes(parent: FastifyInstance, opts: { deps: AppD
   app.get('/overview', { schema: overviewSchema, config: SCOPED_READ }, async (request) => {
     const principal = request.principal;
     const admin = principal?.admin === true;
-    const [sources, consumers, activity] = await Promise.all([
+    const [sources, consumers, backlog, activity] = await Promise.all([
       // Sources are admin matters: a scoped token sees none (and costs no query for them).
       admin ? readSourceGauges(pool) : Promise.resolve([]),
       readConsumerGauges(pool),
+      readConsumerBacklog(pool),
       readActivity(pool),
     ]);
     const captured = perMinute(activity.rows, 'captured');
@@ -72,12 +73,15 @@ export async function overviewRoutes(parent: FastifyInstance, opts: { deps: AppD
         .filter((c) => mayRead(principal, c.name))
         .map((c) => {
           const series = delivered.get(c.name) ?? zeros();
+          const ahead = backlog.get(c.name);
           return {
             name: c.name,
             source: c.source,
             kind: c.kind as 'pull' | 'webhook',
             state: c.state as 'active' | 'paused' | 'disabled',
-            pending: c.pending,
+            // Taken in and waiting, plus not yet taken in from the log (GET …/stats' count).
+            pending: c.pending + (ahead?.ahead ?? 0),
+            pending_at_least: ahead?.capped ?? false,
             in_flight: c.in_flight,
             dead_lettered: c.dead_lettered,
             oldest_pending_age_ms: c.oldest_pending_age_seconds === null ? null : Math.round(c.oldest_pending_age_seconds * 1000),

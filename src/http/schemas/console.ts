@@ -75,7 +75,7 @@ export const overviewSchema = {
             type: 'object',
             additionalProperties: false,
             required: [
-              'name', 'source', 'kind', 'state', 'pending', 'in_flight', 'dead_lettered',
+              'name', 'source', 'kind', 'state', 'pending', 'pending_at_least', 'in_flight', 'dead_lettered',
               'oldest_pending_age_ms', 'delivered_per_minute', 'delivered_per_second',
             ],
             properties: {
@@ -83,7 +83,8 @@ export const overviewSchema = {
               source: { type: 'string', description: 'The source or stream it reads.' },
               kind: { type: 'string', enum: ['pull', 'webhook'] },
               state: { type: 'string', enum: ['active', 'paused', 'disabled'] },
-              pending: { type: 'integer' },
+              pending: { type: 'integer', description: 'Changes waiting: taken in from the log, and not yet taken in.' },
+              pending_at_least: { type: 'boolean', description: 'The consumer is far behind: pending counts only the next 1,000 log entries past its position (GET …/stats counts them all).' },
               in_flight: { type: 'integer' },
               dead_lettered: { type: 'integer' },
               oldest_pending_age_ms: { type: ['integer', 'null'] },

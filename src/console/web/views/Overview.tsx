@@ -11,6 +11,12 @@ import { Loading, StateBadge } from '../ui/bits';
 import { Problem } from '../ui/Field';
 import { Sparkline } from '../ui/Sparkline';
 
+/** Slot lag as far as this gateway process knows it (bytes only where it streams the slot). */
+function lag(lagBytes: number | null, lagSeconds: number | null): string {
+  const parts = [lagBytes !== null ? bytes(lagBytes) : '', lagSeconds !== null ? duration(lagSeconds * 1000) : ''].filter(Boolean);
+  return parts.length ? parts.join(', ') : '–';
+}
+
 export function Overview({ me }: { me: Me }) {
   const { data, error } = usePoll(() => api<OverviewData>('GET', '/overview'), []);
   if (!data) return error ? <Problem summary={error.summary} /> : <Loading what="the overview" />;
@@ -50,13 +56,12 @@ export function Overview({ me }: { me: Me }) {
                     <td>
                       <code>{s.position ?? '–'}</code>
                     </td>
+                    <td>{lag(s.lag_bytes, s.lag_seconds)}</td>
                     <td>
-                      {bytes(s.lag_bytes)}
-                      {s.lag_seconds !== null ? `, ${duration(s.lag_seconds * 1000)}` : ''}
-                    </td>
-                    <td class="spark-cell">
-                      <Sparkline values={s.captured_per_minute} label={`Changes captured per minute by ${s.name}`} />
-                      <span>{rate(lastMinute(s.captured_per_minute))}</span>
+                      <div class="spark-cell">
+                        <Sparkline values={s.captured_per_minute} label={`Changes captured per minute by ${s.name}`} />
+                        <span>{rate(lastMinute(s.captured_per_minute))}</span>
+                      </div>
                     </td>
                   </tr>
                 ))}
@@ -93,12 +98,17 @@ export function Overview({ me }: { me: Me }) {
                   <td>
                     <StateBadge state={c.state} />
                   </td>
-                  <td class="num">{count(c.pending)}</td>
+                  <td class="num">
+                    {c.pending_at_least ? <span title="at least: the consumer's page counts them all">≥ </span> : null}
+                    {count(c.pending)}
+                  </td>
                   <td class="num">{count(c.in_flight)}</td>
                   <td class={`num${c.dead_lettered ? ' attention' : ''}`}>{count(c.dead_lettered)}</td>
-                  <td class="spark-cell">
-                    <Sparkline values={c.delivered_per_minute} label={`Messages delivered per minute to ${c.name}`} />
-                    <span>{rate(c.delivered_per_second)}</span>
+                  <td>
+                    <div class="spark-cell">
+                      <Sparkline values={c.delivered_per_minute} label={`Messages delivered per minute to ${c.name}`} />
+                      <span>{rate(c.delivered_per_second)}</span>
+                    </div>
                   </td>
                   <td>{duration(c.oldest_pending_age_ms)}</td>
                 </tr>
