@@ -50,6 +50,15 @@ function expectIssue(fn: () => unknown, path: string, reason: RegExp | string): 
 }
 
 describe('loadConfig: valid input', () => {
+  it('http.console: on unless false; false survives an export; a non-boolean names the path', () => {
+    expect(load(base()).http.console).toBeUndefined();
+    const off = load({ ...base(), http: { console: false } });
+    expect(off.http.console).toBe(false);
+    expect(toYamlShape(off).http).toMatchObject({ console: false });
+    expect(load({ ...base(), http: { console: true } }).http.console).toBeUndefined();
+    expectIssue(() => load({ ...base(), http: { console: 'no' } }), 'http.console', 'must be true or false');
+  });
+
   it('applies defaults and normalises durations, sizes and table names', () => {
     const c = load(base());
     expect(c.http).toEqual({ host: '127.0.0.1', port: 7376, body_limit_bytes: 1024 * 1024 });
