@@ -9,8 +9,11 @@
 //      batches of 100 to a receiver in this process) while the gateway's CPU
 //      time is read from /proc/<pid>/stat over alternating windows, with no
 //      browser and with the console open on the overview (polling every 3 s)
-//      and on the consumer's page (stats, attempts every 3 s).
-//   npx tsx bench/console.ts [window_seconds] [rate]
+//      and on the consumer's page (stats, attempts every 3 s). Window-to-window
+//      noise is about a point of a core, so besides:
+//   4. per poll: the gateway's CPU time for 300 polls of each view in a row
+//      (the requests the console makes every 3 s), divided out.
+//   npx tsx bench/console.ts [window_seconds] [rate]   (window_seconds 0: skip 3)
 import { spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -38,6 +41,8 @@ export interface ConsoleBenchResult {
   gzippedKb: number;
   renderMs: number[];
   windows: Array<{ mode: 'none' | 'overview' | 'consumer'; cpuPercent: number; delivered: number }>;
+  /** Gateway CPU per poll of each view, and that as a share of a core at one poll every 3 s. */
+  perPoll: Array<{ view: 'overview' | 'consumer'; cpuMs: number; percentOfCore: number }>;
 }
 
 export async function runConsoleBench(windowSeconds = 30, rate = 2000, log = console.log): Promise<ConsoleBenchResult> {
@@ -115,6 +120,25 @@ ${quiet}
   }
   log(`console: overview with 200 consumers drawn in ${renderMs.join(', ')} ms (navigation to the 200th row; target ≤ 1,000 ms)`);
 
+  // 4. CPU per poll, with no other load: the requests each view makes every 3 s.
+  const headers = { authorization: `Bearer ${TOKEN}` };
+  const polls = { overview: ['/api/overview'], consumer: ['/api/consumers/hook', '/api/consumers/hook/stats', '/api/consumers/hook/attempts?limit=50'] } as const;
+  const perPoll: ConsoleBenchResult['perPoll'] = [];
+  for (const view of ['overview', 'consumer'] as const) {
+    const n = 300;
+    const cpu0 = cpuMs(gateway.pid!);
+    for (let i = 0; i < n; i++) {
+      for (const p of polls[view]) {
+        const r = await fetch(`${base}${p}`, { headers });
+        if (r.status !== 200) throw new Error(`${p}: ${r.status}`);
+        await r.arrayBuffer();
+      }
+    }
+    const each = (cpuMs(gateway.pid!) - cpu0) / n;
+    perPoll.push({ view, cpuMs: Math.round(each * 100) / 100, percentOfCore: Math.round((each / 3000) * 100 * 1000) / 1000 });
+    log(`console: one ${view} poll (${polls[view].join(', ')}) costs the gateway ${each.toFixed(2)} ms of CPU: ${((each / 3000) * 100).toFixed(3)}% of a core at one poll every 3 s`);
+  }
+
   // 3. CPU under a steady push load, with and without the console polling.
   let producing = true;
   const producer = (async () => {
@@ -131,7 +155,7 @@ ${quiet}
   })();
   await new Promise((r) => setTimeout(r, 5000)); // warm up
   const windows: ConsoleBenchResult['windows'] = [];
-  const modes: Array<'none' | 'overview' | 'consumer'> = ['none', 'overview', 'none', 'consumer', 'none', 'overview', 'none', 'consumer'];
+  const modes: Array<'none' | 'overview' | 'consumer'> = windowSeconds > 0 ? ['none', 'overview', 'none', 'consumer', 'none', 'overview', 'none', 'consumer'] : [];
   for (const mode of modes) {
     const page = mode === 'none' ? null : await context.newPage();
     if (page) {
@@ -154,7 +178,7 @@ ${quiet}
     const xs = windows.filter((w) => w.mode === m).map((w) => w.cpuPercent);
     return xs.reduce((a, b) => a + b, 0) / xs.length;
   };
-  for (const m of ['overview', 'consumer']) {
+  for (const m of windows.length ? ['overview', 'consumer'] : []) {
     log(`console: ${m} polling adds ${(avg(m) - avg('none')).toFixed(1)} points of a core (${(((avg(m) / avg('none')) - 1) * 100).toFixed(1)}% of the gateway's ${avg('none').toFixed(1)}%) at ${rate} changes/s pushed`);
   }
 
@@ -165,10 +189,10 @@ ${quiet}
   await pgh.stop().catch(() => {});
   receiver.close();
   rmSync(dir, { recursive: true, force: true });
-  return { gzippedKb, renderMs, windows };
+  return { gzippedKb, renderMs, windows, perPoll };
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const [seconds, rate] = process.argv.slice(2).map(Number);
-  await runConsoleBench(seconds || undefined, rate || undefined);
+  await runConsoleBench(Number.isFinite(seconds) ? seconds : undefined, rate || undefined);
 }

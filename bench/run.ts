@@ -125,6 +125,7 @@ if (want('console')) {
   const avg = (m: string) => r.windows.filter((w) => w.mode === m).reduce((a, w, _, xs) => a + w.cpuPercent / xs.length, 0);
   rows.push(['console: JavaScript and CSS, gzipped', `${r.gzippedKb.toFixed(1)} KB`, '≤ 250 KB']);
   rows.push(['console: overview with 200 consumers drawn', `${r.renderMs.join(', ')} ms`, '≤ 1,000 ms']);
+  for (const p of r.perPoll) rows.push([`console: one ${p.view} poll, gateway CPU`, `${p.cpuMs} ms: ${p.percentOfCore}% of a core every 3 s`, '≤ 2%']);
   for (const m of ['overview', 'consumer']) {
     rows.push([`console: ${m} polling, push at 2,000/s`, `gateway CPU ${avg(m).toFixed(1)}% against ${avg('none').toFixed(1)}% of a core (+${(avg(m) - avg('none')).toFixed(1)} points)`, '≤ 2% more']);
   }

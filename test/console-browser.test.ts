@@ -55,6 +55,14 @@ async function api(method: string, p: string, body?: unknown, token = TOKEN) {
 
 const shot = (name: string) => page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
 
+/** Form controls on the page that no label names (a <label>, aria-label or aria-labelledby). */
+const unlabelled = () =>
+  page.evaluate(() =>
+    Array.from(document.querySelectorAll<HTMLInputElement>('input, select, textarea'))
+      .filter((el) => el.type !== 'hidden' && !el.labels?.length && !el.getAttribute('aria-label') && !el.getAttribute('aria-labelledby'))
+      .map((el) => el.outerHTML),
+  );
+
 async function signIn(token: string) {
   await page.goto(`${gateway.api}/`);
   await page.getByLabel('API token').fill(token);
@@ -110,9 +118,13 @@ consumers:
 
   it('a wrong token is refused at sign-in with the API summary', async () => {
     await page.goto(`${gateway.api}/console`);
-    await page.getByLabel('API token').fill('slk_not-a-real-token');
-    await page.getByRole('button', { name: 'Sign in' }).click();
+    // By keyboard alone: Tab to the field, type, Enter.
+    await page.keyboard.press('Tab');
+    expect(await page.evaluate(() => document.activeElement?.id)).toBe('field-token');
+    await page.keyboard.type('slk_not-a-real-token');
+    await page.keyboard.press('Enter');
     await page.getByText('Unknown or revoked token.').waitFor();
+    expect(await page.getByLabel('API token').getAttribute('aria-invalid')).toBe('true');
     await shot('sign-in');
     // The token is never in the URL.
     expect(page.url()).not.toContain('slk_');
@@ -137,6 +149,7 @@ consumers:
     expect(await urlError.textContent()).toMatch(/URL/i);
     expect(await page.getByLabel('URL', { exact: true }).getAttribute('aria-invalid')).toBe('true');
     await shot('consumer-form-error');
+    expect(await unlabelled()).toEqual([]);
     expect((await api('GET', '/consumers/orders-hook')).status).toBe(404);
 
     await page.getByLabel('URL', { exact: true }).fill(receiver.url);
@@ -173,6 +186,7 @@ consumers:
     await page.getByRole('tab', { name: 'Dead letters' }).click();
     await page.locator('ul.dead-letters li').first().waitFor();
     await shot('consumer-dead-letters');
+    expect(await unlabelled()).toEqual([]);
     failing = false;
     await page.locator('ul.dead-letters input[type=checkbox]').first().check();
     await page.getByRole('button', { name: /Retry selected/ }).click();
@@ -206,6 +220,7 @@ consumers:
     await page.getByRole('button', { name: 'Test connection' }).click();
     await page.getByText('table public.missing_table does not exist').waitFor();
     await shot('sources');
+    expect(await unlabelled()).toEqual([]);
     await page.getByRole('link', { name: 'shop' }).click();
     await page.getByRole('cell', { name: 'default' }).waitFor();
     await shot('source');
@@ -226,6 +241,7 @@ consumers:
     await page.getByRole('button', { name: 'I have copied it' }).click();
     await page.getByRole('cell', { name: 'orders-reader' }).waitFor();
     await shot('tokens');
+    expect(await unlabelled()).toEqual([]);
   });
 
   it('a scoped token sees only its consumer', async () => {
