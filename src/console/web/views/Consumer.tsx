@@ -4,7 +4,7 @@
 import { useState } from 'preact/hooks';
 import { api, ApiFailure, enc } from '../api';
 import { count, duration } from '../format';
-import { useLoad, usePoll } from '../poll';
+import { usePoll } from '../poll';
 import { href, navigate } from '../router';
 import type { Consumer, Me, Stats } from '../types';
 import { Action, Json, Loading, Panel, SecretOnce, StateBadge, Tabs } from '../ui/bits';
@@ -20,7 +20,8 @@ type Tab = 'settings' | 'messages' | 'attempts' | 'dead' | 'backfills' | 'test';
 
 export function ConsumerView({ name, me }: { name: string; me: Me }) {
   const path = `/consumers/${enc(name)}`;
-  const consumer = useLoad(() => api<Consumer>('GET', path), [name]);
+  // Polled too: its state can change elsewhere (its endpoint's answers disable it, another user pauses it).
+  const consumer = usePoll(() => api<Consumer>('GET', path), [name]);
   const stats = usePoll(() => api<Stats>('GET', `${path}/stats`), [name]);
   const [tab, setTab] = useState<Tab>('settings');
   const [problem, setProblem] = useState<string | undefined>();

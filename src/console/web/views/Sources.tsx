@@ -18,7 +18,8 @@ interface Check {
   problems: string[];
 }
 
-const stateOf = (s: Source) => (!s.status ? 'stopped' : s.status.running ? 'running' : s.status.standing_by ? 'standing_by' : 'stopped');
+// As this gateway process sees its capture; `unknown` when it captures nothing (another process may).
+const stateOf = (s: Source) => (!s.status ? 'unknown' : s.status.running ? 'running' : s.status.standing_by ? 'standing_by' : s.status.last_error ? 'failing' : 'starting');
 
 export function SourcesView() {
   const { data, error } = usePoll(() => api<{ data: Source[] }>('GET', '/sources'), []);
