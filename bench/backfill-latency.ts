@@ -10,7 +10,7 @@
 // high-water mark (VmHWM) alone, not the load generators' beside it.
 //   npx tsx bench/backfill-latency.ts [rows] [rate] [chunk_size]   (BENCH_NODE_ARGS: the gateway's node flags)
 import { spawn } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -77,7 +77,10 @@ consumers:
     let address = '';
     const timer = setTimeout(() => reject(new Error('the gateway did not start within 60 s')), 60_000);
     gateway.once('exit', (code) => reject(new Error(`the gateway exited (${code})`)));
+    // BENCH_GATEWAY_LOG: a file to keep the gateway's stdout in (--trace-gc lines, say).
+    const keep = process.env.BENCH_GATEWAY_LOG;
     createInterface({ input: gateway.stdout! }).on('line', (line) => {
+      if (keep) appendFileSync(keep, line + '\n');
       if (line.includes('"msg":"http listening"')) address = JSON.parse(line).address;
       if (line.includes('"msg":"sluice started"') && address) {
         clearTimeout(timer);
@@ -86,6 +89,8 @@ consumers:
     });
   });
   const headers = { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' };
+  // Started and idle: what the backfill adds is the peak minus this.
+  const startRssMb = Math.round(Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${gateway.pid}/status`, 'utf8'))![1]) / 1024);
 
   const samples: number[] = [];
   let stop = false;
@@ -154,7 +159,7 @@ consumers:
   };
   log(
     `backfill latency: ${result.rows.toLocaleString('en')} rows backfilled at ${result.rowsPerSecond.toLocaleString('en')} rows/s (chunk ${chunkSize}) ` +
-      `while ${result.changes}/${produced} live updates at ${rate}/s (${Math.round(rateDone)}/s held) reached another consumer: commit → long-poll receive p50 ${result.p50} ms, p99 ${result.p99} ms, max ${result.max} ms; gateway peak RSS ${result.peakRssMb} MB`,
+      `while ${result.changes}/${produced} live updates at ${rate}/s (${Math.round(rateDone)}/s held) reached another consumer: commit → long-poll receive p50 ${result.p50} ms, p99 ${result.p99} ms, max ${result.max} ms; gateway peak RSS ${result.peakRssMb} MB (${startRssMb} MB once started)`,
   );
   return result;
 }

@@ -1,8 +1,17 @@
 // The in-memory hand-off between a backfill worker and capture.
 import { describe, expect, it } from 'vitest';
-import { StagedChunks } from '../src/backfill/staged.js';
+import { pack, StagedChunks, unpack } from '../src/backfill/staged.js';
 
-const chunk = (n: number) => ({ chunk: n, schema: 'public', table: 't', groupKeys: ['g'], records: ['{}'], pks: ['["1"]'] });
+const chunk = (n: number) => ({ chunk: n, schema: 'public', table: 't', records: '{}', recordEnds: Uint32Array.of(2), pks: '["1"]', pkEnds: Uint32Array.of(5) });
+
+describe('pack / unpack', () => {
+  it('gives back each text, empty ones and non-BMP characters included', () => {
+    const texts = ['{"a":1}', '', '{"name":"𝄞 é\\n"}', '["1","2"]'];
+    const { text, ends } = pack(texts);
+    expect(texts.map((_, i) => unpack(text, ends, i))).toEqual(texts);
+    expect(pack([]).ends.length).toBe(0);
+  });
+});
 
 describe('StagedChunks', () => {
   it('gives a chunk only by its number, until replaced or dropped', () => {

@@ -5,6 +5,7 @@
 // backfilled consumer gets the rows; a row changed between a chunk's
 // watermarks is not sent stale; bad requests are 4xx and start nothing.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pack } from '../src/backfill/staged.js';
 import { ADMIN_TOKEN, startApi, type ApiFixture } from './api-fixture.js';
 import { backfillCommand } from '../src/cli/backfill.js';
 import { CliError } from '../src/cli/context.js';
@@ -217,14 +218,11 @@ describe('backfills', () => {
         `INSERT INTO sluice.log (source_no, commit_lsn, commit_idx, schema_name, table_name, action, group_key, committed_at, payload)
          VALUES ($1, $2, 0, 'public', 'users', 'update', $3, now(), '{}')`, [no, lsn, `public.users:["${key}"]`]);
     }
-    const rows = (chunk: number) => ({
-      chunk,
-      schema: 'public',
-      table: 'users',
-      groupKeys: [1, 2, 3].map((k) => `public.users:["${k}"]`),
-      records: [1, 2, 3].map((k) => `{"id":${k},"name":"old\\ttab"}`),
-      pks: [1, 2, 3].map((k) => `["${k}"]`),
-    });
+    const rows = (chunk: number) => {
+      const records = pack([1, 2, 3].map((k) => `{"id":${k},"name":"old\\ttab"}`));
+      const pks = pack([1, 2, 3].map((k) => `["${k}"]`));
+      return { chunk, schema: 'public', table: 'users', records: records.text, recordEnds: records.ends, pks: pks.text, pkEnds: pks.ends };
+    };
     const mark = (chunk: number, commitLsn: bigint) =>
       writeBatch(f.pool, {
         sourceName: 'side',

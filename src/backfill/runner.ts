@@ -14,7 +14,7 @@ import { TypeCatalog } from '../capture/types-catalog.js';
 import { encodeValue, unknownType, type TypeInfo } from '../capture/values.js';
 import * as src from './source-queries.js';
 import * as q from './queries.js';
-import type { StagedChunks } from './staged.js';
+import { pack, type StagedChunks } from './staged.js';
 
 export interface RunnerLog {
   info(obj: object, msg?: string): void;
@@ -48,7 +48,7 @@ const BACKLOG_EVERY_MS = 1000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** How often a chunk's store is checked when no write wakes the worker (a cancel, a replaced chunk). */
 const STORE_POLL_MS = 50;
-const EMPTY = { groupKeys: [], records: [], pks: [], lastKey: [] };
+const EMPTY = { ...packed([], []), lastKey: [] as string[] };
 
 export class BackfillRunner {
   private stopped = false;
@@ -249,7 +249,7 @@ export class BackfillRunner {
     }
   }
 
-  /** Record JSON, record_pks and group key of each row, as capture makes them for a change. */
+  /** Record JSON and record_pks of each row, as capture makes them for a change, packed (staged.ts says why). */
   private encode(b: q.BackfillRow, shape: src.TableShape, rows: (string | null)[][]) {
     const lookup = (oid: number) => this.types.get(oid);
     const cols = shape.columns.map((c) => ({
@@ -259,19 +259,21 @@ export class BackfillRunner {
     const index = new Map(shape.columns.map((c, i) => [c.name, i]));
     const pkAt = shape.primaryKey.map((k) => index.get(k)!);
     const keyAt = b.key_columns.map((k) => index.get(k)!);
-    const qualified = `${b.schema_name}.${b.table_name}:`;
-    const groupKeys: string[] = [];
     const records: string[] = [];
     const pks: string[] = [];
     for (const row of rows) {
       let s = '{';
       for (let i = 0; i < cols.length; i++) s += (i ? ',' : '') + cols[i].keyJson + encodeValue(row[i], cols[i].type, lookup);
       records.push(s + '}');
-      const pk = JSON.stringify(pkAt.map((i) => row[i] ?? ''));
-      pks.push(pk);
-      groupKeys.push(qualified + pk);
+      pks.push(JSON.stringify(pkAt.map((i) => row[i] ?? '')));
     }
     const last = rows[rows.length - 1];
-    return { groupKeys, records, pks, lastKey: keyAt.map((i) => last[i] ?? '') };
+    return { ...packed(records, pks), lastKey: keyAt.map((i) => last[i] ?? '') };
   }
+}
+
+function packed(records: string[], pks: string[]) {
+  const r = pack(records);
+  const p = pack(pks);
+  return { records: r.text, recordEnds: r.ends, pks: p.text, pkEnds: p.ends };
 }

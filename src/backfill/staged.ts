@@ -6,15 +6,35 @@
 // Nothing here needs to survive a crash: the backfill's stored progress says
 // where to read again, and a watermark whose rows are gone stores nothing.
 
+// A chunk is packed: its rows' texts concatenated into one string per field,
+// with where each row ends. It waits here for its watermark's round trip
+// through the slot, long enough to be promoted out of V8's young generation;
+// one flat string per field is a fraction of what a string (a tree of string
+// pieces, as the encoder builds them) per row and field would leave in old
+// space to collect (bench/backfill-latency.ts: peak RSS).
 export interface StagedChunk {
   chunk: number;
   schema: string;
   table: string;
-  /** Per row, in read order (the row's commit_idx is its index). */
-  groupKeys: string[];
-  records: string[];
-  /** JSON arrays of the primary key values as strings. */
-  pks: string[];
+  /** The rows' record JSON, in read order (a row's commit_idx is its index). */
+  records: string;
+  recordEnds: Uint32Array;
+  /** The rows' record_pks: JSON arrays of the primary key values as strings. */
+  pks: string;
+  pkEnds: Uint32Array;
+}
+
+/** Texts packed as one string and where each ends. */
+export function pack(texts: string[]): { text: string; ends: Uint32Array } {
+  const ends = new Uint32Array(texts.length);
+  let at = 0;
+  for (let i = 0; i < texts.length; i++) ends[i] = at += texts[i].length;
+  return { text: texts.join(''), ends };
+}
+
+/** Text i of a packed list. */
+export function unpack(text: string, ends: Uint32Array, i: number): string {
+  return text.slice(i === 0 ? 0 : ends[i - 1], ends[i]);
 }
 
 export class StagedChunks {

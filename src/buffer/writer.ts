@@ -13,7 +13,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { from as copyFrom } from 'pg-copy-streams';
 import { withTransaction, type Pool } from '../db/pool.js';
-import type { StagedChunk } from '../backfill/staged.js';
+import { unpack, type StagedChunk } from '../backfill/staged.js';
 import { idempotencyKey } from './message.js';
 import { coverLog, forgetCover, isNoPartition } from '../log/partitions.js';
 import { copyText } from './copy-text.js';
@@ -113,6 +113,8 @@ function* copyChunks(sourceNo: number, rows: LogRow[]): Generator<string> {
 function* readChunks(sourceNo: number, m: BackfillMark, consumer: string): Generator<string> {
   const c = m.rows;
   const lsn = m.commitLsn.toString();
+  // The group key capture gives a row change: "<schema>.<table>:" and its record_pks.
+  const qualified = c.schema + '.' + c.table + ':';
   const head = sourceNo + '\t' + lsn + '\t';
   const table = '\t' + copyText(c.schema) + '\t' + copyText(c.table) + '\tread\t';
   const at = '\t' + m.committedAt + '\t';
@@ -121,10 +123,11 @@ function* readChunks(sourceNo: number, m: BackfillMark, consumer: string): Gener
     ',"commit_timestamp":"' + m.committedAt + '","commit_lsn":' + lsn + ',"commit_idx":';
   const database = ',"database_name":' + JSON.stringify(m.databaseName) + ',"transaction_annotations":null}}';
   let chunk = '';
-  for (let i = 0; i < c.records.length; i++) {
-    const payload = '{"record":' + c.records[i] + ',"changes":null,"action":"read",' + meta + i +
-      ',"idempotency_key":"' + idempotencyKey(lsn, i) + '","record_pks":' + c.pks[i] + database;
-    chunk += head + i + table + copyText(c.groupKeys[i]) + at + copyText(payload) + tail;
+  for (let i = 0; i < c.recordEnds.length; i++) {
+    const pks = unpack(c.pks, c.pkEnds, i);
+    const payload = '{"record":' + unpack(c.records, c.recordEnds, i) + ',"changes":null,"action":"read",' + meta + i +
+      ',"idempotency_key":"' + idempotencyKey(lsn, i) + '","record_pks":' + pks + database;
+    chunk += head + i + table + copyText(qualified + pks) + at + copyText(payload) + tail;
     if (chunk.length > 262_144) {
       yield chunk;
       chunk = '';
