@@ -140,6 +140,13 @@ consumers:
   stop = true;
   await Promise.all(pullers);
   await setup.end();
+  // How long capture's buffer writes took (a chunk's rows go in with the changes around its watermark).
+  const scrape = await (await fetch(`${api.replace(/\/api$/, '')}/metrics`, { headers })).text();
+  const writes = scrape.split('\n').filter((l) => l.startsWith('sluice_source_write_duration_seconds_bucket')).map((l) => {
+    const le = /le="([^"]+)"/.exec(l)![1];
+    return `≤${le}s: ${l.split(' ').pop()}`;
+  });
+  log(`backfill latency: buffer writes ${writes.join(', ')}`);
   const peak = peakRss(gateway.pid!);
   gateway.kill('SIGTERM');
   await exited;
