@@ -4,13 +4,12 @@
 FROM node:22-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
-# The dependencies' install scripts run, not the project's "prepare" (it builds
-# the web console, whose sources are not copied yet): that is done below.
-RUN npm ci --no-fund --no-audit --ignore-scripts && npm rebuild --no-fund --no-audit
-COPY tsconfig.json tsconfig.build.json ./
+# Before npm ci: its "prepare" builds the web console from them into dist/console.
 COPY scripts ./scripts
 COPY src ./src
-RUN npx tsc -p tsconfig.build.json --noEmit && node scripts/build-console.mjs
+RUN npm ci --no-fund --no-audit
+COPY tsconfig.json tsconfig.build.json ./
+RUN npx tsc -p tsconfig.build.json --noEmit
 
 FROM node:22-slim AS runtime
 ENV NODE_ENV=production \
@@ -20,6 +19,8 @@ COPY package.json package-lock.json ./
 # tsx runs the TypeScript sources (a production dependency), so no build output
 # needs to match the sources; embedded-postgres is never started in the image
 # because DATABASE_URL is required there.
+# No scripts: the project's "prepare" (the console) was run in the build stage;
+# esbuild's own install check is run by name (tsx uses it at run time).
 RUN npm ci --omit=dev --no-fund --no-audit --ignore-scripts && npm rebuild esbuild && npm cache clean --force
 COPY --from=build /app/src ./src
 # The web console, built in the build stage (served at / and /console).
