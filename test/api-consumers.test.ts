@@ -64,7 +64,7 @@ describe('pull consumers', () => {
   it('stats', async () => {
     const r = await f.call('GET', '/api/consumers/orders-pull/stats');
     expect(r.status).toBe(200);
-    expect(r.body).toEqual({ pending: 0, in_flight: 0, dead_lettered: 0, oldest_pending_age_ms: null });
+    expect(r.body).toEqual({ pending: 0, in_flight: 0, dead_lettered: 0, oldest_pending_age_ms: null, pending_at_least: false });
   });
 });
 

@@ -210,7 +210,7 @@ describe('claim', () => {
 
   it('reports stats', async () => {
     const { consumerId, opts } = await consumer();
-    expect(await consumerStats(pool, consumerId)).toEqual({ pending: 0, in_flight: 0, dead_lettered: 0, oldest_pending_age_ms: null });
+    expect(await consumerStats(pool, consumerId)).toEqual({ pending: 0, in_flight: 0, dead_lettered: 0, oldest_pending_age_ms: null, pending_at_least: false });
     await insertMessages(pool, consumerId, [1, 2, 3].map((lsn) => ({ lsn })));
     await claim(pool, { ...opts, limit: 1 });
     await sleep(20);

@@ -591,7 +591,7 @@ describe('failures', () => {
 describe('stats', () => {
   it('counts a webhook consumer\'s messages in batches as in flight, the rest as pending', async () => {
     const id = await webhook('stats');
-    expect(await consumerStats(pool, id)).toEqual({ pending: 0, in_flight: 0, dead_lettered: 0, oldest_pending_age_ms: null });
+    expect(await consumerStats(pool, id)).toEqual({ pending: 0, in_flight: 0, dead_lettered: 0, oldest_pending_age_ms: null, pending_at_least: false });
     await insertMessages(pool, id, rows(4000, ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j']));
     expect(await consumerStats(pool, id)).toMatchObject({ pending: 10, in_flight: 0, dead_lettered: 0 });
 

@@ -27,6 +27,8 @@ export interface ConsumerStats {
   dead_lettered: number;
   /** Age of the oldest message not yet acked (dead letters aside); null when there is none. */
   oldest_pending_age_ms: number | null;
+  /** Counted with a scan limit that was reached: `pending` is a lower bound. */
+  pending_at_least: boolean;
 }
 
 // The payload is the change's, in the log (migrations/0010_log.sql).
@@ -65,17 +67,22 @@ const DISCARD_ALL = `DELETE FROM sluice.messages WHERE consumer_id = $1 AND stat
 // A webhook consumer's messages in a batch out (sluice.webhook_batches: in
 // flight or awaiting a retry) count as in flight; its rows never carry a
 // delivery token, as a pull consumer's never are in a batch. Ages count from
-// the change's commit.
+// the change's commit. $2, when not null, bounds the log entries read past the
+// position (LIMIT NULL reads them all): a console polling a consumer far
+// behind must not count millions of entries every few seconds.
 const BATCHED = `(SELECT coalesce(sum(cardinality(lsns)), 0) FROM sluice.webhook_batches WHERE consumer_id = $1)`;
 const STATS = `WITH route AS (
     SELECT r.source_no, r.tables, r.actions, p.commit_lsn, p.commit_idx
     FROM sluice.consumer_route($1) r, sluice.consumer_positions p WHERE p.consumer_id = $1
   ), ahead AS (
-    SELECT count(*) AS n, min(l.committed_at) AS oldest FROM route r
-    JOIN sluice.log l ON l.source_no = r.source_no AND (l.commit_lsn, l.commit_idx) > (r.commit_lsn, r.commit_idx)
-      AND (l.schema_name || '.' || l.table_name) = ANY (r.tables)
-      AND (r.actions IS NULL OR l.action = ANY (r.actions))
-      AND (l.for_consumer IS NULL OR l.for_consumer = $1)
+    SELECT count(*) FILTER (WHERE x.routed) AS n, count(*) AS scanned, min(x.committed_at) FILTER (WHERE x.routed) AS oldest FROM (
+      SELECT l.committed_at,
+             (l.schema_name || '.' || l.table_name) = ANY (r.tables)
+               AND (r.actions IS NULL OR l.action = ANY (r.actions))
+               AND (l.for_consumer IS NULL OR l.for_consumer = $1) AS routed
+      FROM route r
+      JOIN sluice.log l ON l.source_no = r.source_no AND (l.commit_lsn, l.commit_idx) > (r.commit_lsn, r.commit_idx)
+      ORDER BY l.commit_lsn, l.commit_idx LIMIT $2) x
   ), mine AS (
     SELECT
       count(*) FILTER (WHERE state = 0 AND NOT (delivery_token IS NOT NULL AND visible_at > now())) AS pending,
@@ -87,7 +94,8 @@ const STATS = `WITH route AS (
   SELECT (mine.pending - ${BATCHED} + coalesce(ahead.n, 0))::float8 AS pending,
     (mine.in_flight + ${BATCHED})::float8 AS in_flight,
     mine.dead::float8 AS dead_lettered,
-    (extract(epoch FROM now() - least(mine.oldest, ahead.oldest)) * 1000)::float8 AS oldest_pending_age_ms
+    (extract(epoch FROM now() - least(mine.oldest, ahead.oldest)) * 1000)::float8 AS oldest_pending_age_ms,
+    coalesce(ahead.scanned >= $2, false) AS pending_at_least
   FROM mine LEFT JOIN ahead ON true`;
 
 export async function listDeadLetters(
@@ -130,13 +138,15 @@ export async function discardDeadLetters(pool: Pool, consumerId: string, keys: r
   return res.rowCount ?? 0;
 }
 
-export async function consumerStats(pool: Pool, consumerId: string): Promise<ConsumerStats> {
-  const { rows } = await pool.query<ConsumerStats>(STATS, [consumerId]);
+/** `scanLimit`: read at most this many log entries past the position (else all of them). */
+export async function consumerStats(pool: Pool, consumerId: string, scanLimit?: number): Promise<ConsumerStats> {
+  const { rows } = await pool.query<ConsumerStats>(STATS, [consumerId, scanLimit ?? null]);
   const r = rows[0];
   return {
     pending: r.pending,
     in_flight: r.in_flight,
     dead_lettered: r.dead_lettered,
     oldest_pending_age_ms: r.oldest_pending_age_ms === null ? null : Math.max(0, Math.round(r.oldest_pending_age_ms)),
+    pending_at_least: r.pending_at_least,
   };
 }

@@ -51,6 +51,7 @@ export interface Consumer {
 
 export interface Stats {
   pending: number;
+  pending_at_least: boolean;
   in_flight: number;
   dead_lettered: number;
   oldest_pending_age_ms: number | null;

@@ -221,7 +221,7 @@ export async function consumerRoutes(parent: FastifyInstance, opts: { deps: AppD
 
   app.get('/consumers/:name/stats', { schema: consumerSchemas.stats, config: SCOPED_READ }, async (request) => {
     const consumer = await existingConsumer(pool, request.params.name);
-    return consumerStats(pool, consumer.id);
+    return consumerStats(pool, consumer.id, request.query.scan_limit);
   });
 
   async function setState(name: string, state: 'active' | 'paused', reason: string | null): Promise<ConsumerRow> {

@@ -450,13 +450,26 @@ export const consumerSchemas = {
     summary: 'Message counts of a consumer',
     tags: ['consumers'],
     params: nameParams,
+    querystring: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        scan_limit: {
+          type: 'integer',
+          minimum: 1,
+          maximum: 10_000_000,
+          description: 'Count the changes not yet taken in among at most this many log entries past the position (default: all); for a consumer far behind, a bounded answer.',
+        },
+      },
+    } as const,
     response: {
       200: {
         type: 'object',
         additionalProperties: false,
-        required: ['pending', 'in_flight', 'dead_lettered', 'oldest_pending_age_ms'],
+        required: ['pending', 'in_flight', 'dead_lettered', 'oldest_pending_age_ms', 'pending_at_least'],
         properties: {
           pending: { type: 'integer', description: 'Waiting to be delivered.' },
+          pending_at_least: { type: 'boolean', description: 'scan_limit was reached: pending is a lower bound.' },
           in_flight: { type: 'integer', description: 'Delivered, not yet acked, visibility timeout running.' },
           dead_lettered: { type: 'integer' },
           oldest_pending_age_ms: { type: ['integer', 'null'], description: 'Age of the oldest unacked message (dead letters aside).' },

@@ -16,13 +16,16 @@ import { MessagesTab } from './consumer/Messages';
 import { RewindForm } from './consumer/Rewind';
 import { TestTab } from './consumer/Test';
 
+const STATS_SCAN = 10_000;
+
 type Tab = 'settings' | 'messages' | 'attempts' | 'dead' | 'backfills' | 'test';
 
 export function ConsumerView({ name, me }: { name: string; me: Me }) {
   const path = `/consumers/${enc(name)}`;
   // Polled too: its state can change elsewhere (its endpoint's answers disable it, another user pauses it).
   const consumer = usePoll(() => api<Consumer>('GET', path), [name]);
-  const stats = usePoll(() => api<Stats>('GET', `${path}/stats`), [name]);
+  // Bounded: a consumer far behind is not counted in full every 3 s (its pending then reads "≥ n").
+  const stats = usePoll(() => api<Stats>('GET', `${path}/stats?scan_limit=${STATS_SCAN}`), [name]);
   const [tab, setTab] = useState<Tab>('settings');
   const [problem, setProblem] = useState<string | undefined>();
   const [secret, setSecret] = useState<string | undefined>();
@@ -73,7 +76,10 @@ export function ConsumerView({ name, me }: { name: string; me: Me }) {
         </div>
         <div>
           <dt>Pending</dt>
-          <dd>{count(s?.pending)}</dd>
+          <dd>
+            {s?.pending_at_least ? '≥ ' : ''}
+            {count(s?.pending)}
+          </dd>
         </div>
         <div>
           <dt>In flight</dt>
