@@ -149,6 +149,46 @@ describe('filter.where', () => {
     }
   });
 
+  it('a claim leaves out the payloads its walk read, and the gateway fills them in; rows left waiting come back with theirs', async () => {
+    const created = await f.call('POST', '/api/consumers', {
+      name: 'reuse', source: 'main', kind: 'pull', tables: ['public.invoices'],
+      filter: { where: { 'public.invoices': "region = 'reuse'" } },
+    });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    const before = await logCount();
+    await f.pool.query(`INSERT INTO invoices SELECT g, 'paid', 1, 'reuse', NULL FROM generate_series(300000, 300005) g`);
+    await eventually(async () => ((await logCount()) >= before + 6 ? true : null));
+    const registry = new ConsumerRegistry(f.pool);
+    await registry.reload();
+    const c = registry.get('reuse')!;
+    const walked = (await new WalkAhead(f.pool).take(c.id, 6, consumerFilter(c)!))!;
+    expect(walked.lsns).toHaveLength(6);
+    const stored = async (lsn: string, idx: number) =>
+      (await f.pool.query<{ payload: string }>('SELECT payload FROM sluice.log WHERE commit_lsn = $1 AND commit_idx = $2', [lsn, idx])).rows[0].payload;
+    expect(walked.payloads[0]).toBe(await stored(walked.lsns[0], walked.idxs[0]));
+    // What the claim itself answers (rolled back): no payload on the walked rows it hands out.
+    const tx = await f.pool.connect();
+    try {
+      await tx.query('BEGIN');
+      const { rows } = await tx.query(
+        `SELECT payload IS NULL AS none FROM sluice.claim_messages_walked($1, 3, 60000, NULL, NULL, false, $2::bigint, $3, $4::bigint, $5, $6::bigint[], $7::int[])`,
+        [c.id, walked.fromLsn, walked.fromIdx, walked.toLsn, walked.toIdx, walked.lsns, walked.idxs],
+      );
+      expect(rows.map((r) => r.none)).toEqual([true, true, true]);
+    } finally {
+      await tx.query('ROLLBACK');
+      tx.release();
+    }
+    // Through claim(): the payloads, as stored.
+    const first = await claim(f.pool, { walked, consumerId: c.id, limit: 3, visibilityMs: 60_000, deadLetterBlocksGroup: false });
+    expect(first.messages).toHaveLength(3);
+    for (const m of first.messages) expect(m.payload).toBe(await stored(m.commitLsn, m.commitIdx));
+    // The three admitted and left waiting: a later claim (no walk of its own) reads theirs from the buffer.
+    const rest = await claim(f.pool, { walked: null, consumerId: c.id, limit: 10, visibilityMs: 60_000, deadLetterBlocksGroup: false });
+    expect(rest.messages.map((m) => JSON.parse(m.payload).metadata.record_pks[0])).toEqual(['300003', '300004', '300005']);
+    for (const m of rest.messages) expect(m.payload).toBe(await stored(m.commitLsn, m.commitIdx));
+  });
+
   it('a walk started ahead is cut or carried on to the size of the claim that takes it: no change skipped or taken twice', async () => {
     const created = await f.call('POST', '/api/consumers', {
       name: 'ahead', source: 'main', kind: 'pull', tables: ['public.invoices'],

@@ -5,7 +5,7 @@
 // locks the consumer, dead-letters exhausted messages, respects max_ack_pending
 // and per-group order, and stamps each delivery with a fresh token.
 import type { Pool } from '../db/pool.js';
-import { walkedParams, type Walked } from '../pipeline/filter/walk.js';
+import { walkedParams, walkedPayloads, type Walked } from '../pipeline/filter/walk.js';
 import { ackKeyArrays, encodeAckId } from './ack-id.js';
 
 export interface ClaimOptions {
@@ -65,7 +65,8 @@ interface ClaimRow {
   delivery_token: number | null;
   deliver_count: number;
   group_key: string | null;
-  payload: string;
+  /** Null also on a filtered claim's rows of changes its walk read (migrations/0027). */
+  payload: string | null;
   retry_at: Date | null;
 }
 
@@ -121,7 +122,9 @@ export async function claim(pool: Pool, opts: ClaimOptions): Promise<ClaimResult
   // (no commit_lsn) that says nothing was claimed.
   let deadLettered: SpentMessage[] | undefined;
   let first = 0;
-  while (first < rows.length && rows[first].commit_lsn !== null && rows[first].payload === null) {
+  // (A claimed row always has its delivery token; one of a filtered claim may
+  // come without its payload, which the walk has: filled in below.)
+  while (first < rows.length && rows[first].commit_lsn !== null && rows[first].delivery_token === null) {
     const r = rows[first++];
     (deadLettered ??= []).push({ commitLsn: r.commit_lsn!, commitIdx: r.commit_idx, groupKey: r.group_key, deliverCount: r.deliver_count });
   }
@@ -129,6 +132,7 @@ export async function claim(pool: Pool, opts: ClaimOptions): Promise<ClaimResult
     return { messages: [], nextVisibleAt: rows[first].retry_at, ...(deadLettered && { deadLettered }) };
   }
   const messages = new Array<ClaimedMessage>(rows.length - first);
+  const walked = opts.walked ? walkedPayloads(opts.walked) : null;
   for (let i = first; i < rows.length; i++) {
     const r = rows[i];
     const lsn = r.commit_lsn as string;
@@ -139,7 +143,7 @@ export async function claim(pool: Pool, opts: ClaimOptions): Promise<ClaimResult
       deliveryToken: r.delivery_token!,
       deliverCount: r.deliver_count,
       groupKey: r.group_key,
-      payload: r.payload,
+      payload: r.payload ?? walked!(lsn, r.commit_idx),
     };
   }
   return { messages, nextVisibleAt: null, ...(deadLettered && { deadLettered }) };

@@ -7,7 +7,7 @@
 // took over) changes nothing; except acks, which go by batch id: a 2xx for the
 // batch means the endpoint has it, whoever sent it.
 import type { Pool } from '../db/pool.js';
-import { walkedParams, type Walked } from '../pipeline/filter/walk.js';
+import { walkedParams, walkedPayloads, type Walked } from '../pipeline/filter/walk.js';
 
 export interface ClaimedBatch {
   batchId: string;
@@ -42,7 +42,8 @@ interface ClaimRow {
   commit_lsn: string;
   commit_idx: number;
   group_key: string | null;
-  payload: string;
+  /** Null on a filtered claim's rows of changes its walk read (migrations/0027). */
+  payload: string | null;
   next_due_at: Date | null;
 }
 
@@ -63,6 +64,7 @@ export async function claimBatches(pool: Pool, o: ClaimOptions): Promise<{ batch
   if (rows.length === 0 || rows[0].batch_id === null) return { batches: [], nextDueAt: rows[0]?.next_due_at ?? null };
   const batches: ClaimedBatch[] = [];
   let current: ClaimedBatch | undefined;
+  const walked = o.walked ? walkedPayloads(o.walked) : null;
   for (const r of rows) {
     if (current?.batchId !== r.batch_id) {
       current = { batchId: r.batch_id!, attempt: r.attempt, firstAttemptAt: r.first_attempt_at, token: r.delivery_token, lsns: [], idxs: [], groups: [], payloads: [] };
@@ -71,7 +73,7 @@ export async function claimBatches(pool: Pool, o: ClaimOptions): Promise<{ batch
     current.lsns.push(r.commit_lsn);
     current.idxs.push(r.commit_idx);
     current.groups.push(r.group_key);
-    current.payloads.push(r.payload);
+    current.payloads.push(r.payload ?? walked!(r.commit_lsn, r.commit_idx));
   }
   return { batches, nextDueAt: null };
 }

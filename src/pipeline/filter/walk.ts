@@ -14,9 +14,10 @@ export interface Walked {
   /** The last change walked: the position after admission. */
   toLsn: string;
   toIdx: number;
-  /** The changes that pass, in log order. */
+  /** The changes that pass, in log order, with their stored payloads (the claim returns none for these: see fillWalked). */
   lsns: string[];
   idxs: number[];
+  payloads: string[];
   /** It stopped at the wanted count: more may pass further on. */
   full?: boolean;
 }
@@ -62,13 +63,14 @@ export async function walkFiltered(
     const limit = Math.min(read === 0 ? Math.max(want, 100) : CHUNK, CHUNK, MAX_WALKED - read);
     const { rows }: { rows: WalkRow[] } = await pool.query<WalkRow>({ name: 'sluice_walk_log', text: WALK, values: [consumerId, ...after, limit, checkAhead] });
     if (rows.length === 0) break;
-    walked ??= { fromLsn: rows[0].from_lsn, fromIdx: rows[0].from_idx, toLsn: '', toIdx: 0, lsns: [], idxs: [] };
+    walked ??= { fromLsn: rows[0].from_lsn, fromIdx: rows[0].from_idx, toLsn: '', toIdx: 0, lsns: [], idxs: [], payloads: [] };
     let end: WalkRow = rows[rows.length - 1];
     for (const r of rows) {
       // No payload: another table of the source, or an action the consumer does not take.
       if (r.payload !== null && filter.passes(r.table_name, r.payload)) {
         walked.lsns.push(r.commit_lsn);
         walked.idxs.push(r.commit_idx);
+        walked.payloads.push(r.payload);
         // The walk ends at the last change wanted: admission takes in no more
         // than the claim can hand out, and the rest is walked again later.
         if (walked.lsns.length >= want) {
@@ -106,6 +108,7 @@ async function fitted(
       ...walked,
       lsns: walked.lsns.slice(0, want),
       idxs: walked.idxs.slice(0, want),
+      payloads: walked.payloads.slice(0, want),
       toLsn: walked.lsns[want - 1],
       toIdx: walked.idxs[want - 1],
       full: true,
@@ -114,7 +117,29 @@ async function fitted(
   if (walked.lsns.length === want || !walked.full) return walked;
   const more = await walkOn(want - walked.lsns.length, { lsn: walked.toLsn, idx: walked.toIdx });
   if (!more) return walked;
-  return { ...walked, lsns: [...walked.lsns, ...more.lsns], idxs: [...walked.idxs, ...more.idxs], toLsn: more.toLsn, toIdx: more.toIdx, full: more.full };
+  return {
+    ...walked,
+    lsns: [...walked.lsns, ...more.lsns],
+    idxs: [...walked.idxs, ...more.idxs],
+    payloads: [...walked.payloads, ...more.payloads],
+    toLsn: more.toLsn,
+    toIdx: more.toIdx,
+    full: more.full,
+  };
+}
+
+/**
+ * The payload of a claimed row the claim left out (migrations/0027): it
+ * handed out a change of this walk, whose payload the walk read.
+ */
+export function walkedPayloads(w: Walked): (lsn: string, idx: number) => string {
+  const byKey = new Map<string, string>();
+  for (let i = 0; i < w.lsns.length; i++) byKey.set(w.lsns[i] + ':' + w.idxs[i], w.payloads[i]);
+  return (lsn, idx) => {
+    const payload = byKey.get(lsn + ':' + idx);
+    if (payload === undefined) throw new Error(`the claim left out the payload of ${lsn}:${idx}, which its walk did not read`);
+    return payload;
+  };
 }
 
 /** The walk as the trailing parameters of the *_walked claim functions. */
