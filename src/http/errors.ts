@@ -99,7 +99,9 @@ export function sendError(error: FastifyError | ApiError | Error, request: Fasti
   if (error instanceof ConfigError) error = fromConfigError(error);
   const e = error as Partial<FastifyError> & { validationErrors?: FieldErrors };
   const status = typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 600 ? e.statusCode : 500;
-  if (status < 500) {
+  // An ApiError is a refusal written for the caller, a 503 ("try again in a
+  // moment") included: sent as written. Any other 5xx is masked below.
+  if (status < 500 || (error instanceof ApiError && status === 503)) {
     const body: ErrorBody = { summary: (e.code && CLEARER[e.code]) || error.message || 'The request was refused.' };
     if (e.validationErrors) body.validation_errors = e.validationErrors;
     return reply.status(status).send(body);
