@@ -1,7 +1,8 @@
 // A webhook consumer's attempt log, newest first: status, duration, the
-// response body's first 4 KiB; filterable by outcome or HTTP status.
-import { useState } from 'preact/hooks';
-import { api } from '../../api';
+// response body's first 4 KiB; filterable by outcome or HTTP status. The
+// newest page refreshes every few seconds; older pages load on demand.
+import { useEffect, useState } from 'preact/hooks';
+import { api, ApiFailure } from '../../api';
 import { when } from '../../format';
 import { usePoll } from '../../poll';
 import type { Attempt } from '../../types';
@@ -22,6 +23,30 @@ export function AttemptsTab({ path }: { path: string }) {
   if (/^\d{3}$/.test(httpStatus)) query.set('http_status', httpStatus);
   const qs = query.toString();
   const { data, error } = usePoll(() => api<Page>('GET', `${path}/attempts?${qs}`), [path, qs]);
+  // Older pages, by cursor (an attempt id): they do not move as new attempts arrive.
+  const [older, setOlder] = useState<Attempt[]>([]);
+  const [cursor, setCursor] = useState<string | null | undefined>(undefined);
+  const [olderProblem, setOlderProblem] = useState<string | undefined>();
+  useEffect(() => {
+    setOlder([]);
+    setCursor(undefined);
+  }, [path, qs]);
+  const next = cursor === undefined ? data?.next_cursor : cursor;
+  const loadOlder = async () => {
+    if (!next) return;
+    setOlderProblem(undefined);
+    try {
+      const q = new URLSearchParams(qs);
+      q.set('cursor', next);
+      const page = await api<Page>('GET', `${path}/attempts?${q}`);
+      setOlder((o) => [...o, ...page.data]);
+      setCursor(page.next_cursor);
+    } catch (err) {
+      setOlderProblem(err instanceof ApiFailure ? err.summary : String(err));
+    }
+  };
+  const newest = new Set((data?.data ?? []).map((a) => a.id));
+  const rows = [...(data?.data ?? []), ...older.filter((a) => !newest.has(a.id))];
   return (
     <>
       <form class="filters" onSubmit={(e) => e.preventDefault()} aria-label="Filter attempts">
@@ -47,7 +72,7 @@ export function AttemptsTab({ path }: { path: string }) {
             Endpoint: {data.health.consecutive_failures ? `${data.health.consecutive_failures} failures in a row` : 'healthy'}
             {data.health.last_error ? ` (last error: ${data.health.last_error})` : ''}; last success {when(data.health.last_success_at)}.
           </p>
-          {data.data.length === 0 ? (
+          {rows.length === 0 ? (
             <p>No attempts{qs.includes('status') ? ' match' : ' yet'}.</p>
           ) : (
             <table class="attempts">
@@ -63,7 +88,7 @@ export function AttemptsTab({ path }: { path: string }) {
                 </tr>
               </thead>
               <tbody>
-                {data.data.map((a) => (
+                {rows.map((a) => (
                   <tr key={a.id} class={a.outcome === 'delivered' ? 'ok' : 'failed'}>
                     <td>{when(a.started_at)}</td>
                     <td>{a.status ?? 'no response'}</td>
@@ -87,6 +112,12 @@ export function AttemptsTab({ path }: { path: string }) {
               </tbody>
             </table>
           )}
+          {next ? (
+            <button type="button" onClick={loadOlder}>
+              Load older attempts
+            </button>
+          ) : null}
+          <Problem summary={olderProblem} />
         </>
       )}
     </>

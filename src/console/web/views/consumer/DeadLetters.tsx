@@ -10,6 +10,9 @@ import { Problem } from '../../ui/Field';
 
 export function DeadLettersTab({ path, admin, onChange }: { path: string; admin: boolean; onChange: () => void }) {
   const { data, error, reload } = usePoll(() => api<{ data: DeadLetter[]; next_cursor: string | null }>('GET', `${path}/dead-letters?limit=100`), [path]);
+  // Later pages (oldest first, by cursor), loaded on demand; a retry or discard starts over.
+  const [more, setMore] = useState<DeadLetter[]>([]);
+  const [cursor, setCursor] = useState<string | null | undefined>(undefined);
   const [picked, setPicked] = useState<Set<string>>(new Set());
   const [done, setDone] = useState<string | undefined>();
   const [problem, setProblem] = useState<string | undefined>();
@@ -21,6 +24,8 @@ export function DeadLettersTab({ path, admin, onChange }: { path: string; admin:
       const r = await api<{ retried?: number; discarded?: number }>('POST', `${path}/dead-letters/${verb}`, body);
       setDone(verb === 'retry' ? `${r.retried} retried: pending again.` : `${r.discarded} discarded.`);
       setPicked(new Set());
+      setMore([]);
+      setCursor(undefined);
       reload();
       onChange();
     } catch (err) {
@@ -34,11 +39,24 @@ export function DeadLettersTab({ path, admin, onChange }: { path: string; admin:
     setPicked(next);
   };
   const ids = [...picked];
+  const next = cursor === undefined ? data.next_cursor : cursor;
+  const loadMore = async () => {
+    if (!next) return;
+    try {
+      const page = await api<{ data: DeadLetter[]; next_cursor: string | null }>('GET', `${path}/dead-letters?limit=100&cursor=${encodeURIComponent(next)}`);
+      setMore((m) => [...m, ...page.data]);
+      setCursor(page.next_cursor);
+    } catch (err) {
+      setProblem(err instanceof ApiFailure ? err.summary : String(err));
+    }
+  };
+  const first = new Set(data.data.map((d) => d.id));
+  const letters = [...data.data, ...more.filter((d) => !first.has(d.id))];
   return (
     <>
       <Problem summary={problem ?? error?.summary} />
       {done ? <p role="status">{done}</p> : null}
-      {data.data.length === 0 ? (
+      {letters.length === 0 ? (
         <p>No dead letters.</p>
       ) : (
         <>
@@ -57,7 +75,7 @@ export function DeadLettersTab({ path, admin, onChange }: { path: string; admin:
             </div>
           ) : null}
           <ul class="dead-letters">
-            {data.data.map((d) => (
+            {letters.map((d) => (
               <li key={d.id}>
                 {admin ? (
                   <input type="checkbox" id={`dl-${d.id}`} checked={picked.has(d.id)} onChange={() => toggle(d.id)} />
@@ -73,7 +91,11 @@ export function DeadLettersTab({ path, admin, onChange }: { path: string; admin:
               </li>
             ))}
           </ul>
-          {data.next_cursor ? <p>Showing the oldest 100; retry or discard them to see more.</p> : null}
+          {next ? (
+            <button type="button" onClick={loadMore}>
+              Load more dead letters
+            </button>
+          ) : null}
         </>
       )}
     </>
