@@ -195,6 +195,28 @@ consumers:
     await page.getByText('No dead letters.').waitFor();
   });
 
+  it('the attempt log pages: the newest 50 live, older ones on demand', async () => {
+    const created = await api('POST', '/consumers', {
+      name: 'one-by-one', source: 'shop', kind: 'webhook', tables: ['public.orders'], start: 'now',
+      webhook: { url: receiver.url, batch_size: 1, allow_private_ranges: ['127.0.0.0/8'] },
+    });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    await sql(url, "INSERT INTO public.orders SELECT g, 'paged' FROM generate_series(1000, 1059) g");
+    await eventually(async () => (await api('GET', '/consumers/one-by-one/attempts?limit=100')).body.data.length >= 60, 30_000);
+    const view = page.url();
+    await page.goto(`${gateway.api}/#/consumers/one-by-one`);
+    await page.getByRole('tab', { name: 'Attempt log' }).click();
+    const rows = page.locator('table.attempts tbody tr');
+    await rows.nth(49).waitFor();
+    expect(await rows.count()).toBe(50);
+    await page.getByRole('button', { name: 'Load older attempts' }).click();
+    await rows.nth(59).waitFor();
+    expect(await rows.count()).toBe(60);
+    await page.getByRole('button', { name: 'Load older attempts' }).waitFor({ state: 'detached' });
+    await page.goto(view);
+    await page.getByRole('heading', { name: /orders-hook/ }).waitFor();
+  });
+
   it('rotates the secret: the new one is shown once, the API masks it after', async () => {
     await page.getByRole('button', { name: 'Rotate secret' }).click();
     const secret = page.getByRole('textbox', { name: 'New signing secret.' });
