@@ -14,7 +14,7 @@ export interface Walked {
   /** The last change walked: the position after admission. */
   toLsn: string;
   toIdx: number;
-  /** The changes that pass, in log order, with their stored payloads (the claim returns none for these: see fillWalked). */
+  /** The changes that pass, in log order, with their stored payloads (the claim returns none for these: see walkedPayloads). */
   lsns: string[];
   idxs: number[];
   payloads: string[];
