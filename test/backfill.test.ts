@@ -12,7 +12,7 @@ import { CliError } from '../src/cli/context.js';
 import { formatStatus, statusReport } from '../src/cli/status.js';
 import { applyConfig } from '../src/config/apply.js';
 import { ConfigError, loadConfig } from '../src/config/load.js';
-import { writeBatch } from '../src/buffer/writer.js';
+import { storeChunk, writeBatch } from '../src/buffer/writer.js';
 import { consumerConfig, eventually, insertConsumer, sourceConfig, startCapture, storeSource, type CaptureFixture } from './helpers/capture.js';
 
 let f: ApiFixture;
@@ -223,8 +223,10 @@ describe('backfills', () => {
       const pks = pack([1, 2, 3].map((k) => `["${k}"]`));
       return { chunk, schema: 'public', table: 'users', records: records.text, recordEnds: records.ends, pks: pks.text, pkEnds: pks.ends };
     };
-    const mark = (chunk: number, commitLsn: bigint) =>
-      writeBatch(f.pool, {
+    // Capture seals the chunk with the watermark's transaction, and its rows
+    // go in once that has committed (migrations/0028).
+    const mark = async (chunk: number, commitLsn: bigint) => {
+      const sealed = await writeBatch(f.pool, {
         sourceName: 'side',
         sourceNo: no,
         rows: [],
@@ -232,6 +234,8 @@ describe('backfills', () => {
         checkpoint: null,
         lastCommitAt: null,
       });
+      for (const c of sealed) await storeChunk(f.pool, no, c);
+    };
     const reads = async () =>
       (await f.pool.query(`SELECT commit_lsn::int, commit_idx, payload, for_consumer FROM sluice.log WHERE source_no = $1 AND action = 'read' ORDER BY commit_idx`, [no])).rows;
     // A watermark of a chunk no longer staged stores nothing.

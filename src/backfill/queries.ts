@@ -23,6 +23,8 @@ export interface BackfillRow {
   last_key: string[] | null;
   chunk_no: number;
   chunk_low_lsn: string | null;
+  /** The staged chunk's high watermark, once capture sealed it (migrations/0028); cleared when it is stored. */
+  chunk_hw_lsn: string | null;
   /** The low watermark of the last chunk stored. */
   last_low_lsn: string | null;
   rows_read: string;
@@ -37,7 +39,7 @@ export interface BackfillRow {
 const SELECT = `
 SELECT b.id::text, b.consumer_id, c.name AS consumer_name, c.source_name, b.schema_name, b.table_name, b.key_columns,
        b.start_column, b.start_from, b.chunk_size, b.max_rows_per_second, b.max_backlog, b.state, b.last_key, b.chunk_no,
-       b.chunk_low_lsn::text, b.last_low_lsn::text, b.rows_read::text, b.rows_sent::text, b.rows_estimate::text, b.error,
+       b.chunk_low_lsn::text, b.chunk_hw_lsn::text, b.last_low_lsn::text, b.rows_read::text, b.rows_sent::text, b.rows_estimate::text, b.error,
        b.created_at, b.updated_at, b.finished_at
 FROM sluice.backfills b JOIN sluice.consumers c ON c.id = b.consumer_id`;
 
@@ -172,6 +174,11 @@ export async function chunkStored(db: Q, id: string, chunk: number): Promise<boo
   if (rows.length === 0) return true;
   const r = rows[0];
   return r.state !== 'running' || r.chunk_no !== chunk || r.stored;
+}
+
+/** Clears a seal no store will end (migrations/0028: sluice.backfill_unseal). */
+export async function unsealChunk(db: Q, id: string, chunk: number): Promise<void> {
+  await db.query('SELECT sluice.backfill_unseal($1::bigint, $2)', [id, chunk]);
 }
 
 /** Changes of the consumer's source not yet taken in by it, counted up to `limit`. */

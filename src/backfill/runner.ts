@@ -15,6 +15,7 @@ import { encodeValue, unknownType, type TypeInfo } from '../capture/values.js';
 import * as src from './source-queries.js';
 import * as q from './queries.js';
 import { pack, type StagedChunks } from './staged.js';
+import type { ChunkStore } from './chunk-store.js';
 
 export interface RunnerLog {
   info(obj: object, msg?: string): void;
@@ -28,6 +29,8 @@ export interface BackfillRunnerDeps {
   log: RunnerLog;
   /** Shared with capture, which copies a chunk into the log when its watermark comes back. */
   staged: StagedChunks;
+  /** Stores the chunks capture seals (its pending() tells a seal in progress from one left by an ended process). */
+  chunkStore?: ChunkStore;
   /** Capture is streaming the slot (a watermark written now will come back). */
   streaming(): boolean;
 }
@@ -130,6 +133,12 @@ export class BackfillRunner {
   /** One chunk of one backfill; false when it had to wait (backlog). */
   private async chunk(b: q.BackfillRow): Promise<boolean> {
     const started = Date.now();
+    // A chunk sealed by a process that ended before storing it: its rows are
+    // gone, and its seal holds the consumer's admission at its watermark
+    // (migrations/0028), which the backlog wait below must not depend on.
+    if (b.chunk_hw_lsn !== null && !this.deps.chunkStore?.pending(b.id, b.chunk_no)) {
+      await q.unsealChunk(this.deps.bufferPool, b.id, b.chunk_no);
+    }
     const backlog = this.backlogOkAt.get(b.id);
     // Counted again once a second, or sooner once the rows stored since could
     // have reached the limit: it is overshot by one chunk at most.

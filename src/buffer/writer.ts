@@ -46,12 +46,18 @@ export interface BackfillMark {
   databaseName: string;
 }
 
+/** A watermark whose chunk capture sealed (migrations/0028): its rows go into the log after the batch commits (storeChunk). */
+export interface SealedChunk extends BackfillMark {
+  /** The consumer the rows belong to. */
+  consumer: string;
+}
+
 export interface BatchWrite {
   sourceName: string;
   /** The source's log number (sluice.sources.log_no). */
   sourceNo: number;
   rows: LogRow[];
-  /** Backfill watermarks, stored after the rows (each chunk after the changes before it). */
+  /** Backfill watermarks: each chunk is sealed with the batch, its rows stored after it commits (storeChunk). */
   marks?: BackfillMark[];
   /** Outbox messages of the batch's complete transactions, for their streams' logs (src/streams/outbox.ts). */
   outbox?: OutboxWrite;
@@ -152,9 +158,12 @@ WITH pos AS (${ADVANCE_POSITION}), ins AS (
 )
 SELECT (SELECT count(*) FROM ins) AS inserted, count(pg_notify('sluice_messages', c)) FROM unnest($4::text[]) c`;
 
-// migrations/0020_backfill_chunks_in_memory.sql
-const BACKFILL_OPEN = 'SELECT sluice.backfill_open($1::bigint, $2) AS consumer';
-const BACKFILL_STORED = 'SELECT sluice.backfill_stored($1, $2::bigint, $3::bigint)';
+// migrations/0028_backfill_seal.sql (and 0020 for backfill_stored)
+const BACKFILL_SEAL = 'SELECT sluice.backfill_seal($1::bigint, $2, $3::bigint) AS consumer';
+const BACKFILL_OPEN_SEALED = 'SELECT sluice.backfill_open_sealed($1::bigint, $2, $3::bigint) AS consumer';
+// With a wake-up of its consumer even when every row was left out: changes
+// past the watermark may have been waiting for the seal to go.
+const BACKFILL_STORED = `SELECT sluice.backfill_stored($1, $2::bigint, $3::bigint), pg_notify('sluice_messages', $4)`;
 
 /** Makes sure log partitions cover the batch's LSNs: a round trip only when it reaches past the newest one. */
 async function cover(pool: Pool, batch: BatchWrite): Promise<void> {
@@ -181,10 +190,11 @@ function wakeList(rows: LogRow[]): string[] {
   return [...ids];
 }
 
-export async function writeBatch(pool: Pool, batch: BatchWrite): Promise<void> {
+/** Stores a batch; returns the backfill chunks it sealed, to be stored once it has committed (storeChunk). */
+export async function writeBatch(pool: Pool, batch: BatchWrite): Promise<SealedChunk[]> {
   try {
     await cover(pool, batch);
-    await write(pool, batch);
+    return await write(pool, batch);
   } catch (err) {
     // A partition this process thought present was dropped (the source deleted
     // and its number reused never happens: numbers come from a sequence): learn
@@ -193,11 +203,11 @@ export async function writeBatch(pool: Pool, batch: BatchWrite): Promise<void> {
     forgetCover(batch.sourceNo);
     forgetOutboxCovers();
     await cover(pool, batch);
-    await write(pool, batch);
+    return await write(pool, batch);
   }
 }
 
-async function write(pool: Pool, batch: BatchWrite): Promise<void> {
+async function write(pool: Pool, batch: BatchWrite): Promise<SealedChunk[]> {
   const consumers = wakeList(batch.rows);
   const checkpoint = batch.checkpoint === null ? null : batch.checkpoint.toString();
   const marks = batch.marks ?? [];
@@ -220,7 +230,7 @@ async function write(pool: Pool, batch: BatchWrite): Promise<void> {
       rows.map((r) => r.committedAt),
       rows.map((r) => r.payload),
     ]);
-    return;
+    return [];
   }
   const client = await pool.connect();
   // A server that ends the connection between two statements emits 'error' on
@@ -234,33 +244,66 @@ async function write(pool: Pool, batch: BatchWrite): Promise<void> {
     if (batch.rows.length > 0) {
       await pipeline(Readable.from(copyChunks(batch.sourceNo, batch.rows)), client.query(copyFrom(COPY_LOG)));
     }
-    // A backfill chunk whose watermark is in this batch goes in at the
-    // watermark's position, if it is still the chunk staged.
-    const opened: BackfillMark[] = [];
+    // A backfill chunk whose watermark is in this batch is sealed at the
+    // watermark's position, if it is still the chunk staged; its rows go in
+    // after this commits, beside the writes that follow (storeChunk), so live
+    // changes never wait for a chunk's copy.
+    const sealed: SealedChunk[] = [];
     for (const m of marks) {
-      const { rows } = await client.query<{ consumer: string | null }>(BACKFILL_OPEN, [m.backfillId, m.chunk]);
+      const { rows } = await client.query<{ consumer: string | null }>(BACKFILL_SEAL, [m.backfillId, m.chunk, m.commitLsn.toString()]);
       const consumer = rows[0]?.consumer;
-      if (!consumer) continue;
-      await pipeline(Readable.from(readChunks(batch.sourceNo, m, consumer)), client.query(copyFrom(COPY_READS)));
-      opened.push(m);
+      if (consumer) sealed.push({ ...m, consumer });
     }
     // The position and the rows' visibility come with COMMIT, so waiting here
     // keeps both in order while the COPY above overlapped the previous write.
     await batch.beforeCommit?.();
-    // After the previous write committed: each chunk's check for changes of
-    // its rows between its watermarks sees every change stored before it.
-    for (const m of opened) await client.query(BACKFILL_STORED, [batch.sourceNo, m.backfillId, m.commitLsn.toString()]);
     // Also after it: positions in a stream are handed out in commit order,
     // and a stream's lock is held only from here to COMMIT.
     if (batch.outbox?.messages.length) await storeOutbox(client, batch.outbox);
     await client.query(ADVANCE_AND_NOTIFY, [batch.sourceName, checkpoint, batch.lastCommitAt, consumers]);
     await client.query('COMMIT');
+    return sealed;
   } catch (err) {
     await client.query('ROLLBACK').catch(() => {});
     throw err;
   } finally {
     client.off('error', onError);
     // A broken connection is destroyed, not returned to the pool.
+    client.release(lost ?? undefined);
+  }
+}
+
+/**
+ * Stores a sealed chunk (migrations/0028): its rows at the watermark's
+ * position, for its consumer, then backfill_stored leaves out those whose row
+ * changed in the chunk's window and records the progress. Called once the
+ * batch that sealed it has committed, so every change before the watermark is
+ * in the log. Returns false when the chunk is no longer the one sealed there
+ * (cancelled, or staged again): nothing is stored.
+ */
+export async function storeChunk(pool: Pool, sourceNo: number, m: SealedChunk): Promise<boolean> {
+  await coverLog(pool, sourceNo, m.commitLsn, m.commitLsn, 3600);
+  const client = await pool.connect();
+  // As in write(): a connection ended between two statements is reported by the next.
+  let lost: Error | null = null;
+  const onError = (err: Error) => (lost = err);
+  client.on('error', onError);
+  try {
+    await client.query('BEGIN');
+    const { rows } = await client.query<{ consumer: string | null }>(BACKFILL_OPEN_SEALED, [m.backfillId, m.chunk, m.commitLsn.toString()]);
+    if (!rows[0]?.consumer) {
+      await client.query('ROLLBACK');
+      return false;
+    }
+    await pipeline(Readable.from(readChunks(sourceNo, m, m.consumer)), client.query(copyFrom(COPY_READS)));
+    await client.query(BACKFILL_STORED, [sourceNo, m.backfillId, m.commitLsn.toString(), m.consumer]);
+    await client.query('COMMIT');
+    return true;
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw err;
+  } finally {
+    client.off('error', onError);
     client.release(lost ?? undefined);
   }
 }

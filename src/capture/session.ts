@@ -18,6 +18,7 @@ import { BACKFILL_MARK_PREFIX, parseBackfillMark } from './backfill-mark.js';
 import { isoFromMicros } from './commit-time.js';
 import { CONFIG_MARKER_PREFIX } from './config-marker.js';
 import type { StagedChunks } from '../backfill/staged.js';
+import type { ChunkStore } from '../backfill/chunk-store.js';
 import type { ChangeDecoder } from './decoder.js';
 import type { ReplicationEvent } from './replication.js';
 import { outboxStream, parseOutbox, type OutboxMessage } from './outbox.js';
@@ -51,6 +52,8 @@ export interface SessionDeps {
   awaitConfig?(version: number): Promise<void>;
   /** Chunks read by this source's backfills, waiting for their high watermark (src/backfill/staged.ts). */
   staged?: StagedChunks;
+  /** Stores the chunks a write sealed, once it has committed (src/backfill/chunk-store.ts). */
+  chunkStore?: ChunkStore;
   /** A transaction_annotations.set message was ignored (the reason). */
   onBadAnnotations?(reason: string): void;
   /** Consumers of a stream, woken when outbox messages to it are stored. */
@@ -354,11 +357,12 @@ export class CaptureSession {
     try {
       if (this.deps.writeDelayMs) await new Promise((r) => setTimeout(r, this.deps.writeDelayMs));
       const started = performance.now();
-      await writeBatch(this.deps.bufferPool, batch);
+      const sealed = await writeBatch(this.deps.bufferPool, batch);
       if (batch.checkpoint !== null && batch.checkpoint > this.durable) {
         this.durable = batch.checkpoint;
         this.deps.confirm(this.durable);
       }
+      if (sealed.length) this.deps.chunkStore?.add(batch.sourceNo, sealed);
       if (batch.marks?.length) this.deps.staged?.written();
       this.deps.onWritten?.(batch.rows.length, batch.checkpoint, (performance.now() - started) / 1000);
     } catch (err) {

@@ -14,6 +14,7 @@ import * as q from './setup-queries.js';
 import { TypeCatalog } from './types-catalog.js';
 import { BackfillRunner } from '../backfill/runner.js';
 import { StagedChunks } from '../backfill/staged.js';
+import { ChunkStore } from '../backfill/chunk-store.js';
 
 export interface Logger {
   info(obj: object | string, msg?: string): void;
@@ -72,6 +73,8 @@ export class SourceCapture {
   private readonly backfills: BackfillRunner;
   /** Chunks read by the backfills, held for capture to store at their watermark. */
   private readonly staged = new StagedChunks();
+  /** Stores sealed backfill chunks beside capture's writes; a stored chunk wakes the worker waiting for it. */
+  private readonly chunkStore: ChunkStore;
   private readonly backfillPool: Pool;
   private state: SourceStatus;
   private unsubscribe: (() => void) | null = null;
@@ -91,12 +94,14 @@ export class SourceCapture {
     this.sourcePool = createPool(deps.sourceUrl, { max: 2, name: 'sluice-capture-meta' });
     // Its own connections: a chunk read must not wait behind capture's catalog reads.
     this.backfillPool = createPool(deps.sourceUrl, { max: 2, name: 'sluice-backfill' });
+    this.chunkStore = new ChunkStore(deps.bufferPool, deps.log, () => this.staged.written());
     this.backfills = new BackfillRunner({
       sourceName: source.name,
       bufferPool: deps.bufferPool,
       sourcePool: this.backfillPool,
       log: deps.log,
       staged: this.staged,
+      chunkStore: this.chunkStore,
       streaming: () => this.state.running && !this.stopped,
     });
     this.state = { name: source.name, running: false, standing_by: false, slot: source.slot, lag_bytes: null, last_error: null };
@@ -140,6 +145,8 @@ export class SourceCapture {
     // is confirmed on the next start (the position is read back from the buffer).
     await this.stream?.stop();
     await this.session?.drain().catch(() => {});
+    // A chunk being stored finishes (or rolls back); those queued are read again on the next start.
+    await this.chunkStore.stop();
     await this.loop?.catch(() => {});
     await this.sourcePool.end().catch(() => {});
   }
@@ -224,6 +231,7 @@ export class SourceCapture {
         partitionSeconds(this.deps.consumers.sources().find((s) => s.name === this.source.name)?.config ?? this.source),
       bufferPool: this.deps.bufferPool,
       staged: this.staged,
+      chunkStore: this.chunkStore,
       decoder,
       maxBatch: this.source.max_batch_changes,
       durableLsn: startLsn,
