@@ -8,7 +8,7 @@ import type { ConsumerConfig } from '../config/types.js';
 import type { NewBackfill } from './queries.js';
 import * as src from './source-queries.js';
 
-export const DEFAULT_CHUNK_SIZE = 1000;
+export const DEFAULT_CHUNK_SIZE = 5000;
 /** Changes the consumer has not taken in, above which a backfill waits. */
 export const DEFAULT_MAX_BACKLOG = 50_000;
 const CONNECT_TIMEOUT_MS = 10_000;

@@ -11,7 +11,7 @@ export const BACKFILL_USAGE = `usage: sluice backfill <consumer> [--table T] [--
 Sends the consumer the rows its tables already hold (each of them, or --table),
 as "read" messages interleaved with its live changes, and shows the progress.
   --column C --from V    only rows whose column C is at or after V, in C's order
-  --chunk-size N         rows read per chunk (default 1000)
+  --chunk-size N         rows read per chunk (default 5000)
   --max-rows-per-second N  throttle
   --detach               start it and return; follow with GET …/backfills`;
 

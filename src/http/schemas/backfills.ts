@@ -31,7 +31,7 @@ const createBody = {
         from: { type: 'string', minLength: 1, maxLength: 200, description: 'A value of the column\'s type, as Postgres reads it' },
       },
     },
-    chunk_size: { type: 'integer', minimum: 1, maximum: 10000, default: 1000, description: 'Rows read per chunk' },
+    chunk_size: { type: 'integer', minimum: 1, maximum: 10000, default: 5000, description: 'Rows read per chunk' },
     max_rows_per_second: { type: 'integer', minimum: 1, maximum: 10000000, description: 'Throttle (default: none)' },
     max_backlog: {
       type: 'integer',
