@@ -12,7 +12,9 @@ import { CliError } from '../src/cli/context.js';
 import { formatStatus, statusReport } from '../src/cli/status.js';
 import { applyConfig } from '../src/config/apply.js';
 import { ConfigError, loadConfig } from '../src/config/load.js';
-import { storeChunk, writeBatch } from '../src/buffer/writer.js';
+import { storeChunk, writeBatch, type LogRow } from '../src/buffer/writer.js';
+import { claim } from '../src/buffer/claim.js';
+import { cancelBackfill, stageChunk, unsealChunk } from '../src/backfill/queries.js';
 import { consumerConfig, eventually, insertConsumer, sourceConfig, startCapture, storeSource, type CaptureFixture } from './helpers/capture.js';
 
 let f: ApiFixture;
@@ -267,6 +269,81 @@ describe('backfills', () => {
     // Its watermark met again (it cannot be, past the durable position; but if it were): nothing more.
     await mark(1, 2100n);
     expect(await reads()).toHaveLength(2);
+  });
+
+  it('a sealed chunk holds back only its own consumer, at its watermark, until its rows are stored', async () => {
+    // As above, on a source no capture runs: the batches are written by hand.
+    await storeSource(f.pool, sourceConfig('seal', ['public.users']));
+    const filled = await insertConsumer(f.pool, consumerConfig('seal-filled', 'seal', ['public.users']));
+    const other = await insertConsumer(f.pool, consumerConfig('seal-other', 'seal', ['public.users']));
+    const no = (await f.pool.query(`SELECT log_no FROM sluice.sources WHERE name = 'seal'`)).rows[0].log_no;
+    await f.pool.query('SELECT sluice.log_cover($1, 1000, 3000, 3600)', [no]);
+    const id = (await f.pool.query(
+      `INSERT INTO sluice.backfills (consumer_id, schema_name, table_name, key_columns, chunk_size, chunk_no, chunk_low_lsn, chunk_last_key, chunk_rows, chunk_final)
+       VALUES ($1, 'public', 'users', '{id}', 2, 1, 1000, '{2}', 2, false) RETURNING id::text AS id`, [filled])).rows[0].id;
+    const change = (lsn: bigint, key: number): LogRow => ({
+      commitLsn: lsn, commitIdx: 0, schema: 'public', table: 'users', action: 'update', groupKey: `public.users:["${key}"]`,
+      committedAt: '2026-12-07T00:00:00.000000Z', payload: `{"record":{"id":${key}},"at":${lsn}}`, wake: [],
+    });
+    const records = pack(['{"id":1}', '{"id":2}']);
+    const pks = pack(['["1"]', '["2"]']);
+    // One batch: a change before the watermark (row 5), the watermark at 2000, a change after it (row 1).
+    const sealed = await writeBatch(f.pool, {
+      sourceName: 'seal',
+      sourceNo: no,
+      rows: [change(1500n, 5), change(2500n, 1)],
+      marks: [{
+        backfillId: id, chunk: 1, commitLsn: 2000n, committedAt: '2026-12-07T00:00:00.000000Z', databaseName: 'app',
+        rows: { chunk: 1, schema: 'public', table: 'users', records: records.text, recordEnds: records.ends, pks: pks.text, pkEnds: pks.ends },
+      }],
+      checkpoint: null,
+      lastCommitAt: null,
+    });
+    expect(sealed.map((c) => [c.backfillId, c.chunk, c.consumer])).toEqual([[id, 1, filled]]);
+    const horizon = async (consumer: string) => (await f.pool.query(`SELECT sluice.admission_horizon($1)::text AS h`, [consumer])).rows[0].h;
+    expect(await horizon(filled)).toBe('2000');
+    expect(await horizon(other)).toBe('9223372036854775807');
+    const take = async (consumerId: string) =>
+      (await claim(f.pool, { consumerId, limit: 100, visibilityMs: 60_000, deadLetterBlocksGroup: false })).messages.map(
+        (m) => `${m.commitLsn}:${m.commitIdx}`,
+      );
+    // The other consumer goes on past the watermark; the backfilled one stops before it.
+    expect(await take(other)).toEqual(['1500:0', '2500:0']);
+    expect(await take(filled)).toEqual(['1500:0']);
+    expect(await take(filled)).toEqual([]);
+    // Stored: the chunk's rows come at the watermark, then the change after it
+    // (row 1's, behind its read row in the same group).
+    expect(await storeChunk(f.pool, no, sealed[0])).toBe(true);
+    expect(await horizon(filled)).toBe('9223372036854775807');
+    expect(await take(filled)).toEqual(['2000:0', '2000:1']);
+    // Stored once: a second store of the same seal finds it gone and stores nothing.
+    expect(await storeChunk(f.pool, no, sealed[0])).toBe(false);
+    const b = (await f.pool.query(`SELECT rows_read, rows_sent, last_key, chunk_low_lsn, chunk_hw_lsn FROM sluice.backfills WHERE id = $1::bigint`, [id])).rows[0];
+    expect(b).toEqual({ rows_read: '2', rows_sent: '2', last_key: ['2'], chunk_low_lsn: null, chunk_hw_lsn: null });
+  });
+
+  it('a seal whose rows are gone (its process ended) is cleared, and the chunk staged again replaces it', async () => {
+    await storeSource(f.pool, sourceConfig('seal2', ['public.users']));
+    const filled = await insertConsumer(f.pool, consumerConfig('seal2-filled', 'seal2', ['public.users']));
+    const id = (await f.pool.query(
+      `INSERT INTO sluice.backfills (consumer_id, schema_name, table_name, key_columns, chunk_size, chunk_no, chunk_low_lsn, chunk_last_key, chunk_rows, chunk_final)
+       VALUES ($1, 'public', 'users', '{id}', 2, 1, 1000, '{2}', 2, false) RETURNING id::text AS id`, [filled])).rows[0].id;
+    const horizon = async () => (await f.pool.query(`SELECT sluice.admission_horizon($1)::text AS h`, [filled])).rows[0].h;
+    const seal = async (chunk: number, lsn: number) => (await f.pool.query('SELECT sluice.backfill_seal($1::bigint, $2, $3) AS c', [id, chunk, lsn])).rows[0].c;
+    // Only the chunk staged is sealed.
+    expect(await seal(2, 2000)).toBeNull();
+    expect(await seal(1, 2000)).toBe(filled);
+    expect(await horizon()).toBe('2000');
+    await unsealChunk(f.pool, id, 1);
+    expect(await horizon()).toBe('9223372036854775807');
+    // Staging the next chunk clears a seal too, and so does a cancel.
+    expect(await seal(1, 2100)).toBe(filled);
+    expect(await stageChunk(f.pool, id, { lowLsn: 2200n, lastKey: ['2'], rows: 2, final: false })).toBe(2);
+    expect(await horizon()).toBe('9223372036854775807');
+    expect(await seal(2, 2300)).toBe(filled);
+    expect(await cancelBackfill(f.pool, id)).toBe(true);
+    expect(await horizon()).toBe('9223372036854775807');
+    expect((await f.pool.query(`SELECT chunk_hw_lsn FROM sluice.backfills WHERE id = $1::bigint`, [id])).rows[0].chunk_hw_lsn).toBeNull();
   });
 
   it('materialises the table from what the consumer receives while clients write to it throughout', async () => {
