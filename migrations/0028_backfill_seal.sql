@@ -5,77 +5,162 @@
 -- change takes). Now:
 --
 --   1. capture, storing the watermark's transaction, only seals the chunk:
---      sluice.backfill_seal records the watermark's commit LSN as the chunk's
---      high watermark (chunk_hw_lsn), in that same transaction;
+--      sluice.backfill_seal moves the chunk staged (0019's chunk_* columns)
+--      into sluice.backfill_seals with the watermark's commit LSN, in that
+--      same transaction;
 --   2. once that transaction has committed (so has every change before the
 --      watermark), the chunk's rows are copied into the log at that position
 --      on a connection of their own, beside capture's next writes, and
---      sluice.backfill_stored (0020) checks them, records the progress and
---      clears the seal.
+--      sluice.backfill_store_sealed leaves out the rows changed in the
+--      chunk's window, records the progress and drops the seal, in the same
+--      transaction.
+--
+-- The worker can stage and seal the next chunk while one is being stored.
+-- Seals are stored in order: each records the key its chunk was read after,
+-- and is stored only if that is the backfill's stored progress (the chunk
+-- before it was stored), else dropped, and read again.
 --
 -- Between 1 and 2 the log holds changes past the watermark and not yet the
 -- chunk's rows that go before them. Only the backfill's own consumer reads
 -- those rows, so only its admission waits: it takes in nothing at or past a
 -- sealed watermark of its running backfills (sluice.admission_horizon), and
--- every other consumer goes on at once. A seal whose rows are lost (a crash
--- between 1 and 2) is cleared when the worker stages that backfill's next
--- chunk, or by sluice.backfill_unseal when it finds the seal on a restart.
+-- every other consumer goes on at once. Seals whose rows are gone (a crash
+-- between 1 and 2) are dropped by the worker when it comes back to the
+-- backfill (sluice.backfill_unseal), which reads on from the progress stored.
 
-ALTER TABLE sluice.backfills ADD COLUMN chunk_hw_lsn bigint;
-CREATE INDEX backfills_sealed_idx ON sluice.backfills (consumer_id) WHERE chunk_hw_lsn IS NOT NULL;
+CREATE TABLE sluice.backfill_seals (
+  backfill_id bigint NOT NULL REFERENCES sluice.backfills (id) ON DELETE CASCADE,
+  chunk_no    integer NOT NULL,
+  consumer_id uuid NOT NULL,
+  -- The high watermark's commit LSN: where the chunk's rows go.
+  hw_lsn      bigint NOT NULL,
+  -- As staged (0019): the window's start, the key read after and the last key read, the row count, the last chunk.
+  low_lsn     bigint NOT NULL,
+  after_key   text[],
+  last_key    text[] NOT NULL,
+  rows        integer NOT NULL,
+  final       boolean NOT NULL,
+  PRIMARY KEY (backfill_id, chunk_no)
+);
+CREATE INDEX backfill_seals_consumer_idx ON sluice.backfill_seals (consumer_id, hw_lsn);
+
+-- The key the staged chunk was read after (the one before it, sealed or
+-- stored): recorded when it is staged, carried into its seal.
+ALTER TABLE sluice.backfills ADD COLUMN chunk_after_key text[];
 
 -- Where the consumer's admission stops: its running backfills' lowest sealed
--- watermark, or the end of time: one probe of a small partial index. STABLE:
--- it reads with the snapshot of the statement that calls it.
+-- watermark, or the end of time. STABLE: it reads with the snapshot of the
+-- statement that calls it, the one that reads the log.
 CREATE FUNCTION sluice.admission_horizon(p_consumer uuid) RETURNS bigint
 LANGUAGE sql STABLE AS $$
-  SELECT coalesce(min(b.chunk_hw_lsn), 9223372036854775807) FROM sluice.backfills b
-  WHERE b.consumer_id = p_consumer AND b.chunk_hw_lsn IS NOT NULL AND b.state = 'running'
+  SELECT coalesce(min(s.hw_lsn), 9223372036854775807) FROM sluice.backfill_seals s
+  JOIN sluice.backfills b ON b.id = s.backfill_id AND b.state = 'running'
+  WHERE s.consumer_id = p_consumer
 $$;
 
 -- Capture, storing a watermark's transaction: is that chunk the one staged
 -- (running, its number, a low watermark)? Then it is sealed at the
--- watermark's commit LSN; returns the consumer the rows belong to, else NULL
--- (nothing is copied).
+-- watermark's commit LSN and no longer staged; returns the consumer the rows
+-- belong to, else NULL (nothing is copied).
 CREATE FUNCTION sluice.backfill_seal(p_backfill bigint, p_chunk integer, p_hw_lsn bigint)
 RETURNS uuid
 LANGUAGE sql VOLATILE AS $$
-  UPDATE sluice.backfills b SET chunk_hw_lsn = p_hw_lsn
-  WHERE b.id = p_backfill AND b.state = 'running' AND b.chunk_no = p_chunk AND b.chunk_low_lsn IS NOT NULL
-  RETURNING b.consumer_id
+  WITH staged AS (
+    SELECT b.* FROM sluice.backfills b
+    WHERE b.id = p_backfill AND b.state = 'running' AND b.chunk_no = p_chunk AND b.chunk_low_lsn IS NOT NULL
+    FOR UPDATE
+  ), sealed AS (
+    INSERT INTO sluice.backfill_seals (backfill_id, chunk_no, consumer_id, hw_lsn, low_lsn, after_key, last_key, rows, final)
+    SELECT s.id, s.chunk_no, s.consumer_id, p_hw_lsn, s.chunk_low_lsn, s.chunk_after_key, s.chunk_last_key, s.chunk_rows, s.chunk_final
+    FROM staged s
+    ON CONFLICT DO NOTHING
+    RETURNING consumer_id
+  ), unstaged AS (
+    UPDATE sluice.backfills b SET chunk_low_lsn = NULL, updated_at = now()
+    FROM sealed WHERE b.id = p_backfill
+  )
+  SELECT consumer_id FROM sealed
 $$;
 
--- A seal no process will store (its rows were held by a process that ended):
--- the consumer's admission goes on; the worker reads that chunk again.
-CREATE FUNCTION sluice.backfill_unseal(p_backfill bigint, p_chunk integer)
-RETURNS void
+-- The chunk's store (2 above), in its transaction after the COPY of its rows
+-- at the watermark: NULL (and the rows are to be rolled back) when the seal
+-- is gone (cancelled, dropped) or the chunk before it was not stored; else
+-- leaves out the rows whose key changed in the chunk's window (their change
+-- in the log is newer than what was read), records the progress, drops the
+-- seal, wakes the consumer, and returns the rows stored.
+CREATE FUNCTION sluice.backfill_store_sealed(p_source integer, p_backfill bigint, p_chunk integer)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+-- As backfill_stored (0020): the window's keys are few and the chunk's rows
+-- many, with statistics that lag the rows just copied.
+SET enable_nestloop = off
+AS $$
+DECLARE
+  v_b sluice.backfills%ROWTYPE;
+  v_s sluice.backfill_seals%ROWTYPE;
+  v_stale integer;
+  v_sent integer;
+BEGIN
+  SELECT * INTO v_b FROM sluice.backfills b WHERE b.id = p_backfill FOR UPDATE;
+  SELECT * INTO v_s FROM sluice.backfill_seals s WHERE s.backfill_id = p_backfill AND s.chunk_no = p_chunk;
+  IF v_b.id IS NULL OR v_s.backfill_id IS NULL OR v_b.state <> 'running'
+     OR v_s.after_key IS DISTINCT FROM v_b.last_key THEN
+    RETURN NULL;
+  END IF;
+  DELETE FROM sluice.log r
+  WHERE r.source_no = p_source AND r.commit_lsn = v_s.hw_lsn AND r.for_consumer = v_b.consumer_id
+    AND r.group_key IN (
+      SELECT l.group_key FROM sluice.log l
+      WHERE l.source_no = p_source AND l.commit_lsn >= v_s.low_lsn AND l.commit_lsn < v_s.hw_lsn
+        AND l.schema_name = v_b.schema_name AND l.table_name = v_b.table_name AND l.for_consumer IS NULL
+        AND l.group_key IS NOT NULL);
+  GET DIAGNOSTICS v_stale = ROW_COUNT;
+  v_sent := v_s.rows - v_stale;
+  UPDATE sluice.backfills b SET
+    last_key = v_s.last_key,
+    last_low_lsn = v_s.low_lsn,
+    rows_read = b.rows_read + v_s.rows,
+    rows_sent = b.rows_sent + v_sent,
+    state = CASE WHEN v_s.final THEN 'done' ELSE b.state END,
+    finished_at = CASE WHEN v_s.final THEN now() END,
+    chunk_low_lsn = CASE WHEN v_s.final THEN NULL ELSE b.chunk_low_lsn END,
+    updated_at = now()
+  WHERE b.id = p_backfill;
+  DELETE FROM sluice.backfill_seals s WHERE s.backfill_id = p_backfill AND s.chunk_no = p_chunk;
+  -- Even when every row was left out: changes past the watermark may have
+  -- been waiting for the seal to go.
+  PERFORM pg_notify('sluice_messages', v_b.consumer_id::text);
+  RETURN v_sent;
+END $$;
+
+-- Seals no process will store (their rows were held by a process that
+-- ended, or their store gave up): dropped, so the consumer's admission goes
+-- on; the worker reads those chunks again from the progress stored.
+CREATE FUNCTION sluice.backfill_unseal(p_backfill bigint, p_keep integer[])
+RETURNS integer
 LANGUAGE sql VOLATILE AS $$
-  UPDATE sluice.backfills b SET chunk_hw_lsn = NULL WHERE b.id = p_backfill AND b.chunk_no = p_chunk AND b.chunk_hw_lsn IS NOT NULL
+  WITH gone AS (
+    DELETE FROM sluice.backfill_seals s WHERE s.backfill_id = p_backfill AND NOT (s.chunk_no = ANY (p_keep))
+    RETURNING 1
+  )
+  SELECT count(*)::integer FROM gone
 $$;
 
--- The chunk's store (2 above): still the chunk sealed at that watermark?
--- Locks the backfill's row until the store commits, so a cancel waits for it.
-CREATE FUNCTION sluice.backfill_open_sealed(p_backfill bigint, p_chunk integer, p_hw_lsn bigint)
-RETURNS uuid
-LANGUAGE sql VOLATILE AS $$
-  SELECT b.consumer_id FROM sluice.backfills b
-  WHERE b.id = p_backfill AND b.state = 'running' AND b.chunk_no = p_chunk AND b.chunk_low_lsn IS NOT NULL
-    AND b.chunk_hw_lsn = p_hw_lsn
-  FOR UPDATE
-$$;
-
--- backfill_stored (0020) also clears the seal: a trigger keeps the two
--- together whoever clears the staged chunk (stored, cancelled, failed, done).
-CREATE FUNCTION sluice.backfill_seal_cleared() RETURNS trigger
+-- A backfill that ends (cancelled, failed, done) keeps no seal.
+CREATE FUNCTION sluice.backfill_seals_ended() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-  IF NEW.chunk_low_lsn IS NULL OR NEW.chunk_no <> OLD.chunk_no THEN
-    NEW.chunk_hw_lsn := NULL;
+  IF NEW.state <> 'running' THEN
+    DELETE FROM sluice.backfill_seals s WHERE s.backfill_id = NEW.id;
   END IF;
-  RETURN NEW;
+  RETURN NULL;
 END $$;
-CREATE TRIGGER backfills_seal_cleared BEFORE UPDATE OF chunk_low_lsn, chunk_no ON sluice.backfills
-  FOR EACH ROW EXECUTE FUNCTION sluice.backfill_seal_cleared();
+CREATE TRIGGER backfills_seals_ended AFTER UPDATE OF state ON sluice.backfills
+  FOR EACH ROW WHEN (NEW.state <> 'running') EXECUTE FUNCTION sluice.backfill_seals_ended();
+
+-- 0020's two steps, now done by backfill_seal and backfill_store_sealed.
+DROP FUNCTION sluice.backfill_open(bigint, integer);
+DROP FUNCTION sluice.backfill_stored(integer, bigint, bigint);
 
 -- walk_log (0019) and admit (0019), unchanged but for the horizon. It is
 -- read in the statement that reads the log, so with the same snapshot: a

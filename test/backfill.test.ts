@@ -14,7 +14,7 @@ import { applyConfig } from '../src/config/apply.js';
 import { ConfigError, loadConfig } from '../src/config/load.js';
 import { storeChunk, writeBatch, type LogRow } from '../src/buffer/writer.js';
 import { claim } from '../src/buffer/claim.js';
-import { cancelBackfill, stageChunk, unsealChunk } from '../src/backfill/queries.js';
+import { cancelBackfill, stageChunk, unsealChunks } from '../src/backfill/queries.js';
 import { consumerConfig, eventually, insertConsumer, sourceConfig, startCapture, storeSource, type CaptureFixture } from './helpers/capture.js';
 
 let f: ApiFixture;
@@ -318,32 +318,70 @@ describe('backfills', () => {
     expect(await take(filled)).toEqual(['2000:0', '2000:1']);
     // Stored once: a second store of the same seal finds it gone and stores nothing.
     expect(await storeChunk(f.pool, no, sealed[0])).toBe(false);
-    const b = (await f.pool.query(`SELECT rows_read, rows_sent, last_key, chunk_low_lsn, chunk_hw_lsn FROM sluice.backfills WHERE id = $1::bigint`, [id])).rows[0];
-    expect(b).toEqual({ rows_read: '2', rows_sent: '2', last_key: ['2'], chunk_low_lsn: null, chunk_hw_lsn: null });
+    const b = (await f.pool.query(`SELECT rows_read, rows_sent, last_key, chunk_low_lsn FROM sluice.backfills WHERE id = $1::bigint`, [id])).rows[0];
+    expect(b).toEqual({ rows_read: '2', rows_sent: '2', last_key: ['2'], chunk_low_lsn: null });
+    expect((await f.pool.query(`SELECT count(*)::int AS n FROM sluice.backfill_seals WHERE backfill_id = $1::bigint`, [id])).rows[0].n).toBe(0);
   });
 
-  it('a seal whose rows are gone (its process ended) is cleared, and the chunk staged again replaces it', async () => {
+  it('seals: the next chunk is sealed while one is stored, stored only after it; seals whose rows are gone are dropped', async () => {
     await storeSource(f.pool, sourceConfig('seal2', ['public.users']));
     const filled = await insertConsumer(f.pool, consumerConfig('seal2-filled', 'seal2', ['public.users']));
+    const no = (await f.pool.query(`SELECT log_no FROM sluice.sources WHERE name = 'seal2'`)).rows[0].log_no;
+    await f.pool.query('SELECT sluice.log_cover($1, 1000, 9000, 3600)', [no]);
     const id = (await f.pool.query(
-      `INSERT INTO sluice.backfills (consumer_id, schema_name, table_name, key_columns, chunk_size, chunk_no, chunk_low_lsn, chunk_last_key, chunk_rows, chunk_final)
-       VALUES ($1, 'public', 'users', '{id}', 2, 1, 1000, '{2}', 2, false) RETURNING id::text AS id`, [filled])).rows[0].id;
+      `INSERT INTO sluice.backfills (consumer_id, schema_name, table_name, key_columns, chunk_size)
+       VALUES ($1, 'public', 'users', '{id}', 2) RETURNING id::text AS id`, [filled])).rows[0].id;
     const horizon = async () => (await f.pool.query(`SELECT sluice.admission_horizon($1)::text AS h`, [filled])).rows[0].h;
-    const seal = async (chunk: number, lsn: number) => (await f.pool.query('SELECT sluice.backfill_seal($1::bigint, $2, $3) AS c', [id, chunk, lsn])).rows[0].c;
-    // Only the chunk staged is sealed.
-    expect(await seal(2, 2000)).toBeNull();
+    const seals = async () => (await f.pool.query(`SELECT chunk_no FROM sluice.backfill_seals WHERE backfill_id = $1::bigint ORDER BY chunk_no`, [id])).rows.map((r) => r.chunk_no);
+    const progress = async () => (await f.pool.query(`SELECT last_key, rows_read::int FROM sluice.backfills WHERE id = $1::bigint`, [id])).rows[0];
+    const chunk = (keys: number[], chunkNo: number, hw: bigint) => {
+      const records = pack(keys.map((k) => `{"id":${k}}`));
+      const pks = pack(keys.map((k) => `["${k}"]`));
+      return {
+        backfillId: id, chunk: chunkNo, commitLsn: hw, committedAt: '2026-12-07T00:00:00.000000Z', databaseName: 'app', consumer: filled,
+        rows: { chunk: chunkNo, schema: 'public', table: 'users', records: records.text, recordEnds: records.ends, pks: pks.text, pkEnds: pks.ends },
+      };
+    };
+    const seal = async (chunkNo: number, lsn: number) => (await f.pool.query('SELECT sluice.backfill_seal($1::bigint, $2, $3) AS c', [id, chunkNo, lsn])).rows[0].c;
+    // Chunk 1 (rows 1, 2) staged and sealed; then chunk 2 (3, 4), read after it, staged and sealed before chunk 1 is stored.
+    expect(await stageChunk(f.pool, id, { lowLsn: 1000n, afterKey: null, lastKey: ['2'], rows: 2, final: false })).toBe(1);
+    expect(await seal(2, 2000)).toBeNull(); // only the chunk staged
     expect(await seal(1, 2000)).toBe(filled);
+    expect(await seal(1, 2000)).toBeNull(); // once
+    expect(await stageChunk(f.pool, id, { lowLsn: 2100n, afterKey: ['2'], lastKey: ['4'], rows: 2, final: false })).toBe(2);
+    expect(await seal(2, 3000)).toBe(filled);
+    expect(await seals()).toEqual([1, 2]);
     expect(await horizon()).toBe('2000');
-    await unsealChunk(f.pool, id, 1);
+    // Chunk 2 cannot be stored before chunk 1: nothing is.
+    expect(await storeChunk(f.pool, no, chunk([3, 4], 2, 3000n))).toBe(false);
+    expect(await progress()).toEqual({ last_key: null, rows_read: 0 });
+    expect(await storeChunk(f.pool, no, chunk([1, 2], 1, 2000n))).toBe(true);
+    expect(await horizon()).toBe('3000');
+    expect(await storeChunk(f.pool, no, chunk([3, 4], 2, 3000n))).toBe(true);
+    expect(await progress()).toEqual({ last_key: ['4'], rows_read: 4 });
     expect(await horizon()).toBe('9223372036854775807');
-    // Staging the next chunk clears a seal too, and so does a cancel.
-    expect(await seal(1, 2100)).toBe(filled);
-    expect(await stageChunk(f.pool, id, { lowLsn: 2200n, lastKey: ['2'], rows: 2, final: false })).toBe(2);
+    expect((await f.pool.query(`SELECT commit_lsn::int, commit_idx FROM sluice.log WHERE source_no = $1 AND action = 'read' ORDER BY 1, 2`, [no])).rows)
+      .toEqual([{ commit_lsn: 2000, commit_idx: 0 }, { commit_lsn: 2000, commit_idx: 1 }, { commit_lsn: 3000, commit_idx: 0 }, { commit_lsn: 3000, commit_idx: 1 }]);
+    // Seals whose rows are gone (a process ended): dropped but those kept, and
+    // the chunks read again from the progress stored.
+    expect(await stageChunk(f.pool, id, { lowLsn: 3100n, afterKey: ['4'], lastKey: ['6'], rows: 2, final: false })).toBe(3);
+    expect(await seal(3, 4000)).toBe(filled);
+    expect(await stageChunk(f.pool, id, { lowLsn: 4100n, afterKey: ['6'], lastKey: ['8'], rows: 2, final: false })).toBe(4);
+    expect(await seal(4, 5000)).toBe(filled);
+    expect(await unsealChunks(f.pool, id, [4])).toBe(1);
+    expect(await seals()).toEqual([4]);
+    expect(await horizon()).toBe('5000');
+    // Chunk 4's store finds chunk 3 not stored: nothing, and it is dropped next.
+    expect(await storeChunk(f.pool, no, chunk([7, 8], 4, 5000n))).toBe(false);
+    expect(await unsealChunks(f.pool, id, [])).toBe(1);
     expect(await horizon()).toBe('9223372036854775807');
-    expect(await seal(2, 2300)).toBe(filled);
+    // A cancel drops a backfill's seals.
+    expect(await stageChunk(f.pool, id, { lowLsn: 5100n, afterKey: ['4'], lastKey: ['6'], rows: 2, final: false })).toBe(5);
+    expect(await seal(5, 6000)).toBe(filled);
+    expect(await horizon()).toBe('6000');
     expect(await cancelBackfill(f.pool, id)).toBe(true);
+    expect(await seals()).toEqual([]);
     expect(await horizon()).toBe('9223372036854775807');
-    expect((await f.pool.query(`SELECT chunk_hw_lsn FROM sluice.backfills WHERE id = $1::bigint`, [id])).rows[0].chunk_hw_lsn).toBeNull();
   });
 
   it('materialises the table from what the consumer receives while clients write to it throughout', async () => {

@@ -23,8 +23,6 @@ export interface BackfillRow {
   last_key: string[] | null;
   chunk_no: number;
   chunk_low_lsn: string | null;
-  /** The staged chunk's high watermark, once capture sealed it (migrations/0028); cleared when it is stored. */
-  chunk_hw_lsn: string | null;
   /** The low watermark of the last chunk stored. */
   last_low_lsn: string | null;
   rows_read: string;
@@ -39,7 +37,7 @@ export interface BackfillRow {
 const SELECT = `
 SELECT b.id::text, b.consumer_id, c.name AS consumer_name, c.source_name, b.schema_name, b.table_name, b.key_columns,
        b.start_column, b.start_from, b.chunk_size, b.max_rows_per_second, b.max_backlog, b.state, b.last_key, b.chunk_no,
-       b.chunk_low_lsn::text, b.chunk_hw_lsn::text, b.last_low_lsn::text, b.rows_read::text, b.rows_sent::text, b.rows_estimate::text, b.error,
+       b.chunk_low_lsn::text, b.last_low_lsn::text, b.rows_read::text, b.rows_sent::text, b.rows_estimate::text, b.error,
        b.created_at, b.updated_at, b.finished_at
 FROM sluice.backfills b JOIN sluice.consumers c ON c.id = b.consumer_id`;
 
@@ -145,6 +143,8 @@ export async function finishBackfill(db: Q, id: string): Promise<void> {
 /** What the buffer keeps of a chunk read (its rows wait in memory: src/backfill/staged.ts). */
 export interface ChunkProgress {
   lowLsn: bigint;
+  /** The last key of the chunk before (sealed or stored), null for the first: the chunk is stored only after that one. */
+  afterKey: string[] | null;
   lastKey: string[];
   rows: number;
   final: boolean;
@@ -158,27 +158,36 @@ export interface ChunkProgress {
 export async function stageChunk(pool: Pool, id: string, chunk: ChunkProgress): Promise<number | null> {
   const { rows } = await pool.query<{ chunk_no: number }>(
     `UPDATE sluice.backfills SET chunk_no = chunk_no + 1, chunk_low_lsn = $2::bigint, chunk_last_key = $3,
-            chunk_rows = $4, chunk_final = $5, updated_at = now()
+            chunk_rows = $4, chunk_final = $5, chunk_after_key = $6, updated_at = now()
      WHERE id = $1::bigint AND state = 'running' RETURNING chunk_no`,
-    [id, chunk.lowLsn.toString(), chunk.lastKey, chunk.rows, chunk.final],
+    [id, chunk.lowLsn.toString(), chunk.lastKey, chunk.rows, chunk.final, chunk.afterKey],
   );
   return rows.length === 0 ? null : rows[0].chunk_no;
 }
 
-/** Where a staged chunk stands: stored (or replaced), or still waiting for its watermark. */
-export async function chunkStored(db: Q, id: string, chunk: number): Promise<boolean> {
+/**
+ * Where a staged chunk stands: sealed by capture (and maybe stored since),
+ * gone (replaced, or the backfill ended), or still waiting for its watermark.
+ */
+export async function chunkSealed(db: Q, id: string, chunk: number): Promise<'sealed' | 'gone' | 'waiting'> {
   const { rows } = await db.query(
-    `SELECT chunk_no, chunk_low_lsn IS NULL AS stored, state FROM sluice.backfills WHERE id = $1::bigint`,
+    `SELECT chunk_no, chunk_low_lsn IS NULL AS unstaged, state FROM sluice.backfills WHERE id = $1::bigint`,
     [id],
   );
-  if (rows.length === 0) return true;
+  if (rows.length === 0) return 'gone';
   const r = rows[0];
-  return r.state !== 'running' || r.chunk_no !== chunk || r.stored;
+  if (r.state !== 'running' || r.chunk_no !== chunk) return 'gone';
+  return r.unstaged ? 'sealed' : 'waiting';
 }
 
-/** Clears a seal no store will end (migrations/0028: sluice.backfill_unseal). */
-export async function unsealChunk(db: Q, id: string, chunk: number): Promise<void> {
-  await db.query('SELECT sluice.backfill_unseal($1::bigint, $2)', [id, chunk]);
+/**
+ * Drops the backfill's seals but those of chunks `keep` (being stored by this
+ * process): the others' rows are gone (migrations/0028: sluice.backfill_unseal).
+ * Returns how many were dropped.
+ */
+export async function unsealChunks(db: Q, id: string, keep: number[]): Promise<number> {
+  const { rows } = await db.query('SELECT sluice.backfill_unseal($1::bigint, $2::int[]) AS n', [id, keep]);
+  return rows[0].n;
 }
 
 /** Changes of the consumer's source not yet taken in by it, counted up to `limit`. */

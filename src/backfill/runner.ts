@@ -2,9 +2,11 @@
 // that captures the source (only it can see a chunk's high watermark come
 // back through the slot). Each chunk:
 //   low watermark → read (keyset, LIMIT) → stage (rows in memory, progress in
-//   the buffer) → high watermark → wait until capture has stored it
-//   (migrations/0019_backfills.sql and 0020 say why the rows are then never
-//   stale).
+//   the buffer) → high watermark → wait until capture has sealed it
+//   (migrations/0019_backfills.sql, 0020 and 0028 say why the rows are then
+//   never stale); its rows are stored by the ChunkStore while the next chunk
+//   is read and sealed. At most one chunk per backfill is being stored while
+//   the next is read: two chunks in memory.
 // Several backfills take turns, a chunk each. A backfill throttles itself
 // (max_rows_per_second) and waits while its consumer has more than
 // max_backlog changes not yet taken in. Everything it needs to go on is in
@@ -68,8 +70,12 @@ export class BackfillRunner {
    * their sum: consumption only lowers it).
    */
   private readonly backlogOkAt = new Map<string, { at: number; count: number; since: number }>();
-  /** Per backfill: the next chunk, read while the last one was being stored. */
-  private readonly ahead = new Map<string, { signature: string; read: ReturnType<BackfillRunner['read']> }>();
+  /**
+   * Per backfill: the key the next chunk is read after, the last key of the
+   * chunk sealed last, ahead of the progress stored while that chunk is being
+   * stored. Absent: read on from the progress stored.
+   */
+  private readonly nextAfter = new Map<string, { key: string[] | null }>();
   /** Per backfill: not before this time (its rate limit). */
   private readonly notBefore = new Map<string, number>();
 
@@ -108,7 +114,7 @@ export class BackfillRunner {
             }
             if (await this.chunk(b)) worked = true;
           }
-          for (const m of [this.notBefore, this.backlogOkAt, this.lastLow, this.ahead]) for (const id of m.keys()) if (!list.some((b) => b.id === id)) m.delete(id);
+          for (const m of [this.notBefore, this.backlogOkAt, this.lastLow, this.nextAfter]) for (const id of m.keys()) if (!list.some((b) => b.id === id)) m.delete(id);
           this.deps.staged.retain(new Set(list.map((b) => b.id)));
         } catch (err) {
           // The source or the buffer may be restarting: try again shortly.
@@ -130,14 +136,25 @@ export class BackfillRunner {
     });
   }
 
-  /** One chunk of one backfill; false when it had to wait (backlog). */
+  /** One chunk of one backfill; false when it had to wait (backlog, or its chunks being stored). */
   private async chunk(b: q.BackfillRow): Promise<boolean> {
     const started = Date.now();
-    // A chunk sealed by a process that ended before storing it: its rows are
-    // gone, and its seal holds the consumer's admission at its watermark
-    // (migrations/0028), which the backlog wait below must not depend on.
-    if (b.chunk_hw_lsn !== null && !this.deps.chunkStore?.pending(b.id, b.chunk_no)) {
-      await q.unsealChunk(this.deps.bufferPool, b.id, b.chunk_no);
+    const store = this.deps.chunkStore;
+    // Room for the next chunk: its predecessor's store may still run, not the one before.
+    if (!(await this.storesAtMost(b.id, 1))) return false;
+    // A chunk sealed and not stored (its store gave up, or the chunk before it
+    // was not stored): read on from the progress stored, which is the chunk's
+    // predecessor's end. So does a backfill this process has not run before.
+    if (store?.takeLost(b.id)) {
+      this.nextAfter.delete(b.id);
+      this.lastLow.delete(b.id);
+    }
+    if (!this.nextAfter.has(b.id)) {
+      // Seals not being stored here were left by a process that ended (or a
+      // store that gave up): their rows are gone, and they hold the consumer's
+      // admission at their watermark (migrations/0028), which the backlog wait
+      // below must not depend on.
+      await q.unsealChunks(this.deps.bufferPool, b.id, store?.pending(b.id) ?? []);
     }
     const backlog = this.backlogOkAt.get(b.id);
     // Counted again once a second, or sooner once the rows stored since could
@@ -161,13 +178,16 @@ export class BackfillRunner {
     }
     await this.types.ensure(shape.columns.map((c) => c.typeOid));
 
-    // The read made ahead while the previous chunk was stored, if it starts
-    // where this one must (the previous chunk was stored, the table unchanged).
-    const signature = (after: string[] | null) => JSON.stringify([after, b.chunk_size, shape.columns]);
-    const ahead = this.ahead.get(b.id);
-    this.ahead.delete(b.id);
-    const read = (ahead?.signature === signature(b.last_key) ? await ahead.read.catch(() => null) : null) ?? (await this.read(b, shape, b.last_key));
+    const after = this.nextAfter.has(b.id) ? this.nextAfter.get(b.id)!.key : b.last_key;
+    const read = await this.read(b, shape, after);
     if (read.rows === 0) {
+      // Done once every chunk sealed is stored; one that was not is read again.
+      if (!(await this.storesAtMost(b.id, 0))) return false;
+      if (store?.takeLost(b.id)) {
+        this.nextAfter.delete(b.id);
+        this.lastLow.delete(b.id);
+        return true;
+      }
       await q.finishBackfill(this.deps.bufferPool, b.id);
       this.deps.log.info({ backfill: b.id, table: `${b.schema_name}.${b.table_name}`, rows: b.rows_read }, 'backfill done');
       return true;
@@ -185,34 +205,49 @@ export class BackfillRunner {
     const lowLsn = prev !== undefined && prev < low.lsn ? prev : low.lsn;
     this.lastLow.set(b.id, low.lsn);
     const final = read.rows < b.chunk_size;
-    const no = await q.stageChunk(this.deps.bufferPool, b.id, { lowLsn, lastKey: staged.lastKey, rows: read.rows, final });
+    const no = await q.stageChunk(this.deps.bufferPool, b.id, { lowLsn, afterKey: after, lastKey: staged.lastKey, rows: read.rows, final });
     if (no === null) return true; // cancelled meanwhile
     this.deps.staged.put(b.id, { chunk: no, schema: b.schema_name, table: b.table_name, ...staged });
+    let sealed = false;
     try {
       await src.highMark(this.deps.sourcePool, b.id, no);
-      // The next chunk is read while this one travels through the slot. It is
-      // used only if this one is stored: its read starts at this one's last key.
-      if (!final) {
-        const next = this.read(b, shape, staged.lastKey);
-        next.catch(() => {});
-        this.ahead.set(b.id, { signature: signature(staged.lastKey), read: next });
-      }
       const deadline = Date.now() + STORE_TIMEOUT_MS;
       for (;;) {
         // Listening before looking: a write that ends in between still wakes us.
         const written = this.deps.staged.nextWrite(STORE_POLL_MS);
-        if (await q.chunkStored(this.deps.bufferPool, b.id, no)) break;
-        if (this.stopped || Date.now() > deadline) return true;
+        const at = await q.chunkSealed(this.deps.bufferPool, b.id, no);
+        if (at !== 'waiting') {
+          sealed = at === 'sealed';
+          break;
+        }
+        if (this.stopped || Date.now() > deadline) break;
         await written;
       }
     } finally {
-      // Stored, replaced, or to be read again: its rows are not needed now.
+      // Sealed (capture holds the rows for their store), replaced, or to be read again.
       this.deps.staged.drop(b.id);
+    }
+    if (sealed) {
+      this.nextAfter.set(b.id, { key: staged.lastKey });
+    } else {
+      this.nextAfter.delete(b.id);
+      this.lastLow.delete(b.id);
     }
     const counted = this.backlogOkAt.get(b.id);
     if (counted) counted.since += read.rows;
     if (b.max_rows_per_second) this.notBefore.set(b.id, started + (read.rows * 1000) / b.max_rows_per_second);
     return true;
+  }
+
+  /** Waits until at most `max` chunks of the backfill are being stored; false when stopped first. */
+  private async storesAtMost(backfillId: string, max: number): Promise<boolean> {
+    const store = this.deps.chunkStore;
+    if (!store) return true;
+    while (store.pending(backfillId).length > max) {
+      if (this.stopped) return false;
+      await this.deps.staged.nextWrite(STORE_POLL_MS);
+    }
+    return !this.stopped;
   }
 
   /** Low watermark, the wait for transactions committing at it, then the chunk after `after`, encoded. */

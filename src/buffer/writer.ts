@@ -158,12 +158,10 @@ WITH pos AS (${ADVANCE_POSITION}), ins AS (
 )
 SELECT (SELECT count(*) FROM ins) AS inserted, count(pg_notify('sluice_messages', c)) FROM unnest($4::text[]) c`;
 
-// migrations/0028_backfill_seal.sql (and 0020 for backfill_stored)
+// migrations/0028_backfill_seal.sql
 const BACKFILL_SEAL = 'SELECT sluice.backfill_seal($1::bigint, $2, $3::bigint) AS consumer';
-const BACKFILL_OPEN_SEALED = 'SELECT sluice.backfill_open_sealed($1::bigint, $2, $3::bigint) AS consumer';
-// With a wake-up of its consumer even when every row was left out: changes
-// past the watermark may have been waiting for the seal to go.
-const BACKFILL_STORED = `SELECT sluice.backfill_stored($1, $2::bigint, $3::bigint), pg_notify('sluice_messages', $4)`;
+const BACKFILL_STORE_SEALED = 'SELECT sluice.backfill_store_sealed($1, $2::bigint, $3) AS sent';
+const BACKFILL_SEALED = 'SELECT 1 FROM sluice.backfill_seals WHERE backfill_id = $1::bigint AND chunk_no = $2';
 
 /** Makes sure log partitions cover the batch's LSNs: a round trip only when it reaches past the newest one. */
 async function cover(pool: Pool, batch: BatchWrite): Promise<void> {
@@ -275,11 +273,12 @@ async function write(pool: Pool, batch: BatchWrite): Promise<SealedChunk[]> {
 
 /**
  * Stores a sealed chunk (migrations/0028): its rows at the watermark's
- * position, for its consumer, then backfill_stored leaves out those whose row
- * changed in the chunk's window and records the progress. Called once the
- * batch that sealed it has committed, so every change before the watermark is
- * in the log. Returns false when the chunk is no longer the one sealed there
- * (cancelled, or staged again): nothing is stored.
+ * position, for its consumer; then backfill_store_sealed leaves out those
+ * whose row changed in the chunk's window, records the progress and drops the
+ * seal. Called once the batch that sealed it has committed, so every change
+ * before the watermark is in the log. Returns false when the seal is gone
+ * (cancelled, dropped) or the chunk before it was not stored: nothing is
+ * stored, and the chunk is read again.
  */
 export async function storeChunk(pool: Pool, sourceNo: number, m: SealedChunk): Promise<boolean> {
   await coverLog(pool, sourceNo, m.commitLsn, m.commitLsn, 3600);
@@ -290,13 +289,19 @@ export async function storeChunk(pool: Pool, sourceNo: number, m: SealedChunk): 
   client.on('error', onError);
   try {
     await client.query('BEGIN');
-    const { rows } = await client.query<{ consumer: string | null }>(BACKFILL_OPEN_SEALED, [m.backfillId, m.chunk, m.commitLsn.toString()]);
-    if (!rows[0]?.consumer) {
+    // Gone already (stored, dropped, the backfill ended): no copy for nothing.
+    if ((await client.query(BACKFILL_SEALED, [m.backfillId, m.chunk])).rows.length === 0) {
       await client.query('ROLLBACK');
       return false;
     }
+    // The rows first, the backfill's row locked only after (a seal of the
+    // next chunk, in capture's write, would otherwise wait for the copy).
     await pipeline(Readable.from(readChunks(sourceNo, m, m.consumer)), client.query(copyFrom(COPY_READS)));
-    await client.query(BACKFILL_STORED, [sourceNo, m.backfillId, m.commitLsn.toString(), m.consumer]);
+    const { rows } = await client.query<{ sent: number | null }>(BACKFILL_STORE_SEALED, [sourceNo, m.backfillId, m.chunk]);
+    if (rows[0].sent === null) {
+      await client.query('ROLLBACK');
+      return false;
+    }
     await client.query('COMMIT');
     return true;
   } catch (err) {
