@@ -68,14 +68,20 @@ consumers:
   const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
   const gateway = spawn(process.execPath, [...nodeArgs, path.join(ROOT, 'bin/sluice.js'), 'start', '--config', configFile], {
     cwd: ROOT,
-    env: { ...process.env, DATABASE_URL: pgh.url },
+    // Info level whatever the bench's own (LOG_LEVEL=warn npm run bench): its start is read from its log.
+    env: { ...process.env, DATABASE_URL: pgh.url, LOG_LEVEL: 'info' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const exited = new Promise<void>((r) => gateway.once('exit', () => r()));
   // Its HTTP address from its log, once it says it started (capture running).
   const api = await new Promise<string>((resolve, reject) => {
+    // A gateway that does not start is not left running (with its Postgres, which could not stop for it).
+    const fail = (err: Error) => {
+      gateway.kill('SIGKILL');
+      reject(err);
+    };
     let address = '';
-    const timer = setTimeout(() => reject(new Error('the gateway did not start within 60 s')), 60_000);
+    const timer = setTimeout(() => fail(new Error('the gateway did not start within 60 s')), 60_000);
     gateway.once('exit', (code) => reject(new Error(`the gateway exited (${code})`)));
     // BENCH_GATEWAY_LOG: a file to keep the gateway's stdout in (--trace-gc lines, say).
     const keep = process.env.BENCH_GATEWAY_LOG;

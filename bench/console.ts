@@ -85,13 +85,17 @@ ${quiet}
 `);
   const gateway = spawn(process.execPath, [path.join(ROOT, 'bin/sluice.js'), 'start', '--config', configFile], {
     cwd: ROOT,
-    env: { ...process.env, DATABASE_URL: pgh.url },
+    // Info level whatever the bench's own (LOG_LEVEL=warn npm run bench): its start is read from its log.
+    env: { ...process.env, DATABASE_URL: pgh.url, LOG_LEVEL: 'info' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const exited = new Promise<void>((r) => gateway.once('exit', () => r()));
   const base = await new Promise<string>((resolve, reject) => {
     let address = '';
-    const timer = setTimeout(() => reject(new Error('the gateway did not start within 60 s')), 60_000);
+    const timer = setTimeout(() => {
+      gateway.kill('SIGKILL');
+      reject(new Error('the gateway did not start within 60 s'));
+    }, 60_000);
     createInterface({ input: gateway.stdout! }).on('line', (line) => {
       if (line.includes('"msg":"http listening"')) address = JSON.parse(line).address;
       if (line.includes('"msg":"sluice started"') && address) {

@@ -52,7 +52,10 @@ async function startGateway(url: string, configFile: string): Promise<Gateway> {
   });
   const api = await new Promise<string>((resolve, reject) => {
     let address = '';
-    const timer = setTimeout(() => reject(new Error('a gateway did not start within 60 s')), 60_000);
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error('a gateway did not start within 60 s'));
+    }, 60_000);
     proc.once('exit', (code) => reject(new Error(`a gateway exited (${code})`)));
     createInterface({ input: proc.stdout! }).on('line', (line) => {
       if (line.includes('"msg":"http listening"')) address = JSON.parse(line).address;
