@@ -86,11 +86,12 @@ if (want('rewind')) {
 
 if (want('backfill')) {
   const r = await runBackfillBench(n(1_000_000), 5000);
-  rows.push([`backfill: ${fmt(r.rows)} rows of ~200 bytes into the buffer, chunk ${fmt(r.chunkSize)}`, `${fmt(r.rowsPerSecond)} rows/s; peak RSS ${fmt(r.peakRssMb)} MB`, '≥ 50,000 rows/s; ≤ 300 MB']);
+  // Its RSS is the bench's whole process (capture and runner in it, beside the bench's clients); the gateway's own is below.
+  rows.push([`backfill: ${fmt(r.rows)} rows of ~200 bytes into the buffer, chunk ${fmt(r.chunkSize)}`, `${fmt(r.rowsPerSecond)} rows/s; bench process peak RSS ${fmt(r.peakRssMb)} MB`, '≥ 50,000 rows/s']);
   rows.push(['backfill: a single-row update client on the same table', `${fmt(r.writerBefore)}/s before, ${fmt(r.writerDuring)}/s during`, 'print']);
   for (const chunk of [1000, 5000]) {
     const l = await runBackfillLatencyBench(n(1_000_000), 500, chunk);
-    rows.push([`backfill: live changes during it, chunk ${fmt(chunk)}`, `p50 ${l.p50} ms, p99 ${l.p99} ms at ${l.rate}/s (backfill ${fmt(l.rowsPerSecond)} rows/s; RSS ${l.peakRssMb} MB)`, 'p99 ≤ 200 ms at 500/s']);
+    rows.push([`backfill: live changes during it, chunk ${fmt(chunk)}`, `p50 ${l.p50} ms, p99 ${l.p99} ms at ${l.rate}/s (backfill ${fmt(l.rowsPerSecond)} rows/s; gateway peak RSS ${l.peakRssMb} MB)`, 'p99 ≤ 200 ms at 500/s; gateway ≤ 300 MB']);
   }
 }
 
