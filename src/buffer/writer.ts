@@ -12,7 +12,7 @@
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { from as copyFrom } from 'pg-copy-streams';
-import { withTransaction, type Pool } from '../db/pool.js';
+import { withTransaction, type Pool, type PoolClient } from '../db/pool.js';
 import { unpack, type StagedChunk } from '../backfill/staged.js';
 import { idempotencyKey } from './message.js';
 import { coverLog, forgetCover, isNoPartition } from '../log/partitions.js';
@@ -230,15 +230,7 @@ async function write(pool: Pool, batch: BatchWrite): Promise<SealedChunk[]> {
     ]);
     return [];
   }
-  const client = await pool.connect();
-  // A server that ends the connection between two statements emits 'error' on
-  // the client rather than failing a query; unheard, that would crash the
-  // process. The failed statement that follows reports it instead.
-  let lost: Error | null = null;
-  const onError = (err: Error) => (lost = err);
-  client.on('error', onError);
-  try {
-    await client.query('BEGIN');
+  return (await inTransaction(pool, async (client) => {
     if (batch.rows.length > 0) {
       await pipeline(Readable.from(copyChunks(batch.sourceNo, batch.rows)), client.query(copyFrom(COPY_LOG)));
     }
@@ -259,16 +251,8 @@ async function write(pool: Pool, batch: BatchWrite): Promise<SealedChunk[]> {
     // and a stream's lock is held only from here to COMMIT.
     if (batch.outbox?.messages.length) await storeOutbox(client, batch.outbox);
     await client.query(ADVANCE_AND_NOTIFY, [batch.sourceName, checkpoint, batch.lastCommitAt, consumers]);
-    await client.query('COMMIT');
     return sealed;
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => {});
-    throw err;
-  } finally {
-    client.off('error', onError);
-    // A broken connection is destroyed, not returned to the pool.
-    client.release(lost ?? undefined);
-  }
+  })) as SealedChunk[];
 }
 
 /**
@@ -282,28 +266,39 @@ async function write(pool: Pool, batch: BatchWrite): Promise<SealedChunk[]> {
  */
 export async function storeChunk(pool: Pool, sourceNo: number, m: SealedChunk): Promise<boolean> {
   await coverLog(pool, sourceNo, m.commitLsn, m.commitLsn, 3600);
+  const stored = await inTransaction(pool, async (client) => {
+    // Gone already (stored, dropped, the backfill ended): no copy for nothing.
+    if ((await client.query(BACKFILL_SEALED, [m.backfillId, m.chunk])).rows.length === 0) return ROLLBACK;
+    // The rows first, the backfill's row locked only after (a seal of the
+    // next chunk, in capture's write, would otherwise wait for the copy).
+    await pipeline(Readable.from(readChunks(sourceNo, m, m.consumer)), client.query(copyFrom(COPY_READS)));
+    const { rows } = await client.query<{ sent: number | null }>(BACKFILL_STORE_SEALED, [sourceNo, m.backfillId, m.chunk]);
+    return rows[0].sent === null ? ROLLBACK : true;
+  });
+  return stored === true;
+}
+
+/** What a transaction's function returns to end it without committing. */
+const ROLLBACK = Symbol('rollback');
+
+/**
+ * A transaction on a connection of its own, committed unless `fn` returns
+ * ROLLBACK or throws. A server that ends the connection between two
+ * statements emits 'error' on the client rather than failing a query;
+ * unheard, that would crash the process. The failed statement that follows
+ * reports it instead, and the broken connection is destroyed, not returned to
+ * the pool.
+ */
+async function inTransaction<T>(pool: Pool, fn: (client: PoolClient) => Promise<T | typeof ROLLBACK>): Promise<T | typeof ROLLBACK> {
   const client = await pool.connect();
-  // As in write(): a connection ended between two statements is reported by the next.
   let lost: Error | null = null;
   const onError = (err: Error) => (lost = err);
   client.on('error', onError);
   try {
     await client.query('BEGIN');
-    // Gone already (stored, dropped, the backfill ended): no copy for nothing.
-    if ((await client.query(BACKFILL_SEALED, [m.backfillId, m.chunk])).rows.length === 0) {
-      await client.query('ROLLBACK');
-      return false;
-    }
-    // The rows first, the backfill's row locked only after (a seal of the
-    // next chunk, in capture's write, would otherwise wait for the copy).
-    await pipeline(Readable.from(readChunks(sourceNo, m, m.consumer)), client.query(copyFrom(COPY_READS)));
-    const { rows } = await client.query<{ sent: number | null }>(BACKFILL_STORE_SEALED, [sourceNo, m.backfillId, m.chunk]);
-    if (rows[0].sent === null) {
-      await client.query('ROLLBACK');
-      return false;
-    }
-    await client.query('COMMIT');
-    return true;
+    const out = await fn(client);
+    await client.query(out === ROLLBACK ? 'ROLLBACK' : 'COMMIT');
+    return out;
   } catch (err) {
     await client.query('ROLLBACK').catch(() => {});
     throw err;

@@ -1,7 +1,8 @@
 // A backfill chunk's high watermark, written through the slot by the backfill
 // worker with pg_logical_emit_message(true, 'sluice:backfill', '{"id":"…","chunk":N}').
-// Capture stores the chunk's staged rows at the commit position of the
-// transaction that carries it (migrations/0019_backfills.sql).
+// Capture seals the chunk at the commit position of the transaction that
+// carries it, and its staged rows are stored there once that has committed
+// (migrations/0019_backfills.sql, 0028_backfill_seal.sql).
 
 export const BACKFILL_MARK_PREFIX = 'sluice:backfill';
 

@@ -78,7 +78,7 @@ const POSITION_ONLY_MS = 1000;
 
 export class CaptureSession {
   private rows: LogRow[] = [];
-  /** Backfill high watermarks of stored-to-be transactions: their chunks go in with them. */
+  /** Backfill high watermarks of stored-to-be transactions: their chunks are sealed with them (stored after: src/backfill/chunk-store.ts). */
   private marks: BackfillMark[] = [];
   /** Watermarks met in the open transaction (stored at its commit). */
   private txMarks: { id: string; chunk: number }[] = [];
@@ -219,8 +219,8 @@ export class CaptureSession {
           return;
         }
         if (e.prefix === BACKFILL_MARK_PREFIX) {
-          // A backfill chunk's high watermark: its rows are stored at this
-          // transaction's commit position (migrations/0019_backfills.sql).
+          // A backfill chunk's high watermark: its rows go at this
+          // transaction's commit position (migrations/0019_backfills.sql, 0028).
           const mark = parseBackfillMark(e.content);
           if (mark) this.txMarks.push(mark);
           return;
