@@ -123,7 +123,6 @@ BEGIN
     rows_sent = b.rows_sent + v_sent,
     state = CASE WHEN v_s.final THEN 'done' ELSE b.state END,
     finished_at = CASE WHEN v_s.final THEN now() END,
-    chunk_low_lsn = CASE WHEN v_s.final THEN NULL ELSE b.chunk_low_lsn END,
     updated_at = now()
   WHERE b.id = p_backfill;
   DELETE FROM sluice.backfill_seals s WHERE s.backfill_id = p_backfill AND s.chunk_no = p_chunk;

@@ -39,7 +39,7 @@ export interface BackfillRunnerDeps {
 
 const POLL_MS = 500;
 /** How long a chunk may wait for its watermark before it is read again. */
-const STORE_TIMEOUT_MS = 30_000;
+const SEAL_TIMEOUT_MS = 30_000;
 /**
  * How long to wait for a transaction in progress at the low watermark. One
  * still running after that was not committing at the mark (a commit becomes
@@ -51,8 +51,8 @@ const IN_PROGRESS_WAIT_MS = 5_000;
 const BACKLOG_EVERY_MS = 1000;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-/** How often a chunk's store is checked when no write wakes the worker (a cancel, a replaced chunk). */
-const STORE_POLL_MS = 50;
+/** How often a chunk's seal, or the stores under way, are checked when no write wakes the worker (a cancel, a replaced chunk). */
+const POLL_WRITES_MS = 50;
 const EMPTY = { ...packed([], []), lastKey: [] as string[] };
 
 export class BackfillRunner {
@@ -145,10 +145,7 @@ export class BackfillRunner {
     // A chunk sealed and not stored (its store gave up, or the chunk before it
     // was not stored): read on from the progress stored, which is the chunk's
     // predecessor's end. So does a backfill this process has not run before.
-    if (store?.takeLost(b.id)) {
-      this.nextAfter.delete(b.id);
-      this.lastLow.delete(b.id);
-    }
+    if (store?.takeLost(b.id)) this.readFromStored(b.id);
     if (!this.nextAfter.has(b.id)) {
       // Seals not being stored here were left by a process that ended (or a
       // store that gave up): their rows are gone, and they hold the consumer's
@@ -184,8 +181,7 @@ export class BackfillRunner {
       // Done once every chunk sealed is stored; one that was not is read again.
       if (!(await this.storesAtMost(b.id, 0))) return false;
       if (store?.takeLost(b.id)) {
-        this.nextAfter.delete(b.id);
-        this.lastLow.delete(b.id);
+        this.readFromStored(b.id);
         return true;
       }
       await q.finishBackfill(this.deps.bufferPool, b.id);
@@ -211,10 +207,10 @@ export class BackfillRunner {
     let sealed = false;
     try {
       await src.highMark(this.deps.sourcePool, b.id, no);
-      const deadline = Date.now() + STORE_TIMEOUT_MS;
+      const deadline = Date.now() + SEAL_TIMEOUT_MS;
       for (;;) {
         // Listening before looking: a write that ends in between still wakes us.
-        const written = this.deps.staged.nextWrite(STORE_POLL_MS);
+        const written = this.deps.staged.nextWrite(POLL_WRITES_MS);
         const at = await q.chunkSealed(this.deps.bufferPool, b.id, no);
         if (at !== 'waiting') {
           sealed = at === 'sealed';
@@ -227,16 +223,18 @@ export class BackfillRunner {
       // Sealed (capture holds the rows for their store), replaced, or to be read again.
       this.deps.staged.drop(b.id);
     }
-    if (sealed) {
-      this.nextAfter.set(b.id, { key: staged.lastKey });
-    } else {
-      this.nextAfter.delete(b.id);
-      this.lastLow.delete(b.id);
-    }
+    if (sealed) this.nextAfter.set(b.id, { key: staged.lastKey });
+    else this.readFromStored(b.id);
     const counted = this.backlogOkAt.get(b.id);
     if (counted) counted.since += read.rows;
     if (b.max_rows_per_second) this.notBefore.set(b.id, started + (read.rows * 1000) / b.max_rows_per_second);
     return true;
+  }
+
+  /** The next chunk of the backfill is read after its stored progress, with the window that progress starts. */
+  private readFromStored(backfillId: string): void {
+    this.nextAfter.delete(backfillId);
+    this.lastLow.delete(backfillId);
   }
 
   /** Waits until at most `max` chunks of the backfill are being stored; false when stopped first. */
@@ -245,7 +243,7 @@ export class BackfillRunner {
     if (!store) return true;
     while (store.pending(backfillId).length > max) {
       if (this.stopped) return false;
-      await this.deps.staged.nextWrite(STORE_POLL_MS);
+      await this.deps.staged.nextWrite(POLL_WRITES_MS);
     }
     return !this.stopped;
   }

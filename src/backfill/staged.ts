@@ -1,10 +1,11 @@
-// The chunk each backfill has read and not yet seen stored, held in memory
-// between the backfill worker (which reads it) and capture (which copies it
-// into the log when its high watermark comes back through the slot). Both run
-// in the process that streams the source, so the rows need not make a round
-// trip through the buffer (migrations/0020_backfill_chunks_in_memory.sql).
+// The chunk each backfill has read and not yet seen sealed, held in memory
+// between the backfill worker (which reads it) and capture (which takes it
+// when its high watermark comes back through the slot, seals it, and hands it
+// to the ChunkStore to copy into the log). All run in the process that
+// streams the source, so the rows need not make a round trip through the
+// buffer (migrations/0020_backfill_chunks_in_memory.sql, 0028).
 // Nothing here needs to survive a crash: the backfill's stored progress says
-// where to read again, and a watermark whose rows are gone stores nothing.
+// where to read again, and a watermark whose rows are gone seals nothing.
 
 // A chunk is packed: its rows' texts concatenated into one string per field,
 // with where each row ends. It waits here for its watermark's round trip
@@ -69,7 +70,7 @@ export class StagedChunks {
     this.held.set(backfillId, chunk);
   }
 
-  /** The rows of that chunk, if it is the one held; kept until replaced or dropped (a failed write is retried). */
+  /** The rows of that chunk, if it is the one held; kept until replaced or dropped (a failed capture write is retried). */
   get(backfillId: string, chunk: number): StagedChunk | undefined {
     const c = this.held.get(backfillId);
     return c?.chunk === chunk ? c : undefined;
