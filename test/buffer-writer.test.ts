@@ -101,3 +101,39 @@ describe('writeBatch with beforeCommit', () => {
     expect(await readPosition(pool, source)).toBe(4000n);
   });
 });
+
+describe('writeBatch stores every value exactly', () => {
+  // 300 rows go by binary COPY, 20 by INSERT: both must read back the same.
+  for (const size of [300, 20]) {
+    it(`${size} rows: unicode, COPY's special characters, a NULL group, times, a 3 MB payload`, async () => {
+      const source = `x${++seq}`;
+      const sourceNo = await newSource(source);
+      const big = 'é€😀'.repeat(300_000) + '\\\t\n\r';
+      const times = ['2026-11-23T20:15:01.123456Z', '1999-12-31T23:59:59.000001Z', '2000-01-01T00:00:00.000000Z', '2026-12-07T01:02:03Z'];
+      const batch: LogRow[] = Array.from({ length: size }, (_, i) => ({
+        commitLsn: 9_000_000_000n + BigInt(i),
+        commitIdx: i % 3,
+        schema: i % 2 ? 'Sché\tma' : 'public',
+        table: 'ta\\ble\n',
+        action: 'update',
+        groupKey: i % 5 === 0 ? null : `grp:["${i}\\"\t"]`,
+        committedAt: times[i % times.length],
+        payload: JSON.stringify({ i, note: i === 7 ? big : `line\nbreak\ttab\\ ñ ${i} 😀` }),
+        wake: [],
+      }));
+      await writeBatch(pool, { sourceName: source, sourceNo, rows: batch, checkpoint: 1n, lastCommitAt: null });
+      const { rows: back } = await pool.query(
+        `SELECT commit_lsn::text, commit_idx, schema_name, table_name, action, group_key,
+                to_char(committed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at, payload
+           FROM sluice.log WHERE source_no = $1 ORDER BY commit_lsn`, [sourceNo]);
+      expect(back.length).toBe(size);
+      for (let i = 0; i < size; i++) {
+        const r = batch[i];
+        expect(back[i]).toEqual({
+          commit_lsn: r.commitLsn.toString(), commit_idx: r.commitIdx, schema_name: r.schema, table_name: r.table,
+          action: r.action, group_key: r.groupKey, at: r.committedAt.replace(/:03Z$/, ':03.000000Z'), payload: r.payload,
+        });
+      }
+    });
+  }
+});

@@ -17,6 +17,7 @@ import { unpack, type StagedChunk } from '../backfill/staged.js';
 import { idempotencyKey } from './message.js';
 import { coverLog, forgetCover, isNoPartition } from '../log/partitions.js';
 import { copyText } from './copy-text.js';
+import { LogRows, SMALL_BATCH } from './log-rows.js';
 import { coverOutbox, forgetOutboxCovers, storeOutbox, type OutboxWrite } from '../streams/outbox.js';
 
 /** One captured change, as stored in the log (once, whatever the number of consumers). */
@@ -56,7 +57,8 @@ export interface BatchWrite {
   sourceName: string;
   /** The source's log number (sluice.sources.log_no). */
   sourceNo: number;
-  rows: LogRow[];
+  /** The batch's changes (capture collects them as LogRows, encoded for COPY as they come). */
+  rows: LogRows | readonly LogRow[];
   /** Backfill watermarks: each chunk is sealed with the batch, its rows stored after it commits (storeChunk). */
   marks?: BackfillMark[];
   /** Outbox messages of the batch's complete transactions, for their streams' logs (src/streams/outbox.ts). */
@@ -75,7 +77,7 @@ export interface BatchWrite {
 }
 
 const COPY_LOG =
-  'COPY sluice.log (source_no, commit_lsn, commit_idx, schema_name, table_name, action, group_key, committed_at, payload) FROM STDIN';
+  'COPY sluice.log (source_no, commit_lsn, commit_idx, schema_name, table_name, action, group_key, committed_at, payload) FROM STDIN (FORMAT binary)';
 const COPY_READS =
   'COPY sluice.log (source_no, commit_lsn, commit_idx, schema_name, table_name, action, group_key, committed_at, payload, for_consumer) FROM STDIN';
 
@@ -94,22 +96,6 @@ const ADVANCE_POSITION = `
 const ADVANCE_AND_NOTIFY = `
 WITH pos AS (${ADVANCE_POSITION})
 SELECT count(pg_notify('sluice_messages', c)) FROM unnest($4::text[]) c`;
-
-function* copyChunks(sourceNo: number, rows: LogRow[]): Generator<string> {
-  // ~256 KB chunks: few stream writes, no single multi-megabyte string.
-  const src = sourceNo + '\t';
-  let chunk = '';
-  for (const r of rows) {
-    chunk +=
-      src + r.commitLsn + '\t' + r.commitIdx + '\t' + copyText(r.schema) + '\t' + copyText(r.table) + '\t' + r.action + '\t' +
-      (r.groupKey === null ? '\\N' : copyText(r.groupKey)) + '\t' + r.committedAt + '\t' + copyText(r.payload) + '\n';
-    if (chunk.length > 262_144) {
-      yield chunk;
-      chunk = '';
-    }
-  }
-  if (chunk) yield chunk;
-}
 
 /**
  * A backfill chunk as read messages in COPY text, each the envelope of a
@@ -145,10 +131,8 @@ function* readChunks(sourceNo: number, m: BackfillMark, consumer: string): Gener
 // Small batches (the steady trickle of a busy but not saturated source) take
 // one round trip: rows, position and wake-up in one statement, its own
 // transaction. COPY needs four (BEGIN, COPY, position, COMMIT), which only pays
-// off for large batches. ON CONFLICT here is belt and braces: clearTail already
-// keeps replays out.
-const SMALL_BATCH = 200;
-
+// off for large batches (SMALL_BATCH, src/buffer/log-rows.ts). ON CONFLICT
+// here is belt and braces: clearTail already keeps replays out.
 const INSERT_SMALL = `
 WITH pos AS (${ADVANCE_POSITION}), ins AS (
   INSERT INTO sluice.log (source_no, commit_lsn, commit_idx, schema_name, table_name, action, group_key, committed_at, payload)
@@ -164,14 +148,13 @@ const BACKFILL_STORE_SEALED = 'SELECT sluice.backfill_store_sealed($1, $2::bigin
 const BACKFILL_SEALED = 'SELECT 1 FROM sluice.backfill_seals WHERE backfill_id = $1::bigint AND chunk_no = $2';
 
 /** Makes sure log partitions cover the batch's LSNs: a round trip only when it reaches past the newest one. */
-async function cover(pool: Pool, batch: BatchWrite): Promise<void> {
+async function cover(pool: Pool, batch: BatchWrite, rows: LogRows): Promise<void> {
   if (batch.outbox?.messages.length) await coverOutbox(pool, batch.outbox.messages);
-  const rows = batch.rows;
   const marks = batch.marks ?? [];
-  if (rows.length === 0 && marks.length === 0) return;
+  const range = rows.range();
+  if (!range && marks.length === 0) return;
   // Rows and marks are each in commit order; a batch's marks may lie past its last row.
-  let min = rows.length ? rows[0].commitLsn : marks[0].commitLsn;
-  let max = rows.length ? rows[rows.length - 1].commitLsn : marks[marks.length - 1].commitLsn;
+  let [min, max] = range ?? [marks[0].commitLsn, marks[marks.length - 1].commitLsn];
   if (marks.length) {
     if (marks[0].commitLsn < min) min = marks[0].commitLsn;
     if (marks[marks.length - 1].commitLsn > max) max = marks[marks.length - 1].commitLsn;
@@ -179,20 +162,12 @@ async function cover(pool: Pool, batch: BatchWrite): Promise<void> {
   await coverLog(pool, batch.sourceNo, min, max, batch.partitionSeconds ?? 3600);
 }
 
-/** Consumers to wake: the union of the rows' wake lists (one list per table, so few distinct arrays). */
-function wakeList(rows: LogRow[]): string[] {
-  const lists = new Set<readonly string[]>();
-  for (const r of rows) lists.add(r.wake);
-  const ids = new Set<string>();
-  for (const l of lists) for (const id of l) ids.add(id);
-  return [...ids];
-}
-
 /** Stores a batch; returns the backfill chunks it sealed, to be stored once it has committed (storeChunk). */
 export async function writeBatch(pool: Pool, batch: BatchWrite): Promise<SealedChunk[]> {
+  const rows = batch.rows instanceof LogRows ? batch.rows : LogRows.of(batch.sourceNo, batch.rows);
   try {
-    await cover(pool, batch);
-    return await write(pool, batch);
+    await cover(pool, batch, rows);
+    return await write(pool, batch, rows);
   } catch (err) {
     // A partition this process thought present was dropped (the source deleted
     // and its number reused never happens: numbers come from a sequence): learn
@@ -200,17 +175,18 @@ export async function writeBatch(pool: Pool, batch: BatchWrite): Promise<SealedC
     if (!isNoPartition(err)) throw err;
     forgetCover(batch.sourceNo);
     forgetOutboxCovers();
-    await cover(pool, batch);
-    return await write(pool, batch);
+    await cover(pool, batch, rows);
+    return await write(pool, batch, rows);
   }
 }
 
-async function write(pool: Pool, batch: BatchWrite): Promise<SealedChunk[]> {
-  const consumers = wakeList(batch.rows);
+async function write(pool: Pool, batch: BatchWrite, logRows: LogRows): Promise<SealedChunk[]> {
+  const consumers = logRows.wakeList();
   const checkpoint = batch.checkpoint === null ? null : batch.checkpoint.toString();
   const marks = batch.marks ?? [];
-  if (batch.rows.length <= SMALL_BATCH && marks.length === 0 && !batch.outbox?.messages.length) {
-    const rows = batch.rows;
+  const small = logRows.rows();
+  if (small && small.length <= SMALL_BATCH && marks.length === 0 && !batch.outbox?.messages.length) {
+    const rows = small;
     // One statement commits at once: it waits its turn first.
     await batch.beforeCommit?.();
     await pool.query(INSERT_SMALL, [
@@ -231,8 +207,8 @@ async function write(pool: Pool, batch: BatchWrite): Promise<SealedChunk[]> {
     return [];
   }
   return (await inTransaction(pool, async (client) => {
-    if (batch.rows.length > 0) {
-      await pipeline(Readable.from(copyChunks(batch.sourceNo, batch.rows)), client.query(copyFrom(COPY_LOG)));
+    if (logRows.length > 0) {
+      await pipeline(Readable.from(logRows.copyData()), client.query(copyFrom(COPY_LOG)));
     }
     // A backfill chunk whose watermark is in this batch is sealed at the
     // watermark's position, if it is still the chunk staged; its rows go in

@@ -139,7 +139,7 @@ export class ChangeDecoder {
   }
 
   /** Appends this change's log row to `out`. */
-  change(e: RowEvent, out: LogRow[]): void {
+  change(e: RowEvent, out: { push(row: LogRow): void }): void {
     const plan = this.plans.get(e.relationOid);
     if (!plan) throw new Error(`change for relation ${e.relationOid} before its relation message`);
     const commitIdx = this.idx++;

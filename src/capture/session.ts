@@ -13,7 +13,8 @@
 // pauses the replication socket (flow control) and bounds memory to about
 // three batches, however large a transaction.
 import type { Pool } from '../db/pool.js';
-import { writeBatch, type BackfillMark, type LogRow } from '../buffer/writer.js';
+import { writeBatch, type BackfillMark } from '../buffer/writer.js';
+import { LogRows } from '../buffer/log-rows.js';
 import { BACKFILL_MARK_PREFIX, parseBackfillMark } from './backfill-mark.js';
 import { isoFromMicros } from './commit-time.js';
 import { CONFIG_MARKER_PREFIX } from './config-marker.js';
@@ -77,7 +78,7 @@ export interface SessionDeps {
 const POSITION_ONLY_MS = 1000;
 
 export class CaptureSession {
-  private rows: LogRow[] = [];
+  private rows: LogRows;
   /** Backfill high watermarks of stored-to-be transactions: their chunks are sealed with them (stored after: src/backfill/chunk-store.ts). */
   private marks: BackfillMark[] = [];
   /** Watermarks met in the open transaction (stored at its commit). */
@@ -110,6 +111,7 @@ export class CaptureSession {
 
   constructor(private readonly deps: SessionDeps) {
     this.durable = deps.durableLsn;
+    this.rows = new LogRows(deps.sourceNo);
   }
 
   durableLsn(): bigint {
@@ -341,7 +343,7 @@ export class CaptureSession {
           }
         : undefined,
     };
-    this.rows = [];
+    this.rows = new LogRows(this.deps.sourceNo);
     this.marks = [];
     this.outbox = [];
     this.checkpoint = null;
