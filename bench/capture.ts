@@ -3,7 +3,7 @@
 // backlog read by the replication library alone, discarding every message.
 // Prints figures (and CPU by process role); asserts nothing.
 //   BENCH_CHANGES=300000     backlog size (default 1,000,000)
-//   BENCH_MAX_BATCH=5000     the source's max_batch_changes (default 2,500)
+//   BENCH_MAX_BATCH=5000     the source's max_batch_changes (default 10,000)
 //   BENCH_CAPTURE_CONSUMERS=10  pull consumers on the same table (default 1)
 // Also measures what the capture added to the buffer: the size of every table
 // of the sluice schema (heap, TOAST, indexes; log partitions included) and the
@@ -35,6 +35,8 @@ export interface CaptureBenchResult {
   ceilingRate: number;
   ratio: number;
   peakRssMb: number;
+  /** RSS as the capture started: what the bench process held before (in bench/run.ts, every benchmark's modules). */
+  startRssMb: number;
   consumers: number;
   /** Growth of the sluice schema's tables (heap, TOAST, indexes) during the capture. */
   tableBytes: number;
@@ -114,7 +116,7 @@ export async function runCaptureBench(changes = 1_000_000, log = console.log, op
       amount numeric(12,2) NOT NULL, note text NOT NULL, created_at timestamptz NOT NULL)`);
     const source = {
       name: 'bench', tables: ['public.bench_orders'], schemas: [], publication: 'sluice_bench', slot: 'sluice_bench',
-      create_if_missing: true, heartbeat_interval_ms: 3_600_000, lag_warning_bytes: 2 ** 40, max_batch_changes: Number(process.env.BENCH_MAX_BATCH ?? 2500),
+      create_if_missing: true, heartbeat_interval_ms: 3_600_000, lag_warning_bytes: 2 ** 40, max_batch_changes: Number(process.env.BENCH_MAX_BATCH ?? 10_000),
       retention: DEFAULT_RETENTION,
     };
     await ensureSource(pool, source);
@@ -147,6 +149,7 @@ export async function runCaptureBench(changes = 1_000_000, log = console.log, op
     const registry = new ConsumerRegistry(pool);
     await registry.reload();
     const rss = rssSampler();
+    const startRssMb = process.memoryUsage().rss / 1024 / 1024;
     const capture = new SourceCapture(source, { bufferPool: pool, sourceUrl: pgh.url, consumers: registry, log: quiet });
     await pool.query('CHECKPOINT');
     const bytes0 = BigInt((await pool.query(SLUICE_BYTES)).rows[0].b);
@@ -201,6 +204,7 @@ export async function runCaptureBench(changes = 1_000_000, log = console.log, op
       ceilingRate: seen / ceilingSeconds,
       ratio: (total / captureSeconds) / (seen / ceilingSeconds),
       peakRssMb,
+      startRssMb,
       consumers,
       tableBytes,
       walBytes,
@@ -208,7 +212,7 @@ export async function runCaptureBench(changes = 1_000_000, log = console.log, op
     };
     log(`  ceiling (library alone, discarding): ${seen} changes in ${ceilingSeconds.toFixed(2)} s = ${Math.round(result.ceilingRate).toLocaleString('en')} changes/s`);
     log(`  sluice capture into the buffer:      ${total} changes in ${captureSeconds.toFixed(2)} s = ${Math.round(result.captureRate).toLocaleString('en')} changes/s (${stored} log rows stored)`);
-    log(`  ratio to ceiling: ${(result.ratio * 100).toFixed(0)}%   peak RSS (Node process): ${peakRssMb.toFixed(0)} MB`);
+    log(`  ratio to ceiling: ${(result.ratio * 100).toFixed(0)}%   peak RSS (Node process): ${peakRssMb.toFixed(0)} MB (${startRssMb.toFixed(0)} MB as it started)`);
     log(`  ${cpuLine}`);
     log(`  buffer bytes written by the capture: tables ${tableBytes} (heap, TOAST, indexes) + WAL ${walBytes} = ${result.bytesPerChange.toFixed(1)} bytes/change`);
     return result;

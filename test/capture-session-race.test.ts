@@ -108,3 +108,33 @@ describe('CaptureSession: the second write fails while the first commits', () =>
     await expect(session.onEvent({ tag: 'begin', commitLsn: 3000n, commitTimeMicros: 0n, xid: 2 })).rejects.toThrow(/no_poison/);
   });
 });
+
+describe('CaptureSession: wide rows', () => {
+  it('writes a batch once its payloads reach 16M characters, whatever max_batch_changes says', async () => {
+    const { rows: src } = await pool.query<{ log_no: number }>(`INSERT INTO sluice.sources (name, config) VALUES ('wide', '{}') RETURNING log_no`);
+    const sourceNo = src[0].log_no;
+    const written: number[] = [];
+    const session = new CaptureSession({
+      sourceName: 'wide',
+      sourceNo,
+      bufferPool: pool,
+      decoder,
+      maxBatch: 2500,
+      durableLsn: 0n,
+      confirm: () => {},
+      onFatal: (err) => {
+        throw err;
+      },
+      onWritten: (rows) => written.push(rows),
+    });
+    // One transaction of 7 rows of ~6M characters: a write every third row.
+    const wide = 'w'.repeat(6 * 1024 * 1024);
+    const events = transaction(5000n, 7, 'slow').map((e) =>
+      e.tag === 'insert' ? ({ ...e, row: { ...(e as unknown as FakeInsert).row, payload: JSON.stringify({ wide }) } } as unknown as ReplicationEvent) : e,
+    );
+    for (const e of events) await session.onEvent(e);
+    await session.drain();
+    expect(written).toEqual([3, 3, 1]);
+    expect(await stored(sourceNo, 5000n)).toBe(7);
+  });
+});

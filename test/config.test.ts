@@ -72,7 +72,7 @@ describe('loadConfig: valid input', () => {
       create_if_missing: true,
       heartbeat_interval_ms: 30_000,
       lag_warning_bytes: 1024 ** 3,
-      max_batch_changes: 2500,
+      max_batch_changes: 10_000,
       retention: { max_age_ms: 7 * 86_400_000, max_size_bytes: 20 * 1024 ** 3 },
     });
     const [pull, hook] = c.consumers;

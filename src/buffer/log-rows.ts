@@ -17,6 +17,7 @@ export class LogRows {
   private copy: BinaryCopy | null = null;
   private data: Buffer[] | null = null;
   private count = 0;
+  private chars = 0;
   private firstLsn = 0n;
   private lastLsn = 0n;
   /** The rows' wake lists: one array per table, so few distinct ones. */
@@ -34,12 +35,18 @@ export class LogRows {
     return this.count;
   }
 
+  /** The payloads' total length (UTF-16 units): what the batch holds in memory, about. */
+  get payloadChars(): number {
+    return this.chars;
+  }
+
   /** Adds a row; rows come in commit order. */
   push(r: LogRow): void {
     if (this.data) throw new Error('rows added to a batch already written');
     if (this.count === 0) this.firstLsn = r.commitLsn;
     this.lastLsn = r.commitLsn;
     this.count++;
+    this.chars += r.payload.length;
     this.wakes.add(r.wake);
     if (this.small) {
       this.small.push(r);

@@ -74,6 +74,13 @@ export interface SessionDeps {
   writeDelayMs?: number;
 }
 
+/**
+ * A batch is written once its payloads reach this many characters, however
+ * few its rows: about three batches are held at once (two being written, one
+ * filling), so wide rows keep that to tens of MB.
+ */
+const BATCH_CHARS = 16 * 1024 * 1024;
+
 /** Writes that only move the position (no row, no backfill mark) go at most this often. */
 const POSITION_ONLY_MS = 1000;
 
@@ -171,7 +178,7 @@ export class CaptureSession {
         this.deps.decoder.change(e, this.rows);
         // A large transaction is written in chunks; the position stays at the
         // last complete transaction until its commit is written.
-        if (this.rows.length >= this.deps.maxBatch) await this.submitFull();
+        if (this.full()) await this.submitFull();
         return;
       case 'commit':
         this.inTransaction = false;
@@ -200,7 +207,7 @@ export class CaptureSession {
           for (const m of this.txOutbox) this.outbox.push(m);
           this.txOutbox = [];
         }
-        if (this.rows.length >= this.deps.maxBatch) await this.submitFull();
+        if (this.full()) await this.submitFull();
         else this.scheduleFlush();
         return;
       case 'truncate':
@@ -265,6 +272,11 @@ export class CaptureSession {
     if (this.positionTimer) clearTimeout(this.positionTimer);
     this.positionTimer = null;
     while (this.writes.length > 0) await this.writes[0];
+  }
+
+  /** The pending rows make a batch: max_batch_changes of them, or BATCH_CHARS of payload (wide rows). */
+  private full(): boolean {
+    return this.rows.length >= this.deps.maxBatch || this.rows.payloadChars >= BATCH_CHARS;
   }
 
   /** A full batch waits for a write slot: this pauses the replication socket. */

@@ -16,7 +16,7 @@ import type { TransformSpec } from '../pipeline/transform/spec.js';
 
 export const DEFAULTS = {
   http: { host: '127.0.0.1', port: 7376, body_limit: '1MB' },
-  source: { create_if_missing: true, heartbeat_interval: '30s', lag_warning: '1GB', max_batch_changes: 2500 },
+  source: { create_if_missing: true, heartbeat_interval: '30s', lag_warning: '1GB', max_batch_changes: 10_000 },
   // How long and how much of a source's captured changes the log keeps
   // (acked or not; never what an active consumer still has to take in).
   retention: { max_age: '7d', max_size: '20GB' },
