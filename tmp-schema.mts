@@ -1,0 +1,11 @@
+import { mkdtempSync, chmodSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { startEmbedded } from './src/db/embedded.js';
+import { createPool } from './src/db/pool.js';
+import { migrate } from './src/db/migrate.js';
+const dir = mkdtempSync(path.join(os.tmpdir(), 'schema-')); chmodSync(dir, 0o755);
+const pg = await startEmbedded({ dataDir: path.join(dir, 'pg'), persistent: false });
+const pool = createPool(pg.url); await migrate(pool);
+console.log(pg.url);
+await new Promise((r) => setTimeout(r, Number(process.env.HOLD ?? 600000)));
