@@ -10,7 +10,7 @@
 // Layout (PostgreSQL docs, "COPY … Binary Format"): a signature and two
 // int32s, then per row an int16 field count and per field an int32 byte
 // length (-1 for NULL) and the value in the type's binary form, then an int16
-// -1. Only int4, int8, text and timestamptz are written here.
+// -1. Only int4, int8, text, timestamptz and uuid are written here.
 
 const SIGNATURE = Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1');
 const CHUNK = 1 << 20;
@@ -66,6 +66,13 @@ export class BinaryCopy {
     this.off += 4 + n;
   }
 
+  /** A value already in its binary form (a uuid's 16 bytes). */
+  bytes(b: Uint8Array): void {
+    this.buf.writeInt32BE(b.length, this.off);
+    this.buf.set(b, this.off + 4);
+    this.off += 4 + b.length;
+  }
+
   nullable(s: string | null): void {
     if (s === null) {
       this.buf.writeInt32BE(-1, this.off);
@@ -99,6 +106,13 @@ export class BinaryCopy {
     this.done.push(this.buf.subarray(0, this.off));
     return this.take();
   }
+}
+
+/** A uuid's 16 bytes, from its text. */
+export function uuidBytes(uuid: string): Buffer {
+  const hex = uuid.replace(/-/g, '');
+  if (!/^[0-9a-fA-F]{32}$/.test(hex)) throw new Error(`not a uuid: ${uuid}`);
+  return Buffer.from(hex, 'hex');
 }
 
 const ISO = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,6}))?Z$/;

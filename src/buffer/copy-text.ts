@@ -1,5 +1,5 @@
-// COPY's text format, shared by the writers that load sluice.log by COPY
-// (capture's src/buffer/writer.ts, the publishers' src/streams/queries.ts).
+// COPY's text format, for the publishers' writer (src/streams/queries.ts).
+// Capture and backfill chunks go in COPY's binary format (copy-binary.ts).
 const SPECIAL = /[\\\t\n\r]/;
 const SPECIAL_ALL = /[\\\t\n\r]/g;
 const ESCAPES: Record<string, string> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r' };

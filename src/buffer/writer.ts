@@ -16,8 +16,8 @@ import { withTransaction, type Pool, type PoolClient } from '../db/pool.js';
 import { unpack, type StagedChunk } from '../backfill/staged.js';
 import { idempotencyKey } from './message.js';
 import { coverLog, forgetCover, isNoPartition } from '../log/partitions.js';
-import { copyText } from './copy-text.js';
 import { LogRows, SMALL_BATCH } from './log-rows.js';
+import { BinaryCopy, uuidBytes } from './copy-binary.js';
 import { coverOutbox, forgetOutboxCovers, storeOutbox, type OutboxWrite } from '../streams/outbox.js';
 
 /** One captured change, as stored in the log (once, whatever the number of consumers). */
@@ -79,7 +79,7 @@ export interface BatchWrite {
 const COPY_LOG =
   'COPY sluice.log (source_no, commit_lsn, commit_idx, schema_name, table_name, action, group_key, committed_at, payload) FROM STDIN (FORMAT binary)';
 const COPY_READS =
-  'COPY sluice.log (source_no, commit_lsn, commit_idx, schema_name, table_name, action, group_key, committed_at, payload, for_consumer) FROM STDIN';
+  'COPY sluice.log (source_no, commit_lsn, commit_idx, schema_name, table_name, action, group_key, committed_at, payload, for_consumer) FROM STDIN (FORMAT binary)';
 
 // The source's position moves with the rows ($1 source, $2 end LSN or null,
 // $3 last commit time); GREATEST: it never moves back.
@@ -98,34 +98,40 @@ WITH pos AS (${ADVANCE_POSITION})
 SELECT count(pg_notify('sluice_messages', c)) FROM unnest($4::text[]) c`;
 
 /**
- * A backfill chunk as read messages in COPY text, each the envelope of a
- * change (src/capture/decoder.ts builds those) with action "read" and the
- * watermark's position: commit_lsn is its commit, commit_idx the row's index.
+ * A backfill chunk as read messages in COPY's binary format, each the
+ * envelope of a change (src/capture/decoder.ts builds those) with action
+ * "read" and the watermark's position: commit_lsn is its commit, commit_idx
+ * the row's index.
  */
-function* readChunks(sourceNo: number, m: BackfillMark, consumer: string): Generator<string> {
+function* readChunks(sourceNo: number, m: BackfillMark, consumer: string): Generator<Buffer> {
   const c = m.rows;
   const lsn = m.commitLsn.toString();
   // The group key capture gives a row change: "<schema>.<table>:" and its record_pks.
   const qualified = c.schema + '.' + c.table + ':';
-  const head = sourceNo + '\t' + lsn + '\t';
-  const table = '\t' + copyText(c.schema) + '\t' + copyText(c.table) + '\tread\t';
-  const at = '\t' + m.committedAt + '\t';
-  const tail = '\t' + consumer + '\n';
   const meta = '"metadata":{"table_schema":' + JSON.stringify(c.schema) + ',"table_name":' + JSON.stringify(c.table) +
     ',"commit_timestamp":"' + m.committedAt + '","commit_lsn":' + lsn + ',"commit_idx":';
   const database = ',"database_name":' + JSON.stringify(m.databaseName) + ',"transaction_annotations":null}}';
-  let chunk = '';
+  const forConsumer = uuidBytes(consumer);
+  const out = new BinaryCopy();
   for (let i = 0; i < c.recordEnds.length; i++) {
     const pks = unpack(c.pks, c.pkEnds, i);
     const payload = '{"record":' + unpack(c.records, c.recordEnds, i) + ',"changes":null,"action":"read",' + meta + i +
       ',"idempotency_key":"' + idempotencyKey(lsn, i) + '","record_pks":' + pks + database;
-    chunk += head + i + table + copyText(qualified + pks) + at + copyText(payload) + tail;
-    if (chunk.length > 262_144) {
-      yield chunk;
-      chunk = '';
-    }
+    const group = qualified + pks;
+    out.row(10, c.schema.length + c.table.length + 4 + group.length + payload.length);
+    out.int4(sourceNo);
+    out.int8(m.commitLsn);
+    out.int4(i);
+    out.text(c.schema);
+    out.text(c.table);
+    out.text('read');
+    out.text(group);
+    out.timestamptz(m.committedAt);
+    out.text(payload);
+    out.bytes(forConsumer);
+    yield* out.take();
   }
-  if (chunk) yield chunk;
+  yield* out.end();
 }
 
 // Small batches (the steady trickle of a busy but not saturated source) take
