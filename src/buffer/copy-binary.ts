@@ -38,7 +38,8 @@ export class BinaryCopy {
    * text values, so the row's worst case (3 bytes a UTF-16 unit) fits.
    */
   row(fields: number, textChars: number): void {
-    const need = 2 + fields * 12 + textChars * 3;
+    // Per field at most 20 bytes besides text (a length and a uuid); text up to 3 bytes a unit.
+    const need = 2 + fields * 20 + textChars * 3;
     if (this.off + need > this.buf.length) {
       this.done.push(this.buf.subarray(0, this.off));
       this.buf = Buffer.allocUnsafe(Math.max(CHUNK, need));
