@@ -18,7 +18,8 @@
 -- its position at all. Groups are compared bytewise (COLLATE "C": the same
 -- partitions, without the database collation's cost), and a group's
 -- blocking rows are probed per head (a scalar subquery cannot become a hash
--- of every row the consumer holds).
+-- of every row the consumer holds). Its plans are generic: planning the
+-- statement afresh for every claim took ~1.4 ms of a ~11 ms claim.
 
 CREATE OR REPLACE FUNCTION sluice.admit(p_consumer uuid, p_source integer, p_tables text[], p_group_by jsonb, p_limit integer,
   p_stamp integer DEFAULT 0, p_now timestamptz DEFAULT NULL, p_visibility_ms integer DEFAULT NULL,
@@ -27,6 +28,7 @@ RETURNS TABLE (commit_lsn bigint, commit_idx integer, group_key text, delivery_t
 LANGUAGE plpgsql VOLATILE
 SET enable_seqscan = off
 SET enable_bitmapscan = off
+SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -122,6 +124,9 @@ BEGIN
                                              WHERE m.consumer_id = p_consumer AND m.commit_lsn = l.commit_lsn AND m.commit_idx = l.commit_idx)
         ) w
       ) g
+      -- Not pulled up into the window above, which names head twice: its
+      -- probes run once a row.
+      OFFSET 0
     ) h
   ), ins AS (
     INSERT INTO sluice.messages AS m
