@@ -13,6 +13,7 @@ import { createPool, type Pool } from '../src/db/pool.js';
 import { runFixture, type Child } from './helpers/child.js';
 import { consumerConfig, eventually, insertConsumer, quietLog, sourceConfig, sql, startCapture, type CaptureFixture, CONSUMER_CHANGES } from './helpers/capture.js';
 import { startTestPg, type TestPg } from './helpers/pg.js';
+import { DEFAULTS } from '../src/config/schema.js';
 
 let server: TestPg;
 const cleanups: (() => Promise<unknown>)[] = [];
@@ -260,7 +261,8 @@ describe('capture resilience', () => {
       await sql(srcUrl, 'ALTER SYSTEM RESET wal_sender_timeout');
       await sql(srcUrl, 'SELECT pg_reload_conf()');
     });
-    const src = sourceConfig('huge', ['public.big'], { max_batch_changes: 2500 });
+    // The shipped max_batch_changes (the helper's is smaller).
+    const src = sourceConfig('huge', ['public.big'], { max_batch_changes: DEFAULTS.source.max_batch_changes });
     await insertConsumer(pool, consumerConfig('c', 'huge', ['public.big']));
     // A heap of 128 MB: what capture holds is a few batches, whatever the
     // transaction's size; holding the transaction (~200 MB of payloads) would
