@@ -122,6 +122,18 @@ describe('the transactional outbox', () => {
     expect(await drain('ev')).toEqual([]);
   });
 
+  it('stores data and keys exactly: escapes, backslashes, quotes and unicode', async () => {
+    const data = { note: 'tab\there\nline \\ "quoted" é€😀', nested: { path: 'C:\\dir\\file' } };
+    await tx([`SELECT sluice.publish('events', 'orders.noted', $j$${JSON.stringify(data)}$j$, 'clé-😀')`]);
+    const got: any[] = [];
+    await eventually(async () => {
+      got.push(...(await drain('ev')).filter((e) => e.subject === 'orders.noted'));
+      return got.length >= 1;
+    });
+    expect(got[0].data).toEqual(data);
+    expect(got[0].metadata.key).toBe('clé-😀');
+  });
+
   it('interleaves with messages published over the API, in one order', async () => {
     const api = await f.call('POST', '/api/streams/events/messages', { subject: 'api.one', data: 1 });
     expect(api.status).toBe(200);

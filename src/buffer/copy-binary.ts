@@ -1,11 +1,11 @@
-// COPY's binary format, for the hot writers that load sluice.log (capture's
-// rows, backfill chunks). Against the text format it saves the Node process
-// the escaping of every value (a regex test of each payload) and the building
-// of one long string per chunk that Buffer.from must then flatten and encode
-// again: values are encoded straight into large buffers. Postgres parses it
-// with less work too (no escapes, no timestamp text). Measured on 2,500-row
-// batches of ~600-byte payloads: ~2 µs a row against 3.5–4.8 µs, and about
-// half the garbage.
+// COPY's binary format, for every writer that loads sluice.log by COPY
+// (capture's rows, backfill chunks, outbox messages in their streams).
+// Against the text format it saves the Node process the escaping of every
+// value (a regex test of each payload) and the building of one long string
+// per chunk that Buffer.from must then flatten and encode again: values are
+// encoded straight into large buffers. Postgres parses it with less work too
+// (no escapes, no timestamp text). Measured on 2,500-row batches of ~600-byte
+// payloads: ~2 µs a row against 3.5–4.8 µs, and about half the garbage.
 //
 // Layout (PostgreSQL docs, "COPY … Binary Format"): a signature and two
 // int32s, then per row an int16 field count and per field an int32 byte

@@ -7,7 +7,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { from as copyFrom } from 'pg-copy-streams';
 import type { Pool, PoolClient } from '../db/pool.js';
-import { copyText } from '../buffer/copy-text.js';
+import { BinaryCopy } from '../buffer/copy-binary.js';
 
 export interface LockedStream {
   log_no: number;
@@ -140,7 +140,7 @@ export interface PublishedRow {
 // stream's last position and its durable position (read by retention as a
 // source's confirmed LSN), and the consumers' wake-up.
 const COPY_LOG =
-  'COPY sluice.log (source_no, commit_lsn, commit_idx, schema_name, table_name, action, group_key, committed_at, payload, subject) FROM STDIN';
+  'COPY sluice.log (source_no, commit_lsn, commit_idx, schema_name, table_name, action, group_key, committed_at, payload, subject) FROM STDIN (FORMAT binary)';
 const RECORD = `
 WITH keys AS (
   INSERT INTO sluice.stream_keys (stream_no, key, position, published_at)
@@ -177,17 +177,22 @@ export async function storePublished(
   ]);
 }
 
-function* copyRows(stream: { name: string; log_no: number }, rows: PublishedRow[]): Generator<string> {
-  const head = stream.log_no + '\t';
-  const mid = '\t0\t\t' + copyText(stream.name) + '\tpublish\t';
-  let chunk = '';
+function* copyRows(stream: { name: string; log_no: number }, rows: PublishedRow[]): Generator<Buffer> {
+  // COPY's binary format, as capture's rows (src/buffer/copy-binary.ts).
+  const out = new BinaryCopy();
   for (const r of rows) {
-    // Subjects hold no character COPY escapes (A-Z a-z 0-9 _ - .).
-    chunk += head + r.position + mid + copyText(r.groupKey) + '\t' + r.publishedAt + '\t' + copyText(r.payload) + '\t' + r.subject + '\n';
-    if (chunk.length > 262_144) {
-      yield chunk;
-      chunk = '';
-    }
+    out.row(10, stream.name.length + 7 + r.groupKey.length + r.payload.length + r.subject.length);
+    out.int4(stream.log_no);
+    out.int8(r.position);
+    out.int4(0);
+    out.text('');
+    out.text(stream.name);
+    out.text('publish');
+    out.text(r.groupKey);
+    out.timestamptz(r.publishedAt);
+    out.text(r.payload);
+    out.text(r.subject);
+    yield* out.take();
   }
-  if (chunk) yield chunk;
+  yield* out.end();
 }
