@@ -4,6 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { compileWhere } from '../src/pipeline/filter/compile.js';
 import { payloadRow } from '../src/pipeline/filter/record.js';
+import { parseDecimal } from '../src/pipeline/filter/values.js';
 
 const COLUMNS = { id: 'int8', amount: 'numeric', note: 'text', tags: '_text', meta: 'jsonb', at: 'timestamptz', ok: 'bool', ratio: 'float8' };
 const payload = (record: string, changes = 'null', action = 'update') =>
@@ -44,5 +45,18 @@ describe('payloadRow', () => {
 
   it('refuses text that is not an envelope', () => {
     expect(() => payloadRow('{"record":{"id":1')).toThrow(SyntaxError);
+  });
+});
+
+describe('parseDecimal', () => {
+  it('reads plain numerics as the general reader does (a leading space takes the general way)', () => {
+    const texts = ['0', '-0', '+0', '0.000', '00012.3400', '-12.5', '+7', '.5', '5.', '-.05', '0.05', '123456789012345678901234567890.123456789',
+      '1000', '10.0', '-000.0001000', '9'.repeat(40)];
+    for (const t of texts) expect(parseDecimal(t), t).toEqual(parseDecimal(` ${t}`));
+    expect(parseDecimal('00012.3400')).toEqual({ special: null, negative: false, int: '12', frac: '34' });
+    expect(parseDecimal('-0')).toEqual({ special: null, negative: false, int: '', frac: '' });
+    for (const bad of ['.', '-', '+', '', '1.2.3', '--1', '1e', '1-']) expect(() => parseDecimal(bad), bad).toThrow(/invalid input syntax for type numeric/);
+    expect(parseDecimal('1.5e3')).toEqual({ special: null, negative: false, int: '1500', frac: '' });
+    expect(parseDecimal('NaN').special).toBe('nan');
   });
 });

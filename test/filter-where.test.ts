@@ -14,6 +14,7 @@ import { loadConfig } from '../src/config/load.js';
 import { consumerFilter } from '../src/pipeline/filter/consumer-filter.js';
 import { WalkAhead } from '../src/pipeline/filter/walk.js';
 import { Dispatcher } from '../src/push/dispatcher.js';
+import { claimBatches } from '../src/push/queries.js';
 import { startApi, type ApiFixture } from './api-fixture.js';
 import { eventually, quietLog, sourceConfig, startCapture, type CaptureFixture } from './helpers/capture.js';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
@@ -189,6 +190,68 @@ describe('filter.where', () => {
     for (const m of rest.messages) expect(m.payload).toBe(await stored(m.commitLsn, m.commitIdx));
   });
 
+  it('a webhook claim reads no payload its walk read: new batches leave them out, the gateway fills them in; rows left waiting come back with theirs', async () => {
+    const created = await f.call('POST', '/api/consumers', {
+      name: 'hook-reuse', source: 'main', kind: 'webhook', tables: ['public.invoices'],
+      filter: { where: { 'public.invoices': "region = 'hook-reuse'" } },
+      webhook: { url: `http://127.0.0.1:${receiver.port}/hook`, batch_size: 3, allow_private_ranges: ['127.0.0.0/8'] },
+    });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    const before = await logCount();
+    await f.pool.query(`INSERT INTO invoices SELECT g, 'paid', 1, 'hook-reuse', NULL FROM generate_series(500000, 500005) g`);
+    await eventually(async () => ((await logCount()) >= before + 6 ? true : null));
+    const registry = new ConsumerRegistry(f.pool);
+    await registry.reload();
+    const c = registry.get('hook-reuse')!;
+    const walked = (await new WalkAhead(f.pool).take(c.id, 6, consumerFilter(c)!))!;
+    expect(walked.lsns).toHaveLength(6);
+    const stored = async (lsn: string, idx: number) =>
+      (await f.pool.query<{ payload: string }>('SELECT payload FROM sluice.log WHERE commit_lsn = $1 AND commit_idx = $2', [lsn, idx])).rows[0].payload;
+    const tx = await f.pool.connect();
+    try {
+      await tx.query('BEGIN');
+      const { rows } = await tx.query(
+        `SELECT payload IS NULL AS none FROM sluice.claim_webhook_batches_walked($1, 1, 3, 60000, false, true, $2::bigint, $3, $4::bigint, $5, $6::bigint[], $7::int[])`,
+        [c.id, walked.fromLsn, walked.fromIdx, walked.toLsn, walked.toIdx, walked.lsns, walked.idxs],
+      );
+      expect(rows.map((r) => r.none)).toEqual([true, true, true]);
+      // The setting that told it so ends with the call.
+      expect((await tx.query(`SELECT current_setting('sluice.omit_walked_payloads', true) AS v`)).rows[0].v).toBe('');
+    } finally {
+      await tx.query('ROLLBACK');
+      tx.release();
+    }
+    const opts = { consumerId: c.id, batches: 1, batchSize: 3, leaseMs: 60_000, deadLetterBlocksGroup: false, fresh: true };
+    const first = await claimBatches(f.pool, { ...opts, walked });
+    expect(first.batches).toHaveLength(1);
+    for (let i = 0; i < 3; i++) expect(first.batches[0].payloads[i]).toBe(await stored(first.batches[0].lsns[i], first.batches[0].idxs[i]));
+    // The three admitted and left waiting: a later claim without a walk reads theirs from the log.
+    const rest = await claimBatches(f.pool, { ...opts, walked: null });
+    const b = rest.batches[0];
+    expect(b.payloads.map((p) => JSON.parse(p).metadata.record_pks[0])).toEqual(['500003', '500004', '500005']);
+    for (let i = 0; i < 3; i++) expect(b.payloads[i]).toBe(await stored(b.lsns[i], b.idxs[i]));
+    // After a rewind the consumer holds rows past its position, which a walk
+    // from there need not name: the claim reads every payload itself.
+    expect((await f.call('POST', '/api/consumers/hook-reuse/rewind', { to: 'earliest' })).status).toBe(200);
+    await f.pool.query(`INSERT INTO invoices SELECT g, 'paid', 1, 'hook-reuse', NULL FROM generate_series(500006, 500008) g`);
+    await eventually(async () => ((await logCount()) >= before + 9 ? true : null));
+    const again = (await new WalkAhead(f.pool).take(c.id, 100, consumerFilter(c)!))!;
+    const tx2 = await f.pool.connect();
+    try {
+      await tx2.query('BEGIN');
+      const { rows } = await tx2.query<{ pk: string | null }>(
+        `SELECT payload::jsonb -> 'metadata' -> 'record_pks' ->> 0 AS pk
+         FROM sluice.claim_webhook_batches_walked($1, 5, 3, 60000, false, true, $2::bigint, $3, $4::bigint, $5, $6::bigint[], $7::int[])`,
+        [c.id, again.fromLsn, again.fromIdx, again.toLsn, again.toIdx, again.lsns, again.idxs],
+      );
+      expect(rows.length).toBeGreaterThan(0);
+      for (const r of rows) expect(r.pk).not.toBeNull();
+    } finally {
+      await tx2.query('ROLLBACK');
+      tx2.release();
+    }
+  });
+
   it('a walk started ahead is cut or carried on to the size of the claim that takes it: no change skipped or taken twice', async () => {
     const created = await f.call('POST', '/api/consumers', {
       name: 'ahead', source: 'main', kind: 'pull', tables: ['public.invoices'],
@@ -218,6 +281,55 @@ describe('filter.where', () => {
     expect(sizes).toEqual([10, 8, 4, 8]);
     // ... and every other row passes: 30 of them, in order, each once.
     expect(got).toEqual(Array.from({ length: 30 }, (_, i) => String(200000 + 2 * i)));
+  });
+
+  it('a walk chained from the end of the one a claim takes is used only when that claim took the whole walk: no change skipped or taken twice', async () => {
+    const created = await f.call('POST', '/api/consumers', {
+      name: 'chained', source: 'main', kind: 'pull', tables: ['public.invoices'],
+      filter: { where: { 'public.invoices': "region = 'chained'" } },
+    });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    const before = await logCount();
+    await f.pool.query(`INSERT INTO invoices SELECT g, 'paid', 1, CASE WHEN g % 2 = 0 THEN 'chained' ELSE 'other' END, NULL
+      FROM generate_series(400000, 400079) g`);
+    await eventually(async () => ((await logCount()) >= before + 80 ? true : null));
+    const registry = new ConsumerRegistry(f.pool);
+    await registry.reload();
+    const c = registry.get('chained')!;
+    const filter = consumerFilter(c)!;
+    const got: string[] = [];
+    const key = (m: { commitLsn: string; commitIdx: number }) => `${m.commitLsn}:${m.commitIdx}`;
+    // One claim as a process makes it: take, chain the next walk, claim, report.
+    const step = async (walks: WalkAhead, want: number, limit = want) => {
+      const walked = (await walks.take(c.id, want, filter))!;
+      walks.chain(c.id, walked, { want, filter });
+      const r = await claim(f.pool, { walked, consumerId: c.id, limit, visibilityMs: 60_000, deadLetterBlocksGroup: false });
+      got.push(...r.messages.map((m) => JSON.parse(m.payload).metadata.record_pks[0]));
+      walks.claimed(c.id, walked, new Set(r.messages.map(key)), null);
+      return { ...walked, n: r.messages.length };
+    };
+    const a = new WalkAhead(f.pool);
+    const b = new WalkAhead(f.pool);
+    // Taken whole: the next walk is the chained one, starting where this one ended.
+    const w1 = await step(a, 5);
+    const w2 = await step(a, 5);
+    expect([w2.fromLsn, w2.fromIdx, w2.n]).toEqual([w1.toLsn, w1.toIdx, 5]);
+    // Another process claims meanwhile, from the position (w2's end): a's
+    // chained walk, also from there, no longer starts at the position, and
+    // its claim takes none of it in (nothing else waits) ...
+    const wb = await step(b, 5);
+    expect([wb.fromLsn, wb.fromIdx, wb.n]).toEqual([w2.toLsn, w2.toIdx, 5]);
+    const refused = await step(a, 5);
+    expect([refused.fromLsn, refused.fromIdx, refused.n]).toEqual([w2.toLsn, w2.toIdx, 0]);
+    // ... so it is dropped: the next walk starts from the position.
+    const w3 = await step(a, 5, 3);
+    expect([w3.fromLsn, w3.fromIdx, w3.n]).toEqual([wb.toLsn, wb.toIdx, 3]);
+    // Keys left waiting (the claim had room for 3 of 5, all 5 admitted): the
+    // chained walk is dropped too, and the next starts from the position, w3's end.
+    const w4 = await step(a, 5);
+    expect([w4.fromLsn, w4.fromIdx]).toEqual([w3.toLsn, w3.toIdx]);
+    for (let i = 0; i < 10 && got.length < 40; i++) await step(a, 5);
+    expect(got).toEqual(Array.from({ length: 40 }, (_, i) => String(400000 + 2 * i)));
   });
 
   it('refuses a bad expression when saved, with the table and the character, and saves nothing', async () => {

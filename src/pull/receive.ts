@@ -167,6 +167,7 @@ export class PullService {
         // A where filter is tested here, on a walk of the log, before the claim takes in what passes.
         const filter = consumerFilter(c);
         const walked = filter ? await this.walks.take(c.id, limit, filter) : null;
+        if (filter && walked) this.walks.chain(c.id, walked, { want: limit, filter });
         const result = await claim(this.opts.pool, {
           walked,
           consumerId: c.id,

@@ -42,7 +42,7 @@ interface ClaimRow {
   commit_lsn: string;
   commit_idx: number;
   group_key: string | null;
-  /** Null on a filtered claim's rows of changes its walk read (migrations/0027). */
+  /** Null on a filtered claim's rows of changes its walk read (migrations/0027, 0031). */
   payload: string | null;
   next_due_at: Date | null;
 }

@@ -204,6 +204,7 @@ export class ConsumerWorker {
         const filter = fresh ? consumerFilter(this.consumer) : null;
         // As many as the free slots can carry: keys beyond them would only wait.
         const walked = filter ? await this.walks.take(id, free * this.batchSize, filter) : null;
+        if (filter && walked) this.walks.chain(id, walked, { want: free * this.batchSize, filter });
         claimed = await claimBatches(pool, {
           walked,
           consumerId: id,

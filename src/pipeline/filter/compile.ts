@@ -454,9 +454,18 @@ function cmp3(x: Value | null, y: Value | null, test: (c: number) => boolean): T
   return x === null || y === null ? null : test(compareValues(x, y));
 }
 
+// A row that has no columns: a literal's getter ignores its row.
+const NO_ROW = new Env({ value: () => null, changed: () => null });
+
 function widenOperand(o: Operand, kind: Kind): Operand {
   if (o.kind === kind) return o;
   const get = o.get;
+  if (o.literal !== null) {
+    // A literal is widened once, not for every change tested (amount >= 10: 10 as a numeric).
+    const v = get(NO_ROW);
+    const fixed = v === null ? null : widen(v, kind);
+    return { ...o, kind, get: () => fixed };
+  }
   return { ...o, kind, get: (r) => {
     const v = get(r);
     return v === null ? null : widen(v, kind);

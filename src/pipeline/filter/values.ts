@@ -72,7 +72,49 @@ function parseInt8(text: string): bigint {
   return v;
 }
 
+const ZERO: Decimal = { special: null, negative: false, int: '', frac: '' };
+
+/**
+ * The usual text of a numeric (a sign, digits, a point: what capture
+ * stores), read without regular expressions; null for anything else
+ * (spaces, an exponent, NaN, Infinity), which parseDecimal reads the long
+ * way. Filters parse a numeric column of every change they test.
+ */
+function plainDecimal(t: string): Decimal | null {
+  const n = t.length;
+  let i = 0;
+  let negative = false;
+  const sign = t.charCodeAt(0);
+  if (sign === 45 || sign === 43) {
+    negative = sign === 45;
+    i = 1;
+  }
+  const intStart = i;
+  while (i < n && isDigit(t.charCodeAt(i))) i++;
+  const intEnd = i;
+  let fracStart = i;
+  let fracEnd = i;
+  if (i < n && t.charCodeAt(i) === 46) {
+    fracStart = ++i;
+    while (i < n && isDigit(t.charCodeAt(i))) i++;
+    fracEnd = i;
+  }
+  if (i !== n || (intEnd === intStart && fracEnd === fracStart)) return null;
+  let a = intStart;
+  while (a < intEnd && t.charCodeAt(a) === 48) a++;
+  let b = fracEnd;
+  while (b > fracStart && t.charCodeAt(b - 1) === 48) b--;
+  if (a === intEnd && b === fracStart) return ZERO;
+  return { special: null, negative, int: t.slice(a, intEnd), frac: t.slice(fracStart, b) };
+}
+
+function isDigit(c: number): boolean {
+  return c >= 48 && c <= 57;
+}
+
 export function parseDecimal(text: string): Decimal {
+  const plain = plainDecimal(text);
+  if (plain !== null) return plain;
   const t = text.trim();
   const lower = t.toLowerCase();
   if (lower === 'nan') return { special: 'nan', negative: false, int: '', frac: '' };
@@ -114,8 +156,11 @@ function compareMagnitude(a: Decimal, b: Decimal): number {
 }
 
 /** Postgres' numeric order: -Infinity < finite < Infinity < NaN, and NaN = NaN. */
+function rank(d: Decimal): number {
+  return d.special === '-inf' ? 0 : d.special === null ? 1 : d.special === '+inf' ? 2 : 3;
+}
+
 export function compareDecimal(a: Decimal, b: Decimal): number {
-  const rank = (d: Decimal) => (d.special === '-inf' ? 0 : d.special === null ? 1 : d.special === '+inf' ? 2 : 3);
   const ra = rank(a);
   const rb = rank(b);
   if (ra !== rb || ra !== 1) return ra === rb ? 0 : ra < rb ? -1 : 1;

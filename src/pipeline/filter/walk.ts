@@ -142,9 +142,13 @@ export function walkedPayloads(w: Walked): (lsn: string, idx: number) => string 
   };
 }
 
-/** The walk as the trailing parameters of the *_walked claim functions. */
+/**
+ * The walk as the trailing parameters of the *_walked claim functions. The
+ * keys go as array literals: they are digits only, and node-postgres would
+ * quote and escape each element (about 1.5 µs a key, in every claim).
+ */
 export function walkedParams(w: Walked): unknown[] {
-  return [w.fromLsn, w.fromIdx, w.toLsn, w.toIdx, w.lsns, w.idxs];
+  return [w.fromLsn, w.fromIdx, w.toLsn, w.toIdx, `{${w.lsns.join(',')}}`, `{${w.idxs.join(',')}}`];
 }
 
 /**
@@ -156,14 +160,27 @@ export function walkedParams(w: Walked): unknown[] {
  * valid as one started later: if the position has moved meanwhile (another
  * process admitted), admission refuses it and nothing is lost.
  *
+ * When a walk is full (more is likely), the next one need not even wait
+ * for the claim: chain() starts it from the walk's end while the claim runs.
+ * It is valid only if that claim takes the walk in whole, moving the
+ * position to its end; claimed() keeps it only when the claim handed out
+ * every key (so admission ran), else drops it. Were it kept wrongly, the next
+ * claim would still refuse it: admission checks the position is where a walk
+ * says it starts. A claim of a draining consumer thus waits for no walk: the
+ * walk ahead has the claim's whole duration to run (measured: a filtered
+ * push drain spent 3 of its 10 s waiting for walks started after claims).
+ *
  * It also remembers whether the last claim left any of its walk's keys
  * waiting: only then does the next walk count the rows waiting (the bound on
  * what is taken in ahead), a count that otherwise costs more than the walk.
- * Claims of a consumer are serialised in this process (the pull coalescer,
- * the push worker's loop), so one walk ahead per consumer is enough.
+ * A chained walk skips that count, so it runs only while claims leave
+ * nothing waiting. Claims of a consumer are serialised in this process (the
+ * pull coalescer, the push worker's loop), so one walk ahead per consumer is
+ * enough.
  */
 export class WalkAhead {
-  private readonly ahead = new Map<string, { filter: ConsumerFilter; walk: Promise<Walked | null> }>();
+  // `after`: a chained walk's, the walk at whose end it starts.
+  private readonly ahead = new Map<string, { filter: ConsumerFilter; walk: Promise<Walked | null>; after?: Walked }>();
   // Consumers whose last claim here handed out its whole walk: their next walk need not count.
   private readonly clean = new Set<string>();
 
@@ -190,11 +207,34 @@ export class WalkAhead {
     for (let i = 0; i < walked.lsns.length && !left; i++) left = !taken.has(`${walked.lsns[i]}:${walked.idxs[i]}`);
     if (left) this.clean.delete(consumerId);
     else this.clean.add(consumerId);
+    const chained = this.ahead.get(consumerId);
+    if (chained?.after === walked) {
+      // Every key handed out: admission took this walk in, and the position
+      // is at its end, where the chained walk starts.
+      if (!left && walked.lsns.length > 0) return;
+      this.ahead.delete(consumerId);
+    }
     if (!next) return;
     const walk = walkFiltered(this.pool, consumerId, next.want, next.filter, left);
     // A failure here is the next claim's to report: take() walks afresh.
     walk.catch(() => {});
     this.ahead.set(consumerId, { filter: next.filter, walk });
+  }
+
+  /**
+   * Before the claim that takes `walked`, when the walk was full: starts the
+   * next walk from its end now (see the class comment). From that claim's
+   * point of view the new walk starts at the walk's end, where admitting it
+   * leaves the position.
+   */
+  chain(consumerId: string, walked: Walked, next: { want: number; filter: ConsumerFilter }): void {
+    if (!walked.full || walked.lsns.length === 0) return;
+    const from = { lsn: walked.toLsn, idx: walked.toIdx };
+    const walk = walkFiltered(this.pool, consumerId, next.want, next.filter, false, from).then((w) =>
+      w && { ...w, fromLsn: from.lsn, fromIdx: from.idx },
+    );
+    walk.catch(() => {});
+    this.ahead.set(consumerId, { filter: next.filter, walk, after: walked });
   }
 
   /** Forgets a consumer's walk ahead (its claims failed, or it changed). */
