@@ -1,5 +1,5 @@
 // Filters, transforms and replay by query. Prints figures; asserts nothing.
-//   npx tsx bench/filters.ts [changes] [replayChanges]
+//   npx tsx bench/filters.ts [changes] [replayChanges]   (BENCH_ROUNDS: filter rounds, default 2)
 // 1. Delivery with a 3-condition where filter (every change passes, so both
 //    runs deliver the same messages) against the same drain unfiltered: pull
 //    (8 HTTP workers, receive 100 → ack) and push (batch 100), alternating.
@@ -34,7 +34,7 @@ export interface FilterBenchResult {
   push: { plain: number[]; filtered: number[] };
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 export async function runFilterBench(changes = 200_000, rounds = 2, log = console.log): Promise<FilterBenchResult> {
   const out: FilterBenchResult = { pull: { plain: [], filtered: [] }, push: { plain: [], filtered: [] } };
@@ -150,7 +150,8 @@ export async function runReplayBench(changes = 1_000_000, log = console.log): Pr
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const [changes, replayChanges] = process.argv.slice(2).map(Number);
-  await runFilterBench(changes || undefined);
+  // Rates on a shared machine swing by a fifth from run to run: BENCH_ROUNDS alternates more pairs.
+  await runFilterBench(changes || undefined, Number(process.env.BENCH_ROUNDS ?? 2));
   await runTransformBench(changes || undefined);
   await runReplayBench(replayChanges || undefined);
 }

@@ -10,6 +10,10 @@
 -- took in (no token, no payload: the callers only test whether there were
 -- any, or, for a pull claim, the first one's key). Measured in
 -- bench/sql-profile.ts push-100: see docs/benchmarks.md.
+--
+-- Also: a where-filtered consumer's admission no longer returns the payloads
+-- of the walked changes it hands out (the gateway has them from the walk),
+-- so claim_messages_walked passes the claim's rows through.
 
 CREATE OR REPLACE FUNCTION sluice.admit(p_consumer uuid, p_source integer, p_tables text[], p_group_by jsonb, p_limit integer,
   p_stamp integer DEFAULT 0, p_now timestamptz DEFAULT NULL, p_visibility_ms integer DEFAULT NULL,
@@ -183,10 +187,29 @@ BEGIN
     -- admission holds the consumer's lock.
     ON CONFLICT DO NOTHING
   )
-  SELECT s.commit_lsn, s.commit_idx, s.group_key, s.token, CASE WHEN s.token IS NOT NULL THEN s.payload END
+  -- A filtered consumer's rows here are its walk's, whose payloads the
+  -- gateway holds: they are not sent back (claim_messages_walked below).
+  SELECT s.commit_lsn, s.commit_idx, s.group_key, s.token, CASE WHEN s.token IS NOT NULL AND NOT v_filtered THEN s.payload END
   FROM stamped s
   ORDER BY s.commit_lsn, s.commit_idx;
   END IF;
   UPDATE sluice.consumer_positions p SET commit_lsn = v_last_lsn, commit_idx = v_last_idx, updated_at = now()
   WHERE p.consumer_id = p_consumer;
+END $$;
+
+-- A filtered pull claim: the rows admission hands out from the walk come
+-- without their payloads already (above), so the wrapper no longer
+-- materialises, hash-joins and re-sorts the claim's rows to blank them.
+CREATE OR REPLACE FUNCTION sluice.claim_messages_walked(
+  p_consumer uuid, p_limit integer, p_visibility_ms integer, p_max_ack_pending integer, p_max_deliver integer,
+  p_dead_blocks_group boolean,
+  p_from_lsn bigint, p_from_idx integer, p_to_lsn bigint, p_to_idx integer, p_lsns bigint[], p_idxs integer[])
+RETURNS TABLE (commit_lsn bigint, commit_idx integer, delivery_token integer,
+               deliver_count integer, group_key text, payload text, retry_at timestamptz)
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+  PERFORM sluice.set_walked(p_consumer, p_from_lsn, p_from_idx, p_to_lsn, p_to_idx, p_lsns, p_idxs);
+  RETURN QUERY SELECT * FROM sluice.claim_messages(p_consumer, p_limit, p_visibility_ms, p_max_ack_pending,
+                                                   p_max_deliver, p_dead_blocks_group);
+  PERFORM sluice.admit_walked(p_consumer);
 END $$;
