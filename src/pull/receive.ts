@@ -167,7 +167,8 @@ export class PullService {
         // A where filter is tested here, on a walk of the log, before the claim takes in what passes.
         const filter = consumerFilter(c);
         const walked = filter ? await this.walks.take(c.id, limit, filter) : null;
-        if (filter && walked) this.walks.chain(c.id, walked, { want: limit, filter });
+        // Twice this claim's size: the next may serve more receives, and what it does not take is kept, not walked again.
+        if (filter && walked) this.walks.chain(c.id, walked, { want: limit * 2, filter });
         const result = await claim(this.opts.pool, {
           walked,
           consumerId: c.id,
