@@ -155,11 +155,11 @@ function compareMagnitude(a: Decimal, b: Decimal): number {
   return fa === fb ? 0 : fa < fb ? -1 : 1;
 }
 
-/** Postgres' numeric order: -Infinity < finite < Infinity < NaN, and NaN = NaN. */
 function rank(d: Decimal): number {
   return d.special === '-inf' ? 0 : d.special === null ? 1 : d.special === '+inf' ? 2 : 3;
 }
 
+/** Postgres' numeric order: -Infinity < finite < Infinity < NaN, and NaN = NaN. */
 export function compareDecimal(a: Decimal, b: Decimal): number {
   const ra = rank(a);
   const rb = rank(b);
