@@ -49,6 +49,29 @@ async function drain(name: string): Promise<string[]> {
   throw new Error('drain did not end');
 }
 
+/**
+ * A consumer of public.invoices whose filter passes region = its name, and
+ * `count` new rows from `first`: all in its region, or (alternate) every
+ * other one. Returns the consumer as the gateway loads it.
+ */
+async function regionConsumer(name: string, kind: 'pull' | 'webhook', first: number, count: number, alternate: boolean, extra: object = {}) {
+  const created = await f.call('POST', '/api/consumers', {
+    name, source: 'main', kind, tables: ['public.invoices'],
+    filter: { where: { 'public.invoices': `region = '${name}'` } },
+    ...extra,
+  });
+  expect(created.status, JSON.stringify(created.body)).toBe(201);
+  const before = await logCount();
+  await f.pool.query(
+    `INSERT INTO invoices SELECT g, 'paid', 1, CASE WHEN $3 AND g % 2 = 1 THEN 'other' ELSE $4 END, NULL FROM generate_series($1::bigint, $2::bigint) g`,
+    [first, first + count - 1, alternate, name],
+  );
+  await eventually(async () => ((await logCount()) >= before + count ? true : null));
+  const registry = new ConsumerRegistry(f.pool);
+  await registry.reload();
+  return registry.get(name)!;
+}
+
 beforeAll(async () => {
   f = await startApi('filter_where');
   await f.pool.query(`CREATE TABLE public.invoices (
@@ -151,17 +174,7 @@ describe('filter.where', () => {
   });
 
   it('a claim leaves out the payloads its walk read, and the gateway fills them in; rows left waiting come back with theirs', async () => {
-    const created = await f.call('POST', '/api/consumers', {
-      name: 'reuse', source: 'main', kind: 'pull', tables: ['public.invoices'],
-      filter: { where: { 'public.invoices': "region = 'reuse'" } },
-    });
-    expect(created.status, JSON.stringify(created.body)).toBe(201);
-    const before = await logCount();
-    await f.pool.query(`INSERT INTO invoices SELECT g, 'paid', 1, 'reuse', NULL FROM generate_series(300000, 300005) g`);
-    await eventually(async () => ((await logCount()) >= before + 6 ? true : null));
-    const registry = new ConsumerRegistry(f.pool);
-    await registry.reload();
-    const c = registry.get('reuse')!;
+    const c = await regionConsumer('reuse', 'pull', 300000, 6, false);
     const walked = (await new WalkAhead(f.pool).take(c.id, 6, consumerFilter(c)!))!;
     expect(walked.lsns).toHaveLength(6);
     const stored = async (lsn: string, idx: number) =>
@@ -191,18 +204,10 @@ describe('filter.where', () => {
   });
 
   it('a webhook claim reads no payload its walk read: new batches leave them out, the gateway fills them in; rows left waiting come back with theirs', async () => {
-    const created = await f.call('POST', '/api/consumers', {
-      name: 'hook-reuse', source: 'main', kind: 'webhook', tables: ['public.invoices'],
-      filter: { where: { 'public.invoices': "region = 'hook-reuse'" } },
+    const c = await regionConsumer('hook-reuse', 'webhook', 500000, 6, false, {
       webhook: { url: `http://127.0.0.1:${receiver.port}/hook`, batch_size: 3, allow_private_ranges: ['127.0.0.0/8'] },
     });
-    expect(created.status, JSON.stringify(created.body)).toBe(201);
     const before = await logCount();
-    await f.pool.query(`INSERT INTO invoices SELECT g, 'paid', 1, 'hook-reuse', NULL FROM generate_series(500000, 500005) g`);
-    await eventually(async () => ((await logCount()) >= before + 6 ? true : null));
-    const registry = new ConsumerRegistry(f.pool);
-    await registry.reload();
-    const c = registry.get('hook-reuse')!;
     const walked = (await new WalkAhead(f.pool).take(c.id, 6, consumerFilter(c)!))!;
     expect(walked.lsns).toHaveLength(6);
     const stored = async (lsn: string, idx: number) =>
@@ -234,7 +239,7 @@ describe('filter.where', () => {
     // from there need not name: the claim reads every payload itself.
     expect((await f.call('POST', '/api/consumers/hook-reuse/rewind', { to: 'earliest' })).status).toBe(200);
     await f.pool.query(`INSERT INTO invoices SELECT g, 'paid', 1, 'hook-reuse', NULL FROM generate_series(500006, 500008) g`);
-    await eventually(async () => ((await logCount()) >= before + 9 ? true : null));
+    await eventually(async () => ((await logCount()) >= before + 3 ? true : null));
     const again = (await new WalkAhead(f.pool).take(c.id, 100, consumerFilter(c)!))!;
     const tx2 = await f.pool.connect();
     try {
@@ -253,18 +258,7 @@ describe('filter.where', () => {
   });
 
   it('a walk started ahead is cut or carried on to the size of the claim that takes it: no change skipped or taken twice', async () => {
-    const created = await f.call('POST', '/api/consumers', {
-      name: 'ahead', source: 'main', kind: 'pull', tables: ['public.invoices'],
-      filter: { where: { 'public.invoices': "region = 'ahead'" } },
-    });
-    expect(created.status, JSON.stringify(created.body)).toBe(201);
-    const before = await logCount();
-    await f.pool.query(`INSERT INTO invoices SELECT g, 'paid', 1, CASE WHEN g % 2 = 0 THEN 'ahead' ELSE 'behind' END, NULL
-      FROM generate_series(200000, 200059) g`);
-    await eventually(async () => ((await logCount()) >= before + 60 ? true : null));
-    const registry = new ConsumerRegistry(f.pool);
-    await registry.reload();
-    const c = registry.get('ahead')!;
+    const c = await regionConsumer('ahead', 'pull', 200000, 60, true);
     const filter = consumerFilter(c)!;
     const walks = new WalkAhead(f.pool);
     const got: string[] = [];
@@ -284,18 +278,7 @@ describe('filter.where', () => {
   });
 
   it('a walk chained from the end of the one a claim takes is used only when that claim took the whole walk: no change skipped or taken twice', async () => {
-    const created = await f.call('POST', '/api/consumers', {
-      name: 'chained', source: 'main', kind: 'pull', tables: ['public.invoices'],
-      filter: { where: { 'public.invoices': "region = 'chained'" } },
-    });
-    expect(created.status, JSON.stringify(created.body)).toBe(201);
-    const before = await logCount();
-    await f.pool.query(`INSERT INTO invoices SELECT g, 'paid', 1, CASE WHEN g % 2 = 0 THEN 'chained' ELSE 'other' END, NULL
-      FROM generate_series(400000, 400079) g`);
-    await eventually(async () => ((await logCount()) >= before + 80 ? true : null));
-    const registry = new ConsumerRegistry(f.pool);
-    await registry.reload();
-    const c = registry.get('chained')!;
+    const c = await regionConsumer('chained', 'pull', 400000, 80, true);
     const filter = consumerFilter(c)!;
     const got: string[] = [];
     const key = (m: { commitLsn: string; commitIdx: number }) => `${m.commitLsn}:${m.commitIdx}`;
