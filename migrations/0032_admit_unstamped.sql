@@ -8,7 +8,7 @@
 -- admit_walked, and a pull claim at max_ack_pending. For those, the rows read
 -- from the log go straight into the INSERT, and the result is the rows it
 -- took in (no token, no payload: the callers only test whether there were
--- any, or, for a pull claim, the first one's key). Measured in
+-- any, or, for a pull claim, the least key among them). Measured in
 -- bench/sql-profile.ts push-100: see docs/benchmarks.md.
 --
 -- Also: a where-filtered consumer's admission no longer returns the payloads
