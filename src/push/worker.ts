@@ -25,6 +25,7 @@ export interface Log {
   info(obj: Record<string, unknown>, msg?: string): void;
   warn(obj: Record<string, unknown>, msg?: string): void;
   error(obj: Record<string, unknown>, msg?: string): void;
+  debug?(obj: Record<string, unknown>, msg?: string): void;
 }
 
 export interface WorkerDeps {
@@ -167,7 +168,7 @@ export class ConsumerWorker {
     await this.acks.idle();
   }
 
-  private log(level: keyof Log, obj: Record<string, unknown>, msg: string) {
+  private log(level: 'info' | 'warn' | 'error', obj: Record<string, unknown>, msg: string) {
     this.deps.log[level]({ consumer: this.consumer.name, ...obj }, msg);
   }
 
