@@ -5,6 +5,7 @@
 // locks the consumer, dead-letters exhausted messages, respects max_ack_pending
 // and per-group order, and stamps each delivery with a fresh token.
 import type { Pool } from '../db/pool.js';
+import { plainArray } from '../db/arrays.js';
 import { walkedParams, walkedPayloads, type Walked } from '../pipeline/filter/walk.js';
 import { ackKeyArrays, encodeAckId } from './ack-id.js';
 
@@ -165,11 +166,12 @@ export async function ack(pool: Pool, consumerId: string, ackIds: readonly strin
 export async function ackWithAges(pool: Pool, consumerId: string, ackIds: readonly string[]): Promise<AckOutcome & { ages: number[] }> {
   const k = ackKeyArrays(ackIds);
   if (k.lsns.length === 0) return { applied: 0, ignored: ackIds.length, ages: [] };
-  const res = await pool.query<{ ages: number[] }>({ name: 'sluice_ack', text: ACK, values: [consumerId, k.lsns, k.idxs, k.tokens] });
+  const keys = [plainArray(k.lsns), plainArray(k.idxs), plainArray(k.tokens)];
+  const res = await pool.query<{ ages: number[] }>({ name: 'sluice_ack', text: ACK, values: [consumerId, ...keys] });
   const ages = res.rows[0].ages;
   let applied = ages.length;
   if (applied < k.lsns.length) {
-    const { rows } = await pool.query<{ n: number }>(END_REPLAYS, [consumerId, k.lsns, k.idxs, k.tokens]);
+    const { rows } = await pool.query<{ n: number }>(END_REPLAYS, [consumerId, ...keys]);
     applied += rows[0].n;
   }
   return { applied, ignored: ackIds.length - applied, ages };

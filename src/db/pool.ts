@@ -4,7 +4,7 @@ import pg from 'pg';
 
 // int8 (20) and numeric (1700) stay strings: never rounded through a JS double.
 // json (114) stays raw text: payloads are spliced, not re-serialised.
-const types = {
+export const types = {
   getTypeParser(oid: number, format?: 'text' | 'binary') {
     if (oid === 20 || oid === 1700 || oid === 114) return (v: string) => v;
     return pg.types.getTypeParser(oid, format as 'text');

@@ -5,6 +5,7 @@
 // takes them in only if the position has not moved since the walk, so two
 // processes walking at once admit each change once.
 import type { Pool } from '../../db/pool.js';
+import { plainArray } from '../../db/arrays.js';
 import type { ConsumerFilter } from './consumer-filter.js';
 
 export interface Walked {
@@ -169,7 +170,7 @@ export function walkedPayloads(w: Walked): (lsn: string, idx: number) => string 
  * quote and escape each element (about 1.5 µs a key, in every claim).
  */
 export function walkedParams(w: Walked): unknown[] {
-  return [w.fromLsn, w.fromIdx, w.toLsn, w.toIdx, `{${w.lsns.join(',')}}`, `{${w.idxs.join(',')}}`];
+  return [w.fromLsn, w.fromIdx, w.toLsn, w.toIdx, plainArray(w.lsns), plainArray(w.idxs)];
 }
 
 /**
