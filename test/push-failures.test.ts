@@ -49,12 +49,19 @@ describe('push failures', () => {
     await insertMessages(env.pool, id, messagesFor(['a'], 3));
 
     await eventually(async () => r.deliveries.length >= 1);
-    await sleep(50);
-    // Backing off: the schedule and the batch identity are a row in Postgres.
-    const { rows } = await env.pool.query(
-      'SELECT due_at > now() AS waiting, attempt, cardinality(lsns) AS n, last_error FROM sluice.webhook_batches WHERE consumer_id = $1',
-      [id],
-    );
+    // Backing off: the schedule and the batch identity are a row in Postgres,
+    // once the failure is recorded (after the response; on a busy machine that
+    // took more than the 50 ms this test used to sleep). Polled every 5 ms:
+    // the first backoff lasts at least 100 ms.
+    const batchRows = async () =>
+      (await env.pool.query(
+        'SELECT due_at > now() AS waiting, attempt, cardinality(lsns) AS n, last_error FROM sluice.webhook_batches WHERE consumer_id = $1',
+        [id],
+      )).rows;
+    const rows = await eventually(async () => {
+      const got = await batchRows();
+      return got.some((b) => b.last_error !== null) ? got : null;
+    }, 10_000, 5);
     expect(rows).toEqual([{ waiting: true, attempt: 1, n: 3, last_error: 'HTTP 500: not now' }]);
 
     await eventually(async () => r.accepted().length === 3 && (await env.remaining(id)) === 0);
