@@ -164,11 +164,7 @@ export function walkedPayloads(w: Walked): (lsn: string, idx: number) => string 
   };
 }
 
-/**
- * The walk as the trailing parameters of the *_walked claim functions. The
- * keys go as array literals: they are digits only, and node-postgres would
- * quote and escape each element (about 1.5 µs a key, in every claim).
- */
+/** The walk as the trailing parameters of the *_walked claim functions; the keys as array literals (src/db/arrays.ts). */
 export function walkedParams(w: Walked): unknown[] {
   return [w.fromLsn, w.fromIdx, w.toLsn, w.toIdx, plainArray(w.lsns), plainArray(w.idxs)];
 }
