@@ -181,9 +181,11 @@ describe('upgrade from 0009 to the retained log (0010)', () => {
       expect(await migrate(db)).toEqual(readMigrations().filter((m) => m.id > 9).map((m) => m.name));
 
       // Every row kept with its state (token, deliver_count, visible_at, last_error...); only the
-      // payload left (for the log) and the replay flag came, unset. Batches untouched.
-      const withoutReplay = (rows: any[]) => rows.map(({ replay, ...r }) => {
+      // payload left (for the log), and the replay flag (0010) and the pushed flag (0034) came,
+      // unset: rows from before stay in the pull claim's group index. Batches untouched.
+      const withoutReplay = (rows: any[]) => rows.map(({ replay, pushed, ...r }) => {
         expect(replay).toBe(false);
+        expect(pushed).toBe(false);
         return r;
       });
       expect(withoutReplay(await messageRows(db, pull))).toEqual(pullBefore);

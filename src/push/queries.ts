@@ -9,7 +9,7 @@
 import pg from 'pg';
 import { plainArray } from '../db/arrays.js';
 import { types, type Pool } from '../db/pool.js';
-import { walkedParams, walkedPayloads, type Walked } from '../pipeline/filter/walk.js';
+import { walkedParams, walkedPayloadMap, type Walked } from '../pipeline/filter/walk.js';
 
 export interface ClaimedBatch {
   batchId: string;
@@ -34,6 +34,24 @@ export interface ClaimOptions {
   fresh: boolean;
   /** A consumer with a where filter: the keys its walk of the log selected (src/pipeline/filter/walk.ts). */
   walked?: Walked | null;
+  /**
+   * Return before new batches' payloads are read (see `loaded`), so the
+   * next claim need not wait for them. Otherwise claimBatches reads them first.
+   */
+  deferPayloads?: boolean;
+}
+
+export interface Claimed {
+  batches: ClaimedBatch[];
+  /** When a lease or backoff ends next; only when nothing was claimed. */
+  nextDueAt: Date | null;
+  /**
+   * Settles once every batch's payloads are in place. Until then a new
+   * batch holds its keys only; a change no longer in the log (not expected:
+   * retention keeps what is unacked) leaves its batch, as a claim left it
+   * out before. Rejects when they could not be read.
+   */
+  loaded: Promise<void>;
 }
 
 interface ClaimRow {
@@ -67,8 +85,20 @@ const CLAIM = `SELECT batch_id, attempt, first_attempt_at, delivery_token, commi
 const CLAIM_WALKED = `SELECT batch_id, attempt, first_attempt_at, delivery_token, commit_lsn, commit_idx, group_key, payload, next_due_at
   FROM sluice.claim_webhook_batches_walked($1, $2, $3, $4, $5, $6, $7::bigint, $8, $9::bigint, $10, $11::bigint[], $12::int[])`;
 
-/** Batches in claim order; nextDueAt only when nothing was claimed (when a lease or backoff ends next). */
-export async function claimBatches(pool: Pool, o: ClaimOptions): Promise<{ batches: ClaimedBatch[]; nextDueAt: Date | null }> {
+// A new batch's payloads, read after its claim (migrations/0035): the claim
+// holds the consumer's lock, this does not. One index probe of the log a key.
+const BATCH_PAYLOADS = `SELECT k.i::int AS i, l.payload
+  FROM unnest($2::bigint[], $3::int[]) WITH ORDINALITY AS k(lsn, idx, i)
+  CROSS JOIN LATERAL (
+    SELECT l.payload FROM sluice.log l
+    WHERE l.source_no = (SELECT r.source_no FROM sluice.consumer_route($1) r)
+      AND l.commit_lsn = k.lsn AND l.commit_idx = k.idx
+    OFFSET 0) l`;
+
+const LOADED = Promise.resolve();
+
+/** Batches in claim order. */
+export async function claimBatches(pool: Pool, o: ClaimOptions): Promise<Claimed> {
   // Named: parsed and planned once per connection (claim and ack are the hot path).
   const values = [o.consumerId, o.batches, o.batchSize, Math.round(o.leaseMs), o.deadLetterBlocksGroup, o.fresh];
   const { rows } = await pool.query<ClaimRow>(
@@ -78,11 +108,12 @@ export async function claimBatches(pool: Pool, o: ClaimOptions): Promise<{ batch
   );
   if (rows.length === 0 || rows[0].batch_id === null) {
     const due = rows[0]?.next_due_at;
-    return { batches: [], nextDueAt: due ? parseTimestamptz(due) : null };
+    return { batches: [], nextDueAt: due ? parseTimestamptz(due) : null, loaded: LOADED };
   }
   const batches: ClaimedBatch[] = [];
   let current: ClaimedBatch | undefined;
-  const walked = o.walked ? walkedPayloads(o.walked) : null;
+  const walked = o.walked ? walkedPayloadMap(o.walked) : null;
+  const missing: Array<{ batch: ClaimedBatch; at: number }> = [];
   for (const r of rows) {
     if (current?.batchId !== r.batch_id) {
       current = { batchId: r.batch_id!, attempt: r.attempt, firstAttemptAt: parseTimestamptz(r.first_attempt_at), token: r.delivery_token, lsns: [], idxs: [], groups: [], payloads: [] };
@@ -91,9 +122,45 @@ export async function claimBatches(pool: Pool, o: ClaimOptions): Promise<{ batch
     current.lsns.push(r.commit_lsn);
     current.idxs.push(r.commit_idx);
     current.groups.push(r.group_key);
-    current.payloads.push(r.payload ?? walked!(r.commit_lsn, r.commit_idx));
+    const payload = r.payload ?? walked?.get(r.commit_lsn + ':' + r.commit_idx);
+    if (payload === undefined) missing.push({ batch: current, at: current.payloads.length });
+    current.payloads.push(payload ?? '');
   }
-  return { batches, nextDueAt: null };
+  if (missing.length === 0) return { batches, nextDueAt: null, loaded: LOADED };
+  const loaded = loadPayloads(pool, o.consumerId, missing);
+  if (!o.deferPayloads) await loaded;
+  // Awaited by each batch's delivery; a failure is theirs to report.
+  else loaded.catch(() => {});
+  return { batches, nextDueAt: null, loaded };
+}
+
+async function loadPayloads(pool: Pool, consumerId: string, missing: Array<{ batch: ClaimedBatch; at: number }>): Promise<void> {
+  const { rows } = await pool.query<{ i: number; payload: string }>({
+    name: 'sluice_webhook_batch_payloads',
+    text: BATCH_PAYLOADS,
+    values: [consumerId, plainArray(missing.map((m) => m.batch.lsns[m.at])), plainArray(missing.map((m) => m.batch.idxs[m.at]))],
+  });
+  const found = new Array<boolean>(missing.length).fill(false);
+  for (const r of rows) {
+    const m = missing[r.i - 1];
+    m.batch.payloads[m.at] = r.payload;
+    found[r.i - 1] = true;
+  }
+  if (rows.length === missing.length) return;
+  const gone = new Map<ClaimedBatch, Set<number>>();
+  missing.forEach((m, j) => {
+    if (found[j]) return;
+    let at = gone.get(m.batch);
+    if (!at) gone.set(m.batch, (at = new Set()));
+    at.add(m.at);
+  });
+  for (const [b, at] of gone) {
+    const keep = <T>(xs: T[]) => xs.filter((_, i) => !at.has(i));
+    b.lsns = keep(b.lsns);
+    b.idxs = keep(b.idxs);
+    b.groups = keep(b.groups);
+    b.payloads = keep(b.payloads);
+  }
 }
 
 /** The part of an attempt record that is not the batch itself. */

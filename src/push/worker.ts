@@ -214,6 +214,7 @@ export class ConsumerWorker {
           leaseMs: this.leaseMs,
           deadLetterBlocksGroup: this.consumer.config.dead_letter_blocks_group,
           fresh,
+          deferPayloads: true,
         });
         dbErrors = 0;
         this.deps.faults.succeeded(id);
@@ -233,7 +234,7 @@ export class ConsumerWorker {
         await this.nextEvent(Math.min(5000, 100 * 2 ** Math.min(dbErrors, 6)), undefined, -1);
         continue;
       }
-      for (const b of claimed.batches) this.launch(b);
+      for (const b of claimed.batches) this.launch(b, claimed.loaded);
       // Every free slot got a batch: there may be more; the top of the loop waits for a slot.
       if (claimed.batches.length === free) continue;
       let dueIn = claimed.nextDueAt ? Math.max(0, claimed.nextDueAt.getTime() - Date.now()) : Infinity;
@@ -309,8 +310,8 @@ export class ConsumerWorker {
     if (this.waitingFor === 'outcome') this.wake?.();
   }
 
-  private launch(batch: ClaimedBatch): void {
-    const run = this.send(batch)
+  private launch(batch: ClaimedBatch, loaded: Promise<void>): void {
+    const run = this.send(batch, loaded)
       .catch((err) => this.log('error', { batch: webhookId(batch.batchId), err: String(err) }, 'recording a webhook attempt failed'))
       .finally(() => {
         this.inFlight.delete(run);
@@ -321,8 +322,16 @@ export class ConsumerWorker {
     this.inFlight.add(run);
   }
 
-  private async send(claimed: ClaimedBatch): Promise<void> {
+  private async send(claimed: ClaimedBatch, loaded: Promise<void>): Promise<void> {
     const leaseEndsAt = Date.now() + this.leaseMs;
+    // New batches' payloads are read after the claim, off its lock.
+    try {
+      await loaded;
+    } catch (err) {
+      this.log('warn', { batch: webhookId(claimed.batchId), err: String(err) }, "reading a webhook batch's messages failed; it is sent again when its lease ends");
+      return;
+    }
+    if (claimed.lsns.length === 0) return;
     if (this.signing && Date.now() >= this.signing.validUntil) await this.refreshSigning();
     const served = await this.serve(claimed);
     if ('unavailable' in served) {

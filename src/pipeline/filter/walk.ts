@@ -155,13 +155,19 @@ function tail(w: Walked, n: number): Walked {
  * handed out a change of this walk, whose payload the walk read.
  */
 export function walkedPayloads(w: Walked): (lsn: string, idx: number) => string {
-  const byKey = new Map<string, string>();
-  for (let i = 0; i < w.lsns.length; i++) byKey.set(w.lsns[i] + ':' + w.idxs[i], w.payloads[i]);
+  const byKey = walkedPayloadMap(w);
   return (lsn, idx) => {
     const payload = byKey.get(lsn + ':' + idx);
     if (payload === undefined) throw new Error(`the claim left out the payload of ${lsn}:${idx}, which its walk did not read`);
     return payload;
   };
+}
+
+/** The walk's payloads by key, `${lsn}:${idx}`. */
+export function walkedPayloadMap(w: Walked): Map<string, string> {
+  const byKey = new Map<string, string>();
+  for (let i = 0; i < w.lsns.length; i++) byKey.set(w.lsns[i] + ':' + w.idxs[i], w.payloads[i]);
+  return byKey;
 }
 
 /** The walk as the trailing parameters of the *_walked claim functions; the keys as array literals (src/db/arrays.ts). */
