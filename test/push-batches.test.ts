@@ -383,6 +383,32 @@ describe('claims of several batches', () => {
     await checkInvariants(id);
   });
 
+  it('hands out new batches as keys, the payloads read after the claim; a change gone from the log leaves its batch', async () => {
+    const id = await webhook('keys');
+    await insertMessages(pool, id, rows(1600, ['a', 'b', 'c', 'd', 'e']));
+    const first = await claimBatches(pool, claimOpts(id, { batches: 1 }));
+    expect(first.batches.map(keysOf)).toEqual([[1600, 1601, 1602]]);
+    // What the claim itself answers (rolled back): keys, no payloads.
+    const tx = await pool.connect();
+    try {
+      await tx.query('BEGIN');
+      const { rows: raw } = await tx.query(
+        'SELECT commit_lsn, payload FROM sluice.claim_webhook_batches($1, 1, 3, 60000, false, true) WHERE batch_id IS NOT NULL', [id]);
+      expect(raw).toEqual([{ commit_lsn: '1603', payload: null }, { commit_lsn: '1604', payload: null }]);
+    } finally {
+      await tx.query('ROLLBACK');
+      tx.release();
+    }
+    // A webhook consumer's rows are marked pushed: the pull claim's group index leaves them out.
+    expect((await pool.query('SELECT bool_and(pushed) AS all FROM sluice.messages WHERE consumer_id = $1', [id])).rows[0].all).toBe(true);
+    await pool.query('DELETE FROM sluice.log WHERE source_no = (SELECT r.source_no FROM sluice.consumer_route($1) r) AND commit_lsn = 1604', [id]);
+    const later = await claimBatches(pool, claimOpts(id, { batches: 1, deferPayloads: true }));
+    await later.loaded;
+    expect(later.batches.map(keysOf)).toEqual([[1603]]);
+    expect(later.batches[0].payloads).toEqual([storedPayload(1603, 0, 'd', 3)]);
+    expect(later.batches[0].groups).toEqual(['d']);
+  });
+
   it('drops a due batch whose messages are all gone instead of sending it empty', async () => {
     const id = await webhook('orphan');
     await insertMessages(pool, id, rows(1500, ['a', 'b']));
