@@ -48,7 +48,7 @@ async function tx(statements: string[], rollback = false): Promise<void> {
 /** One message at a time (max_ack_pending 1), acked before the next: the consumer's own order. */
 async function receiveInOrder(name: string, count: number): Promise<any[]> {
   const out: any[] = [];
-  const deadline = Date.now() + 60_000; // 1,202 receive-ack round trips take ~10 s alone, twice that beside other suites
+  const deadline = Date.now() + 45_000; // 1,202 receive-ack round trips take ~10 s alone, twice that beside other suites
   while (out.length < count && Date.now() < deadline) {
     const r = await call('POST', `/api/http_pull_consumers/${name}/receive`, { batch_size: 10 });
     expect(r.status, JSON.stringify(r.body)).toBe(200);
