@@ -86,14 +86,17 @@ const CLAIM_WALKED = `SELECT batch_id, attempt, first_attempt_at, delivery_token
   FROM sluice.claim_webhook_batches_walked($1, $2, $3, $4, $5, $6, $7::bigint, $8, $9::bigint, $10, $11::bigint[], $12::int[])`;
 
 // A new batch's payloads, read after its claim (migrations/0035): the claim
-// holds the consumer's lock, this does not. One index probe of the log a key.
-const BATCH_PAYLOADS = `SELECT k.i::int AS i, l.payload
+// holds the consumer's lock, this does not. One index probe of the log a key;
+// a row per key, in the keys' order (null: not in the log), as arrays, not
+// objects: one more row per message for the gateway to parse.
+const BATCH_PAYLOADS = `SELECT l.payload
   FROM unnest($2::bigint[], $3::int[]) WITH ORDINALITY AS k(lsn, idx, i)
-  CROSS JOIN LATERAL (
+  LEFT JOIN LATERAL (
     SELECT l.payload FROM sluice.log l
     WHERE l.source_no = (SELECT r.source_no FROM sluice.consumer_route($1) r)
       AND l.commit_lsn = k.lsn AND l.commit_idx = k.idx
-    OFFSET 0) l`;
+    OFFSET 0) l ON true
+  ORDER BY k.i`;
 
 const LOADED = Promise.resolve();
 
@@ -135,21 +138,20 @@ export async function claimBatches(pool: Pool, o: ClaimOptions): Promise<Claimed
 }
 
 async function loadPayloads(pool: Pool, consumerId: string, missing: Array<{ batch: ClaimedBatch; at: number }>): Promise<void> {
-  const { rows } = await pool.query<{ i: number; payload: string }>({
+  const { rows } = await pool.query<[string | null]>({
     name: 'sluice_webhook_batch_payloads',
     text: BATCH_PAYLOADS,
     values: [consumerId, plainArray(missing.map((m) => m.batch.lsns[m.at])), plainArray(missing.map((m) => m.batch.idxs[m.at]))],
+    rowMode: 'array',
   });
-  const found = new Array<boolean>(missing.length).fill(false);
-  for (const r of rows) {
-    const m = missing[r.i - 1];
-    m.batch.payloads[m.at] = r.payload;
-    found[r.i - 1] = true;
-  }
-  if (rows.length === missing.length) return;
+  if (rows.length !== missing.length) throw new Error(`${rows.length} payloads came back for ${missing.length} keys`);
   const gone = new Map<ClaimedBatch, Set<number>>();
   missing.forEach((m, j) => {
-    if (found[j]) return;
+    const payload = rows[j][0];
+    if (payload !== null) {
+      m.batch.payloads[m.at] = payload;
+      return;
+    }
     let at = gone.get(m.batch);
     if (!at) gone.set(m.batch, (at = new Set()));
     at.add(m.at);
