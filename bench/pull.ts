@@ -6,7 +6,6 @@ import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { Pool } from 'undici';
 import { startEmbedded } from '../src/db/embedded.js';
 import { migrate } from '../src/db/migrate.js';
 import { createPool } from '../src/db/pool.js';
@@ -14,6 +13,7 @@ import { createConsumer, deleteConsumers, insertSeries } from '../test/helpers/b
 import { buildPullTestApp } from '../test/fixtures/pull-app.js';
 import { patchConsumer, type PushBenchOptions } from './push.js';
 import { Jobs } from '../src/jobs/index.js';
+import { clientsInline, drainInline, startClientProcess, type ClientPlan, type ClientTally } from './pull-client.js';
 
 export interface PullBenchOptions {
   messages?: number;
@@ -40,8 +40,9 @@ export interface PullBenchResult {
   receive: Latency;
   ack: Latency;
   setupSeconds: number;
-  /** CPU seconds during the drain: this process (app + HTTP workers) and the database server. */
+  /** CPU seconds during the drain: this process (the gateway, and the HTTP workers when inline), the workers' own process, and the database server. */
   nodeCpuSeconds: number;
+  clientCpuSeconds: number | null;
   dbCpuSeconds: number | null;
 }
 
@@ -127,60 +128,36 @@ export async function runPullBench(opts: PullBenchOptions = {}): Promise<PullBen
     const addr = t.app.server.address();
     const origin = `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}`;
     const base = `/api/http_pull_consumers/${name}`;
-    // undici's request API: a real HTTP/1.1 client with keep-alive, without
-    // fetch's WHATWG stream machinery, which cost more CPU than the server.
-    const http = new Pool(origin, { connections: workers, pipelining: 1 });
-
     // The gateway's housekeeping, as in production (and bench/push.ts): its
     // VACUUMs of the queue tables are part of what a drain costs.
     const quietLog = { info: () => {}, warn: () => {}, error: (obj: Record<string, unknown>, m?: string) => console.error(m, obj) };
     const jobs = process.env.BENCH_VACUUM === '0' ? null : new Jobs({ pool, log: quietLog });
     jobs?.start();
-    const receiveMs: number[] = [];
-    const ackMs: number[] = [];
     let acked = 0;
-    let emptyStreak = 0;
-    const deadline = Date.now() + 10 * 60_000;
+    const inline = clientsInline();
+    const child = inline ? null : await startClientProcess();
     const postmasterPid = await postmasterPidOf(pool);
     const dbCpu0 = postmasterPid ? serverCpuSeconds(postmasterPid) : null;
     const nodeCpu0 = process.cpuUsage();
     const start = performance.now();
-    const worker = async () => {
-      // Bounded: stops when everything is acked, after repeated empty receives, or at the deadline.
-      while (acked < total && emptyStreak < 50 && Date.now() < deadline) {
-        const t0 = performance.now();
-        const res = await http.request({ path: `${base}/receive?batch_size=${batchSize}`, method: 'GET' });
-        const body = (await res.body.json()) as { data: { ack_id: string }[] };
-        if (!body.data) throw new Error(`receive failed: ${JSON.stringify(body)}`);
-        receiveMs.push(performance.now() - t0);
-        if (body.data.length === 0) {
-          emptyStreak++;
-          await new Promise((r) => setTimeout(r, 20));
-          continue;
-        }
-        emptyStreak = 0;
-        const t1 = performance.now();
-        const ackRes = await http.request({
-          path: `${base}/ack`,
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify({ ack_ids: body.data.map((d) => d.ack_id) }),
-        });
-        const out = (await ackRes.body.json()) as { applied: number };
-        ackMs.push(performance.now() - t1);
-        acked += out.applied;
-      }
-    };
     let lastReport = 0;
     const progress = setInterval(() => {
       const s = (performance.now() - start) / 1000;
       log(`  ${s.toFixed(0)} s: ${acked} acked (${Math.round((acked - lastReport) / 5)} msg/s over the last 5 s)`);
       lastReport = acked;
     }, 5000);
-    await Promise.all(Array.from({ length: workers }, worker));
-    clearInterval(progress);
-    await jobs?.stop();
-    await http.close();
+    const plan: ClientPlan = { origin, base, batchSize, workers, total, deadline: Date.now() + 10 * 60_000 };
+    let tally: ClientTally;
+    try {
+      tally = child
+        ? await child.drain(plan, (n) => (acked = n))
+        : { ...(await drainInline(plan, (n) => (acked = n))), cpuSeconds: null };
+    } finally {
+      clearInterval(progress);
+      await jobs?.stop();
+    }
+    acked = tally.acked;
+    const { receiveMs, ackMs } = tally;
     const seconds = (performance.now() - start) / 1000;
     const nodeCpu = process.cpuUsage(nodeCpu0);
     const dbCpu1 = postmasterPid ? serverCpuSeconds(postmasterPid) : null;
@@ -192,13 +169,15 @@ export async function runPullBench(opts: PullBenchOptions = {}): Promise<PullBen
       ack: latency(ackMs),
       setupSeconds,
       nodeCpuSeconds: Math.round((nodeCpu.user + nodeCpu.system) / 1e4) / 100,
+      clientCpuSeconds: tally.cpuSeconds,
       dbCpuSeconds: dbCpu0 !== null && dbCpu1 !== null ? Math.round((dbCpu1 - dbCpu0) * 100) / 100 : null,
     };
     log(`drained ${acked} messages with ${workers} workers (batch ${batchSize}) in ${seconds.toFixed(1)} s: ${result.messagesPerSecond} msg/s`);
     log(`receive latency ms: ${JSON.stringify(result.receive)}`);
     log(`ack latency ms:     ${JSON.stringify(result.ack)}`);
     log(`database claims: ${t.service.counters.claims} for ${receiveMs.length} receives (concurrent receives share a claim)`);
-    log(`CPU during the drain: node ${result.nodeCpuSeconds} s, postgres ${result.dbCpuSeconds ?? 'n/a'} s (wall ${seconds.toFixed(1)} s)`);
+    const clients = inline ? 'clients inline' : `clients (own process) ${result.clientCpuSeconds} s`;
+    log(`CPU during the drain: gateway ${result.nodeCpuSeconds} s, ${clients}, postgres ${result.dbCpuSeconds ?? 'n/a'} s (wall ${seconds.toFixed(1)} s)`);
     return result;
   } finally {
     await t?.close().catch(() => {});
