@@ -39,15 +39,6 @@ export async function storedKeys(db: PoolClient, streamNo: number, keys: string[
   return new Map(rows.map((r) => [r.key, BigInt(r.position)]));
 }
 
-/** Of `keys`, those already stored for the stream named `name`, with their positions. */
-export async function storedKeysByName(db: PoolClient, name: string, keys: string[]): Promise<Map<string, bigint>> {
-  const { rows } = await db.query<{ key: string; position: string }>(
-    'SELECT key, position FROM sluice.stream_keys WHERE stream_no = (SELECT log_no FROM sluice.streams WHERE name = $1) AND key = ANY($2::text[])',
-    [name, keys],
-  );
-  return new Map(rows.map((r) => [r.key, BigInt(r.position)]));
-}
-
 // A publish in one statement (one round trip; without idempotency keys, its
 // own transaction). $3 new messages get the positions from max(last + 1,
 // $2 the clock in microseconds) on, under the stream's row lock (held to
