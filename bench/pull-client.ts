@@ -1,7 +1,7 @@
 // The pull benchmark's clients: W concurrent workers doing receive(batch) →
 // ack over HTTP until `total` messages are acked. They run in a process of
 // their own by default, as real consumers do: sharing the gateway's event
-// loop, their JSON parsing and request building (about a third of that
+// loop, their JSON parsing and request building (about 40% of that
 // process's CPU) delayed its responses. BENCH_PULL_CLIENTS=inline keeps them
 // in the gateway's process, as the figures before 2026-12-07 were taken.
 import { fork } from 'node:child_process';
@@ -81,7 +81,11 @@ export async function drainInline(plan: ClientPlan, progress: (acked: number) =>
  * loaded, so that its start-up is not counted in the drain; `drain` then runs
  * one plan there.
  */
-export function startClientProcess(): Promise<{ drain: (plan: ClientPlan, progress?: (acked: number) => void) => Promise<ClientTally> }> {
+export function startClientProcess(): Promise<{
+  drain: (plan: ClientPlan, progress?: (acked: number) => void) => Promise<ClientTally>;
+  /** Ends the process (a no-op once it has exited). */
+  stop: () => void;
+}> {
   const child = fork(fileURLToPath(import.meta.url), [], { execArgv: ['--import', 'tsx'], stdio: 'inherit' });
   let onMessage: (m: ChildMessage) => void = () => {};
   let onEnd: (e: Error) => void = () => {};
@@ -93,6 +97,9 @@ export function startClientProcess(): Promise<{ drain: (plan: ClientPlan, progre
     onMessage = (m) => {
       if (!m.ready) return;
       ready({
+        stop: () => {
+          if (child.exitCode === null) child.kill();
+        },
         drain: (plan, progress = () => {}) =>
           new Promise((resolve, reject) => {
             onEnd = reject;

@@ -154,6 +154,7 @@ export async function runPullBench(opts: PullBenchOptions = {}): Promise<PullBen
         : { ...(await drainInline(plan, (n) => (acked = n))), cpuSeconds: null };
     } finally {
       clearInterval(progress);
+      child?.stop();
       await jobs?.stop();
     }
     acked = tally.acked;
