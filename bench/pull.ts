@@ -108,6 +108,7 @@ export async function runPullBench(opts: PullBenchOptions = {}): Promise<PullBen
   const url = opts.databaseUrl ?? embedded!.url;
   const pool = createPool(url, { max: 16, name: 'sluice-bench-pull' });
   let t: Awaited<ReturnType<typeof buildPullTestApp>> | undefined;
+  let child: Awaited<ReturnType<typeof startClientProcess>> | null = null;
   try {
     await migrate(pool);
     const name = `bench-${Date.now()}`;
@@ -135,7 +136,7 @@ export async function runPullBench(opts: PullBenchOptions = {}): Promise<PullBen
     jobs?.start();
     let acked = 0;
     const inline = clientsInline();
-    const child = inline ? null : await startClientProcess();
+    child = inline ? null : await startClientProcess();
     const postmasterPid = await postmasterPidOf(pool);
     const dbCpu0 = postmasterPid ? serverCpuSeconds(postmasterPid) : null;
     const nodeCpu0 = process.cpuUsage();
@@ -154,7 +155,6 @@ export async function runPullBench(opts: PullBenchOptions = {}): Promise<PullBen
         : { ...(await drainInline(plan, (n) => (acked = n))), cpuSeconds: null };
     } finally {
       clearInterval(progress);
-      child?.stop();
       await jobs?.stop();
     }
     acked = tally.acked;
@@ -181,6 +181,8 @@ export async function runPullBench(opts: PullBenchOptions = {}): Promise<PullBen
     log(`CPU during the drain: gateway ${result.nodeCpuSeconds} s, ${clients}, postgres ${result.dbCpuSeconds ?? 'n/a'} s (wall ${seconds.toFixed(1)} s)`);
     return result;
   } finally {
+    // Whatever failed, the clients' process does not outlive the benchmark.
+    child?.stop();
     await t?.close().catch(() => {});
     // On a server of the caller's, leave nothing behind.
     if (opts.databaseUrl) await deleteConsumers(pool, 'bench-').catch(() => {});
