@@ -14,6 +14,8 @@
 // caller sends what succeeded and dead-letters what failed.
 import { withConsumer } from '../../buffer/message.js';
 import { compilePath, compileTemplate, type Extract } from './path.js';
+import { projector } from './project.js';
+import { messageReads } from './reads.js';
 import { SandboxWorker } from './sandbox-worker.js';
 import { checkSpec, type TransformSpec } from './spec.js';
 import { checkFunctionSource } from './syntax.js';
@@ -51,7 +53,10 @@ export function compileTransform(spec: TransformSpec): Transform {
     case 'function': {
       checkFunctionSource(checked.source);
       const sandbox = new SandboxWorker({ source: checked.source, timeoutMs: checked.timeoutMs, memoryMb: checked.memoryMb });
-      return { apply: (messages, served) => sandbox.run(messages, served), close: () => sandbox.close() };
+      // The sandbox gets only the parts of each message the function reads (reads.ts).
+      const reads = messageReads(checked.source);
+      const cut = reads ? projector(reads) : null;
+      return { apply: (messages, served) => sandbox.run(cut ? messages.map(cut) : messages, served), close: () => sandbox.close() };
     }
   }
 }

@@ -1,0 +1,148 @@
+// A function transform is handed only the parts of the message it reads
+// (src/pipeline/transform/reads.ts, project.ts). That is only sound if no
+// function can tell: each function below runs in the real sandbox on the cut
+// message and, wrapped so that it must get the whole one, on the whole
+// message, and the two outputs must be the same for every message.
+import { afterAll, describe, expect, it } from 'vitest';
+import { compileTransform, type Transform } from '../src/pipeline/transform/compile.js';
+import { projector } from '../src/pipeline/transform/project.js';
+import { messageReads, type ReadTree } from '../src/pipeline/transform/reads.js';
+
+const opened: Transform[] = [];
+afterAll(async () => {
+  for (const t of opened) await t.close();
+});
+function compile(source: string): Transform {
+  const t = compileTransform({ function: source });
+  opened.push(t);
+  return t;
+}
+
+/** A tree as nested plain objects, for readable expectations: true for a value read whole. */
+function shape(t: ReadTree | null): unknown {
+  if (t === null) return null;
+  if (t.whole) return true;
+  return Object.fromEntries([...t.children].map(([k, c]) => [k, shape(c)]));
+}
+
+describe('what a function reads', () => {
+  it('fixed property reads keep their paths, methods keep their receivers', () => {
+    expect(shape(messageReads('(m) => ({ id: m.record.id, at: m.metadata.commit_timestamp, kind: m.action })'))).toEqual({
+      record: { id: true },
+      metadata: { commit_timestamp: true },
+      action: true,
+    });
+    expect(shape(messageReads('(m) => m["record"][0] + m?.record?.amount'))).toEqual({ record: { 0: true, amount: true } });
+    expect(shape(messageReads("(m) => m.record.hasOwnProperty('x') && m.record.id.toFixed(2)"))).toEqual({ record: true });
+    expect(shape(messageReads('(m) => m.record.note.length'))).toEqual({ record: { note: { length: true } } });
+    expect(shape(messageReads('({ record: { id, status = "new" }, action }) => [id, status, action]'))).toEqual({
+      record: { id: true, status: true },
+      action: true,
+    });
+    expect(shape(messageReads('({ record: { id, ...others } }) => others'))).toEqual({ record: true });
+    expect(shape(messageReads('() => 1'))).toEqual({});
+    expect(shape(messageReads('function (message) { return message.record }'))).toEqual({ record: true });
+  });
+
+  it('any other use of the message keeps all of it', () => {
+    for (const source of [
+      '(m) => m',
+      '(m) => JSON.stringify(m)',
+      '(m) => Object.keys(m)',
+      '(m) => ({ ...m })',
+      '(m) => m[m.action]',
+      '(m) => typeof m',
+      '(m) => { for (const k in m) return k }',
+      '(m) => m.toString()',
+      'function (m) { return arguments[0].record }',
+      "(m) => eval('m.record')",
+      '(m) => { with (m) { return record } }',
+      '({ record, ...rest }) => rest',
+      '({ [`record`]: r }) => r',
+      '([first]) => first',
+      '(m) => [1].map((m) => m)',
+    ]) {
+      expect(messageReads(source), source).toBeNull();
+    }
+  });
+
+  it('cuts the text to the values read, as they stand', () => {
+    const cut = projector(messageReads('(m) => [m.record.id, m.record.tags.length, m.changes.status, m.metadata.missing]')!);
+    const text = '{"record":{"id":9007199254740993,"tags":[1,2],"note":"x"},"changes":null,"action":"update","metadata":{"a":1}}';
+    expect(cut(text)).toBe('{"record":{"id":9007199254740993,"tags":[1,2]},"changes":null,"metadata":{}}');
+    // Not an object: handed over as it is, for the sandbox to refuse.
+    expect(cut('not json')).toBe('not json');
+  });
+});
+
+const served = ',"consumer":{"id":"c1","name":"orders-hook","annotations":{"team":"a"}},"database":{"id":"s1","name":"main"}';
+// Stored payloads (the served metadata comes apart): inserts, an update with
+// changes, a delete, awkward keys and values.
+const stored = [
+  {
+    record: { id: 1, group: 'g1', status: 'paid', amount: '19.90', note: 'an order', tags: ['a', 'b'] },
+    changes: null,
+    action: 'insert',
+    metadata: { table_schema: 'public', table_name: 'orders', commit_timestamp: '2026-01-01T00:00:00.000000Z', commit_lsn: 1, commit_idx: 0, record_pks: ['1'], transaction_annotations: null },
+  },
+  {
+    record: { id: 2, status: 'shipped', amount: '5', note: null, tags: [] },
+    changes: { status: 'paid', note: 'was here' },
+    action: 'update',
+    metadata: { table_schema: 'public', table_name: 'orders', commit_timestamp: '2026-01-02T00:00:00Z', commit_lsn: 2, commit_idx: 1, record_pks: ['2'], transaction_annotations: { by: 'ops' } },
+  },
+  { record: { id: 3 }, changes: null, action: 'delete', metadata: { table_schema: 'public', table_name: 'orders', transaction_annotations: null } },
+].map((m) => JSON.stringify(m));
+// Raw texts JSON.stringify cannot make: an int8 past 2^53, a numeric's digits, an escaped key, an own "__proto__".
+stored.push(
+  '{"record":{"id":9007199254740993,"amount":1.50000000000000000000000000001,"quo\\"te":"q","ünï":"u","__proto__":{"x":1},"doc":{"a":{"b":[1,{"c":null}]}}},"changes":null,"action":"insert","metadata":{"table_name":"t","record_pks":["9007199254740993"],"transaction_annotations":null}}',
+);
+
+const FUNCTIONS = [
+  '(m) => ({ id: m.record.id, status: m.record.status, amount: m.record.amount, at: m.metadata.commit_timestamp, kind: m.action })',
+  "(m) => [m.record.hasOwnProperty('note'), 'note' in m.record, m.record.note === undefined]",
+  "(m) => m.record.hasOwnProperty('note')",
+  "(m) => [m.metadata.propertyIsEnumerable('table_name'), m.record.id.toFixed(2)]",
+  '(m) => [m.record.note?.length, m.record.tags?.length, m.metadata.record_pks?.length]',
+  "(m) => m.changes?.status ?? 'none'",
+  '({ record: { id, status = "none" }, action, metadata: { consumer } }) => ({ id, status, action, who: consumer.name })',
+  '({ record, ...rest }) => Object.keys(rest)',
+  '(m) => { const r = m.record; return [r.id, Object.keys(r)] }',
+  "(m) => m['record']['amount']",
+  '(m) => [String(m.record.id), m.record.id === 9007199254740993]',
+  '(m) => [m.record.__proto__ === Object.prototype, m.record.constructor === Object, Object.getPrototypeOf(m.record) === Object.prototype]',
+  '(m) => [m.record.tags?.[1], m.record.doc?.a.b[1], m.record.doc?.a?.b?.length]',
+  '(m) => { m.record.extra = 1; return m.record }',
+  '(m) => [m.record["quo\\"te"], m.record.ünï]',
+  '(m) => [m.metadata.consumer.name, m.metadata.database, m.metadata.transaction_annotations]',
+  '(m) => m.metadata',
+  '(m, extra) => [m.action, extra]',
+  '() => 1',
+  '(m = {}) => m.action',
+  '(m) => [1, 2].map((m) => m * 2).concat(m.record.id)',
+  '(m) => m.record.toString()',
+  '(m) => { for (const k in m.record) return k; return null }',
+  "(m) => { 'use strict'; try { m.record.id = 5; return m.record.id } catch (e) { return e.name } }",
+  '(m) => m.changes.status',
+];
+
+describe('a cut message is the same message to the function', () => {
+  it('every function gives the same output (or error) on the cut message as on the whole one', async () => {
+    for (const source of FUNCTIONS) {
+      const cut = compile(source);
+      // Passed on as an argument, the message must go in whole (the wrapper reads nothing itself).
+      const whole = compile(`(message) => (${source})(message)`);
+      expect(messageReads(`(message) => (${source})(message)`), source).toBeNull();
+      const [a, b] = await Promise.all([cut.apply(stored, served), whole.apply(stored, served)]);
+      expect(a, source).toEqual(b);
+    }
+  });
+
+  it('the function gets less text: the sandbox is handed only what it reads', () => {
+    const reads = messageReads(FUNCTIONS[0]);
+    expect(reads).not.toBeNull();
+    const cut = projector(reads!);
+    expect(cut(stored[0])).toBe('{"record":{"id":1,"status":"paid","amount":"19.90"},"metadata":{"commit_timestamp":"2026-01-01T00:00:00.000000Z"},"action":"insert"}');
+    expect(cut(stored[0]).length).toBeLessThan(stored[0].length / 2);
+  });
+});
