@@ -29,6 +29,9 @@ const patch = (where: string) => ({
   filterColumns: { 'public.orders': COLUMNS },
 });
 
+/** The pull drain's consumer with the 3-condition where (bench/sql-profile.ts pull-where uses it too). */
+export const PULL_WHERE_PATCH = patch(PULL_WHERE);
+
 export interface FilterBenchResult {
   pull: { plain: number[]; filtered: number[] };
   push: { plain: number[]; filtered: number[] };
@@ -41,7 +44,7 @@ export async function runFilterBench(changes = 200_000, rounds = 2, log = consol
   const quiet = () => {};
   for (let i = 0; i < rounds; i++) {
     out.pull.plain.push((await runPullBench({ messages: changes, workers: 8, batchSize: 100, log: quiet })).messagesPerSecond);
-    out.pull.filtered.push((await runPullBench({ messages: changes, workers: 8, batchSize: 100, log: quiet, consumerPatch: patch(PULL_WHERE) })).messagesPerSecond);
+    out.pull.filtered.push((await runPullBench({ messages: changes, workers: 8, batchSize: 100, log: quiet, consumerPatch: PULL_WHERE_PATCH })).messagesPerSecond);
     log(`filters: pull round ${i + 1}: unfiltered ${out.pull.plain.at(-1)}/s, where (3 conditions) ${out.pull.filtered.at(-1)}/s`);
     const push = { messages: changes, groups: 10_000, batchSize: 100, maxInFlight: 8 };
     out.push.plain.push((await runPushBench(push)).perSecond);

@@ -26,6 +26,19 @@ export function collect(text: string, root: PathNode, slots: number): Array<stri
   return walk.out;
 }
 
+/**
+ * The message with only the members the tree wants, as JSON text: a node
+ * without children keeps its value whole, as do values that are not objects
+ * where the tree goes on below them. Members keep their order and their text.
+ * Throws SyntaxError on malformed text.
+ */
+export function cut(text: string, root: PathNode): string {
+  const walk = new Walk(text, 0);
+  walk.ws();
+  if (text.charCodeAt(walk.i) !== OPEN_OBJECT) throw walk.error('the message is not a JSON object');
+  return walk.cutObject(root, true);
+}
+
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
 const OPEN_OBJECT = 0x7b;
@@ -78,6 +91,42 @@ class Walk {
       else this.skip();
       if (this.remaining === 0) return;
       if (this.next(CLOSE_OBJECT)) return;
+    }
+  }
+
+  /** At `{`: see cut(). The root stops once it has every member it wants (the rest is never read). */
+  cutObject(node: PathNode, root = false): string {
+    const s = this.s;
+    const wanted = node.children!;
+    this.i++;
+    this.ws();
+    if (s.charCodeAt(this.i) === CLOSE_OBJECT) {
+      this.i++;
+      return '{}';
+    }
+    let out = '{';
+    let found = 0;
+    for (;;) {
+      this.ws();
+      const keyStart = this.i;
+      const child = wanted.get(this.key());
+      const keyEnd = this.i;
+      this.ws();
+      if (s.charCodeAt(this.i) !== COLON) throw this.error('expected ":" in the message');
+      this.i++;
+      this.ws();
+      if (child) {
+        const start = this.i;
+        let value: string;
+        if (child.children !== null && s.charCodeAt(start) === OPEN_OBJECT) value = this.cutObject(child);
+        else {
+          this.skip();
+          value = s.slice(start, this.i);
+        }
+        out += (found++ === 0 ? '' : ',') + s.slice(keyStart, keyEnd) + ':' + value;
+        if (root && found === wanted.size) return out + '}';
+      } else this.skip();
+      if (this.next(CLOSE_OBJECT)) return out + '}';
     }
   }
 
