@@ -25,6 +25,13 @@
 //  - A path through a value that turns out not to be an object (null, a
 //    string's `.length`, an array) keeps that value whole (see project.ts).
 //
+// One way remains for a function to notice, and it is left open on purpose:
+// a getter it installs on Object.prototype and then reaches through a missing
+// key of a partly kept object sees that object's `this`. Closing it would
+// take freezing Object.prototype for every function, which breaks ordinary
+// assignments such as `out.toString = …` (the "override mistake"); a function
+// that goes this far only changes its own output.
+//
 // The analysis is conservative by construction: an identifier with the
 // parameter's name counts as the parameter wherever it appears (an inner
 // variable that shadows it can only make more of the message kept).
