@@ -63,7 +63,7 @@ if (want('filters')) {
   const ratio = (a: number[], b: number[]) => (median(a) / median(b)).toFixed(2);
   rows.push(['filters: pull with a 3-condition where', `${fmt(median(f.pull.filtered))}/s = ${ratio(f.pull.filtered, f.pull.plain)} × unfiltered`, '≥ 0.9 ×']);
   rows.push(['filters: push batch 100 with a 3-condition where', `${fmt(median(f.push.filtered))}/s = ${ratio(f.push.filtered, f.push.plain)} × unfiltered`, '≥ 0.9 ×']);
-  const t = await runTransformBench(n(200_000));
+  const t = await runTransformBench(n(200_000), console.log, Number(process.env.BENCH_ROUNDS ?? 1));
   rows.push(['transforms: push batch 100, a function on every message', `${fmt(t.transformed)}/s (${t.perCallUs.toFixed(1)} µs per call; main thread ${t.mainThreadUs.toFixed(1)} µs)`, '≥ 25,000/s']);
   const r = await runReplayBench(n(1_000_000));
   rows.push([`replay: 1% of ${fmt(r.changes)} retained changes`, `first message ${fmt(r.firstMessageMs)} ms; ${fmt(r.walkedPerSecond)} changes walked/s`, 'first < 2 s']);
