@@ -72,6 +72,9 @@ describe('what a function reads', () => {
     expect(cut(text)).toBe('{"record":{"id":9007199254740993,"tags":[1,2]},"changes":null,"metadata":{}}');
     // Not an object: handed over as it is, for the sandbox to refuse.
     expect(cut('not json')).toBe('not json');
+    // A key repeated below the root is kept each time: JSON.parse takes the last, of the cut as of the whole.
+    expect(cut('{"record":{"id":1,"id":2},"changes":{"status":"a"}}')).toBe('{"record":{"id":1,"id":2},"changes":{"status":"a"}}');
+    expect(projector(messageReads('() => 1')!)(text)).toBe('{}');
   });
 });
 
@@ -93,9 +96,10 @@ const stored = [
   },
   { record: { id: 3 }, changes: null, action: 'delete', metadata: { table_schema: 'public', table_name: 'orders', transaction_annotations: null } },
 ].map((m) => JSON.stringify(m));
-// Raw texts JSON.stringify cannot make: an int8 past 2^53, a numeric's digits, an escaped key, an own "__proto__".
+// Raw texts JSON.stringify cannot make: an int8 past 2^53, a numeric's digits, an escaped key, an own "__proto__", a repeated key.
 stored.push(
   '{"record":{"id":9007199254740993,"amount":1.50000000000000000000000000001,"quo\\"te":"q","ünï":"u","__proto__":{"x":1},"doc":{"a":{"b":[1,{"c":null}]}}},"changes":null,"action":"insert","metadata":{"table_name":"t","record_pks":["9007199254740993"],"transaction_annotations":null}}',
+  '{"record":{"id":1,"status":"a","id":2,"doc":{"a":{"b":1},"a":{"c":2}}},"changes":null,"action":"insert","metadata":{"table_name":"t","transaction_annotations":null}}',
 );
 
 const FUNCTIONS = [

@@ -94,10 +94,16 @@ class Walk {
     }
   }
 
-  /** At `{`: see cut(). The root stops once it has every member it wants (the rest is never read). */
+  /**
+   * At `{`: see cut(). The root stops once it has every member it wants (the
+   * rest is never read): its keys are the envelope's own, never repeated.
+   * Below the root a repeated key is kept each time, so that JSON.parse of
+   * the cut takes the last, as it would of the whole.
+   */
   cutObject(node: PathNode, root = false): string {
     const s = this.s;
     const wanted = node.children!;
+    if (root && wanted.size === 0) return '{}';
     this.i++;
     this.ws();
     if (s.charCodeAt(this.i) === CLOSE_OBJECT) {
