@@ -7,6 +7,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import type { Pool } from '../src/db/pool.js';
 import { compileWhere, FilterError } from '../src/pipeline/filter/compile.js';
 import { useBufferDb } from './helpers/pg.js';
+import { rng } from './helpers/rng.js';
 
 const db = useBufferDb('filter_pg');
 let pool: Pool;
@@ -52,17 +53,6 @@ const LIKE = ["'paid'", "'p%'", "'%D'", "'_aid'", "'%''%'", "'Ü%'", "'ü%'", "'
 // Columns of kinds Postgres compares with each other.
 const PAIRS: [string, string][] = [['i4', 'i8'], ['i8', 'n'], ['n', 'f'], ['i4', 'f'], ['ts', 'd'], ['i8', 'f'], ['i4', 'n']];
 const OPS = ['=', '<>', '!=', '<', '>', '<=', '>='];
-
-function rng(seed: number) {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function generator(seed: number) {
   const r = rng(seed);
