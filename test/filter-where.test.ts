@@ -203,6 +203,49 @@ describe('filter.where', () => {
     for (const m of rest.messages) expect(m.payload).toBe(await stored(m.commitLsn, m.commitIdx));
   });
 
+  it("admission takes the walked rows in with the walk's group keys and commit times, as the log has them; a consumer with its own group_by gets its own", async () => {
+    // The rows a claim took in, beside their log rows.
+    const admitted = async (consumer: string) =>
+      (
+        await f.pool.query<{ same_time: boolean; group_key: string; log_group: string }>(
+          `SELECT m.created_at = l.committed_at AS same_time, m.group_key, l.group_key AS log_group
+           FROM sluice.messages m JOIN sluice.log l ON l.commit_lsn = m.commit_lsn AND l.commit_idx = m.commit_idx
+           WHERE m.consumer_id = $1 ORDER BY m.commit_lsn, m.commit_idx`,
+          [consumer],
+        )
+      ).rows;
+    const c = await regionConsumer('keyed', 'pull', 310000, 4, false);
+    const walked = (await new WalkAhead(f.pool).take(c.id, 4, consumerFilter(c)!))!;
+    const { rows: log } = await f.pool.query<{ group_key: string; at: string }>(
+      'SELECT group_key, committed_at::text AS at FROM sluice.log WHERE (commit_lsn, commit_idx) IN (SELECT * FROM unnest($1::bigint[], $2::int[])) ORDER BY commit_lsn, commit_idx',
+      [walked.lsns, walked.idxs],
+    );
+    expect(walked.groups).toEqual(log.map((r) => r.group_key));
+    expect(walked.times).toEqual(log.map((r) => r.at));
+    // The old walk (a gateway not yet upgraded) reads the same rows.
+    const walk = (fn: string) =>
+      f.pool.query(`SELECT from_lsn, from_idx, commit_lsn, commit_idx, table_name, payload FROM sluice.${fn}($1, NULL, NULL, 10, false)`, [c.id]);
+    expect((await walk('walk_log')).rows).toEqual((await walk('walk_log_rows')).rows);
+    const got = await claim(f.pool, { walked, consumerId: c.id, limit: 4, visibilityMs: 60_000, deadLetterBlocksGroup: false });
+    expect(got.messages.map((m) => JSON.parse(m.payload).metadata.record_pks[0])).toEqual(['310000', '310001', '310002', '310003']);
+    const rows = await admitted(c.id);
+    expect(rows).toHaveLength(4);
+    for (const r of rows) expect(r).toEqual({ same_time: true, group_key: r.log_group, log_group: r.log_group });
+    expect(got.messages.map((m) => m.groupKey)).toEqual(rows.map((r) => r.log_group));
+
+    // Grouped by its own columns: the group key comes from the row (read from the log), not the walk's default one.
+    const g = await regionConsumer('keyed-grouped', 'pull', 320000, 4, false, { group_by: { 'public.invoices': ['region'] } });
+    const gWalked = (await new WalkAhead(f.pool).take(g.id, 4, consumerFilter(g)!))!;
+    await claim(f.pool, { walked: gWalked, consumerId: g.id, limit: 4, visibilityMs: 60_000, deadLetterBlocksGroup: false });
+    const grouped = await admitted(g.id);
+    expect(grouped).toHaveLength(4);
+    for (const r of grouped) {
+      expect(r.same_time).toBe(true);
+      expect(r.group_key).not.toBe(r.log_group);
+      expect(r.group_key).toContain('keyed-grouped');
+    }
+  });
+
   it('a webhook claim hands out new batches as keys: the gateway fills in what its walk read and reads the rest from the log; rows left waiting come back with theirs', async () => {
     const c = await regionConsumer('hook-reuse', 'webhook', 500000, 6, false, {
       webhook: { url: `http://127.0.0.1:${receiver.port}/hook`, batch_size: 3, allow_private_ranges: ['127.0.0.0/8'] },

@@ -1,5 +1,5 @@
 // Admission for a consumer with a where filter: walk the log past its
-// position (sluice.walk_log, migrations/0015_filter_where.sql), test each
+// position (sluice.walk_log_rows, migrations/0015 and 0036), test each
 // change of its tables here, and hand the keys that pass to the claim that
 // follows (claim_messages_walked / claim_webhook_batches_walked). The claim
 // takes them in only if the position has not moved since the walk, so two
@@ -19,6 +19,9 @@ export interface Walked {
   lsns: string[];
   idxs: number[];
   payloads: string[];
+  /** Their default group keys and commit times (as Postgres prints them): admission takes them in from these (migrations/0036). */
+  groups: Array<string | null>;
+  times: string[];
   /** It stopped at the wanted count: more may pass further on. */
   full?: boolean;
 }
@@ -30,10 +33,12 @@ interface WalkRow {
   commit_idx: number;
   table_name: string;
   payload: string | null;
+  group_key: string | null;
+  committed_at: string;
 }
 
-const WALK = `SELECT from_lsn::text, from_idx, commit_lsn::text, commit_idx, table_name, payload
-  FROM sluice.walk_log($1, $2::bigint, $3, $4, $5)`;
+const WALK = `SELECT from_lsn::text, from_idx, commit_lsn::text, commit_idx, table_name, payload, group_key, committed_at::text
+  FROM sluice.walk_log_rows($1, $2::bigint, $3, $4, $5)`;
 
 // A walk reads the log in chunks until `want` changes pass or this many were
 // read: a selective filter still moves through the log quickly, and one claim
@@ -62,9 +67,9 @@ export async function walkFiltered(
     // The first chunk as long as what is wanted (most filters pass most
     // changes); the later ones longer, for a selective filter.
     const limit = Math.min(read === 0 ? Math.max(want, 100) : CHUNK, CHUNK, MAX_WALKED - read);
-    const { rows }: { rows: WalkRow[] } = await pool.query<WalkRow>({ name: 'sluice_walk_log', text: WALK, values: [consumerId, ...after, limit, checkAhead] });
+    const { rows }: { rows: WalkRow[] } = await pool.query<WalkRow>({ name: 'sluice_walk_log_rows', text: WALK, values: [consumerId, ...after, limit, checkAhead] });
     if (rows.length === 0) break;
-    walked ??= { fromLsn: rows[0].from_lsn, fromIdx: rows[0].from_idx, toLsn: '', toIdx: 0, lsns: [], idxs: [], payloads: [] };
+    walked ??= { fromLsn: rows[0].from_lsn, fromIdx: rows[0].from_idx, toLsn: '', toIdx: 0, lsns: [], idxs: [], payloads: [], groups: [], times: [] };
     let end: WalkRow = rows[rows.length - 1];
     for (const r of rows) {
       // No payload: another table of the source, or an action the consumer does not take.
@@ -72,6 +77,8 @@ export async function walkFiltered(
         walked.lsns.push(r.commit_lsn);
         walked.idxs.push(r.commit_idx);
         walked.payloads.push(r.payload);
+        walked.groups.push(r.group_key);
+        walked.times.push(r.committed_at);
         // The walk ends at the last change wanted: admission takes in no more
         // than the claim can hand out, and the rest is walked again later.
         if (walked.lsns.length >= want) {
@@ -110,6 +117,8 @@ async function fitted(
       lsns: walked.lsns.slice(0, want),
       idxs: walked.idxs.slice(0, want),
       payloads: walked.payloads.slice(0, want),
+      groups: walked.groups.slice(0, want),
+      times: walked.times.slice(0, want),
       toLsn: walked.lsns[want - 1],
       toIdx: walked.idxs[want - 1],
       full: true,
@@ -127,6 +136,8 @@ function joined(a: Walked, b: Walked): Walked {
     lsns: [...a.lsns, ...b.lsns],
     idxs: [...a.idxs, ...b.idxs],
     payloads: [...a.payloads, ...b.payloads],
+    groups: [...a.groups, ...b.groups],
+    times: [...a.times, ...b.times],
     toLsn: b.toLsn,
     toIdx: b.toIdx,
     full: b.full,
@@ -146,6 +157,8 @@ function tail(w: Walked, n: number): Walked {
     lsns: w.lsns.slice(n),
     idxs: w.idxs.slice(n),
     payloads: w.payloads.slice(n),
+    groups: w.groups.slice(n),
+    times: w.times.slice(n),
     full: w.full,
   };
 }
@@ -170,9 +183,14 @@ export function walkedPayloadMap(w: Walked): Map<string, string> {
   return byKey;
 }
 
-/** The walk as the trailing parameters of the *_walked claim functions; the keys as array literals (src/db/arrays.ts). */
+/**
+ * The walk as the trailing parameters of the *_walked claim functions: the
+ * keys as array literals (src/db/arrays.ts), then their group keys and
+ * commit times (text, escaped by pg) for admission to take in without
+ * reading the log.
+ */
 export function walkedParams(w: Walked): unknown[] {
-  return [w.fromLsn, w.fromIdx, w.toLsn, w.toIdx, plainArray(w.lsns), plainArray(w.idxs)];
+  return [w.fromLsn, w.fromIdx, w.toLsn, w.toIdx, plainArray(w.lsns), plainArray(w.idxs), w.groups, w.times];
 }
 
 /**
