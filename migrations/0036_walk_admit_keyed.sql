@@ -76,8 +76,10 @@ LANGUAGE sql STABLE AS $$
   FROM sluice.walk_log_rows(p_consumer, p_after_lsn, p_after_idx, p_limit, p_check_ahead) w
 $$;
 
--- The walk's group keys and commit times, for admission in this transaction (see above).
-CREATE FUNCTION sluice.set_walked_rows(p_groups text[], p_times timestamptz[])
+-- The walk's group keys and commit times, for admission in this transaction
+-- (see above). The times come as the walk printed them and go into the
+-- setting as they are: admission parses them once.
+CREATE FUNCTION sluice.set_walked_rows(p_groups text[], p_times text[])
 RETURNS void
 LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
@@ -89,7 +91,7 @@ CREATE FUNCTION sluice.claim_messages_walked(
   p_consumer uuid, p_limit integer, p_visibility_ms integer, p_max_ack_pending integer, p_max_deliver integer,
   p_dead_blocks_group boolean,
   p_from_lsn bigint, p_from_idx integer, p_to_lsn bigint, p_to_idx integer, p_lsns bigint[], p_idxs integer[],
-  p_groups text[], p_times timestamptz[])
+  p_groups text[], p_times text[])
 RETURNS TABLE (commit_lsn bigint, commit_idx integer, delivery_token integer,
                deliver_count integer, group_key text, payload text, retry_at timestamptz)
 LANGUAGE plpgsql VOLATILE AS $$
@@ -103,7 +105,7 @@ CREATE FUNCTION sluice.claim_messages_walked_reporting(
   p_consumer uuid, p_limit integer, p_visibility_ms integer, p_max_ack_pending integer, p_max_deliver integer,
   p_dead_blocks_group boolean,
   p_from_lsn bigint, p_from_idx integer, p_to_lsn bigint, p_to_idx integer, p_lsns bigint[], p_idxs integer[],
-  p_groups text[], p_times timestamptz[])
+  p_groups text[], p_times text[])
 RETURNS TABLE (commit_lsn bigint, commit_idx integer, delivery_token integer,
                deliver_count integer, group_key text, payload text, retry_at timestamptz)
 LANGUAGE plpgsql VOLATILE AS $$
@@ -117,7 +119,7 @@ CREATE FUNCTION sluice.claim_webhook_batches_walked(
   p_consumer uuid, p_batches integer, p_batch_size integer, p_lease_ms integer, p_dead_blocks_group boolean,
   p_fresh boolean,
   p_from_lsn bigint, p_from_idx integer, p_to_lsn bigint, p_to_idx integer, p_lsns bigint[], p_idxs integer[],
-  p_groups text[], p_times timestamptz[])
+  p_groups text[], p_times text[])
 RETURNS TABLE (batch_id uuid, attempt integer, first_attempt_at timestamptz, delivery_token integer,
                commit_lsn bigint, commit_idx integer, group_key text, payload text, next_due_at timestamptz)
 LANGUAGE plpgsql VOLATILE AS $$

@@ -74,12 +74,12 @@ interface ClaimRow {
 const COLUMNS = 'commit_lsn, commit_idx, delivery_token, deliver_count, group_key, payload, retry_at';
 const CLAIM = `SELECT ${COLUMNS} FROM sluice.claim_messages($1, $2, $3, $4, $5, $6)`;
 const CLAIM_WALKED = `SELECT ${COLUMNS}
-  FROM sluice.claim_messages_walked($1, $2, $3, $4, $5, $6, $7::bigint, $8, $9::bigint, $10, $11::bigint[], $12::int[], $13::text[], $14::timestamptz[])`;
+  FROM sluice.claim_messages_walked($1, $2, $3, $4, $5, $6, $7::bigint, $8, $9::bigint, $10, $11::bigint[], $12::int[], $13::text[], $14::text[])`;
 // With max_deliver: the same claims, reporting what they dead-letter (migrations/0025). Only then:
 // the wrapper copies every claimed row once more.
 const CLAIM_REPORTING = `SELECT ${COLUMNS} FROM sluice.claim_messages_reporting($1, $2, $3, $4, $5, $6)`;
 const CLAIM_WALKED_REPORTING = `SELECT ${COLUMNS}
-  FROM sluice.claim_messages_walked_reporting($1, $2, $3, $4, $5, $6, $7::bigint, $8, $9::bigint, $10, $11::bigint[], $12::int[], $13::text[], $14::timestamptz[])`;
+  FROM sluice.claim_messages_walked_reporting($1, $2, $3, $4, $5, $6, $7::bigint, $8, $9::bigint, $10, $11::bigint[], $12::int[], $13::text[], $14::text[])`;
 
 // Ack needs no lock: it only takes messages out of flight, which can't break
 // max_ack_pending or group order. A concurrent claim that re-stamps the row

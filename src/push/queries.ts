@@ -83,7 +83,7 @@ const CLAIM_TYPES = {
 const CLAIM = `SELECT batch_id, attempt, first_attempt_at, delivery_token, commit_lsn, commit_idx, group_key, payload, next_due_at
   FROM sluice.claim_webhook_batches($1, $2, $3, $4, $5, $6)`;
 const CLAIM_WALKED = `SELECT batch_id, attempt, first_attempt_at, delivery_token, commit_lsn, commit_idx, group_key, payload, next_due_at
-  FROM sluice.claim_webhook_batches_walked($1, $2, $3, $4, $5, $6, $7::bigint, $8, $9::bigint, $10, $11::bigint[], $12::int[], $13::text[], $14::timestamptz[])`;
+  FROM sluice.claim_webhook_batches_walked($1, $2, $3, $4, $5, $6, $7::bigint, $8, $9::bigint, $10, $11::bigint[], $12::int[], $13::text[], $14::text[])`;
 
 // A new batch's payloads, read after its claim (migrations/0035): the claim
 // holds the consumer's lock, this does not. One index probe of the log a key;
