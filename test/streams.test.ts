@@ -153,26 +153,30 @@ describe('streams', () => {
         if (w.name === 'DeprecationWarning') deprecations.push(w.message);
       };
       process.on('warning', onWarning);
-      const first = await f.call('POST', '/api/streams/pub/messages', { subject: 'a.b', data: 1, idempotency_key: 'once-1' });
-      const again = await f.call('POST', '/api/streams/pub/messages', {
-        messages: [
-          { subject: 'a.b', data: 2, idempotency_key: 'once-1' },
-          { subject: 'a.c', data: 3, idempotency_key: 'once-2' },
-          { subject: 'a.c', data: 4, idempotency_key: 'once-2' },
-        ],
-      });
-      expect(again.status).toBe(200);
-      const s1 = first.body.data[0].sequence;
-      expect(again.body.data).toEqual([
-        { sequence: s1, duplicate: true },
-        { sequence: expect.any(Number), duplicate: false },
-        { sequence: again.body.data[1].sequence, duplicate: true },
-      ]);
-      const rows = (await stored('pub')).filter((r) => r.subject.startsWith('a.'));
-      expect(rows.map((r) => JSON.parse(r.payload).data)).toEqual([1, 3]);
-      expect(JSON.parse(rows[0].payload).metadata.idempotency_key).toBe('once-1');
-      await new Promise((r) => setImmediate(r));
-      process.off('warning', onWarning);
+      try {
+        const first = await f.call('POST', '/api/streams/pub/messages', { subject: 'a.b', data: 1, idempotency_key: 'once-1' });
+        const again = await f.call('POST', '/api/streams/pub/messages', {
+          messages: [
+            { subject: 'a.b', data: 2, idempotency_key: 'once-1' },
+            { subject: 'a.c', data: 3, idempotency_key: 'once-2' },
+            { subject: 'a.c', data: 4, idempotency_key: 'once-2' },
+          ],
+        });
+        expect(again.status).toBe(200);
+        const s1 = first.body.data[0].sequence;
+        expect(again.body.data).toEqual([
+          { sequence: s1, duplicate: true },
+          { sequence: expect.any(Number), duplicate: false },
+          { sequence: again.body.data[1].sequence, duplicate: true },
+        ]);
+        const rows = (await stored('pub')).filter((r) => r.subject.startsWith('a.'));
+        expect(rows.map((r) => JSON.parse(r.payload).data)).toEqual([1, 3]);
+        expect(JSON.parse(rows[0].payload).metadata.idempotency_key).toBe('once-1');
+        // Warnings are emitted on a later tick.
+        await new Promise((r) => setImmediate(r));
+      } finally {
+        process.off('warning', onWarning);
+      }
       expect(deprecations).toEqual([]);
     });
 

@@ -36,7 +36,7 @@
 // The analysis is conservative by construction: an identifier with the
 // parameter's name counts as the parameter wherever it appears (an inner
 // variable that shadows it can only make more of the message kept).
-import { parse } from 'acorn';
+import { parseFunctionSource } from './syntax.js';
 
 /** What a function reads: `whole`, or the keys below this point it reads (each with what it reads below). */
 export interface ReadTree {
@@ -50,19 +50,16 @@ interface AnyNode {
 }
 
 /**
- * The parts of the message the function (a source that checkFunctionSource
- * accepted) reads, or null when it may read all of it.
+ * The parts of the message the function reads, or null when it may read all
+ * of it (or the source is not a function checkFunctionSource accepts).
  */
 export function messageReads(source: string): ReadTree | null {
-  let program: AnyNode;
+  let fn: AnyNode;
   try {
-    program = parse(`(${source}\n)`, { ecmaVersion: 'latest', sourceType: 'script' }) as unknown as AnyNode;
+    fn = parseFunctionSource(source) as unknown as AnyNode;
   } catch {
     return null;
   }
-  const body = program.body as AnyNode[];
-  const fn = body.length === 1 && body[0].type === 'ExpressionStatement' ? (body[0].expression as AnyNode) : null;
-  if (!fn || (fn.type !== 'ArrowFunctionExpression' && fn.type !== 'FunctionExpression')) return null;
 
   const root = tree();
   const params = fn.params as AnyNode[];

@@ -4,15 +4,21 @@
 // with a position in our wrapper rather than in the user's text. Parsing here
 // gives the user's own line and column at save time, and lets us require the
 // one shape the sandbox expects: a single synchronous function expression.
-import { parse } from 'acorn';
+import { parse, type ArrowFunctionExpression, type FunctionExpression } from 'acorn';
 import { TransformError } from './spec.js';
+
+/** Throws TransformError when the source is not one synchronous function expression (see parseFunctionSource). */
+export function checkFunctionSource(source: string): void {
+  parseFunctionSource(source);
+}
 
 /**
  * The source, wrapped as `(<source>\n)`, must parse as one expression
  * statement that is a function: this refuses `1+1`, statement lists, and
  * sources that close the parenthesis themselves to smuggle in more code.
+ * Returns that function's syntax tree (reads.ts reads it); throws TransformError.
  */
-export function checkFunctionSource(source: string): void {
+export function parseFunctionSource(source: string): ArrowFunctionExpression | FunctionExpression {
   const wrapped = `(${source}\n)`;
   let program: ReturnType<typeof parse>;
   try {
@@ -36,6 +42,7 @@ export function checkFunctionSource(source: string): void {
   if (fn.async || fn.generator) {
     throw new TransformError(`the transform's function is ${fn.async ? 'async' : 'a generator'}: it must return its result directly`);
   }
+  return fn;
 }
 
 /** 1-based line and column of a character offset, counting line breaks as JavaScript does. */
